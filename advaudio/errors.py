@@ -1,0 +1,28 @@
+"""Exceptions for problems a user can fix.
+
+The CLI prints any :class:`AdvaudioError` as a single line and exits with
+status 2; everything else is a bug and keeps its traceback.
+"""
+
+
+class AdvaudioError(Exception):
+    """Base class of errors caused by input, configuration or files on disk."""
+
+
+class ParameterError(AdvaudioError, ValueError):
+    """A parameter has an invalid value (librosa's convention)."""
+
+
+class DatasetError(AdvaudioError):
+    """A dataset tree or its metadata is missing or malformed."""
+
+
+class AudioError(AdvaudioError):
+    """One clip cannot be used: unreadable, empty, truncated or silent.
+
+    Featurization records the message as the clip's reason and goes on.
+    """
+
+
+class StoreError(AdvaudioError):
+    """A feature store, shard or checkpoint is missing, incomplete or does not fit."""
