@@ -1,0 +1,414 @@
+"""Streaming input pipeline: feature store (HDF5) → model-space batches → torch.
+
+Shuffling scheme (random batches, sorted reads)
+-----------------------------------------------
+Each epoch the training rows are permuted globally with a generator seeded
+from ``(seed, epoch)``, cut into consecutive batches, and the indices *within*
+each batch are sorted. Batch composition is therefore as random as with a
+per-sample shuffled sampler (every partition of the rows into batches is
+possible), yet every batch is read with one sorted, chunk-aligned read per
+representation (:func:`advaudio.views.read_rows`) instead of ``B`` random
+single-clip reads. The order of samples *inside* a batch carries no
+information for SGD (the loss is a mean, batch norm statistics are
+permutation invariant), so sorting costs nothing.
+
+The DataLoader gets a *batch-level* dataset (``batch_size=None``): item
+``(epoch, i)`` is the whole batch ``i`` of that epoch. The key carries the
+epoch, so persistent workers need no notification when the epoch changes,
+and the batch plan and the augmentation of batch ``i`` depend only on
+``(seed, epoch, i)`` — identical whichever worker serves it and however many
+workers there are (this is what makes resumed runs exact).
+
+Workers open the HDF5 files themselves, lazily on first use; a handle is
+never carried across a fork (the process id is checked, and pickling drops
+handles).
+
+Extra sources
+-------------
+:class:`ModelSpaceSource` serves ready-made inputs already in model space
+(adversarial shards): an HDF5 file with ``inputs`` ``(N, 1, H, W)`` in [0, 1],
+``labels`` ``(N,)`` and optionally a boolean ``mask`` (e.g. ``success``: keep
+only successful adversarial examples). With ``mix = m`` each training batch of
+size ``B`` holds ``k = round(m·B)`` samples drawn from the pooled extra sources
+(cycled through in a fresh permutation per pass) and ``B − k`` store clips;
+an epoch is still one pass over the store rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from advaudio.errors import ParameterError, StoreError
+from advaudio.views import View, read_rows
+
+SOURCE_STORE = 0  # ``batch["source"]`` of store clips; extra source j has j + 1
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from integers (seed, epoch, batch, purpose …), stable across runs."""
+    state = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+# --------------------------------------------------------------------------- #
+# Extra sources of model-space inputs
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class ModelSpaceSource:
+    """An HDF5 file of inputs already in model space, e.g. an adversarial shard.
+
+    Parameters
+    ----------
+    path : the HDF5 file
+    inputs : dataset ``(N, 1, H, W)`` float in [0, 1]
+    labels : dataset ``(N,)`` of integer class labels (the *true* labels for
+        adversarial training)
+    mask : optional boolean dataset ``(N,)``; only rows where it is true are
+        used. A file without that dataset uses every row; None ignores it.
+    """
+
+    path: str
+    inputs: str = "adversarial"
+    labels: str = "label"
+    mask: str | None = "success"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | "ModelSpaceSource") -> "ModelSpaceSource":
+        if isinstance(d, ModelSpaceSource):
+            return d
+        if isinstance(d, (str, os.PathLike)):
+            return cls(str(d))
+        return cls(**{k: d[k] for k in ("path", "inputs", "labels", "mask") if k in d})
+
+    def index(self, *, output_shape: tuple[int, ...] | None = None,
+              num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Usable rows (sorted) and the labels of all rows; checks shapes and labels."""
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreError(f"cannot open extra source {self.path}: {exc}") from None
+        with f:
+            for key in (self.inputs, self.labels):
+                if key not in f:
+                    raise StoreError(f"extra source {self.path} has no dataset {key!r} (has {list(f)})")
+            x = f[self.inputs]
+            labels = np.asarray(f[self.labels][:], dtype=np.int64).ravel()
+            if x.ndim != 4 or x.shape[0] != labels.size:
+                raise StoreError(f"{self.path}:{self.inputs} must be (N, C, H, W) with N = len({self.labels}); "
+                                 f"got {x.shape} and {labels.size} labels")
+            if output_shape is not None and tuple(x.shape[1:]) != tuple(output_shape):
+                raise StoreError(f"{self.path}:{self.inputs} holds inputs of shape {tuple(x.shape[1:])}, "
+                                 f"the view's model space is {tuple(output_shape)}")
+            keep = np.ones(labels.size, bool)
+            if self.mask is not None and self.mask in f:
+                m = np.asarray(f[self.mask][:]).ravel()
+                if m.size != labels.size:
+                    raise StoreError(f"{self.path}:{self.mask} has {m.size} rows, expected {labels.size}")
+                keep &= m.astype(bool)
+        if num_classes is not None and labels[keep].size and (labels[keep].min() < 0 or labels[keep].max() >= num_classes):
+            raise StoreError(f"{self.path}: labels outside 0..{num_classes - 1}")
+        return np.flatnonzero(keep), labels
+
+
+# --------------------------------------------------------------------------- #
+# Batch planning (pure functions of seed and epoch)
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class PlannedBatch:
+    """Sorted store rows and, per extra source, sorted rows of that source."""
+
+    rows: np.ndarray
+    extra: tuple[np.ndarray, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.size + sum(e.size for e in self.extra))
+
+
+def batch_sizes(n_rows: int, batch_size: int, mix: float, *, drop_singleton: bool) -> tuple[list[int], list[int]]:
+    """Store and extra samples per batch for one epoch over ``n_rows`` store rows."""
+    if batch_size < 1:
+        raise ParameterError(f"batch size must be >= 1, got {batch_size}")
+    k = int(round(mix * batch_size))
+    if mix > 0 and k == 0:
+        raise ParameterError(f"mix {mix} of a batch of {batch_size} is less than one sample")
+    s = batch_size - k
+    if s < 1:
+        raise ParameterError(f"mix {mix} leaves no room for store clips in a batch of {batch_size}")
+    store_sizes = [s] * (n_rows // s)
+    if n_rows % s:
+        store_sizes.append(n_rows % s)
+    extra_sizes = [k if n == s else int(round(n * k / s)) for n in store_sizes]
+    if drop_singleton and store_sizes and store_sizes[-1] + extra_sizes[-1] < 2 and len(store_sizes) > 1:
+        # Batch norm cannot train on one sample; the clip is seen in other epochs.
+        store_sizes.pop()
+        extra_sizes.pop()
+    return store_sizes, extra_sizes
+
+
+def plan_epoch(
+    rows: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    extra_pool: Sequence[np.ndarray] = (),
+    mix: float = 0.0,
+    drop_singleton: bool = False,
+) -> list[PlannedBatch]:
+    """The batches of one epoch (see the module docstring for the scheme).
+
+    ``extra_pool[j]`` are the usable rows of extra source ``j``; they are pooled,
+    permuted (generator seeded from ``(seed, epoch)``) and dealt ``k`` per batch,
+    re-permuted when exhausted.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    store_sizes, extra_sizes = batch_sizes(rows.size, batch_size, mix if extra_pool else 0.0,
+                                           drop_singleton=drop_singleton)
+    rng = np.random.default_rng(derive_seed(seed, epoch, 1))
+    order = rng.permutation(rows) if shuffle else rows
+    pool_src = np.concatenate([np.full(p.size, j) for j, p in enumerate(extra_pool)] or [np.zeros(0, int)])
+    pool_row = np.concatenate([np.asarray(p, np.int64) for p in extra_pool] or [np.zeros(0, np.int64)])
+    if mix > 0 and extra_pool and pool_row.size == 0:
+        raise StoreError("the extra sources hold no usable samples (all masked out?)")
+    deck = np.zeros(0, np.int64)
+    batches, start = [], 0
+    for n_store, n_extra in zip(store_sizes, extra_sizes):
+        part = np.sort(order[start : start + n_store])
+        start += n_store
+        extra: tuple[np.ndarray, ...] = ()
+        if extra_pool:
+            take = np.zeros(0, np.int64)
+            while take.size < n_extra:
+                if deck.size == 0:
+                    deck = rng.permutation(pool_row.size)
+                need = n_extra - take.size
+                take, deck = np.concatenate([take, deck[:need]]), deck[need:]
+            extra = tuple(np.sort(pool_row[take[pool_src[take] == j]]) for j in range(len(extra_pool)))
+        batches.append(PlannedBatch(part, extra))
+    return batches
+
+
+def time_shift_(x: torch.Tensor, max_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Roll each sample circularly along time (last axis) by a random amount, in place.
+
+    Shifts are uniform integers in ``[-round(f W), round(f W)]``; ``f = 0.5``
+    reaches every circular offset.
+    """
+    if max_fraction <= 0 or x.shape[0] == 0:
+        return x
+    w = x.shape[-1]
+    m = int(round(max_fraction * w))
+    if m == 0:
+        return x
+    shifts = torch.randint(-m, m + 1, (x.shape[0],), generator=generator)
+    idx = (torch.arange(w)[None, :] - shifts[:, None]) % w  # out[..., t] = x[..., t - s]
+    idx = idx.view(x.shape[0], *([1] * (x.ndim - 2)), w).expand_as(x)
+    x.copy_(torch.gather(x, -1, idx))
+    return x
+
+
+# --------------------------------------------------------------------------- #
+# The batch-level dataset
+# --------------------------------------------------------------------------- #
+class StoreBatches(Dataset):
+    """Batches of model inputs read from a store (and optional extra sources).
+
+    Item ``(epoch, i)`` (or ``i``, meaning the current epoch) is a dict:
+    ``x`` float32 ``(B, 1, H, W)`` in [0, 1], ``y`` int64 labels, ``source``
+    (0: store, ``j + 1``: extra source ``j``) and ``index`` (row in that source,
+    increasing within each source: the order it was read in).
+
+    Parameters
+    ----------
+    store : the :class:`~advaudio.store.Store` (only its path and labels travel to workers)
+    view : the fitted :class:`~advaudio.views.View`
+    rows : store rows to serve (e.g. the training folds)
+    batch_size : samples per batch, extra samples included
+    shuffle : permute per epoch (training) or keep row order (evaluation)
+    seed : base of every random choice (plan and augmentation)
+    time_shift : max circular roll along time as a fraction of the width (0: off)
+    extra_sources, mix : model-space sources and the fraction of each batch they fill
+    """
+
+    def __init__(
+        self,
+        store,
+        view: View,
+        rows: Sequence[int] | np.ndarray,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        time_shift: float = 0.0,
+        extra_sources: Sequence[ModelSpaceSource] = (),
+        mix: float = 0.0,
+    ):
+        view.check_store(store)
+        self.path = str(store.master)
+        self.view = view
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if self.rows.size == 0:
+            raise ParameterError("no rows to serve")
+        self.labels = np.asarray(store.labels, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.time_shift = float(time_shift)
+        if not 0 <= self.time_shift <= 1:
+            raise ParameterError(f"time_shift is a fraction of the width in [0, 1], got {time_shift}")
+        self.sources = tuple(ModelSpaceSource.from_dict(s) for s in extra_sources)
+        self.mix = float(mix)
+        if not 0 <= self.mix < 1:
+            raise ParameterError(f"mix must be in [0, 1), got {mix}")
+        if self.mix > 0 and not self.sources:
+            raise ParameterError("mix > 0 needs at least one extra source")
+        if self.sources and self.mix == 0:
+            raise ParameterError("extra sources given but mix is 0: say which fraction of a batch they fill")
+        self.extra_pool, self.extra_labels = [], []
+        for src in self.sources:
+            keep, labels = src.index(output_shape=view.output_shape, num_classes=len(store.classes))
+            self.extra_pool.append(keep)
+            self.extra_labels.append(labels)
+        self.epoch = 0
+        self._plans: dict[int, list[PlannedBatch]] = {}
+        self._files: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+        self._len = len(self.plan(0))
+
+    # ---- planning ------------------------------------------------------------ #
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def plan(self, epoch: int) -> list[PlannedBatch]:
+        if epoch not in self._plans:
+            self._plans = {epoch: plan_epoch(
+                self.rows, self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
+                extra_pool=self.extra_pool, mix=self.mix, drop_singleton=self.shuffle,
+            )}
+        return self._plans[epoch]
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return sum(b.size for b in self.plan(self.epoch))
+
+    # ---- files: opened lazily, per process ----------------------------------- #
+    def _file(self, path: str) -> h5py.File:
+        if self._pid != os.getpid():  # forked: never touch the parent's handles
+            self._files = {}
+            self._pid = os.getpid()
+        f = self._files.get(path)
+        if f is None:
+            try:
+                f = self._files[path] = h5py.File(path, "r")
+            except OSError as exc:
+                raise StoreError(f"cannot open {path}: {exc}") from None
+        return f
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for f in self._files.values():
+                f.close()
+        self._files = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    # ---- reading ------------------------------------------------------------- #
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        plan = self.plan(int(epoch))
+        if not 0 <= i < len(plan):
+            raise IndexError(i)
+        b = plan[i]
+        xs = [self.view.read(self._file(self.path), b.rows)]
+        ys = [self.labels[b.rows]]
+        src = [np.full(b.rows.size, SOURCE_STORE)]
+        idx = [b.rows]
+        for j, (source, rows) in enumerate(zip(self.sources, b.extra)):
+            if rows.size == 0:
+                continue
+            f = self._file(source.path)
+            xs.append(torch.from_numpy(read_rows(f[source.inputs], rows)).float().clamp_(0.0, 1.0))
+            ys.append(self.extra_labels[j][rows])
+            src.append(np.full(rows.size, j + 1))
+            idx.append(rows)
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        if self.time_shift > 0:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, int(epoch), int(i), 2))
+            time_shift_(x, self.time_shift, g)
+        return {
+            "x": x,
+            "y": torch.from_numpy(np.concatenate(ys)),
+            "source": torch.from_numpy(np.concatenate(src).astype(np.int64)),
+            "index": torch.from_numpy(np.concatenate(idx)),
+        }
+
+
+class EpochBatchSampler(Sampler):
+    """Yields ``(epoch, i)`` for every batch of the dataset's current epoch."""
+
+    def __init__(self, dataset: StoreBatches):
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.dataset.epoch
+        return iter([(epoch, i) for i in range(len(self.dataset))])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def _worker_init(_worker_id: int) -> None:
+    info = get_worker_info()
+    if info is not None:  # drop anything inherited; the worker opens its own handles
+        info.dataset._files = {}
+        info.dataset._pid = os.getpid()
+
+
+def make_loader(dataset: StoreBatches, *, workers: int = 0, device: str | torch.device = "cpu",
+                prefetch: int = 2) -> DataLoader:
+    """A DataLoader over a batch-level dataset: ``batch_size=None``, persistent workers,
+    pinned memory when the device is CUDA. Call ``dataset.set_epoch(e)`` before iterating."""
+    if workers < 0:
+        raise ParameterError(f"workers must be >= 0, got {workers}")
+    device = torch.device(device)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=EpochBatchSampler(dataset),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
+    )
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch to ``device``; asynchronous from pinned memory on CUDA."""
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}

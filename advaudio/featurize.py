@@ -1,0 +1,319 @@
+"""The featurize stage: audio clips → a feature store, computed by Dask.
+
+The task graph is planned in one place (:func:`plan_featurize`: which shards
+exist, which must be computed) and run in another (:func:`featurize`, on a
+Dask distributed client or in-process). Each task featurizes one block of
+clips and writes its own shard file — HDF5 has one writer per file — and a
+final step links the shards into ``store.h5``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from advaudio import store as st
+from advaudio.datasets import ClipTable, load_clip, read_dataset
+from advaudio.errors import AdvaudioError, ParameterError, StoreError
+from advaudio.features import FeatureConfig, compute_features, feature_shapes
+
+try:  # the policy string is part of the store's recorded configuration
+    from advaudio.audio import DURATION_POLICY
+except ImportError:  # pragma: no cover
+    DURATION_POLICY = "crop-start/pad-end-zeros"
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    """Configuration of the featurize stage; all of it enters the store fingerprint.
+
+    Parameters
+    ----------
+    dataset : registry name of the dataset reader (see ``advaudio.datasets.DATASETS``)
+    root : dataset root directory (None for ``synthetic``)
+    dataset_options : reader options, e.g. ``{"clips_per_class": 20}`` for ``synthetic``
+    folds : keep only these folds (None: all)
+    limit_per_class : keep at most this many clips per class (None: all), for quick runs
+    features : transform parameters
+    shard_size : clips per Dask task and per shard file
+    compression : HDF5 filter of the shard arrays (``"lzf"``, ``"gzip"`` or None)
+    """
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    dataset_options: dict = field(default_factory=dict)
+    folds: tuple[int, ...] | None = None
+    limit_per_class: int | None = None
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    shard_size: int = 32
+    compression: str | None = None
+
+    def __post_init__(self):
+        if self.shard_size < 1:
+            raise ParameterError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.compression not in (None, "lzf", "gzip"):
+            raise ParameterError(f"compression must be lzf, gzip or none, got {self.compression!r}")
+        if self.limit_per_class is not None and self.limit_per_class < 1:
+            raise ParameterError(f"limit_per_class must be >= 1, got {self.limit_per_class}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["features"] = self.features.to_dict()
+        d["folds"] = list(self.folds) if self.folds is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of Dask work: featurize ``table.clips`` into ``path``."""
+
+    shard: int
+    path: str
+    table: ClipTable  # only this shard's clips: tasks ship small
+    start: int  # table index of the first clip
+    features: FeatureConfig
+    compression: str | None
+    fingerprint: str
+
+
+@dataclass
+class FeaturizePlan:
+    store_dir: Path
+    table: ClipTable
+    config: FeaturizeConfig
+    fingerprint: str
+    store_config: dict[str, Any]
+    shard_files: list[str]
+    tasks: list[ShardTask]  # shards still to compute
+    complete: bool  # store.h5 already exists
+
+
+@dataclass
+class FeaturizeResult:
+    store_dir: Path
+    clips: int
+    featurized: int
+    errors: list[dict[str, Any]]
+    shards_written: int
+    shards_skipped: int
+    seconds: float
+    already_complete: bool = False
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+
+def _load_table(config: FeaturizeConfig) -> ClipTable:
+    table = read_dataset(config.dataset, root=config.root, **config.dataset_options)
+    if config.folds is not None or config.limit_per_class is not None:
+        table = table.subset(folds=config.folds, limit_per_class=config.limit_per_class)
+    if len(table) == 0:
+        raise AdvaudioError(f"dataset {config.dataset!r} has no clips to featurize")
+    return table
+
+
+def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache") -> FeaturizePlan:
+    """Resolve the dataset, the store directory and the shards still to compute.
+
+    Shards already on disk under their final name are complete (they are
+    renamed into place only when fully written) and are not recomputed.
+    """
+    table = _load_table(config)
+    n_samples = int(round(table.duration * config.features.sr))
+    store_config = {
+        "featurize": config.to_dict(),
+        "dataset_options": table.options,
+        "duration": table.duration,
+        "n_samples": n_samples,
+        "duration_policy": DURATION_POLICY,
+        "storage": {"compression": config.compression, "shard_size": config.shard_size},
+        "format_version": st.FORMAT_VERSION,
+    }
+    fp = st.fingerprint({"config": store_config, "inputs": table.fingerprint_items()})
+    store_dir = Path(cache) / f"{config.dataset}-{fp}"
+    shard_files, tasks = [], []
+    for shard, start in enumerate(range(0, len(table), config.shard_size)):
+        rel = f"{st.SHARD_DIR}/{st.shard_name(shard)}"
+        shard_files.append(rel)
+        if (store_dir / rel).is_file():
+            continue
+        block = dataclasses.replace(table, clips=table.clips[start : start + config.shard_size])
+        tasks.append(ShardTask(shard, str(store_dir / rel), block, start, config.features, config.compression, fp))
+    return FeaturizePlan(
+        store_dir=store_dir,
+        table=table,
+        config=config,
+        fingerprint=fp,
+        store_config=store_config,
+        shard_files=shard_files,
+        tasks=tasks,
+        complete=(store_dir / st.MASTER_NAME).is_file(),
+    )
+
+
+def featurize_shard(task: ShardTask) -> dict[str, Any]:
+    """Featurize one block of clips and write its shard (runs on a Dask worker).
+
+    A clip that cannot be loaded or featurized is recorded with its reason;
+    the others go on. Returns the shard's file, counts and checksum.
+    """
+    cfg = task.features
+    n_samples = int(round(task.table.duration * cfg.sr))
+    shapes = feature_shapes(cfg, n_samples)
+    rows: list[tuple[int, Any, dict[str, np.ndarray]]] = []
+    errors: list[tuple[int, str, str, str]] = []
+    for offset, clip in enumerate(task.table.clips):
+        index = task.start + offset
+        try:
+            y = load_clip(task.table, clip, sr=cfg.sr)
+            feats = compute_features(y, cfg)
+        except AdvaudioError as exc:  # a bad clip is data, not a crash
+            errors.append((index, clip.clip_id, clip.path, str(exc)))
+            continue
+        rows.append((index, clip, feats))
+    features = {
+        name: (
+            np.stack([r[2][name] for r in rows])
+            if rows
+            else np.zeros((0,) + shapes[name], np.float32)
+        )
+        for name in cfg.representations
+    }
+    digest = st.write_feature_shard(
+        task.path,
+        index=np.asarray([r[0] for r in rows], np.int64),
+        clip_id=[r[1].clip_id for r in rows],
+        label=np.asarray([r[1].label for r in rows], np.int64),
+        fold=np.asarray([r[1].fold for r in rows], np.int64),
+        clip_path=[r[1].path for r in rows],
+        features=features,
+        errors=errors,
+        compression=task.compression,
+        attrs={"fingerprint": task.fingerprint, "shard": task.shard, "start": task.start},
+    )
+    return {"shard": task.shard, "clips": len(rows), "errors": len(errors), "sha256": digest}
+
+
+@contextlib.contextmanager
+def dask_client(*, workers: int, scheduler: str | None = None, cluster=None) -> Iterator[Any]:
+    """A distributed client: an existing scheduler, a given cluster, or local worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler, timeout="30s") as client:
+            yield client
+        return
+    if cluster is not None:
+        with Client(cluster) as client:
+            yield client
+        return
+    # One thread per process: the transforms hold the GIL in places and
+    # numpy/numba threads would oversubscribe the cores.
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=40,
+    ) as local, Client(local) as client:
+        yield client
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="clip", desc="featurize", disable=not enabled, file=sys.stderr)
+
+
+def featurize(
+    config: FeaturizeConfig,
+    *,
+    cache: str | os.PathLike = "cache",
+    workers: int = 2,
+    scheduler: str | None = None,
+    cluster=None,
+    progress: bool = True,
+) -> FeaturizeResult:
+    """Featurize a dataset into a store under ``cache`` (resumable).
+
+    Parameters
+    ----------
+    config : what to compute (hashed into the store's directory name)
+    cache : root directory of stores
+    workers : local Dask worker processes; 0 runs every task in this process
+    scheduler : address of a running Dask scheduler (overrides ``workers``)
+    cluster : a Dask cluster object (e.g. dask-jobqueue's ``SLURMCluster``)
+    progress : show a progress bar on standard error
+    """
+    t0 = time.perf_counter()
+    if workers < 0:
+        raise ParameterError(f"workers must be >= 0, got {workers}")
+    plan = plan_featurize(config, cache=cache)
+    if plan.complete:
+        store = st.Store(plan.store_dir)
+        return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                               len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+    (plan.store_dir / st.SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
+    st.remove_stale_tmp(plan.store_dir)
+
+    pending = sum(len(t.table) for t in plan.tasks)
+    with _progress(pending, progress) as bar:
+        if plan.tasks and (workers > 0 or scheduler or cluster is not None):
+            from distributed import as_completed
+
+            with dask_client(workers=workers, scheduler=scheduler, cluster=cluster) as client:
+                if progress and getattr(client, "dashboard_link", None) and scheduler or cluster:
+                    print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+                futures = client.map(featurize_shard, plan.tasks, pure=False)
+                sizes = {f.key: len(t.table) for f, t in zip(futures, plan.tasks)}
+                for future in as_completed(futures):
+                    future.result()  # re-raises a worker's unexpected exception here
+                    bar.update(sizes[future.key])
+        else:
+            for task in plan.tasks:
+                featurize_shard(task)
+                bar.update(len(task.table))
+
+    # Checksums are taken from the files so resumed and fresh runs agree.
+    manifest_shards, errors = [], []
+    for rel in plan.shard_files:
+        summary = st.read_shard_summary(plan.store_dir / rel)
+        if summary["attrs"].get("fingerprint") != plan.fingerprint:
+            raise StoreError(f"{plan.store_dir / rel} belongs to another store; delete it and rerun")
+        manifest_shards.append({"file": rel, "clips": summary["clips"],
+                                "sha256": st.sha256_file(plan.store_dir / rel)})
+        errors.extend({"index": i, "clip_id": c, "path": p, "reason": r} for i, c, p, r in summary["errors"])
+    attrs = {
+        "classes": json.dumps(list(plan.table.classes)),
+        "config": json.dumps(plan.store_config, sort_keys=True),
+        "fingerprint": plan.fingerprint,
+        "dataset": plan.config.dataset,
+        "format_version": st.FORMAT_VERSION,
+        "representations": json.dumps(list(config.features.representations)),
+    }
+    manifest = {
+        "fingerprint": plan.fingerprint,
+        "dataset": plan.config.dataset,
+        "clips": len(plan.table),
+        "shards": manifest_shards,
+        "errors": errors,
+    }
+    st.link_master(plan.store_dir, plan.shard_files, attrs=attrs, manifest=manifest,
+                   representations=list(config.features.representations))
+    return FeaturizeResult(
+        store_dir=plan.store_dir,
+        clips=len(plan.table),
+        featurized=len(plan.table) - len(errors),
+        errors=errors,
+        shards_written=len(plan.tasks),
+        shards_skipped=len(plan.shard_files) - len(plan.tasks),
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,444 @@
+"""Views: what a model sees of a feature store ("model space").
+
+A *view* names stored representations joined by ``+`` (``"stft"``,
+``"dwt+chroma"``, ``"stft+chroma"`` …). Reading a view for a batch of clips:
+
+1. reads each representation ``(B, bands, frames)`` from the store (one sorted,
+   chunk-aligned read per representation),
+2. maps each representation into [0, 1] with its own ``(low, high)`` — values
+   below ``low`` become 0, above ``high`` become 1,
+3. appends the representations along the band axis in the order named
+   (``dwt+chroma``: the chroma rows go under the DWT rows, the paper's "appended
+   chromagram"),
+4. resizes the ``(bands, frames)`` image to ``input_size`` ``(H, W)`` when one is
+   given (bilinear with anti-aliasing, so downsampling 513 STFT bins to 128 rows
+   averages neighbouring bins instead of skipping them),
+5. returns a float32 tensor ``(B, 1, H, W)`` in [0, 1]: one input channel.
+
+The output of :meth:`View.transform` / :meth:`View.read` *is* model space: the
+attack stage perturbs it within the bounds (0, 1), and adversarial shards store
+inputs in it, so perturbation sizes compare across representations.
+
+Normalisation (why percentiles, per representation, from training folds only)
+------------------------------------------------------------------------------
+* **Per representation**, not per view and not per band: STFT is in dB
+  (roughly -100 … +40), chroma in [0, 1], tonnetz in [-1, 1]; one global scale
+  would squash chroma into a single grey level next to the STFT rows. Per-band
+  scaling, on the other hand, would erase the spectral envelope (relative
+  energy across frequencies) that the classes differ in.
+* **Robust percentiles** (default 0.5th and 99.5th) rather than min/max: a log
+  spectrogram's minimum is a numerical floor (``-100 dB`` for digital silence
+  in zero-padded clips) and its maximum one loud transient; min/max would let
+  these few values set the contrast of every input. Values outside are clipped,
+  which is what keeps every input inside the attack bounds [0, 1].
+* **Training folds only**: statistics seen on the test fold would leak into the
+  model. :func:`fit_view` takes the rows explicitly; the trainer passes the
+  training rows (validation rows excluded).
+* Computed **streaming**, never loading the store: one pass for min/max and one
+  pass filling a 65 536-bin histogram per representation, in chunks of clips;
+  percentiles are interpolated inside their bin (error below one bin width,
+  ``(max - min) / 65536``, e.g. 0.002 dB on a 140 dB range).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from advaudio.errors import ParameterError, StoreError
+
+SEPARATOR = "+"
+DEFAULT_PERCENTILES = (0.5, 99.5)
+HISTOGRAM_BINS = 1 << 16
+FIT_CHUNK_CLIPS = 64
+
+
+# --------------------------------------------------------------------------- #
+# Names and sizes
+# --------------------------------------------------------------------------- #
+def parse_view(spec: str | Sequence[str] | "View") -> tuple[str, ...]:
+    """Representation names of a view spec: ``"dwt+chroma"`` → ``("dwt", "chroma")``."""
+    if isinstance(spec, View):
+        return spec.representations
+    if isinstance(spec, str):
+        names = tuple(part.strip() for part in spec.split(SEPARATOR))
+    else:
+        names = tuple(str(part).strip() for part in spec)
+    if not names or any(not n for n in names):
+        raise ParameterError(f"a view names representations joined by '+', e.g. 'dwt+chroma'; got {spec!r}")
+    if len(set(names)) != len(names):
+        raise ParameterError(f"view {spec!r} names a representation twice")
+    return names
+
+
+def parse_input_size(value: Any) -> tuple[int, int] | None:
+    """``None``/``"none"`` (keep the store's size), ``128``, ``"128x96"``, ``(128, 96)`` → ``(H, W)``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "none", "native"):
+            return None
+        parts = text.replace("×", "x").split("x")
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            raise ParameterError(f"input size must look like 128 or 128x96 (HxW), got {value!r}") from None
+    elif isinstance(value, (int, np.integer)):
+        sizes = [int(value)]
+    else:
+        try:
+            sizes = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise ParameterError(f"input size must be (H, W), got {value!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise ParameterError(f"input size must be two positive integers (H, W), got {value!r}")
+    return (sizes[0], sizes[1])
+
+
+def check_store_has(store, names: Sequence[str]) -> list[tuple[int, int]]:
+    """Shapes ``(bands, frames)`` of ``names`` in ``store``; StoreError naming what it has otherwise."""
+    have = store.representations
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise StoreError(
+            f"store {store.directory} has no representation {', '.join(map(repr, missing))}; "
+            f"it has: {', '.join(have) or 'none'}"
+        )
+    shapes = [tuple(int(s) for s in have[n].shape) for n in names]
+    frames = {s[1] for s in shapes}
+    if len(frames) > 1:
+        detail = ", ".join(f"{n}: {s[1]}" for n, s in zip(names, shapes))
+        raise StoreError(f"representations of view {'+'.join(names)} differ in frames ({detail}); cannot append them")
+    return shapes
+
+
+# --------------------------------------------------------------------------- #
+# Chunk-aligned reads
+# --------------------------------------------------------------------------- #
+def runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """Consecutive runs of sorted ``rows`` as ``(position, start, stop)``."""
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [rows.size]])
+    return [(int(a), int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+def read_rows(dataset: h5py.Dataset, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Read ``dataset[rows]`` for sorted, unique ``rows`` along the first axis.
+
+    Each run of consecutive rows is one hyperslab read straight into the output
+    buffer (``read_direct``); with one chunk per clip every read is
+    chunk-aligned. Raises ParameterError when ``rows`` is not strictly
+    increasing — callers sort first (see :func:`sorted_unique`).
+    """
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    if rows.size > 1 and not np.all(np.diff(rows) > 0):
+        raise ParameterError("read_rows needs strictly increasing row indices")
+    n = dataset.shape[0]
+    if rows.size and (rows[0] < 0 or rows[-1] >= n):
+        raise ParameterError(f"row index out of range 0..{n - 1}: {int(rows[0])}..{int(rows[-1])}")
+    out = np.empty((rows.size,) + tuple(dataset.shape[1:]), dtype=dataset.dtype)
+    for pos, start, stop in runs(rows):
+        dataset.read_direct(out, source_sel=np.s_[start:stop], dest_sel=np.s_[pos : pos + stop - start])
+    return out
+
+
+def sorted_unique(rows: Iterable[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(unique sorted rows, inverse)``; ``inverse`` is None when ``rows`` was already so."""
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    if rows.size <= 1 or np.all(np.diff(rows) > 0):
+        return rows, None
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return uniq, inverse
+
+
+def _features_group(source) -> tuple[h5py.Group, h5py.File | None]:
+    """The ``features`` group of a store given as an open file, a Store or a path."""
+    close = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            path = path / "store.h5"
+        try:
+            close = h5py.File(path, "r")
+        except OSError as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        source = close
+    elif hasattr(source, "open") and hasattr(source, "representations"):  # a Store
+        close = source.open()
+        source = close
+    if not isinstance(source, (h5py.File, h5py.Group)):
+        raise ParameterError(f"expected an h5py file, a Store or a path, got {type(source).__name__}")
+    if "features" in source:
+        return source["features"], close
+    return source, close  # already the features group
+
+
+# --------------------------------------------------------------------------- #
+# The view
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class View:
+    """A fitted view: which representations, their normalisation, the model input size.
+
+    Attributes
+    ----------
+    representations : names, in band order (first name on top: rows 0…)
+    shapes : ``(bands, frames)`` of each representation in the store it was fitted on
+    input_size : ``(H, W)`` of the model input, or None for ``(sum of bands, frames)``
+    low, high : per representation, the values mapped to 0 and 1 (clipped outside)
+    percentiles : the training-data percentiles ``low`` and ``high`` are
+    fitted_on : what the statistics were computed from (row count, folds, store fingerprint)
+    """
+
+    representations: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+    input_size: tuple[int, int] | None
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    fitted_on: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        n = len(self.representations)
+        if not (len(self.shapes) == len(self.low) == len(self.high) == n) or n == 0:
+            raise ParameterError("a View needs one shape, low and high per representation")
+        for name, lo, hi in zip(self.representations, self.low, self.high):
+            if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+                raise ParameterError(f"view normalisation of {name!r} needs finite low < high, got {lo}, {hi}")
+
+    # ---- description --------------------------------------------------- #
+    @property
+    def name(self) -> str:
+        return SEPARATOR.join(self.representations)
+
+    @property
+    def bands(self) -> int:
+        return sum(s[0] for s in self.shapes)
+
+    @property
+    def frames(self) -> int:
+        return self.shapes[0][1]
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """``(channels, H, W)`` of one model input."""
+        h, w = self.input_size or (self.bands, self.frames)
+        return (1, h, w)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description; :meth:`from_dict` rebuilds the view exactly."""
+        return {
+            "name": self.name,
+            "representations": list(self.representations),
+            "shapes": [list(s) for s in self.shapes],
+            "input_size": list(self.input_size) if self.input_size else None,
+            "output_shape": list(self.output_shape),
+            "normalisation": {
+                "method": "percentile-clip",
+                "percentiles": list(self.percentiles),
+                "stats": {n: {"low": lo, "high": hi} for n, lo, hi in zip(self.representations, self.low, self.high)},
+            },
+            "fitted_on": dict(self.fitted_on),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "View":
+        try:
+            names = tuple(d["representations"])
+            stats = d["normalisation"]["stats"]
+            return cls(
+                representations=names,
+                shapes=tuple((int(s[0]), int(s[1])) for s in d["shapes"]),
+                input_size=parse_input_size(d.get("input_size")),
+                low=tuple(float(stats[n]["low"]) for n in names),
+                high=tuple(float(stats[n]["high"]) for n in names),
+                percentiles=tuple(float(p) for p in d["normalisation"].get("percentiles", DEFAULT_PERCENTILES)),
+                fitted_on=dict(d.get("fitted_on", {})),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ParameterError(f"not a view description: missing {exc}") from None
+
+    def check_store(self, store) -> None:
+        """StoreError unless ``store`` has every representation with the shapes fitted on."""
+        shapes = check_store_has(store, self.representations)
+        for name, want, have in zip(self.representations, self.shapes, shapes):
+            if tuple(want) != tuple(have):
+                raise StoreError(
+                    f"representation {name!r} is {have[0]}×{have[1]} in {store.directory} "
+                    f"but the view was fitted on {want[0]}×{want[1]}"
+                )
+
+    # ---- the transform ---------------------------------------------------- #
+    def transform(self, arrays: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """Map raw representations to model inputs.
+
+        Parameters
+        ----------
+        arrays : name → ``(B, bands, frames)`` array for every representation of the view
+
+        Returns
+        -------
+        float32 tensor ``(B, 1, H, W)`` with values in [0, 1]
+        """
+        parts = []
+        batch = None
+        for name, (bands, frames), lo, hi in zip(self.representations, self.shapes, self.low, self.high):
+            if name not in arrays:
+                raise ParameterError(f"view {self.name} needs array {name!r}; got {sorted(arrays)}")
+            a = arrays[name]
+            t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+            t = t.to(torch.float32)
+            if t.ndim != 3 or tuple(t.shape[1:]) != (bands, frames):
+                raise StoreError(f"{name} arrays must be (B, {bands}, {frames}), got {tuple(t.shape)}")
+            if batch is None:
+                batch = t.shape[0]
+            elif t.shape[0] != batch:
+                raise ParameterError(f"arrays of view {self.name} differ in batch size")
+            if not bool(torch.isfinite(t).all()):
+                raise StoreError(f"{name} holds NaN or infinite values (a missing or damaged shard?)")
+            parts.append(((t - lo) * (1.0 / (hi - lo))).clamp_(0.0, 1.0))
+        x = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).unsqueeze(1)
+        if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
+            if x.shape[0] == 0:
+                return x.new_zeros((0,) + self.output_shape)
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+            x = x.clamp_(0.0, 1.0)  # bilinear weights are convex; clamp only removes rounding
+        return x.contiguous()
+
+    def read(self, source, rows: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Clean model inputs for store ``rows``: ``(len(rows), 1, H, W)`` in [0, 1].
+
+        ``source`` is an open h5py file of ``store.h5`` (its ``features`` group),
+        a :class:`~advaudio.store.Store`, or a path. Rows are read sorted and
+        unique (one chunk-aligned read per representation) and returned in the
+        order asked, duplicates included. This is the public entry point for
+        stages that need clean inputs in model space (the attack stage).
+        """
+        uniq, inverse = sorted_unique(rows)
+        group, close = _features_group(source)
+        try:
+            arrays = {}
+            for name in self.representations:
+                if name not in group:
+                    raise StoreError(f"{getattr(group.file, 'filename', 'store')} has no representation {name!r}; "
+                                     f"it has: {', '.join(group) or 'none'}")
+                arrays[name] = read_rows(group[name], uniq)
+        finally:
+            if close is not None:
+                close.close()
+        x = self.transform(arrays)
+        return x if inverse is None else x[torch.from_numpy(inverse)]
+
+
+def _fit_one(dataset: h5py.Dataset, rows: np.ndarray, percentiles: tuple[float, float], *,
+             chunk: int, bins: int, name: str) -> tuple[float, float]:
+    """Streaming percentiles of every value of ``dataset[rows]`` (two chunked passes)."""
+    lo, hi = math.inf, -math.inf
+    count = 0
+    for start in range(0, rows.size, chunk):
+        block = read_rows(dataset, rows[start : start + chunk])
+        if not np.isfinite(block).all():
+            raise StoreError(f"{name} holds NaN or infinite values in rows {int(rows[start])}…; "
+                             "is a shard missing or damaged? (advaudio store info --verify)")
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        count += block.size
+    qs = [float(q) for q in percentiles]
+    if hi <= lo:  # constant representation: any scale maps it to 0
+        return lo, lo + 1.0
+    counts = np.zeros(bins, dtype=np.int64)
+    for start in range(0, rows.size, chunk):
+        block = read_rows(dataset, rows[start : start + chunk])
+        counts += np.histogram(block, bins=bins, range=(lo, hi))[0]
+    out = [_histogram_quantile(counts, lo, hi, q / 100.0, count) for q in qs]
+    low, high = out
+    if high <= low:  # a near-constant representation: fall back to the full range
+        low, high = lo, hi
+    return float(low), float(high)
+
+
+def _histogram_quantile(counts: np.ndarray, lo: float, hi: float, q: float, n: int) -> float:
+    """numpy's ``linear`` percentile (rank ``q (n-1)``), located in a histogram."""
+    if q <= 0:
+        return lo
+    if q >= 1:
+        return hi
+    rank = q * (n - 1)  # 0-based rank of the wanted order statistic
+    cum = np.cumsum(counts)
+    b = int(np.searchsorted(cum, rank, side="right"))  # first bin whose cumulative count > rank
+    b = min(b, counts.size - 1)
+    before = cum[b] - counts[b]
+    width = (hi - lo) / counts.size
+    inside = (rank - before + 0.5) / max(int(counts[b]), 1)  # values spread evenly inside the bin
+    return lo + width * (b + min(max(inside, 0.0), 1.0))
+
+
+def fit_view(
+    store,
+    spec: str | Sequence[str],
+    *,
+    rows: Sequence[int] | np.ndarray,
+    input_size: Any = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    chunk_clips: int = FIT_CHUNK_CLIPS,
+    bins: int = HISTOGRAM_BINS,
+) -> View:
+    """Fit a view's normalisation on ``rows`` of ``store`` (the training rows).
+
+    Streams over the rows in chunks of ``chunk_clips`` clips (two passes per
+    representation); memory stays at one chunk plus the histogram.
+
+    Parameters
+    ----------
+    store : an open :class:`~advaudio.store.Store`
+    spec : ``"stft"``, ``"dwt+chroma"``, … or a sequence of names
+    rows : store rows to take statistics from (any order; duplicates ignored)
+    input_size : ``(H, W)``, ``"128x128"``, ``128`` or None (keep bands × frames)
+    percentiles : the percentiles mapped to 0 and 1
+
+    Raises
+    ------
+    StoreError : the store lacks a representation (the message lists those it has)
+    ParameterError : empty rows, bad percentiles or input size
+    """
+    names = parse_view(spec)
+    shapes = check_store_has(store, names)
+    size = parse_input_size(input_size)
+    p_lo, p_hi = (float(p) for p in percentiles)
+    if not 0 <= p_lo < p_hi <= 100:
+        raise ParameterError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    rows = np.unique(np.asarray(rows, dtype=np.int64).ravel())
+    if rows.size == 0:
+        raise ParameterError("fit_view needs at least one training row")
+    if rows[0] < 0 or rows[-1] >= len(store):
+        raise ParameterError(f"rows out of range 0..{len(store) - 1}")
+    low, high = [], []
+    with store.open() as f:
+        for name in names:
+            lo, hi = _fit_one(f["features"][name], rows, (p_lo, p_hi), chunk=max(1, int(chunk_clips)),
+                              bins=int(bins), name=name)
+            low.append(lo)
+            high.append(hi)
+    folds = sorted(int(k) for k in np.unique(store.folds[rows]))
+    return View(
+        representations=names,
+        shapes=tuple(shapes),
+        input_size=size,
+        low=tuple(low),
+        high=tuple(high),
+        percentiles=(p_lo, p_hi),
+        fitted_on={"rows": int(rows.size), "folds": folds, "store_fingerprint": store.fingerprint},
+    )
