@@ -13,28 +13,28 @@ Registry
 them.  Every attack runs through ``foolbox.PyTorchModel(model, bounds=(0, 1))`` with
 the model in eval mode.
 
-========== ============ ================== ======== ==========================================
-name       kind         budget norm        targeted Foolbox attack / notes
-========== ============ ================== ======== ==========================================
-fgsm       fixed-budget linf (or l2)       yes      targeted: one signed-gradient step toward
-                                                    the target (Kurakin et al.'s "step l.l."),
-                                                    run as BasicIterative(steps=1, step=ε),
-                                                    because Foolbox's FGSM rejects targeted
-                                                    criteria; untargeted: Foolbox's FGSM/FGM
-bim        fixed-budget linf (or l2)       yes      BasicIterativeAttack (no random start)
-pgd        fixed-budget linf (or l2)       yes      ProjectedGradientDescentAttack (random
-                                                    start in the ε-ball, seeded)
-deepfool   minimisation l2 (or linf)       **no**   DeepFoolAttack; always untargeted (Foolbox
-                                                    accepts a targeted criterion but only
-                                                    walks to the nearest boundary) — noted
-cw         minimisation l2                 yes      L2CarliniWagnerAttack; samples that miss
-                                                    the target are retried with a larger
-                                                    constant (``const_retries``) — noted
-ead        minimisation l1 (L2 also kept)  yes      EADAttack, same retry rule as cw
-boundary   minimisation l2                 yes      BoundaryAttack (decision-based); starting
-                                                    points from ``starting_pool``, see below
-hopskipjump minimisation l2 (or linf)      yes      HopSkipJumpAttack (decision-based), idem
-========== ============ ================== ======== ==========================================
+=========== ============ ================== ======== ========================================
+name        kind         budget norm        targeted Foolbox attack / notes
+=========== ============ ================== ======== ========================================
+fgsm        fixed-budget linf (or l2)       yes      targeted: one signed-gradient step toward
+                                                     the target (Kurakin et al.'s step l.l.),
+                                                     run as BasicIterative(steps=1, step=ε),
+                                                     because Foolbox's FGSM rejects targeted
+                                                     criteria; untargeted: Foolbox's FGSM/FGM
+bim         fixed-budget linf (or l2)       yes      BasicIterativeAttack (no random start)
+pgd         fixed-budget linf (or l2)       yes      ProjectedGradientDescentAttack (random
+                                                     start in the ε-ball, seeded)
+deepfool    minimisation l2 (or linf)       **no**   DeepFoolAttack; always untargeted (Foolbox
+                                                     accepts a targeted criterion but only
+                                                     walks to the nearest boundary) — noted
+cw          minimisation l2                 yes      L2CarliniWagnerAttack; samples that miss
+                                                     the target are retried with a larger
+                                                     constant (``const_retries``) — noted
+ead         minimisation l1 (L2 also kept)  yes      EADAttack, same retry rule as cw
+boundary    minimisation l2                 yes      BoundaryAttack (decision-based); starting
+                                                     points from ``starting_pool``, see below
+hopskipjump minimisation l2 (or linf)       yes      HopSkipJumpAttack (decision-based), idem
+=========== ============ ================== ======== ========================================
 
 Definitions
 -----------
@@ -94,6 +94,13 @@ overshoots: with 10 samples and 0.9 it returns the largest norm).  ``reached`` i
 success rate reaches the threshold; when it does not, the budget is the largest budget
 that was available (largest ε / largest finite norm) and ``reason`` says why.
 
+Performance: fixed-budget attacks also go through Foolbox.  eagerpy's gradient calls
+``loss.backward()``, which computes every weight gradient too; runs therefore freeze
+the model's parameters (``requires_grad`` off, restored afterwards), which brings
+Foolbox's PGD to the cost of a hand-written torch loop (``benchmarks/bench_attack.py``:
+≈1.0–1.1× on CPU, identical adversarials).  advaudio adds two forward passes per run
+(clean classification, verification).
+
 Step sizes: for fgsm/bim/pgd ``step_size`` is *relative to ε* (Foolbox's
 ``rel_stepsize``), so the trajectory scales with the budget during bisection; for cw it
 is Adam's learning rate (in tanh space), for ead the initial ISTA step, for boundary
@@ -124,6 +131,7 @@ __all__ = [
     "TuningResult",
     "choose_targets",
     "fooling_rate_curve",
+    "foolbox_version",
     "list_attacks",
     "perturbation_norms",
     "quantile_budget",
@@ -146,6 +154,11 @@ def _foolbox() -> Any:
         import foolbox  # noqa: PLC0415
 
     return foolbox
+
+
+def foolbox_version() -> str:
+    """Foolbox's version, for provenance records (imports it)."""
+    return str(_foolbox().__version__)
 
 
 # --------------------------------------------------------------------------- config
@@ -445,7 +458,9 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNG (Foolbox draws from it) without disturbing the caller's."""
-    devices = [device] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -801,11 +816,12 @@ class ConstSearchAttack(MinimisationAttack):
         )
         ok = self.verify(run, adv, labels, targets)
         const, steps = config.initial_const, config.steps
-        for _ in range(config.const_retries):
+        for attempt in range(config.const_retries):
             missing = (~ok).nonzero().flatten()
             if len(missing) == 0:
                 break
-            counters["retried"] = counters.get("retried", 0) + len(missing)
+            if attempt == 0:
+                counters["retried"] = counters.get("retried", 0) + len(missing)
             const *= 10.0 ** max(config.binary_search_steps, 1)
             steps *= 2
             cfg = dataclasses.replace(config, initial_const=const, steps=steps)
@@ -979,7 +995,7 @@ def _starting_points(
         pools.append(("pool", run.pool_x, run.pool_pred))
     if config.noise_draws > 0:
         if run.noise_x is None:
-            g = torch.Generator().manual_seed(_chunk_seed(config.seed, -1 % 2**31))
+            g = torch.Generator().manual_seed(_chunk_seed(config.seed, 2**31 - 1))
             noise = torch.rand((config.noise_draws, *x.shape[1:]), generator=g)
             run.noise_x = noise.to(x.device)
             run.noise_pred = _logits(run.counter, run.noise_x, run.batch_size).argmax(1)

@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from advaudio.errors import ParameterError, StoreError
-from advaudio.views import View, read_rows
+from advaudio.views import FeatureReader, View, read_rows
 
 SOURCE_STORE = 0  # ``batch["source"]`` of store clips; extra source j has j + 1
 
@@ -284,7 +284,7 @@ class StoreBatches(Dataset):
             self.extra_labels.append(labels)
         self.epoch = 0
         self._plans: dict[int, list[PlannedBatch]] = {}
-        self._files: dict[str, h5py.File] = {}
+        self._files: dict[str, h5py.File | FeatureReader] = {}  # this process's handles
         self._pid = os.getpid()
         self._len = len(self.plan(0))
 
@@ -308,16 +308,21 @@ class StoreBatches(Dataset):
         return sum(b.size for b in self.plan(self.epoch))
 
     # ---- files: opened lazily, per process ----------------------------------- #
-    def _file(self, path: str) -> h5py.File:
+    def _file(self, path: str, *, reader: bool = False) -> h5py.File | FeatureReader:
         if self._pid != os.getpid():  # forked: never touch the parent's handles
             self._files = {}
             self._pid = os.getpid()
-        f = self._files.get(path)
+        key = ("reader:" if reader else "") + path
+        f = self._files.get(key)
         if f is None:
-            try:
-                f = self._files[path] = h5py.File(path, "r")
-            except OSError as exc:
-                raise StoreError(f"cannot open {path}: {exc}") from None
+            if reader:
+                f = FeatureReader(path)
+            else:
+                try:
+                    f = h5py.File(path, "r")
+                except OSError as exc:
+                    raise StoreError(f"cannot open {path}: {exc}") from None
+            self._files[key] = f
         return f
 
     def close(self) -> None:
@@ -344,7 +349,7 @@ class StoreBatches(Dataset):
         if not 0 <= i < len(plan):
             raise IndexError(i)
         b = plan[i]
-        xs = [self.view.read(self._file(self.path), b.rows)]
+        xs = [self.view.read(self._file(self.path, reader=True), b.rows)]
         ys = [self.labels[b.rows]]
         src = [np.full(b.rows.size, SOURCE_STORE)]
         idx = [b.rows]

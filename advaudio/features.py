@@ -60,6 +60,8 @@ C1_HZ = float(librosa.note_to_hz("C1"))
 
 #: Number of tonal-centroid dimensions (fifths, minor thirds, major thirds; x and y each).
 N_TONNETZ = 6
+# Bumped whenever a transform changes its output: part of every store fingerprint.
+TRANSFORM_VERSION = 1
 
 _DEFAULT_REPRESENTATIONS = ("stft", "dwt", "chroma", "tonnetz")
 
@@ -143,7 +145,9 @@ class FeatureConfig:
             raise ParameterError(f"representations must be a sequence of names, got {reps!r}")
         reps = tuple(reps)
         if not reps:
-            raise ParameterError("representations is empty; choose from " + ", ".join(REPRESENTATIONS))
+            raise ParameterError(
+                "representations is empty; choose from " + ", ".join(REPRESENTATIONS)
+            )
         for name in reps:
             if name not in REPRESENTATIONS:
                 raise ParameterError(
@@ -154,7 +158,15 @@ class FeatureConfig:
         # Frozen: normalise through object.__setattr__ so the dict (and hash) is canonical.
         set_ = functools.partial(object.__setattr__, self)
         set_("representations", reps)
-        for name in ("sr", "n_fft", "hop_length", "dwt_level", "n_chroma", "bins_per_octave", "n_octaves"):
+        for name in (
+            "sr",
+            "n_fft",
+            "hop_length",
+            "dwt_level",
+            "n_chroma",
+            "bins_per_octave",
+            "n_octaves",
+        ):
             set_(name, _positive_int(name, getattr(self, name)))
         for name in ("amin", "fmin"):
             set_(name, _positive_float(name, getattr(self, name)))
@@ -168,7 +180,8 @@ class FeatureConfig:
 
         if self.n_fft < self.hop_length:
             raise ParameterError(
-                f"n_fft={self.n_fft} is shorter than hop_length={self.hop_length}: frames would skip samples"
+                f"n_fft={self.n_fft} is shorter than hop_length={self.hop_length}: "
+                "frames would skip samples"
             )
         _check_window(self.window, self.n_fft)
         _check_wavelet(self.wavelet, self.dwt_mode)
@@ -176,12 +189,16 @@ class FeatureConfig:
             _check_dwt_hop(self.hop_length, self.dwt_level)
         if self.bins_per_octave % self.n_chroma:
             raise ParameterError(
-                f"bins_per_octave={self.bins_per_octave} must be a multiple of n_chroma={self.n_chroma}"
+                f"bins_per_octave={self.bins_per_octave} must be a multiple of "
+                f"n_chroma={self.n_chroma}"
             )
         if "chroma" in reps or "tonnetz" in reps:
             _check_cqt_range(
-                sr=self.sr, fmin=self.fmin, tuning=self.tuning,
-                n_bins=self.n_octaves * self.bins_per_octave, bins_per_octave=self.bins_per_octave,
+                sr=self.sr,
+                fmin=self.fmin,
+                tuning=self.tuning,
+                n_bins=self.n_octaves * self.bins_per_octave,
+                bins_per_octave=self.bins_per_octave,
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,7 +249,9 @@ def _check_window(window: str, n_fft: int) -> None:
 
 def _check_wavelet(wavelet: str, mode: str) -> None:
     if wavelet not in pywt.wavelist(kind="discrete"):
-        raise ParameterError(f"unknown discrete wavelet {wavelet!r}; see pywt.wavelist(kind='discrete')")
+        raise ParameterError(
+            f"unknown discrete wavelet {wavelet!r}; see pywt.wavelist(kind='discrete')"
+        )
     if mode != "periodization":
         raise ParameterError(
             f"dwt_mode={mode!r} is not supported: only 'periodization' gives one coefficient "
@@ -248,11 +267,17 @@ def _check_dwt_hop(hop_length: int, level: int) -> None:
         )
 
 
-def _check_cqt_range(*, sr: float, fmin: float, tuning: float | None, n_bins: int, bins_per_octave: int) -> None:
+def _check_cqt_range(
+    *, sr: float, fmin: float, tuning: float | None, n_bins: int, bins_per_octave: int
+) -> None:
     # Worst case of an estimated tuning is +0.5 bin (estimate_tuning's range is [-0.5, 0.5)).
     worst_tuning = 0.5 if tuning is None else max(tuning, 0.0)
-    freqs = _cqt_frequencies(fmin * 2.0 ** (worst_tuning / bins_per_octave), n_bins, bins_per_octave)
-    _, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, gamma=0, alpha=_relative_bandwidth(freqs))
+    freqs = _cqt_frequencies(
+        fmin * 2.0 ** (worst_tuning / bins_per_octave), n_bins, bins_per_octave
+    )
+    _, cutoff = librosa.filters.wavelet_lengths(
+        freqs=freqs, sr=sr, gamma=0, alpha=_relative_bandwidth(freqs)
+    )
     if cutoff > sr / 2:
         raise ParameterError(
             f"CQT of {n_bins // bins_per_octave} octaves above fmin={fmin:.2f} Hz reaches "
@@ -328,7 +353,9 @@ def stft(
         ``10 * log10(max(|X|**2, amin))``, floored at ``max - top_db``.
     """
     y = _check_waveform(y)
-    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, window=window, center=True))
+    magnitude = np.abs(
+        librosa.stft(y, n_fft=n_fft, hop_length=hop_length, window=window, center=True)
+    )
     return _to_db(magnitude**2, top_db=top_db, amin=amin)
 
 
@@ -361,9 +388,10 @@ def dwt(
       ``t`` then starts at padded sample ``t * hop_length``) and with zeros at the
       end up to ``1 + n // hop_length`` whole hops, rounded up to a multiple of
       ``2 ** level`` (periodization halves the length at each level);
-    * frame ``t`` sums the squared coefficients ``[t * hop // 2**level, (t + 1) * hop // 2**level)``;
-      the last frame also takes the tail beyond its hop (at most half a hop of
-      signal plus padding), so nothing is dropped. When ``hop_length`` is not a
+    * frame ``t`` sums the squared coefficients from ``t * hop_length // 2 ** level``
+      up to (excluding) ``(t + 1) * hop_length // 2 ** level``; the last frame also
+      takes the tail beyond its hop (at most half a hop of signal, plus padding), so
+      nothing is dropped. When ``hop_length`` is not a
       multiple of ``2 ** level``, frames hold ``floor`` or ``ceil`` of
       ``hop_length / 2 ** level`` coefficients.
 
@@ -396,22 +424,27 @@ def dwt(
     y = _check_waveform(y)
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 1:
         raise ParameterError(f"level must be a positive integer, got {level!r}")
-    if isinstance(hop_length, bool) or not isinstance(hop_length, (int, np.integer)) or hop_length < 1:
+    if (
+        isinstance(hop_length, bool)
+        or not isinstance(hop_length, (int, np.integer))
+        or hop_length < 1
+    ):
         raise ParameterError(f"hop_length must be a positive integer, got {hop_length!r}")
     _check_wavelet(wavelet, mode)
     _check_dwt_hop(hop_length, level)
 
-    coeffs_per_sample = 2**level
+    samples_per_coeff = 2**level
     frames = n_frames(y.size, hop_length)
     front = hop_length // 2
     length = max(front + y.size, frames * hop_length)
-    length = -(-length // coeffs_per_sample) * coeffs_per_sample
+    length = -(-length // samples_per_coeff) * samples_per_coeff
     padded = np.zeros(length, dtype=np.float64)  # float64: energies add over ~1e5 coefficients
     padded[front : front + y.size] = y
 
     packet = pywt.WaveletPacket(padded, wavelet=wavelet, mode=mode, maxlevel=level)
     bands = np.stack([node.data for node in packet.get_level(level, order="freq")])
-    starts = (np.arange(frames) * hop_length) // coeffs_per_sample  # strictly increasing: hop >= 2**level
+    # First coefficient of each frame; strictly increasing because hop >= 2**level.
+    starts = (np.arange(frames) * hop_length) // samples_per_coeff
     energy = np.add.reduceat(bands**2, starts, axis=1)  # the last slice runs to the end: the tail
     if power:
         return energy.astype(np.float32)
@@ -467,15 +500,27 @@ def chroma(
     """
     y = _check_waveform(y)
     if bins_per_octave % n_chroma:
-        raise ParameterError(f"bins_per_octave={bins_per_octave} must be a multiple of n_chroma={n_chroma}")
+        raise ParameterError(
+            f"bins_per_octave={bins_per_octave} must be a multiple of n_chroma={n_chroma}"
+        )
     try:
         magnitude = _cqt_magnitude(
-            y, sr=sr, hop_length=hop_length, fmin=fmin, n_bins=n_octaves * bins_per_octave,
-            bins_per_octave=bins_per_octave, tuning=tuning,
+            y,
+            sr=sr,
+            hop_length=hop_length,
+            fmin=fmin,
+            n_bins=n_octaves * bins_per_octave,
+            bins_per_octave=bins_per_octave,
+            tuning=tuning,
         )
         result = librosa.feature.chroma_cqt(
-            C=magnitude, sr=sr, hop_length=hop_length, fmin=fmin, n_chroma=n_chroma,
-            n_octaves=n_octaves, bins_per_octave=bins_per_octave,
+            C=magnitude,
+            sr=sr,
+            hop_length=hop_length,
+            fmin=fmin,
+            n_chroma=n_chroma,
+            n_octaves=n_octaves,
+            bins_per_octave=bins_per_octave,
         )
     except librosa.util.exceptions.ParameterError as exc:  # e.g. a clip too short for the CQT
         raise ParameterError(f"chroma: {exc}") from None
@@ -500,7 +545,9 @@ def tonnetz(*, chroma: np.ndarray) -> np.ndarray:
     """
     chroma = np.asarray(chroma)
     if chroma.ndim != 2 or chroma.shape[0] == 0:
-        raise ParameterError(f"chroma must be a 2-D [n_chroma, frames] array, got shape {chroma.shape}")
+        raise ParameterError(
+            f"chroma must be a 2-D [n_chroma, frames] array, got shape {chroma.shape}"
+        )
     if not np.isfinite(chroma).all():
         raise ParameterError("chroma contains NaN or infinite values")
     return librosa.feature.tonnetz(chroma=chroma).astype(np.float32)
@@ -514,28 +561,55 @@ _FAST_CQT = tuple(int(p) for p in librosa.__version__.split(".")[:2]) == (0, 11)
 
 
 def _cqt_magnitude(
-    y: np.ndarray, *, sr: float, hop_length: int, fmin: float, n_bins: int, bins_per_octave: int,
+    y: np.ndarray,
+    *,
+    sr: float,
+    hop_length: int,
+    fmin: float,
+    n_bins: int,
+    bins_per_octave: int,
     tuning: float | None,
 ) -> np.ndarray:
     """``np.abs(librosa.cqt(y, ...))`` with the filter bank built once per parameter set."""
     if tuning is None:
         tuning = float(librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=bins_per_octave))
     if not _FAST_CQT:
-        return np.abs(librosa.cqt(
-            y, sr=sr, hop_length=hop_length, fmin=fmin, n_bins=n_bins,
-            bins_per_octave=bins_per_octave, tuning=tuning,
-        ))
+        return np.abs(
+            librosa.cqt(
+                y,
+                sr=sr,
+                hop_length=hop_length,
+                fmin=fmin,
+                n_bins=n_bins,
+                bins_per_octave=bins_per_octave,
+                tuning=tuning,
+            )
+        )
     dtype = librosa.util.dtype_r2c(y.dtype)
-    plan = _cqt_plan(float(sr), int(hop_length), float(fmin * 2.0 ** (tuning / bins_per_octave)),
-                     int(n_bins), int(bins_per_octave), np.dtype(dtype).str)
+    plan = _cqt_plan(
+        float(sr),
+        int(hop_length),
+        float(fmin * 2.0 ** (tuning / bins_per_octave)),
+        int(n_bins),
+        int(bins_per_octave),
+        np.dtype(dtype).str,
+    )
     if plan.early_downsample > 1:
         if y.size < plan.early_downsample:
             raise ParameterError(f"waveform of {y.size} samples is too short for the CQT")
-        y = librosa.resample(y, orig_sr=plan.early_downsample, target_sr=1, res_type=_CQT_RES_TYPE, scale=True)
+        y = librosa.resample(
+            y, orig_sr=plan.early_downsample, target_sr=1, res_type=_CQT_RES_TYPE, scale=True
+        )
     responses = []
     for octave in plan.octaves:
-        spectrum = librosa.stft(y, n_fft=octave.n_fft, hop_length=octave.hop_length, window="ones",
-                                pad_mode="constant", dtype=dtype)
+        spectrum = librosa.stft(
+            y,
+            n_fft=octave.n_fft,
+            hop_length=octave.hop_length,
+            window="ones",
+            pad_mode="constant",
+            dtype=dtype,
+        )
         responses.append(octave.basis.dot(spectrum))
         if octave.halve_after:
             y = librosa.resample(y, orig_sr=2, target_sr=1, res_type=_CQT_RES_TYPE, scale=True)
@@ -594,23 +668,29 @@ def _two_factors(x: int) -> int:
 
 # ~50 kB a plan (defaults); 128 covers every estimated tuning (100 values) of one configuration.
 @functools.lru_cache(maxsize=128)
-def _cqt_plan(sr: float, hop_length: int, fmin_tuned: float, n_bins: int, bins_per_octave: int,
-              dtype: str) -> _CQTPlan:
+def _cqt_plan(
+    sr: float, hop_length: int, fmin_tuned: float, n_bins: int, bins_per_octave: int, dtype: str
+) -> _CQTPlan:
     if n_bins < 2:
         raise ParameterError("the CQT needs at least 2 bins")
     n_octaves = int(np.ceil(n_bins / bins_per_octave))
     n_filters = min(bins_per_octave, n_bins)
     freqs = _cqt_frequencies(fmin_tuned, n_bins, bins_per_octave)
     alpha = _relative_bandwidth(freqs)
-    _, cutoff = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr, window="hann", filter_scale=1,
-                                                gamma=0, alpha=alpha)
+    _, cutoff = librosa.filters.wavelet_lengths(
+        freqs=freqs, sr=sr, window="hann", filter_scale=1, gamma=0, alpha=alpha
+    )
     nyquist = sr / 2.0
     if cutoff > nyquist:
-        raise ParameterError(f"CQT filters reach {cutoff:.0f} Hz, above the Nyquist frequency {nyquist:.0f} Hz")
+        raise ParameterError(
+            f"CQT filters reach {cutoff:.0f} Hz, above the Nyquist frequency {nyquist:.0f} Hz"
+        )
 
     # Early downsampling: as far as the top filter and the hop's factors of two allow.
-    count = min(max(0, int(np.ceil(np.log2(nyquist / cutoff)) - 1) - 1),
-                max(0, _two_factors(hop_length) - n_octaves + 1))
+    count = min(
+        max(0, int(np.ceil(np.log2(nyquist / cutoff)) - 1) - 1),
+        max(0, _two_factors(hop_length) - n_octaves + 1),
+    )
     factor = 2**count
     sr_base, hop = sr / factor, hop_length // factor
 
@@ -618,12 +698,22 @@ def _cqt_plan(sr: float, hop_length: int, fmin_tuned: float, n_bins: int, bins_p
     my_sr = sr_base
     for i in range(n_octaves):  # top octave first
         sl = slice(-n_filters, None) if i == 0 else slice(-n_filters * (i + 1), -n_filters * i)
-        basis, lengths = librosa.filters.wavelet(freqs=freqs[sl], sr=my_sr, filter_scale=1, norm=1,
-                                                 pad_fft=True, window="hann", gamma=0, alpha=alpha[sl])
+        basis, lengths = librosa.filters.wavelet(
+            freqs=freqs[sl],
+            sr=my_sr,
+            filter_scale=1,
+            norm=1,
+            pad_fft=True,
+            window="hann",
+            gamma=0,
+            alpha=alpha[sl],
+        )
         n_fft = basis.shape[1]
         basis *= lengths[:, np.newaxis] / float(n_fft)
         fft_basis = librosa.get_fftlib().fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
-        fft_basis = librosa.util.sparsify_rows(fft_basis, quantile=_CQT_SPARSITY, dtype=np.dtype(dtype))
+        fft_basis = librosa.util.sparsify_rows(
+            fft_basis, quantile=_CQT_SPARSITY, dtype=np.dtype(dtype)
+        )
         fft_basis.data *= np.sqrt(sr_base / my_sr)  # compensate the downsampling of lower octaves
         halve = hop % 2 == 0
         octaves.append(_CQTOctave(fft_basis, n_fft, hop, halve))
@@ -631,8 +721,9 @@ def _cqt_plan(sr: float, hop_length: int, fmin_tuned: float, n_bins: int, bins_p
             hop //= 2
             my_sr /= 2.0
 
-    lengths, _ = librosa.filters.wavelet_lengths(freqs=freqs, sr=sr_base, window="hann", filter_scale=1,
-                                                 gamma=0, alpha=alpha)
+    lengths, _ = librosa.filters.wavelet_lengths(
+        freqs=freqs, sr=sr_base, window="hann", filter_scale=1, gamma=0, alpha=alpha
+    )
     return _CQTPlan(factor, tuple(octaves), np.sqrt(lengths)[:, np.newaxis])
 
 
@@ -659,22 +750,43 @@ class Representation:
 
 def _shared_chroma(y: np.ndarray, c: FeatureConfig, shared: dict[str, np.ndarray]) -> np.ndarray:
     if "chroma" not in shared:
-        shared["chroma"] = chroma(y, sr=c.sr, hop_length=c.hop_length, n_chroma=c.n_chroma,
-                                  bins_per_octave=c.bins_per_octave, n_octaves=c.n_octaves,
-                                  fmin=c.fmin, tuning=c.tuning)
+        shared["chroma"] = chroma(
+            y,
+            sr=c.sr,
+            hop_length=c.hop_length,
+            n_chroma=c.n_chroma,
+            bins_per_octave=c.bins_per_octave,
+            n_octaves=c.n_octaves,
+            fmin=c.fmin,
+            tuning=c.tuning,
+        )
     return shared["chroma"]
 
 
 #: Registry name -> :class:`Representation`; adding one is a function and an entry here.
 REPRESENTATIONS: dict[str, Representation] = {
     "stft": Representation(
-        lambda y, c, shared: stft(y, sr=c.sr, n_fft=c.n_fft, hop_length=c.hop_length, window=c.window,
-                                  top_db=c.top_db, amin=c.amin),
+        lambda y, c, shared: stft(
+            y,
+            sr=c.sr,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            window=c.window,
+            top_db=c.top_db,
+            amin=c.amin,
+        ),
         lambda c: 1 + c.n_fft // 2,
     ),
     "dwt": Representation(
-        lambda y, c, shared: dwt(y, wavelet=c.wavelet, level=c.dwt_level, mode=c.dwt_mode,
-                                 hop_length=c.hop_length, top_db=c.top_db, amin=c.amin),
+        lambda y, c, shared: dwt(
+            y,
+            wavelet=c.wavelet,
+            level=c.dwt_level,
+            mode=c.dwt_mode,
+            hop_length=c.hop_length,
+            top_db=c.top_db,
+            amin=c.amin,
+        ),
         lambda c: 2**c.dwt_level,
     ),
     "chroma": Representation(_shared_chroma, lambda c: c.n_chroma),
@@ -704,15 +816,24 @@ def compute_features(y: np.ndarray, config: FeatureConfig) -> dict[str, np.ndarr
     expected = feature_shapes(config, y.size)
     out = {}
     for name in config.representations:
-        array = np.ascontiguousarray(REPRESENTATIONS[name].compute(y, config, shared), dtype=np.float32)
+        array = np.ascontiguousarray(
+            REPRESENTATIONS[name].compute(y, config, shared), dtype=np.float32
+        )
         if array.shape != expected[name]:  # the store preallocates from feature_shapes
-            raise RuntimeError(f"{name} has shape {array.shape}, feature_shapes says {expected[name]}")
+            raise RuntimeError(
+                f"{name} has shape {array.shape}, feature_shapes says {expected[name]}"
+            )
         out[name] = array
     return out
 
 
 def feature_shapes(config: FeatureConfig, n_samples: int) -> dict[str, tuple[int, int]]:
-    """``(bands, frames)`` of each configured representation for ``n_samples`` samples, without computing it."""
+    """``(bands, frames)`` of each configured representation for ``n_samples`` samples.
+
+    Computes nothing: the store preallocates its arrays from this.
+    """
     n_samples = _positive_int("n_samples", n_samples)
     frames = n_frames(n_samples, config.hop_length)
-    return {name: (REPRESENTATIONS[name].n_bands(config), frames) for name in config.representations}
+    return {
+        name: (REPRESENTATIONS[name].n_bands(config), frames) for name in config.representations
+    }

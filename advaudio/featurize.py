@@ -24,7 +24,7 @@ import numpy as np
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.errors import AdvaudioError, ParameterError, StoreError
-from advaudio.features import FeatureConfig, compute_features, feature_shapes
+from advaudio.features import TRANSFORM_VERSION, FeatureConfig, compute_features, feature_shapes
 
 try:  # the policy string is part of the store's recorded configuration
     from advaudio.audio import DURATION_POLICY
@@ -138,6 +138,7 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         "duration_policy": DURATION_POLICY,
         "storage": {"compression": config.compression, "shard_size": config.shard_size},
         "format_version": st.FORMAT_VERSION,
+        "transform_version": TRANSFORM_VERSION,
     }
     fp = st.fingerprint({"config": store_config, "inputs": table.fingerprint_items()})
     store_dir = Path(cache) / f"{config.dataset}-{fp}"

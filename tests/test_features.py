@@ -53,8 +53,14 @@ def y() -> np.ndarray:
 def test_stft_is_librosa_log_magnitude_in_absolute_db(y, params):
     full = dict(n_fft=1024, hop_length=512, window="hann", top_db=80.0) | params
     expected = librosa.amplitude_to_db(
-        np.abs(librosa.stft(y, n_fft=full["n_fft"], hop_length=full["hop_length"], window=full["window"])),
-        ref=1.0, amin=1e-5, top_db=full["top_db"],
+        np.abs(
+            librosa.stft(
+                y, n_fft=full["n_fft"], hop_length=full["hop_length"], window=full["window"]
+            )
+        ),
+        ref=1.0,
+        amin=1e-5,
+        top_db=full["top_db"],
     )
     got = stft(y, sr=SR, **params)
     assert got.dtype == np.float32
@@ -85,7 +91,9 @@ def test_dwt_power_sums_to_signal_energy(n_samples):
     energy = dwt(y, power=True)
     assert energy.shape == (128, 1 + n_samples // 512)
     assert energy.min() >= 0
-    np.testing.assert_allclose(energy.sum(dtype=np.float64), np.sum(y.astype(np.float64) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(
+        energy.sum(dtype=np.float64), np.sum(y.astype(np.float64) ** 2), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("level, bands", [(7, [3, 20, 57, 100, 126]), (4, [0, 5, 15])])
@@ -125,7 +133,10 @@ def test_dwt_log_mode_is_db_of_the_energies(y):
     "n_samples, params",
     [
         (SR, dict()),
-        (4096 * 3 + 1, dict(hop_length=256, bins_per_octave=24, n_octaves=6, fmin=55.0, tuning=0.0)),
+        (
+            4096 * 3 + 1,
+            dict(hop_length=256, bins_per_octave=24, n_octaves=6, fmin=55.0, tuning=0.0),
+        ),
     ],
 )
 def test_chroma_equals_librosa_chroma_cqt(n_samples, params):
@@ -157,7 +168,9 @@ def test_tonnetz_equals_librosa_tonnetz(y):
     from_features = compute_features(y, FeatureConfig(representations=("tonnetz",)))["tonnetz"]
     np.testing.assert_allclose(from_features, librosa.feature.tonnetz(y=y, sr=SR), atol=1e-5)
     chromagram = librosa.feature.chroma_cqt(y=y, sr=SR)
-    np.testing.assert_allclose(tonnetz(chroma=chromagram), librosa.feature.tonnetz(chroma=chromagram), atol=1e-6)
+    np.testing.assert_allclose(
+        tonnetz(chroma=chromagram), librosa.feature.tonnetz(chroma=chromagram), atol=1e-6
+    )
 
 
 def test_chromagram_is_computed_once_for_chroma_and_tonnetz(y, monkeypatch):
@@ -175,8 +188,15 @@ def test_chromagram_is_computed_once_for_chroma_and_tonnetz(y, monkeypatch):
     "config",
     [
         FeatureConfig(),
-        FeatureConfig(representations=("dwt", "stft", "chroma"), n_fft=512, hop_length=256, dwt_level=5,
-                      n_chroma=24, bins_per_octave=48, n_octaves=6),
+        FeatureConfig(
+            representations=("dwt", "stft", "chroma"),
+            n_fft=512,
+            hop_length=256,
+            dwt_level=5,
+            n_chroma=24,
+            bins_per_octave=48,
+            n_octaves=6,
+        ),
     ],
 )
 def test_feature_shapes_match_computed_features(config):
@@ -204,9 +224,13 @@ def test_silent_clip_gives_finite_features():
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((2, SR), np.float32), np.zeros(0, np.float32), np.arange(SR, dtype=np.int16),
-     np.where(np.arange(SR) == 100, np.nan, 0.1).astype(np.float32),
-     np.where(np.arange(SR) == 100, np.inf, 0.1).astype(np.float32)],
+    [
+        np.zeros((2, SR), np.float32),
+        np.zeros(0, np.float32),
+        np.arange(SR, dtype=np.int16),
+        np.where(np.arange(SR) == 100, np.nan, 0.1).astype(np.float32),
+        np.where(np.arange(SR) == 100, np.inf, 0.1).astype(np.float32),
+    ],
     ids=["2-D", "empty", "int16", "NaN", "inf"],
 )
 def test_bad_waveform_raises_parameter_error(bad):
@@ -226,7 +250,9 @@ def test_feature_shapes_rejects_a_non_positive_length():
 
 
 def test_config_survives_a_json_round_trip():
-    config = FeatureConfig(representations=("dwt", "chroma"), hop_length=256, top_db=None, tuning=0.1)
+    config = FeatureConfig(
+        representations=("dwt", "chroma"), hop_length=256, top_db=None, tuning=0.1
+    )
     again = FeatureConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.representations == ("dwt", "chroma")
     # numbers are normalised, so the fingerprint does not depend on 80 vs 80.0
@@ -238,7 +264,12 @@ def test_config_survives_a_json_round_trip():
 def test_config_records_librosa_defaults():
     config = FeatureConfig()
     assert config.fmin == pytest.approx(librosa.note_to_hz("C1"))
-    assert feature_shapes(config, SR) == {"stft": (513, 44), "dwt": (128, 44), "chroma": (12, 44), "tonnetz": (6, 44)}
+    assert feature_shapes(config, SR) == {
+        "stft": (513, 44),
+        "dwt": (128, 44),
+        "chroma": (12, 44),
+        "tonnetz": (6, 44),
+    }
 
 
 @pytest.mark.parametrize(

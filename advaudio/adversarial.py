@@ -1,0 +1,304 @@
+"""The attack stage: a checkpoint and its store → tuned attacks → adversarial shards.
+
+For each attack, :func:`attack_stage` tunes the budget to the fooling-rate
+threshold on the chosen split (``test`` to measure robustness, ``train`` to
+make retraining data), writes the adversarial inputs back into the store as
+one shard per (round, split, checkpoint, attack[, slice]) and a results JSON
+beside the checkpoint. The attacks themselves live in :mod:`advaudio.attacks`
+(the only module that touches Foolbox); this module does files.
+
+Shard ``<store>/adversarial/<name>.h5`` (public format)::
+
+    adversarial  (N, 1, H, W) float32 in [0, 1]   model-space inputs
+    clean_index  (N,) int64    row of the source clip in store.h5
+    clip_id, fold, label, target (-1: untargeted), predicted,
+    success (fooled at all), within_budget (fooled within the tuned budget),
+    attacked (clean prediction was correct), l1, l2, linf, snr_db
+    attrs: attack, attack_config (JSON), kind, norm, budget, fooling_rate,
+           threshold, round, split, slice, checkpoint_sha256, checkpoint,
+           store_fingerprint, view (JSON), test_fold, seed, versions (JSON)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advaudio import store as st
+from advaudio.errors import ParameterError, StoreError
+
+SPLITS = ("test", "train")
+
+
+@dataclass(frozen=True)
+class AttackStageConfig:
+    """Configuration of the attack stage.
+
+    Parameters
+    ----------
+    attacks : registry names, run in this order
+    fooling_rate : threshold the budget is tuned to (fraction of attacked samples)
+    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (its training folds)
+    limit : attack at most this many clips (an evenly spaced subset, stable across runs)
+    batch_size : samples per attack call (bigger is faster on a GPU)
+    round : retraining round the shards belong to (0: the model trained on clean data)
+    seed : seeds targets, random starts and noise
+    target_rule : ``"random"`` (seeded other class) or ``"least-likely"``
+    slice : ``(i, n)``: attack only the i-th of n contiguous parts of the rows (job arrays)
+    attack_params : per-attack parameter overrides, e.g. ``{"pgd": {"steps": 20}}``
+    rtol : relative tolerance of the ε bisection of fixed-budget attacks
+    """
+
+    attacks: tuple[str, ...] = ("pgd", "cw")
+    fooling_rate: float = 0.9
+    split: str = "test"
+    limit: int | None = None
+    batch_size: int = 64
+    round: int = 0
+    seed: int = 0
+    target_rule: str = "random"
+    slice: tuple[int, int] | None = None
+    attack_params: dict = field(default_factory=dict)
+    rtol: float = 0.05
+
+    def __post_init__(self):
+        from advaudio.attacks import ATTACKS
+
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if not self.attacks or unknown:
+            raise ParameterError(f"unknown attack(s) {unknown or '(none given)'}; known: {', '.join(ATTACKS)}")
+        if self.split not in SPLITS:
+            raise ParameterError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if not 0.0 < self.fooling_rate <= 1.0:
+            raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
+        if self.limit is not None and self.limit < 1:
+            raise ParameterError(f"limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ParameterError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.round < 0:
+            raise ParameterError(f"round must be >= 0, got {self.round}")
+        if self.slice is not None:
+            i, n = self.slice
+            if not (n >= 1 and 0 <= i < n):
+                raise ParameterError(f"slice must be I/N with 0 <= I < N, got {i}/{n}")
+        extra = set(self.attack_params) - set(self.attacks)
+        if extra:
+            raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["attacks"] = list(self.attacks)
+        d["slice"] = list(self.slice) if self.slice else None
+        return d
+
+
+def parse_slice(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` → ``(I, N)``."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ParameterError(f"slice must look like I/N (e.g. 0/4), got {text!r}") from None
+    return i, n
+
+
+def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None) -> np.ndarray:
+    """Store rows of the checkpoint's test fold or of its training folds."""
+    if split == "test":
+        if test_fold is None:
+            raise StoreError("the checkpoint records no test fold; attack --split train instead")
+        return store.select(folds=[int(test_fold)])
+    if train_folds:
+        return store.select(folds=[int(f) for f in train_folds])
+    return store.select(exclude_folds=[int(test_fold)] if test_fold is not None else None)
+
+
+def choose_rows(rows: np.ndarray, *, limit: int | None, slice: tuple[int, int] | None) -> np.ndarray:
+    """Evenly spaced ``limit`` rows (every class stays represented in fold order), then the slice."""
+    if limit is not None and limit < len(rows):
+        rows = rows[np.linspace(0, len(rows) - 1, limit).round().astype(int)]
+    if slice is not None:
+        rows = np.array_split(rows, slice[1])[slice[0]]
+    return np.asarray(rows, np.int64)
+
+
+def shard_stem(*, round: int, split: str, checkpoint_sha: str, attack: str, slice: tuple[int, int] | None) -> str:
+    stem = f"round{round:02d}-{split}-{checkpoint_sha[:10]}-{attack}"
+    return stem if slice is None else f"{stem}-slice{slice[0]:03d}of{slice[1]:03d}"
+
+
+def _versions() -> dict[str, str]:
+    import advaudio
+    from advaudio.attacks import foolbox_version
+
+    return {"advaudio": advaudio.__version__, "torch": torch.__version__, "foolbox": foolbox_version(),
+            "numpy": np.__version__, "python": sys.version.split()[0]}
+
+
+def attack_stage(
+    config: AttackStageConfig,
+    *,
+    checkpoint: str | Path,
+    store: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tune every attack of ``config`` against ``checkpoint`` and write its shard.
+
+    Returns the results document also written to
+    ``out_dir/attack-round<K>-<split>[-slice…].json`` (``out_dir`` defaults to
+    the checkpoint's directory): one record per attack with the budget, norm,
+    fooling rate, success rate, perturbation statistics, queries, wall time
+    and the shard's path.
+    """
+    from advaudio.attacks import AttackConfig, choose_targets, tune_budget
+    from advaudio.train import load_checkpoint, resolve_device
+
+    t_stage = time.perf_counter()
+    checkpoint = Path(checkpoint)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    store_path = Path(store) if store is not None else Path(ckpt.store_path)
+    feature_store = st.Store(store_path)
+    if feature_store.fingerprint != ckpt.store_fingerprint:
+        raise StoreError(
+            f"checkpoint {checkpoint} was trained on store {ckpt.store_fingerprint}, "
+            f"but {feature_store.directory} is store {feature_store.fingerprint}"
+        )
+    ckpt.view.check_store(feature_store)
+    rows = split_rows(feature_store, split=config.split, test_fold=ckpt.test_fold,
+                      train_folds=ckpt.split.get("train_folds"))
+    rows = choose_rows(rows, limit=config.limit, slice=config.slice)
+    if len(rows) == 0:
+        raise ParameterError("no clips to attack in this split/slice")
+    with feature_store.open() as f:
+        inputs = ckpt.view.read(f, rows)
+    labels = torch.as_tensor(feature_store.labels[rows])
+    ckpt_sha = st.sha256_file(checkpoint)
+    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = ckpt.model
+
+    records = []
+    for name in config.attacks:
+        params = dict(config.attack_params.get(name, {}))
+        attack_config = AttackConfig.from_dict({"name": name, "seed": config.seed,
+                                                "target_rule": config.target_rule, **params})
+        # Targets keyed by store row: a clip gets the same target in every slice.
+        targets = choose_targets(model, inputs, labels, rule=config.target_rule,
+                                 num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
+        if progress:
+            print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}) …",
+                  file=sys.stderr, flush=True)
+        tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
+                             fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
+                             batch_size=config.batch_size)
+        result = tuning.result
+        stem = shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
+                          slice=config.slice)
+        shard_file = None
+        if result is not None:
+            within = tuning.within_budget if tuning.within_budget is not None else result.success
+            arrays = {
+                "adversarial": np.asarray(result.adversarial, np.float32),
+                "clean_index": rows,
+                "clip_id": np.asarray(feature_store.clip_ids[rows], dtype=object),
+                "fold": feature_store.folds[rows],
+                "label": result.labels.astype(np.int64),
+                "target": (result.targets.astype(np.int64) if result.targets is not None
+                           else np.full(len(rows), -1, np.int64)),
+                "predicted": result.predicted.astype(np.int64),
+                "attacked": result.attacked.astype(bool),
+                "success": result.success.astype(bool),
+                "within_budget": np.asarray(within, bool),
+                **{k: getattr(result, k).astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
+            }
+            attrs = {
+                "attack": name, "attack_config": result.config, "kind": tuning.kind, "norm": tuning.norm,
+                "budget": float(tuning.budget), "fooling_rate": float(tuning.fooling_rate),
+                "threshold": config.fooling_rate, "targeted": bool(result.targeted),
+                "round": config.round, "split": config.split,
+                "slice": list(config.slice) if config.slice else [0, 1],
+                "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": ckpt_sha,
+                "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
+                "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
+                "seed": config.seed, "versions": _versions(), "notes": list(tuning.notes),
+            }
+            shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
+        record = tuning.to_dict()
+        record.update({
+            "shard": str(shard_file) if shard_file else None,
+            "n_samples": int(len(rows)),
+            "split": config.split,
+            "round": config.round,
+            "slice": list(config.slice) if config.slice else None,
+        })
+        records.append(record)
+
+    document = {
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": ckpt_sha,
+        "model": ckpt.model.config,
+        "view": ckpt.view.name,
+        "store": str(feature_store.directory.resolve()),
+        "store_fingerprint": feature_store.fingerprint,
+        "clean_test_accuracy": (ckpt.test or {}).get("accuracy"),
+        "config": config.to_dict(),
+        "device": str(dev),
+        "wall_time_s": time.perf_counter() - t_stage,
+        "attacks": records,
+    }
+    suffix = "" if config.slice is None else f"-slice{config.slice[0]:03d}of{config.slice[1]:03d}"
+    results_path = out_dir / f"attack-round{config.round:02d}-{config.split}{suffix}.json"
+    st.write_json_atomic(results_path, _jsonable(document))
+    document["results_path"] = str(results_path)
+    return document
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf → None and numpy scalars → Python, so the JSON is strict."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def format_table(document: dict[str, Any]) -> str:
+    """The results as a fixed-width table for the terminal."""
+    head = f"{'attack':<12}{'norm':<6}{'budget':>10}{'fooled':>8}{'success':>9}{'L2 med':>9}{'SNR dB':>8}" \
+           f"{'steps':>8}{'time s':>8}  note"
+    lines = [head, "-" * len(head)]
+    for r in document["attacks"]:
+        med = (r.get("stats") or {}).get("l2", {}).get("median")
+        snr = (r.get("stats") or {}).get("snr_db", {}).get("median")
+        steps = r.get("gradient_queries", 0) / max(1, r.get("n_attacked") or 1)
+
+        def num(v, fmt):
+            return format(v, fmt) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "-"
+
+        note = "" if r.get("reached") else (r.get("reason") or "not reached")
+        if r.get("targeted") is False:
+            note = ("untargeted; " + note).strip("; ")
+        lines.append(f"{r['attack']:<12}{r['norm']:<6}{num(r.get('budget'), '10.4g')}"
+                     f"{num(r.get('fooling_rate'), '8.2f')}{num(r.get('success_rate'), '9.2f')}"
+                     f"{num(med, '9.3g')}{num(snr, '8.1f')}{num(steps, '8.0f')}{num(r.get('wall_time_s'), '8.1f')}"
+                     f"  {note}")
+    return "\n".join(lines)
