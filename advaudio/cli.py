@@ -6,6 +6,7 @@ line on standard error and exit with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -87,8 +88,34 @@ def cli():
               help="HDF5 compression of the feature arrays.")
 @click.option("--allow-errors", is_flag=True, help="Exit 0 even when some clips could not be featurized.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--cluster", "cluster_kind", type=click.Choice(["slurm", "pbs"]), default=None,
+              help="Run the Dask workers as SLURM/PBS batch jobs (needs: pip install advaudio[cluster]).")
+@click.option("--cluster-jobs", type=int, default=1, show_default=True, help="Worker jobs to submit.")
+@click.option("--cluster-cores", type=int, default=1, show_default=True,
+              help="Cores per job; one single-threaded worker process per core.")
+@click.option("--cluster-memory", default="4GB", show_default=True, help="Memory per job.")
+@click.option("--cluster-walltime", default="01:00:00", show_default=True, help="Time limit per job.")
+@click.option("--cluster-queue", default=None, help="SLURM partition or PBS queue (default: the system's).")
+@click.option("--cluster-account", default=None, help="Account charged for the jobs.")
+@click.option("--cluster-interface", default=None, metavar="IFACE",
+              help="Network interface of the scheduler and workers, e.g. ib0 (lo: one machine).")
+@click.option("--cluster-extra", multiple=True, metavar="DIRECTIVE",
+              help="Extra #SBATCH/#PBS directive, repeatable, e.g. --cluster-extra=--qos=short.")
+@click.option("--cluster-prologue", multiple=True, metavar="LINE",
+              help="Shell line each job runs before its workers, repeatable, e.g. 'source ~/venv/bin/activate'.")
+@click.option("--cluster-python", default=None, metavar="PATH",
+              help="Python on the compute nodes (default: this one).")
+@click.option("--cluster-local-directory", default=None, metavar="DIR",
+              help="Node-local scratch directory of the workers.")
+@click.option("--cluster-log-directory", default=None, metavar="DIR",
+              help="Job logs, on shared storage (default: ./advaudio-dask-logs).")
+@click.option("--cluster-wait", type=float, default=120, show_default=True,
+              help="Seconds to wait for the first worker job to connect (0: forever).")
 def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_per_class, dataset_options,
-              sr, n_fft, hop_length, wavelet, dwt_level, shard_size, compression, allow_errors, progress):
+              sr, n_fft, hop_length, wavelet, dwt_level, shard_size, compression, allow_errors, progress,
+              cluster_kind, cluster_jobs, cluster_cores, cluster_memory, cluster_walltime, cluster_queue,
+              cluster_account, cluster_interface, cluster_extra, cluster_prologue, cluster_python,
+              cluster_local_directory, cluster_log_directory, cluster_wait):
     """Compute features of a dataset into a chunked HDF5 feature store.
 
     Runs on a Dask cluster: each task featurizes a block of clips into its own
@@ -108,7 +135,28 @@ def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_p
         folds=_int_csv(folds, "--folds"), limit_per_class=limit_per_class, features=feature_config,
         shard_size=shard_size, compression=None if compression == "none" else compression,
     )
-    result = run(config, cache=cache, workers=workers, scheduler=scheduler, progress=progress)
+    cluster_config = None
+    if cluster_kind is not None:
+        from advaudio.cluster import ClusterConfig
+
+        if scheduler is not None:
+            raise ParameterError("--cluster and --scheduler exclude each other")
+        cluster_config = ClusterConfig(
+            kind=cluster_kind, jobs=cluster_jobs, cores=cluster_cores, memory=cluster_memory,
+            walltime=cluster_walltime, queue=cluster_queue, account=cluster_account,
+            job_extra_directives=cluster_extra, interface=cluster_interface,
+            local_directory=cluster_local_directory, log_directory=cluster_log_directory,
+            python=cluster_python, job_script_prologue=cluster_prologue, wait_timeout=cluster_wait,
+        )
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if cluster_config is not None:
+            from advaudio.cluster import make_cluster
+
+            # Closing the cluster (on exit, error or Ctrl-C) cancels its jobs.
+            cluster = stack.enter_context(make_cluster(cluster_config))
+        result = run(config, cache=cache, workers=workers, scheduler=scheduler, cluster=cluster,
+                     progress=progress)
     if result.already_complete:
         click.echo(f"store already complete: {result.featurized} clips, {result.failed} failed")
     else:

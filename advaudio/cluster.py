@@ -13,12 +13,12 @@ at the same paths. ``pipeline/README.md`` walks through a real cluster.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,8 @@ class ClusterConfig:
         ``sys.executable``, right when the environment is on shared storage)
     job_script_prologue : shell lines run in each job before the worker,
         e.g. ``("module load python/3.11", "source ~/venvs/advaudio/bin/activate")``
-    dashboard_address : the scheduler's dashboard, e.g. ``":8787"`` (None: off)
+    dashboard_address : address of the scheduler's dashboard (Dask's ``":8787"``;
+        another free port if taken; ``":0"``: any free port; None: off)
     wait_timeout : seconds :func:`make_cluster` waits for the first worker
         (0: do not wait; tasks then wait for workers as long as it takes)
     """
@@ -78,7 +79,7 @@ class ClusterConfig:
     log_directory: str | None = None
     python: str | None = None
     job_script_prologue: tuple[str, ...] = ()
-    dashboard_address: str | None = None
+    dashboard_address: str | None = ":8787"
     wait_timeout: float = 120.0
 
     def __post_init__(self):
@@ -114,12 +115,6 @@ class ClusterConfig:
     def worker_processes(self) -> int:
         return self.processes if self.processes is not None else self.cores
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["job_extra_directives"] = list(self.job_extra_directives)
-        d["job_script_prologue"] = list(self.job_script_prologue)
-        return d
-
 
 def _jobqueue():
     try:
@@ -137,7 +132,7 @@ def _log_directory(config: ClusterConfig) -> str:
 
 def _job_kwargs(config: ClusterConfig) -> dict[str, Any]:
     """Keyword arguments shared by dask-jobqueue's Job and Cluster classes."""
-    kwargs: dict[str, Any] = dict(
+    return dict(
         cores=config.cores,
         processes=config.worker_processes,
         memory=config.memory,
@@ -152,7 +147,6 @@ def _job_kwargs(config: ClusterConfig) -> dict[str, Any]:
         python=config.python or sys.executable,
         job_name=_JOB_NAME,
     )
-    return kwargs
 
 
 def _classes(config: ClusterConfig):
@@ -166,28 +160,35 @@ def cluster_job_script(config: ClusterConfig) -> str:
     """The batch script each worker job would run (for display and debugging).
 
     Starts no scheduler and submits nothing; the scheduler's address is a
-    placeholder (it is known only once :func:`make_cluster` runs).
+    placeholder (it is known only once :func:`make_cluster` runs). Like
+    dask-jobqueue, it creates the log directory.
     """
     _, job_cls = _classes(config)
     job = job_cls(scheduler="tcp://<scheduler-address>:8786", name="<worker-name>", **_job_kwargs(config))
     return job.job_script()
 
 
-def _job_states(kind: str, job_ids: list[str]) -> str:
-    """What the batch system says about the jobs, best effort, one line."""
+def _queued_jobs(kind: str, job_ids: list[str]) -> list[str] | None:
+    """The jobs still in the queue, one ``"ID STATE REASON"`` line each.
+
+    ``[]``: none is (they ended or failed); None: unknown (no SLURM answer,
+    or PBS, whose ``qstat`` does not list ended jobs reliably).
+    """
     command = _QUEUE_COMMAND[kind]
     if not job_ids or shutil.which(command) is None:
-        return ""
+        return None
     argv = ([command, "-h", "-j", ",".join(job_ids), "-o", "%i %T %r"] if kind == "slurm"
             else [command, *job_ids])
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return ""
-    lines = [" ".join(line.split()) for line in out.splitlines() if line.strip()]
+        return None
+    lines = [" ".join(line.split()) for line in proc.stdout.splitlines() if line.strip()]
     if kind == "pbs":
-        lines = lines[2:]  # qstat's two header lines
-    return "; ".join(lines) if lines else "no longer in the queue: they ended or failed"
+        return lines[2:] or None  # qstat's two header lines
+    if proc.returncode == 0 or "invalid job id" in proc.stderr.lower():
+        return lines
+    return None
 
 
 def _last_error_line(config: ClusterConfig, job_ids: list[str]) -> str:
@@ -243,12 +244,23 @@ def make_cluster(config: ClusterConfig):
     _check_submission(config)
     try:
         cluster_cls, _ = _classes(config)
-        # No dashboard: its HTTP server still starts, on a free port (":0").
+        # Without a dashboard the scheduler's HTTP server still starts: on any free port.
         scheduler_options = {"dashboard_address": config.dashboard_address or ":0",
                              "dashboard": config.dashboard_address is not None}
         cluster = cluster_cls(scheduler_options=scheduler_options, **_job_kwargs(config))
     except (ValueError, TypeError) as exc:
         raise ParameterError(f"cannot set up the {config.kind} cluster: {exc}") from None
+    try:
+        _submit(cluster, config)
+        if config.wait_timeout:
+            _wait_for_first_worker(cluster, config)
+    except BaseException:  # errors, Ctrl-C: cancel whatever was submitted
+        cluster.close()
+        raise
+    return cluster
+
+
+def _submit(cluster, config: ClusterConfig) -> None:
     cluster.scale(jobs=config.jobs)
     # Wait for the submissions (scale() only schedules them): a job without an
     # id was refused, and dask-jobqueue has logged the batch system's message.
@@ -257,22 +269,36 @@ def make_cluster(config: ClusterConfig):
         error = None
     except Exception as exc:  # dask-jobqueue's RuntimeError with sbatch/qsub's output
         error = "; ".join(line.strip() for line in str(exc).splitlines() if "error" in line.lower())
-    refused = [name for name, job in cluster.workers.items() if not getattr(job, "job_id", None)]
-    if error or refused:
-        cluster.close()
+    if error or any(not getattr(job, "job_id", None) for job in cluster.workers.values()):
         raise AdvaudioError(f"{config.kind} refused the worker jobs: "
                             f"{error or 'the submission error is logged above'}")
-    if config.wait_timeout:
+
+
+def _wait_for_first_worker(cluster, config: ClusterConfig) -> None:
+    """Return once a worker has joined; raise when none can.
+
+    Fails early when every job has already left the SLURM queue (a worker
+    that cannot start: wrong Python, missing module...), else after
+    ``config.wait_timeout`` seconds.
+    """
+    job_ids = [str(job.job_id) for job in cluster.workers.values()]
+    deadline = time.monotonic() + config.wait_timeout
+    while True:
+        remaining = deadline - time.monotonic()
         try:
-            cluster.wait_for_workers(1, timeout=config.wait_timeout)
-        except Exception:  # distributed's WorkerStartTimeoutError (a TimeoutError)
-            job_ids = [str(job.job_id) for job in cluster.workers.values() if getattr(job, "job_id", None)]
-            states = _job_states(config.kind, job_ids)
-            cluster.close()
-            raise AdvaudioError(
-                f"no Dask worker joined within {config.wait_timeout:g} s"
-                + (f" (jobs {', '.join(job_ids)} {states})" if states else "")
-                + f": check `{_QUEUE_COMMAND[config.kind]}` and the job logs in {_log_directory(config)}"
-                + _last_error_line(config, job_ids)
-            ) from None
-    return cluster
+            cluster.wait_for_workers(1, timeout=max(0.1, min(2.0, remaining)))
+            return
+        except TimeoutError:  # distributed's WorkerStartTimeoutError
+            pass
+        queued = _queued_jobs(config.kind, job_ids)
+        if queued == [] or time.monotonic() >= deadline:
+            break
+    if queued == []:
+        why = f"no Dask worker joined: jobs {', '.join(job_ids)} ended before one connected"
+    else:
+        why = f"no Dask worker joined within {config.wait_timeout:g} s" + (
+            f" (jobs {'; '.join(queued)})" if queued else "")
+    raise AdvaudioError(
+        f"{why}: check `{_QUEUE_COMMAND[config.kind]}` and the job logs in {_log_directory(config)}"
+        + _last_error_line(config, job_ids)
+    )

@@ -31,14 +31,15 @@ Extra sources
 only successful adversarial examples). With ``mix = m`` each training batch of
 size ``B`` holds ``k = round(m·B)`` samples drawn from the pooled extra sources
 (cycled through in a fresh permutation per pass) and ``B − k`` store clips;
-an epoch is still one pass over the store rows.
+an epoch is still one pass over the store rows. Time-shift augmentation, when
+on, rolls every sample of a training batch, extra ones included (an
+adversarial perturbation rolls with the clip it was made for).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
@@ -116,7 +117,8 @@ class ModelSpaceSource:
                 if m.size != labels.size:
                     raise StoreError(f"{self.path}:{self.mask} has {m.size} rows, expected {labels.size}")
                 keep &= m.astype(bool)
-        if num_classes is not None and labels[keep].size and (labels[keep].min() < 0 or labels[keep].max() >= num_classes):
+        used = labels[keep]
+        if num_classes is not None and used.size and (used.min() < 0 or used.max() >= num_classes):
             raise StoreError(f"{self.path}: labels outside 0..{num_classes - 1}")
         return np.flatnonzero(keep), labels
 

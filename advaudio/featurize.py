@@ -271,7 +271,7 @@ def featurize(
             from distributed import as_completed
 
             with dask_client(workers=workers, scheduler=scheduler, cluster=cluster) as client:
-                if progress and getattr(client, "dashboard_link", None) and scheduler or cluster:
+                if progress and (scheduler or cluster is not None) and getattr(client, "dashboard_link", None):
                     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
                 futures = client.map(featurize_shard, plan.tasks, pure=False)
                 sizes = {f.key: len(t.table) for f, t in zip(futures, plan.tasks)}

@@ -527,7 +527,8 @@ def analyse(data: ReportData) -> dict[str, Any]:
                 rec = e.record
                 comp: dict[str, Any] = {"round": e.round, "base_round": base.round, "budget_ratio": None,
                                         "budget_ratio_lower_bound": None, "epsilon": b_budget,
-                                        "fooling_rate_before": _num(b_rec.get("fooling_rate")) if b_budget else None,
+                                        "fooling_rate_before": (_num(b_rec.get("fooling_rate"))
+                                                                if b_budget is not None else None),
                                         "fooling_rate_after": None, "method": None, "bracket": [], "note": ""}
                 if rec.get("norm") != b_rec.get("norm"):
                     comp["note"] = f"norms differ ({b_rec.get('norm')} vs {rec.get('norm')}): not compared"
@@ -599,7 +600,8 @@ Block = tuple
 
 def _md_cell(c: Any) -> str:
     if isinstance(c, Link):
-        return f"[{c.text}]({c.href})"
+        href = f"<{c.href}>" if any(ch in c.href for ch in " ()") else c.href
+        return f"[{c.text}]({href})"
     return str(c).replace("|", "\\|").replace("\n", " ")
 
 

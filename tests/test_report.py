@@ -36,10 +36,13 @@ from advaudio.listen import (
 )
 from advaudio.report import (
     VALUE_COLUMNS,
+    Link,
     collect_runs,
     fmt_num,
     fmt_pct,
     fooling_rate_at,
+    render_html,
+    render_markdown,
     resolve_pointer,
     write_report,
 )
@@ -211,7 +214,11 @@ def test_html_is_self_contained_with_tables_figures_and_audio(run):
     for rel in run["json"]["figures"]:
         assert f'src="{rel}"' in text
     assert "<audio controls" in text
-    assert "&lt;" not in run["json"]["runs"][0]["label"]  # labels are plain; escaping is HTML's job
+    page = render_html([("p", "a <b> & c"), ("table", ["x<y"], [[Link("f&g", "audio/a b.wav", audio=True)]])],
+                       title="t<")
+    assert "a &lt;b&gt; &amp; c" in page and "x&lt;y" in page and "<title>t&lt;</title>" in page
+    assert 'src="audio/a b.wav"' in page and ">f&amp;g</a>" in page
+    assert "[f&g](<audio/a b.wav>)" in render_markdown([("table", ["h"], [[Link("f&g", "audio/a b.wav")]])])
 
 
 def test_figures_are_valid_pngs(run):

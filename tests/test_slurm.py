@@ -10,6 +10,7 @@ they fail, so CI never skips them silently.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,12 @@ SYNTH = {"clips_per_class": 4, "n_classes": 3, "duration": 1.0}
 # The worker jobs import advaudio; in a checkout that is not pip-installed it
 # is found through PYTHONPATH, set by the job script's prologue.
 PROLOGUE = (f'export PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}"',)
+
+
+def local_cluster_config(tmp_path: Path, **kw) -> ClusterConfig:
+    """Worker jobs on the local SLURM: loopback network, logs under tmp_path, no dashboard."""
+    base = dict(kind="slurm", interface="lo", log_directory=str(tmp_path / "logs"), dashboard_address=None)
+    return ClusterConfig(**{**base, **kw})
 
 
 def tiny_config() -> FeaturizeConfig:
@@ -127,7 +134,8 @@ def test_job_scripts_carry_the_configuration(tmp_path):
                  "/opt/venv/bin/python -m distributed.cli.dask_worker", "--nworkers 2", "--nthreads 2",
                  "--interface ib0"]:
         assert line in script, line
-    pbs = cluster_job_script(ClusterConfig(kind="pbs", cores=2, queue="workq", account="proj"))
+    pbs = cluster_job_script(ClusterConfig(kind="pbs", cores=2, queue="workq", account="proj",
+                                           log_directory=str(tmp_path / "logs")))
     assert "#PBS -q workq" in pbs and "#PBS -A proj" in pbs and "ncpus=2" in pbs
     # Defaults: one single-threaded worker process per core.
     default = cluster_job_script(ClusterConfig(cores=3, log_directory=str(tmp_path / "logs")))
@@ -156,10 +164,9 @@ def test_sbatch_wait_runs_a_trivial_job(local_slurm, tmp_path):
 def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path):
     t0 = time.perf_counter()
     config = tiny_config()
-    cluster_config = ClusterConfig(
-        kind="slurm", jobs=2, cores=1, memory="2GB", walltime="00:10:00", interface="lo",
-        log_directory=str(tmp_path / "logs"), local_directory=str(tmp_path / "scratch"),
-        job_script_prologue=PROLOGUE, wait_timeout=120,
+    cluster_config = local_cluster_config(
+        tmp_path, jobs=2, cores=1, memory="2GB", walltime="00:10:00",
+        local_directory=str(tmp_path / "scratch"), job_script_prologue=PROLOGUE, wait_timeout=120,
     )
     from distributed import Client
 
@@ -194,18 +201,56 @@ def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path)
 
 def test_make_cluster_reports_a_refused_partition(local_slurm, tmp_path):
     with pytest.raises(AdvaudioError, match="invalid partition") as info:
-        make_cluster(ClusterConfig(kind="slurm", queue="no-such-partition", interface="lo",
-                                   log_directory=str(tmp_path / "logs")))
+        make_cluster(local_cluster_config(tmp_path, queue="no-such-partition"))
     assert "\n" not in str(info.value)
 
 
-def test_make_cluster_times_out_when_no_worker_starts(local_slurm, tmp_path):
-    config = ClusterConfig(kind="slurm", interface="lo", python=str(tmp_path / "no-such-python"),
-                           log_directory=str(tmp_path / "logs"), wait_timeout=10)
-    with pytest.raises(AdvaudioError, match=r"no Dask worker joined within 10 s") as info:
+def test_make_cluster_fails_early_when_the_worker_jobs_die(local_slurm, tmp_path):
+    config = local_cluster_config(tmp_path, jobs=2, python=str(tmp_path / "no-such-python"), wait_timeout=60)
+    t0 = time.perf_counter()
+    with pytest.raises(AdvaudioError, match=r"no Dask worker joined: jobs \d+, \d+ ended") as info:
         make_cluster(config)
+    assert time.perf_counter() - t0 < 30  # not the whole wait_timeout
     message = str(info.value)
-    assert "squeue" in message and str(tmp_path / "logs") in message and "no-such-python" in message
+    assert "\n" not in message and str(tmp_path / "logs") in message
+    assert "no-such-python: No such file or directory" in message  # from the job's error log
+
+
+def test_make_cluster_times_out_while_jobs_wait_in_the_queue(local_slurm, tmp_path):
+    # A job held in the queue never starts: the wait ends after wait_timeout.
+    config = local_cluster_config(tmp_path, job_extra_directives=["--hold"], wait_timeout=3)
+    with pytest.raises(AdvaudioError, match=r"no Dask worker joined within 3 s \(jobs \d+ PENDING") as info:
+        make_cluster(config)
+    assert "squeue" in str(info.value)
+    job_id = str(info.value).split("(jobs ")[1].split()[0]
+    assert _job_states([job_id]) == {}  # closing the cluster cancelled the held job
+
+
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                   "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def sbatch_and_wait(*args: str, env=None, timeout: float = 300) -> tuple[str, str]:
+    """Submit a batch job, wait for its end, return (job id, final state).
+
+    Polls ``scontrol`` every 0.25 s: ``sbatch --wait`` checks after 2, 10,
+    42 s..., so an 11 s job would cost 42 s.
+    """
+    proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        info = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True,
+                              text=True).stdout
+        state = re.search(r"JobState=(\S+)", info).group(1)
+        if state in TERMINAL_STATES:
+            return job_id, state
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job_id])
+            pytest.fail(f"job {job_id} still {state} after {timeout} s")
+        time.sleep(0.25)
 
 
 def _run_featurize_sbatch(tmp_path: Path, *sbatch_args: str, **variables: str) -> tuple[str, Path]:
@@ -214,13 +259,11 @@ def _run_featurize_sbatch(tmp_path: Path, *sbatch_args: str, **variables: str) -
                FEATURES="stft,chroma", SHARD_SIZE="4", CACHE=str(tmp_path / "cache"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                **variables)
-    proc = subprocess.run(["sbatch", "--wait", "--parsable", f"--chdir={tmp_path}", "--time=00:10:00",
-                           *sbatch_args, str(SLURM_DIR / "featurize.sbatch")],
-                          env=env, capture_output=True, text=True, timeout=300)
-    job_id = proc.stdout.strip().split(";")[0]
+    job_id, state = sbatch_and_wait(f"--chdir={tmp_path}", "--time=00:10:00", *sbatch_args,
+                                    str(SLURM_DIR / "featurize.sbatch"), env=env)
     log = tmp_path / f"advaudio-featurize-{job_id}.out"
     text = log.read_text() if log.is_file() else "(no job output)"
-    assert proc.returncode == 0, f"sbatch: {proc.stderr}\njob output:\n{text}"
+    assert state == "COMPLETED", f"job {job_id} {state}; its output:\n{text}"
     stdout_lines = [line for line in text.splitlines() if line.startswith(str(tmp_path / "cache"))]
     assert stdout_lines, text
     return text, Path(stdout_lines[-1])
@@ -232,20 +275,27 @@ def test_featurize_sbatch_script_end_to_end(local_slurm, tmp_path):
     local = featurize(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
     assert store_dir.name == local.store_dir.name
     assert_same_store(store_dir, local.store_dir)
-    # Submitting it again resumes: the complete store is found, nothing recomputed.
-    text, again = _run_featurize_sbatch(tmp_path, WORKERS="1")
-    assert again == store_dir and "store already complete: 12 clips, 0 failed" in text
+
+
+def _advaudio(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "advaudio", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_cli_reports_a_refused_cluster_job_in_one_line(local_slurm, tmp_path):
+    proc = _advaudio("featurize", "--cache", str(tmp_path / "cache"), "--cluster", "slurm",
+                     "--cluster-queue", "no-such-partition", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "invalid partition" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_featurize_sbatch_driver_mode_submits_worker_jobs(local_slurm, tmp_path):
     """WORKER_JOBS>0: the batch job is the Dask driver and its workers are further jobs."""
-    help_text = subprocess.run([sys.executable, "-m", "advaudio", "featurize", "--help"], capture_output=True,
-                               text=True, env=dict(os.environ, PYTHONPATH=str(REPO))).stdout
-    if "--cluster-jobs" not in help_text:
-        pytest.skip("`advaudio featurize` has no --cluster options yet (cli.py not wired)")
     text, store_dir = _run_featurize_sbatch(  # the driver takes 1 of the 2 CPUs, its worker job the other
         tmp_path, "--cpus-per-task=1", WORKER_JOBS="1", WORKER_CORES="1", WORKER_MEMORY="1GB", WORKER_WALLTIME="00:10:00",
         INTERFACE="lo", SETUP=PROLOGUE[0])
     assert "featurized 12/12 clips" in text
+    assert list((tmp_path / "advaudio-dask-logs").glob("advaudio-dask-*.err")), "no worker job ran"
     local = featurize(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
     assert_same_store(store_dir, local.store_dir)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from advaudio.errors import ParameterError, StoreError
 from advaudio.store import Store
+import advaudio.views as views
 from advaudio.views import HISTOGRAM_BINS, View, fit_view, parse_input_size, parse_view, read_rows
 
 
@@ -154,3 +155,35 @@ def test_non_finite_store_values_are_reported(tmp_path, store, train_rows):
         f.create_dataset("features/chroma", data=data)
     with pytest.raises(StoreError, match="NaN"):
         view.read(path, [0, 1])
+
+
+def test_reader_fast_and_fallback_paths_agree(tmp_path, store, train_rows):
+    """Raw chunk reads (uncompressed, one chunk per clip) equal HDF5's own reads in every layout."""
+    data = store.read("stft", np.arange(len(store)))
+    path = tmp_path / "layouts.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features/per_clip", data=data, chunks=(1,) + data.shape[1:])  # fast path
+        f.create_dataset("features/gzip", data=data, chunks=(1,) + data.shape[1:], compression="gzip")
+        f.create_dataset("features/blocks", data=data, chunks=(4, 64, 44))
+        f.create_dataset("features/contiguous", data=data)
+    rows = np.array([0, 1, 2, 7, 20, 33, 47])
+    with views.FeatureReader(path) as reader:
+        for name in ("per_clip", "gzip", "blocks", "contiguous"):
+            out = np.full((rows.size,) + data.shape[1:], -1.0, np.float32)
+            reader.read_into(name, rows, out)
+            np.testing.assert_array_equal(out, data[rows], err_msg=name)
+        assert reader._is_fast(reader.group["per_clip"]) and not reader._is_fast(reader.group["gzip"])
+    # Through the store's virtual datasets: resolved to the shards, same values as HDF5 gives.
+    with views.FeatureReader(store) as reader:
+        buffer = np.zeros((rows.size, 600, 44), np.float32)
+        reader.read_into("stft", rows, buffer[:, 10:523])  # into a slice of a larger buffer
+        np.testing.assert_array_equal(buffer[:, 10:523], data[rows])
+        assert not buffer[:, :10].any() and not buffer[:, 523:].any()
+        assert all(isinstance(seg[2], tuple) for seg in reader._plan("stft"))  # shard by shard
+
+
+def test_resize_matches_torch_interpolate():
+    x = torch.rand(5, 70, 30)
+    for size in ((32, 32), (128, 20), (70, 64), (16, 30)):
+        expected = F.interpolate(x[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)[:, 0]
+        torch.testing.assert_close(views.resize(x, size), expected)
