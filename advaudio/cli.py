@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 import sys
 
 import click
@@ -333,6 +334,237 @@ def evaluate(checkpoint, store_path, fold, device, batch_size, workers, as_json)
     click.echo("confusion matrix (rows: true class, columns: predicted)")
     for name, row in zip(r["classes"], r["confusion_matrix"]):
         click.echo(f"  {name:<{width}}  " + " ".join(f"{v:4d}" for v in row))
+
+
+def _attack_params(pairs: tuple[str, ...]) -> dict:
+    """``ATTACK.KEY=VALUE`` pairs → ``{attack: {key: value}}``."""
+    out: dict = {}
+    for pair in pairs:
+        head, sep, raw = pair.partition("=")
+        attack, dot, key = head.partition(".")
+        if not sep or not dot or not attack or not key:
+            raise ParameterError(f"attack parameter must look like ATTACK.KEY=VALUE (e.g. pgd.steps=20), got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(attack, {})[key.replace("-", "_")] = value
+    return out
+
+
+_ATTACK_OPTIONS = [
+    click.option("--attacks", default="pgd,cw", show_default=True,
+                 help="Comma-separated attacks: fgsm, bim, pgd, deepfool, cw, ead, boundary, hopskipjump."),
+    click.option("--fooling-rate", type=float, default=0.9, show_default=True,
+                 help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
+    click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
+    click.option("--batch-size", type=int, default=64, show_default=True, help="Clips per attack call."),
+    click.option("--target-rule", type=click.Choice(["random", "least-likely"]), default="random",
+                 show_default=True, help="Target class of targeted attacks: seeded random other class, "
+                                         "or the clean model's least likely class."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seeds targets and random starts."),
+    click.option("-p", "--param", "params", multiple=True, metavar="ATTACK.KEY=VALUE",
+                 help="Attack parameter, repeatable, e.g. -p pgd.steps=20 -p cw.binary_search_steps=5."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+]
+
+
+def _with(options):
+    def wrap(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return wrap
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="checkpoint.pt to attack.")
+@click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+              help="Feature store [default: the one the checkpoint was trained on].")
+@_with(_ATTACK_OPTIONS)
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="test: the checkpoint's held-out fold; train: its training folds (retraining data).")
+@click.option("--round", "round_", type=int, default=0, show_default=True,
+              help="Retraining round the shards belong to.")
+@click.option("--slice", "slice_", default=None, metavar="I/N",
+              help="Attack only the I-th of N parts of the clips (job arrays); merge with `store merge`.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory of the results JSON [default: the checkpoint's].")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
+           split, round_, slice_, out_dir, progress):
+    """Tune attacks on a checkpoint to a fooling rate; write adversarial shards into the store.
+
+    For fixed-budget attacks (fgsm, bim, pgd) ε is bisected until the fooling
+    rate reaches the threshold; for minimisation attacks (deepfool, cw, ead,
+    boundary, hopskipjump) the budget is the quantile of the per-sample
+    minimal perturbations. Prints a table and writes
+    attack-round<K>-<split>.json beside the checkpoint.
+    """
+    from advaudio.adversarial import AttackStageConfig, attack_stage, format_table, parse_slice
+
+    config = AttackStageConfig(
+        attacks=_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
+        round=round_, seed=seed, target_rule=target_rule, slice=parse_slice(slice_),
+        attack_params=_attack_params(params),
+    )
+    doc = attack_stage(config, checkpoint=checkpoint, store=store_path, out_dir=out_dir, device=device,
+                       progress=progress)
+    click.echo(format_table(doc))
+    for record in doc["attacks"]:
+        for note in record.get("notes", []):
+            click.echo(f"  {record['attack']}: {note}")
+    click.echo(doc["results_path"])
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="checkpoint.pt to retrain.")
+@click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+              help="Feature store [default: the checkpoint's].")
+@click.option("--shards", multiple=True, type=click.Path(dir_okay=False), metavar="SHARD",
+              help="Adversarial shard(s) to train on, repeatable [default: all training-split shards "
+                   "of --round made from this checkpoint].")
+@click.option("--round", "round_", type=int, default=None,
+              help="Round whose shards to use [default: the checkpoint's round].")
+@click.option("--mix", type=float, default=0.5, show_default=True,
+              help="Fraction of every batch taken from the adversarial shards.")
+@click.option("--epochs", type=int, default=None, help="Epochs [default: as the original run].")
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate [default: the original's; a tenth of it when fine-tuning].")
+@click.option("--fine-tune/--from-scratch", default=True, show_default=True,
+              help="Start from the checkpoint's weights, or re-initialise the model.")
+@click.option("--device", default=None, help="auto, cpu, cuda [default: as the original run].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory of the new run.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted retraining in --out.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, device, out_dir, resume, progress):
+    """Retrain a model on its clean training folds plus adversarial shards.
+
+    Shards keep their true labels; only shards made from training-fold clips
+    are accepted (a shard holding test-fold clips is refused). The new
+    checkpoint records the shards, attacks and budgets it saw.
+    """
+    from advaudio.retrain import RetrainConfig, retrain as run
+
+    config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch", lr=lr)
+    metrics = run(checkpoint, out_dir=out_dir, config=config, shards=list(shards) or None, round=round_,
+                  store=store_path, device=device, resume=resume, progress=progress)
+    click.echo(f"round {metrics.get('round')}: test accuracy {metrics.get('test_accuracy', float('nan')):.3f}")
+    click.echo(metrics["checkpoint"])
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--rounds", type=int, default=1, show_default=True, help="Retraining rounds.")
+@_with(_ATTACK_OPTIONS)
+@click.option("--train-limit", type=int, default=None, help="Attack at most N training clips per round.")
+@click.option("--mix", type=float, default=0.5, show_default=True, help="Adversarial fraction of every batch.")
+@click.option("--epochs", type=int, default=None, help="Epochs per retraining [default: as the original run].")
+@click.option("--fine-tune/--from-scratch", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
+           train_limit, mix, epochs, fine_tune, progress):
+    """Attack-on-test → attack-on-train → retrain → attack-on-test, K rounds, in RUN_DIR.
+
+    RUN_DIR holds a finished `advaudio train` run (round 0). Each round's
+    checkpoint, shards and results are kept apart (RUN_DIR/roundNN/);
+    rerunning the command resumes at the step where it stopped.
+    """
+    from advaudio.adversarial import AttackStageConfig
+    from advaudio.retrain import RetrainConfig, run_rounds
+
+    attack_config = AttackStageConfig(attacks=_csv(attacks) or (), fooling_rate=fooling_rate, limit=limit,
+                                      batch_size=batch_size, seed=seed, target_rule=target_rule,
+                                      attack_params=_attack_params(params))
+    retrain_config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch")
+    log = run_rounds(run_dir, rounds=rounds, attack_config=attack_config, retrain_config=retrain_config,
+                     train_limit=train_limit, device=device, progress=progress)
+    for entry in log:
+        click.echo(f"round {entry['round']} {entry['step']:<13} {'skipped' if entry['skipped'] else 'done':<8} "
+                   f"{entry['path']}")
+    click.echo(str(Path(run_dir)))
+
+
+@cli.command()
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), default="synthetic", show_default=True,
+              help="synthetic (embedded, no files) or a real dataset with --root.")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset root for real data.")
+@click.option("--out", type=click.Path(file_okay=False), default="cache/demo", show_default=True,
+              help="Directory of the demo's stores, runs and report (rerun to resume).")
+@click.option("--model", default="resnet18", show_default=True, help="Architecture.")
+@click.option("--width", type=float, default=None, help="Width multiplier [default: 0.25 synthetic, 1.0 real].")
+@click.option("--view", default="stft", show_default=True, help="View of the store the model reads.")
+@click.option("--epochs", type=int, default=None, help="Training epochs [default: 12 synthetic, 30 real].")
+@click.option("--attacks", default="pgd,deepfool", show_default=True, help="Attacks before and after retraining.")
+@click.option("--rounds", type=int, default=1, show_default=True, help="Retraining rounds.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Dask worker processes for featurize.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def demo(dataset, root, out, model, width, view, epochs, attacks, rounds, workers, device, progress):
+    """The whole loop: featurize → train → attack → retrain → attack → report.
+
+    On the embedded synthetic set (the default) it takes a few minutes on a
+    laptop CPU. Prints the path of the report last.
+    """
+    from advaudio.demo import DemoConfig, run_demo
+
+    real = dataset != "synthetic"
+    config = DemoConfig(
+        dataset=dataset, root=root, model=model, view=view, attacks=_csv(attacks) or (), rounds=rounds,
+        workers=workers, width=width if width is not None else (1.0 if real else 0.25),
+        epochs=epochs if epochs is not None else (30 if real else 12),
+        input_size=(128, 128) if real else (64, 64),
+        test_limit=None if real else 40, train_limit=None if real else 120,
+        retrain_epochs=10 if real else 8,
+    )
+    click.echo(str(run_demo(config, out=out, device=device, progress=progress)))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory of report.md/.html/.json/.csv, figures/ and audio/ (created).")
+@click.option("--max-clips", type=int, default=3, show_default=True,
+              help="Clips in each adversarial-example figure and listening table (0: none).")
+@click.option("--no-listen", is_flag=True, help="Do not write WAV files (stft views only anyway).")
+@click.option("--title", default="Adversarial training report", show_default=True, help="Report heading.")
+def report(run_dirs, out_dir, max_clips, no_listen, title):
+    """Report of RUN_DIR…: clean accuracy per round, attack budgets before/after, figures, audio.
+
+    Finds every metrics.json and attack-round*-*.json below each RUN_DIR and
+    writes report.md, report.html, report.json and report.csv (every number,
+    with the file it came from) into --out.
+    """
+    from advaudio.report import write_report
+
+    md = write_report(list(run_dirs), out_dir, listen=not no_listen, max_clips=max_clips, title=title)
+    click.echo(f"numbers: {md.with_suffix('.json')}, {md.with_suffix('.csv')}")
+    click.echo(f"html:    {md.with_suffix('.html')}")
+    click.echo(str(md))
+
+
+@cli.command()
+@click.argument("shard", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory of the WAV files.")
+@click.option("--sample", type=int, default=None,
+              help="Row of the shard [default: the first clip fooled within the budget].")
+@click.option("--method", type=click.Choice(["phase", "griffinlim"]), default="phase", show_default=True,
+              help="Phase of the inverse STFT: the clean clip's, or Griffin-Lim's estimate.")
+@click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+              help="Feature store [default: the shard's, two directories up].")
+@click.option("--audio-root", type=click.Path(file_okay=False), default=None,
+              help="Dataset root, if it moved since featurization.")
+def listen(shard, out_dir, sample, method, store_path, audio_root):
+    """Turn one adversarial example of an stft-view SHARD into WAV files and print its SNR."""
+    from advaudio.listen import listen as run
+
+    r = run(shard, out_dir, sample=sample, store=store_path, method=method, audio_root=audio_root)
+    click.echo(f"{r.attack} round {r.round}, clip {r.clip_id} (label {r.label}, target {r.target}, "
+               f"predicted {r.predicted})")
+    click.echo(f"SNR {r.snr_db_waveform:.1f} dB waveform, {r.snr_db_spectrogram:.1f} dB model input "
+               f"(clean re-synthesis {r.clean_resynth_snr_db:.1f} dB against the clean clip)")
+    for p in (r.clean_wav, r.clean_resynth_wav, r.adversarial_wav):
+        click.echo(p)
 
 
 def main(argv=None) -> None:

@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from advaudio.errors import ParameterError, StoreError
-from advaudio.views import FeatureReader, View, read_rows
+from advaudio.views import FeatureReader, View, read_rows, sorted_unique
 
 SOURCE_STORE = 0  # ``batch["source"]`` of store clips; extra source j has j + 1
 
@@ -359,7 +359,10 @@ class StoreBatches(Dataset):
             if rows.size == 0:
                 continue
             f = self._file(source.path)
-            xs.append(torch.from_numpy(read_rows(f[source.inputs], rows)).float().clamp_(0.0, 1.0))
+            # Pool rows are dealt at random: read them sorted, then restore the order.
+            uniq, inverse = sorted_unique(rows)
+            block = read_rows(f[source.inputs], uniq)
+            xs.append(torch.from_numpy(block if inverse is None else block[inverse]).float().clamp_(0.0, 1.0))
             ys.append(self.extra_labels[j][rows])
             src.append(np.full(rows.size, j + 1))
             idx.append(rows)

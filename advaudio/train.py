@@ -108,6 +108,8 @@ class TrainConfig:
     extra_sources : model-space inputs (adversarial shards) mixed into training batches
     mix : fraction of each training batch taken from ``extra_sources``
     init_checkpoint : start from this checkpoint's weights and view (fine-tuning)
+    provenance : where the training data came from, recorded as given (retraining:
+        the round, the parent checkpoint, each adversarial shard's attack and budget)
     recalibrate_bn : after the last epoch, recompute batch-norm running statistics
         with one pass over the training batches at the final weights (see :func:`recalibrate_bn`)
     """
@@ -139,6 +141,7 @@ class TrainConfig:
     mix: float = 0.0
     init_checkpoint: str | None = None
     recalibrate_bn: bool = True
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
@@ -573,6 +576,7 @@ def _metrics(config, store, view, model, split, history, test, device, ckpt_path
         "split": _plain(split),
         "config": config.to_dict(),
         "checkpoint": str(ckpt_path),
+        "round": int(config.provenance.get("round", 0)),
     }
     if test is not None:
         out["test"] = dict(test)
