@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -504,15 +505,19 @@ def chroma(
             f"bins_per_octave={bins_per_octave} must be a multiple of n_chroma={n_chroma}"
         )
     try:
-        magnitude = _cqt_magnitude(
-            y,
-            sr=sr,
-            hop_length=hop_length,
-            fmin=fmin,
-            n_bins=n_octaves * bins_per_octave,
-            bins_per_octave=bins_per_octave,
-            tuning=tuning,
-        )
+        with warnings.catch_warnings():
+            # librosa warns when the lowest, most downsampled octaves of a short
+            # clip are shorter than their filters; the result is still defined.
+            warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
+            magnitude = _cqt_magnitude(
+                y,
+                sr=sr,
+                hop_length=hop_length,
+                fmin=fmin,
+                n_bins=n_octaves * bins_per_octave,
+                bins_per_octave=bins_per_octave,
+                tuning=tuning,
+            )
         result = librosa.feature.chroma_cqt(
             C=magnitude,
             sr=sr,

@@ -73,8 +73,10 @@ def find_shards(store: st.Store, *, checkpoint_sha: str, round: int, split: str 
     for path in store.adversarial_shards():
         with st.open_h5_read(path) as f:
             a = f.attrs
+            sliced = json.loads(a["slice"])[1] > 1 if isinstance(a.get("slice"), str) else False
+            # A job array's slices enter training through their merged shard only.
             if (a.get("checkpoint_sha256") == checkpoint_sha and int(a.get("round", -1)) == round
-                    and a.get("split") == split):
+                    and a.get("split") == split and not sliced):
                 found.append(path)
     return found
 
