@@ -1,0 +1,153 @@
+"""The attack stage: shards written back into the store, checked against the model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from advaudio import store as st
+from advaudio.adversarial import AttackStageConfig, attack_stage, choose_rows
+from advaudio.attacks import perturbation_norms
+from advaudio.cli import cli, main
+from advaudio.errors import ParameterError, StoreError
+from advaudio.features import FeatureConfig
+from advaudio.featurize import FeaturizeConfig, featurize
+from advaudio.train import TrainConfig, load_checkpoint, train
+
+SYNTH = {"clips_per_class": 10, "n_classes": 4, "duration": 1.0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny real store and a tiny model trained on it (module-wide, a few seconds)."""
+    base = tmp_path_factory.mktemp("adv")
+    result = featurize(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
+                                       features=FeatureConfig(representations=("stft", "chroma"))),
+                       cache=base / "cache", workers=0, progress=False)
+    run = base / "run"
+    train(TrainConfig(store=str(result.store_dir), view="stft", model="resnet18", width=0.125,
+                      input_size=(32, 32), epochs=4, workers=0, seed=0), out_dir=run, progress=False)
+    return result.store_dir, run / "checkpoint.pt"
+
+
+@pytest.fixture(scope="module")
+def attacked(trained):
+    store_dir, ckpt = trained
+    doc = attack_stage(AttackStageConfig(attacks=("pgd", "deepfool"), fooling_rate=0.75, seed=3),
+                       checkpoint=ckpt, progress=False)
+    return doc
+
+
+def test_shards_replay_to_their_recorded_predictions(trained, attacked):
+    store_dir, ckpt_path = trained
+    ckpt = load_checkpoint(ckpt_path)
+    store = st.Store(store_dir)
+    shards = store.adversarial_shards()
+    assert {p.name.split("-")[-1] for p in shards} == {"pgd.h5", "deepfool.h5"}
+    assert store.verify() == []
+    for record in attacked["attacks"]:
+        path = Path(record["shard"])
+        with h5py.File(path, "r") as f:
+            adv = torch.from_numpy(f["adversarial"][:])
+            rows = f["clean_index"][:]
+            predicted, success, target = f["predicted"][:], f["success"][:], f["target"][:]
+            label = f["label"][:]
+            norms = {k: f[k][:] for k in ("l1", "l2", "linf", "snr_db")}
+            attrs = dict(f.attrs)
+        # Attack on the checkpoint's test fold only.
+        assert set(store.folds[rows]) == {ckpt.test_fold}
+        assert np.array_equal(label, store.labels[rows])
+        assert adv.min() >= 0 and adv.max() <= 1
+        with torch.no_grad():
+            replay = ckpt.model(adv).argmax(1).numpy()
+        np.testing.assert_array_equal(replay, predicted)
+        if record["targeted"]:
+            assert np.all(replay[success] == target[success]) and np.all(target != label)
+        else:
+            assert np.all(replay[success] != label[success]) and np.all(target == -1)
+        # Stored norms equal norms recomputed from the shard and the clean inputs.
+        clean = ckpt.view.read(store, rows)
+        again = perturbation_norms(clean, adv)
+        for key in ("l1", "l2", "linf"):
+            np.testing.assert_allclose(norms[key], again[key], rtol=1e-5, atol=1e-6)
+        # The recorded budget is the one the results JSON reports, and it holds.
+        assert attrs["budget"] == pytest.approx(record["budget"])
+        assert attrs["checkpoint_sha256"] == st.sha256_file(ckpt_path)
+        within = norms[record["norm"]][success]
+        if record["kind"] == "fixed-budget":
+            assert np.all(within <= record["budget"] * (1 + 1e-4) + 1e-6)
+        fooled = success.sum() / max(1, int(np.asarray(h5py.File(path, "r")["attacked"][:]).sum()))
+        assert fooled >= 0.75 or not record["reached"]
+
+
+def test_results_json_and_store_info_list_the_shards(trained, attacked):
+    store_dir, ckpt_path = trained
+    results = json.loads(Path(attacked["results_path"]).read_text())
+    assert results["checkpoint_sha256"] == st.sha256_file(ckpt_path)
+    assert [r["attack"] for r in results["attacks"]] == ["pgd", "deepfool"]
+    info = CliRunner().invoke(cli, ["store", "info", str(store_dir), "--json"])
+    listed = json.loads(info.output)["adversarial_shards"]
+    assert sorted(Path(r["shard"]).name for r in results["attacks"]) == sorted(Path(p).name for p in listed)
+
+
+def test_limit_and_slices_partition_the_rows():
+    rows = np.arange(100, 160)
+    picked = choose_rows(rows, limit=13, slice=None)
+    assert len(picked) == 13 and picked[0] == 100 and picked[-1] == 159
+    parts = [choose_rows(rows, limit=13, slice=(i, 3)) for i in range(3)]
+    np.testing.assert_array_equal(np.concatenate(parts), picked)
+
+
+def test_mismatched_store_and_bad_arguments_are_clear_errors(trained, tmp_path, capsys):
+    store_dir, ckpt = trained
+    other = featurize(FeaturizeConfig(dataset="synthetic", dataset_options={**SYNTH, "seed": 9},
+                                      features=FeatureConfig(representations=("stft",))),
+                      cache=tmp_path, workers=0, progress=False)
+    with pytest.raises(StoreError, match="was trained on store"):
+        attack_stage(AttackStageConfig(attacks=("fgsm",)), checkpoint=ckpt, store=other.store_dir, progress=False)
+    with pytest.raises(ParameterError, match="unknown attack"):
+        AttackStageConfig(attacks=("pgd", "nope"))
+    for argv in (
+        ["attack", "--checkpoint", str(ckpt), "--store", str(other.store_dir), "--attacks", "fgsm"],
+        ["attack", "--checkpoint", str(ckpt), "--attacks", "fgsm", "--slice", "3/2"],
+        ["attack", "--checkpoint", str(tmp_path / "missing.pt")],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+
+
+def test_killed_attack_registers_no_shard(trained, tmp_path):
+    store_dir, ckpt = trained
+    before = set(st.Store(store_dir).adversarial_shards())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "advaudio", "attack", "--checkpoint", str(ckpt), "--attacks", "cw",
+         "-p", "cw.steps=100000", "--round", "7", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    line = ""
+    while time.time() < deadline and "attack cw" not in line:
+        line = proc.stderr.readline()
+    time.sleep(1.0)  # well inside the attack's optimisation
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "attack cw" in line
+    store = st.Store(store_dir)
+    assert set(store.adversarial_shards()) == before
+    assert not list(tmp_path.glob("attack-round07-*.json"))
+    # A temporary left by a writer killed mid-write is never taken as a shard.
+    leftover = store_dir / st.ADVERSARIAL_DIR / "round07-test-0000000000-cw.h5.tmp-999"
+    leftover.write_bytes(b"partial")
+    assert set(store.adversarial_shards()) == before
+    leftover.unlink()
