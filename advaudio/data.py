@@ -34,6 +34,19 @@ size ``B`` holds ``k = round(m·B)`` samples drawn from the pooled extra sources
 an epoch is still one pass over the store rows. Time-shift augmentation, when
 on, rolls every sample of a training batch, extra ones included (an
 adversarial perturbation rolls with the clip it was made for).
+
+Distributed training (DDP)
+--------------------------
+``batch_size`` is the *global* batch. Every rank computes the same plan (it
+depends only on ``(seed, epoch)``) and serves, for each planned batch, only
+its share: the samples at positions ``rank, rank + world, …`` of the batch
+(store clips first, then each extra source's), read with the same sorted
+reads and nothing else. The shares of one batch partition it, their sizes
+differ by at most one, and every rank has the same number of batches (a
+share may be empty when a batch is smaller than the world). Time shifts are
+drawn for the whole batch from the ``(seed, epoch, i)`` generator and each
+rank applies those of its positions, so the union of the shares is exactly
+the single-process batch, augmentation included.
 """
 
 from __future__ import annotations
@@ -137,6 +150,20 @@ class PlannedBatch:
     def size(self) -> int:
         return int(self.rows.size + sum(e.size for e in self.extra))
 
+    def share(self, rank: int, world_size: int) -> tuple["PlannedBatch", np.ndarray]:
+        """Rank ``rank``'s part of the batch and its positions in it (see the module docstring).
+
+        Positions count the store rows first, then each extra source's rows, the
+        order in which :class:`StoreBatches` concatenates them; each part stays sorted.
+        """
+        positions = np.arange(int(rank), self.size, int(world_size), dtype=np.int64)
+        parts, lo = [], 0
+        for block in (self.rows, *self.extra):
+            hi = lo + block.size
+            parts.append(block[positions[(positions >= lo) & (positions < hi)] - lo])
+            lo = hi
+        return PlannedBatch(parts[0], tuple(parts[1:])), positions
+
 
 def batch_sizes(n_rows: int, batch_size: int, mix: float, *, drop_singleton: bool) -> tuple[list[int], list[int]]:
     """Store and extra samples per batch for one epoch over ``n_rows`` store rows."""
@@ -203,11 +230,14 @@ def plan_epoch(
     return batches
 
 
-def time_shift_(x: torch.Tensor, max_fraction: float, generator: torch.Generator) -> torch.Tensor:
+def time_shift_(x: torch.Tensor, max_fraction: float, generator: torch.Generator, *,
+                positions: np.ndarray | None = None, total: int | None = None) -> torch.Tensor:
     """Roll each sample circularly along time (last axis) by a random amount, in place.
 
     Shifts are uniform integers in ``[-round(f W), round(f W)]``; ``f = 0.5``
-    reaches every circular offset.
+    reaches every circular offset. When ``x`` is a share of a batch of ``total``
+    samples (distributed training), ``positions`` are its samples' places in that
+    batch: the shifts of the whole batch are drawn and those of ``positions`` applied.
     """
     if max_fraction <= 0 or x.shape[0] == 0:
         return x
@@ -215,7 +245,12 @@ def time_shift_(x: torch.Tensor, max_fraction: float, generator: torch.Generator
     m = int(round(max_fraction * w))
     if m == 0:
         return x
-    shifts = torch.randint(-m, m + 1, (x.shape[0],), generator=generator)
+    if positions is None:
+        shifts = torch.randint(-m, m + 1, (x.shape[0],), generator=generator)
+    else:
+        if len(positions) != x.shape[0]:
+            raise ParameterError(f"{len(positions)} positions for a share of {x.shape[0]} samples")
+        shifts = torch.randint(-m, m + 1, (int(total),), generator=generator)[torch.as_tensor(positions)]
     idx = (torch.arange(w)[None, :] - shifts[:, None]) % w  # out[..., t] = x[..., t - s]
     idx = idx.view(x.shape[0], *([1] * (x.ndim - 2)), w).expand_as(x)
     x.copy_(torch.gather(x, -1, idx))
@@ -243,6 +278,8 @@ class StoreBatches(Dataset):
     seed : base of every random choice (plan and augmentation)
     time_shift : max circular roll along time as a fraction of the width (0: off)
     extra_sources, mix : model-space sources and the fraction of each batch they fill
+    rank, world_size : distributed training: serve only rank ``rank``'s share of each
+        batch of the plan (``batch_size`` is then the global batch; see the module docstring)
     """
 
     def __init__(
@@ -257,6 +294,8 @@ class StoreBatches(Dataset):
         time_shift: float = 0.0,
         extra_sources: Sequence[ModelSpaceSource] = (),
         mix: float = 0.0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         view.check_store(store)
         self.path = str(store.master)
@@ -284,6 +323,9 @@ class StoreBatches(Dataset):
             keep, labels = src.index(output_shape=view.output_shape, num_classes=len(store.classes))
             self.extra_pool.append(keep)
             self.extra_labels.append(labels)
+        self.rank, self.world_size = int(rank), int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ParameterError(f"rank must be in 0..world_size-1, got rank {rank} of {world_size}")
         self.epoch = 0
         self._plans: dict[int, list[PlannedBatch]] = {}
         self._files: dict[str, h5py.File | FeatureReader] = {}  # this process's handles
@@ -307,7 +349,12 @@ class StoreBatches(Dataset):
 
     @property
     def samples_per_epoch(self) -> int:
+        """Samples of the current epoch, all ranks together."""
         return sum(b.size for b in self.plan(self.epoch))
+
+    def global_batch_size(self, epoch: int, i: int) -> int:
+        """Samples in batch ``i`` of ``epoch``, all ranks together."""
+        return self.plan(int(epoch))[i].size
 
     # ---- files: opened lazily, per process ----------------------------------- #
     def _file(self, path: str, *, reader: bool = False) -> h5py.File | FeatureReader:
@@ -350,8 +397,12 @@ class StoreBatches(Dataset):
         plan = self.plan(int(epoch))
         if not 0 <= i < len(plan):
             raise IndexError(i)
-        b = plan[i]
-        xs = [self.view.read(self._file(self.path, reader=True), b.rows)]
+        b, positions = plan[i], None
+        total = b.size
+        if self.world_size > 1:
+            b, positions = b.share(self.rank, self.world_size)
+        xs = [self.view.read(self._file(self.path, reader=True), b.rows) if b.rows.size
+              else torch.zeros((0,) + tuple(self.view.output_shape))]
         ys = [self.labels[b.rows]]
         src = [np.full(b.rows.size, SOURCE_STORE)]
         idx = [b.rows]
@@ -369,7 +420,7 @@ class StoreBatches(Dataset):
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
         if self.time_shift > 0:
             g = torch.Generator().manual_seed(derive_seed(self.seed, int(epoch), int(i), 2))
-            time_shift_(x, self.time_shift, g)
+            time_shift_(x, self.time_shift, g, positions=positions, total=total)
         return {
             "x": x,
             "y": torch.from_numpy(np.concatenate(ys)),

@@ -28,6 +28,40 @@ scheduler and GradScaler state and starts epoch ``e + 1`` with the same seeds.
 between epochs.) Exactness holds on CPU; CUDA kernels are not bitwise
 deterministic.
 
+Multi-process training (torchrun / DDP)
+---------------------------------------
+Under ``torchrun --nproc-per-node N [--nnodes M …] -m advaudio train …`` (the
+environment holds ``WORLD_SIZE`` > 1, ``RANK``, ``LOCAL_RANK``), :func:`train`
+joins the process group itself — NCCL when the device is CUDA (each process
+on ``cuda:LOCAL_RANK``, whatever ``cuda:N`` says), gloo on CPU — wraps the
+model in ``DistributedDataParallel`` and leaves the group at the end, also on
+error (a group the caller initialised is used and left alone).
+
+* ``batch_size`` is the global (effective) batch: every rank computes the same
+  plan from ``(seed, epoch)`` and reads only its share of each batch (positions
+  ``rank::world``; :mod:`advaudio.data`), so the steps are those of a
+  single-process run with the same ``batch_size`` — same samples, same
+  augmentation, same learning-rate schedule. The local loss is a sum divided by
+  ``global batch / world``, so DDP's gradient average is the global batch mean
+  even when shares differ in size (or are empty).
+* Batch norm is synchronised (``torch.nn.SyncBatchNorm`` on CUDA; on CPU, where
+  torch's SyncBatchNorm refuses to run, :class:`CpuSyncBatchNorm`): statistics,
+  running statistics and gradients are those of the global batch. A DDP run
+  therefore equals a single-process run with the same ``batch_size`` up to
+  floating-point reduction order — and it can resume a checkpoint written by
+  any world size. Dropout masks differ (each rank seeds its own from
+  ``(seed, epoch, rank)``).
+* Validation and test folds are split across ranks (rows ``rank::world``);
+  confusion matrices and loss sums are all-reduced, as are the training loss,
+  correct predictions and sample counts: metrics are global.
+* Rank 0 alone writes ``checkpoint.pt``, ``metrics.json`` and progress output;
+  a barrier after each write keeps the others from running ahead of it. All
+  ranks read the same checkpoint to resume (multi-node: ``out_dir`` on a shared
+  file system). The checkpoint holds the plain model's state dict (no
+  ``module.`` prefix; the synchronised batch-norm layers have the same keys)
+  and ``distributed: {world_size, backend, sync_batchnorm}``; ``metrics.json``
+  has ``world_size``, and each epoch's record the world size that ran it.
+
 Checkpoint (``out_dir/checkpoint.pt``, rewritten atomically after every epoch)
 ------------------------------------------------------------------------------
 A dict of tensors and plain Python containers, strings and numbers only, so
@@ -39,7 +73,7 @@ A dict of tensors and plain Python containers, strings and numbers only, so
     normalisation statistics), classes, store: {fingerprint, path, dataset},
     train_config (TrainConfig.to_dict()), split (row counts, test/val folds),
     history (per-epoch metrics), test (final test metrics, once complete),
-    bn_recalibrated, torch_version
+    bn_recalibrated, torch_version, distributed: {world_size, backend, sync_batchnorm}
 """
 
 from __future__ import annotations
@@ -47,6 +81,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import sys
 import time
@@ -56,6 +91,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from advaudio.data import ModelSpaceSource, StoreBatches, derive_seed, make_loader, to_device
@@ -219,6 +255,186 @@ def resolve_device(device: str | torch.device, *, check_available: bool = True) 
 
 
 # --------------------------------------------------------------------------- #
+# Distributed training
+# --------------------------------------------------------------------------- #
+@dataclass
+class Distributed:
+    """This process's place in a (possibly one-process) training job."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    backend: str | None = None
+    owned: bool = False  # this module initialised the process group (and destroys it)
+    comm_device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Sums of ``values`` over the ranks (float64; exact for counts below 2**53)."""
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.comm_device)
+        if self.enabled:
+            dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"world_size": self.world_size, "backend": self.backend, "sync_batchnorm": self.enabled}
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 outside torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise ParameterError(f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}") from None
+
+
+def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the torchrun job this process belongs to (if any); returns it and the device to use.
+
+    An existing default process group is used as it is; otherwise, with
+    ``WORLD_SIZE`` > 1 in the environment, one is initialised from it (``env://``):
+    NCCL for CUDA, gloo for CPU. On CUDA each process takes ``cuda:LOCAL_RANK``.
+    """
+    initialised = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if initialised else env_world_size()
+    if world <= 1:
+        return Distributed(), device
+    if not dist.is_available():
+        raise ParameterError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ParameterError(f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} GPU(s); "
+                                 "start at most one process per GPU (torchrun --nproc-per-node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owned = False
+    if not initialised:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl":
+            dist.init_process_group(backend=backend, device_id=device)
+        else:
+            dist.init_process_group(backend=backend)
+        owned = True
+    backend = str(dist.get_backend())
+    ctx = Distributed(world_size=dist.get_world_size(), rank=dist.get_rank(), local_rank=local_rank,
+                      backend=backend, owned=owned,
+                      comm_device=device if "nccl" in backend else torch.device("cpu"))
+    return ctx, device
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over the ranks (the backward pass sums the gradients too)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(g)
+        return g
+
+
+class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch of all ranks, for devices torch's SyncBatchNorm refuses (CPU).
+
+    In training mode, inside a process group of more than one rank, the batch
+    mean and (biased) variance are those of all ranks' samples together
+    (two all-reduces: sums, then centred sums of squares; differentiable, so
+    gradients flow across ranks as in a single large batch) and the running
+    statistics are updated with them (unbiased variance) — identical on every
+    rank. Otherwise it is plain batch norm. Same parameters, buffers and state
+    dict keys as ``BatchNorm{1,2,3}d``.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        sync = (self.training and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1)
+        if not sync:
+            return super().forward(input)
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
+        local_count = input.numel() // c if c else 0
+        stats = _AllReduceSum.apply(torch.cat([input.sum(dims), input.new_tensor([float(local_count)])]))
+        count = float(stats[c])
+        if count < 2:
+            raise ValueError(f"expected more than 1 value per channel when training, got {int(count)} "
+                             "over all ranks")
+        mean = stats[:c] / count
+        centred = input - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / count
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(var.detach() * (count / (count - 1)), alpha=factor)
+        return out
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Batch-norm layers → synchronised ones (torch's on CUDA, :class:`CpuSyncBatchNorm` elsewhere).
+
+    Parameters and buffers are moved, not copied (an optimizer built before still
+    holds them); state dict keys do not change.
+    """
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    out = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+            module, (CpuSyncBatchNorm, torch.nn.SyncBatchNorm)):
+        out = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        if module.affine:
+            with torch.no_grad():
+                out.weight = module.weight
+                out.bias = module.bias
+        out.running_mean = module.running_mean
+        out.running_var = module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.training = module.training
+        if hasattr(module, "qconfig"):
+            out.qconfig = module.qconfig
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child, device))
+    return out
+
+
+def _is_sync_bn(m: torch.nn.Module) -> bool:
+    return isinstance(m, (CpuSyncBatchNorm, torch.nn.SyncBatchNorm))
+
+
+def _rows_share(rows: np.ndarray, ctx: Distributed) -> np.ndarray:
+    return rows[ctx.rank :: ctx.world_size] if ctx.enabled else rows
+
+
+# --------------------------------------------------------------------------- #
 # Splits
 # --------------------------------------------------------------------------- #
 def split_rows(store: Store, config: TrainConfig) -> dict[str, Any]:
@@ -335,8 +551,13 @@ def save_checkpoint(
     scaler: Any = None,
     test: Mapping[str, Any] | None = None,
     bn_recalibrated: bool = False,
+    distributed: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temporary file, fsync, rename); returns its path."""
+    """Write a checkpoint atomically (temporary file, fsync, rename); returns its path.
+
+    ``model`` is the plain model (not its DistributedDataParallel wrapper);
+    ``distributed`` describes the job that wrote it (default: one process).
+    """
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {
@@ -359,6 +580,7 @@ def save_checkpoint(
         "test": dict(test) if test is not None else None,
         "bn_recalibrated": bool(bn_recalibrated),
         "torch_version": str(torch.__version__),
+        "distributed": dict(distributed) if distributed is not None else Distributed().to_dict(),
     }
     tmp = tmp_path_for(path)
     try:
@@ -431,11 +653,17 @@ def _logits(output) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
 
-def _training_loss(output, y: torch.Tensor, smoothing: float) -> torch.Tensor:
-    loss = F.cross_entropy(_logits(output), y, label_smoothing=smoothing)
+def _training_loss(output, y: torch.Tensor, smoothing: float, denominator: float | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the batch; with ``denominator``, the sum divided by it instead
+    (a DDP share: sum / (global batch / world), so DDP's gradient average is the global mean)."""
+    if denominator is None:
+        ce = lambda logits: F.cross_entropy(logits, y, label_smoothing=smoothing)  # noqa: E731
+    else:
+        ce = lambda logits: F.cross_entropy(logits, y, label_smoothing=smoothing,  # noqa: E731
+                                            reduction="sum") / denominator
+    loss = ce(_logits(output))
     if hasattr(output, "aux1") and hasattr(output, "aux2"):  # GoogLeNet auxiliary heads, weight 0.3
-        loss = loss + 0.3 * (F.cross_entropy(output.aux1, y, label_smoothing=smoothing)
-                             + F.cross_entropy(output.aux2, y, label_smoothing=smoothing))
+        loss = loss + 0.3 * (ce(output.aux1) + ce(output.aux2))
     return loss
 
 
@@ -463,21 +691,30 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def run_evaluation(model: torch.nn.Module, loader, dataset: StoreBatches, *, device: torch.device,
-                   classes: Sequence[str], amp: bool = False) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, confusion matrix and mean loss of ``model`` on ``dataset``."""
+def run_evaluation(model: torch.nn.Module, loader, dataset: StoreBatches | None, *, device: torch.device,
+                   classes: Sequence[str], amp: bool = False,
+                   distributed: Distributed | None = None) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, confusion matrix and mean loss of ``model`` on ``dataset``.
+
+    With ``distributed`` (a job of several ranks), ``dataset`` is this rank's share
+    (None or ``loader`` None: no rows) and the result is over all ranks' shares.
+    """
     model.eval()
-    dataset.set_epoch(0)
     c = len(classes)
     confusion = torch.zeros(c * c, dtype=torch.int64)
     loss_sum = 0.0
-    for batch in loader:
-        batch = to_device(batch, device)
-        with _autocast(device, amp):
-            logits = _logits(model(batch["x"]))
-        loss_sum += float(F.cross_entropy(logits.float(), batch["y"], reduction="sum"))
-        pred = logits.argmax(1)
-        confusion += torch.bincount((batch["y"] * c + pred).cpu(), minlength=c * c)
+    if loader is not None and dataset is not None:
+        dataset.set_epoch(0)
+        for batch in loader:
+            batch = to_device(batch, device)
+            with _autocast(device, amp):
+                logits = _logits(model(batch["x"]))
+            loss_sum += float(F.cross_entropy(logits.float(), batch["y"], reduction="sum"))
+            pred = logits.argmax(1)
+            confusion += torch.bincount((batch["y"] * c + pred).cpu(), minlength=c * c)
+    if distributed is not None and distributed.enabled:
+        total = distributed.all_reduce(np.concatenate([[loss_sum], confusion.numpy()]))
+        loss_sum, confusion = float(total[0]), torch.from_numpy(np.rint(total[1:]).astype(np.int64))
     out = summarize_confusion(confusion.view(c, c).numpy(), classes)
     out["loss"] = loss_sum / max(out["n"], 1)
     return out
@@ -498,10 +735,18 @@ def recalibrate_bn(model: torch.nn.Module, loader, *, device: torch.device, amp:
     cumulative averaging, fixes that (Wu & Johnson, "Rethinking 'Batch' in
     BatchNorm", 2021). Returns the number of samples used; models without
     batch norm are left as they are.
+
+    Synchronised batch norm in a job of several ranks (DDP; ``loader`` serves
+    this rank's share of every batch, the same number of batches on every rank)
+    averages over the global batches: every rank gets the same statistics, and
+    the number returned is the global one.
     """
     layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not layers:
         return 0
+    synced = (any(_is_sync_bn(m) for m in layers) and dist.is_available() and dist.is_initialized()
+              and dist.get_world_size() > 1)
+    comm = device if synced and "nccl" in str(dist.get_backend()) else torch.device("cpu")
     momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
@@ -512,11 +757,16 @@ def recalibrate_bn(model: torch.nn.Module, loader, *, device: torch.device, amp:
     try:
         for batch in loader:
             x = batch["x"].to(device, non_blocking=device.type == "cuda")
-            if x.shape[0] < 2:
+            n = x.shape[0]
+            if synced:  # the batch is the global one: skip it, or not, on every rank alike
+                count = torch.tensor([float(n)], dtype=torch.float64, device=comm)
+                dist.all_reduce(count)
+                n = int(count.item())
+            if n < 2:
                 continue
             with _autocast(device, amp):
                 model(x)
-            seen += x.shape[0]
+            seen += n
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum
@@ -558,7 +808,8 @@ def _check_resume(saved: Mapping[str, Any], config: TrainConfig, store: Store, p
                              "use another output directory for a new run")
 
 
-def _metrics(config, store, view, model, split, history, test, device, ckpt_path, complete) -> dict[str, Any]:
+def _metrics(config, store, view, model, split, history, test, device, ckpt_path, complete,
+             distributed: Distributed | None = None) -> dict[str, Any]:
     train_seconds = sum(h["seconds"] for h in history)
     samples = sum(h["samples"] for h in history)
     out = {
@@ -577,6 +828,8 @@ def _metrics(config, store, view, model, split, history, test, device, ckpt_path
         "config": config.to_dict(),
         "checkpoint": str(ckpt_path),
         "round": int(config.provenance.get("round", 0)),
+        "world_size": (distributed or Distributed()).world_size,
+        "distributed": (distributed or Distributed()).to_dict(),
     }
     if test is not None:
         out["test"] = dict(test)
@@ -599,32 +852,50 @@ def train(
 ) -> dict[str, Any]:
     """Train a model on a view of a store; returns the metrics also written to ``metrics.json``.
 
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this with the same
+    arguments; see "Multi-process training" in the module docstring. Every rank
+    returns the same (global) metrics; rank 0 alone writes files.
+
     Parameters
     ----------
     config : the run (see :class:`TrainConfig`)
     out_dir : directory of ``checkpoint.pt`` and ``metrics.json``
     resume : continue from ``out_dir/checkpoint.pt`` if there is one (the parameters
-        must be the same); without it an existing checkpoint is an error
-    progress : progress bars on standard error
+        must be the same; the world size may differ); without it an existing checkpoint is an error
+    progress : progress bars on standard error (rank 0 only)
     stop_after : stop once this many epochs are complete (the schedule still spans
         ``config.epochs``; a later ``resume`` finishes the run)
-    callback : called after every training step with a dict (epoch, batch, batches, loss)
+    callback : called after every training step with a dict (epoch, batch, batches, loss);
+        under DDP on every rank, with the loss of that rank's share
 
     Raises
     ------
     StoreError : store or checkpoint missing, incompatible or damaged
     ParameterError : invalid parameters, or a checkpoint exists and ``resume`` is False
     """
+    device = resolve_device(config.device)
+    ctx, device = setup_distributed(device)
+    try:
+        return _train(config, ctx, device, out_dir=Path(out_dir), resume=resume, progress=progress,
+                      stop_after=stop_after, callback=callback)
+    finally:
+        if ctx.owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_dir: Path, resume: bool,
+           progress: bool, stop_after: int | None, callback) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from advaudio.models import create_model, model_from_config
 
-    out_dir = Path(out_dir)
+    main = ctx.is_main
+    progress = progress and main
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
+    if main:
+        remove_stale_tmp(out_dir)
     store = Store(config.store)
-    device = resolve_device(config.device)
     use_amp = bool(config.amp and device.type == "cuda")
     split = split_rows(store, config)
 
@@ -635,6 +906,7 @@ def train(
                                  "or choose another output directory")
         saved = _read_checkpoint(ckpt_path)
         _check_resume(saved, config, store, ckpt_path)
+    ctx.barrier()  # every rank has decided on the same checkpoint before rank 0 may rewrite it
 
     init = None
     if config.init_checkpoint is not None and saved is None:
@@ -654,7 +926,7 @@ def train(
                         percentiles=config.percentiles)
     view.check_store(store)
 
-    # ---- model
+    # ---- model (the same initial weights on every rank: same seed, then DDP broadcasts rank 0's)
     torch.manual_seed(config.seed)
     model = create_model(config.model, in_channels=1, num_classes=store.num_classes, width=config.width,
                          **config.model_options)
@@ -663,6 +935,8 @@ def train(
         if other != model.config:
             raise ParameterError(f"init checkpoint's model {other} differs from the configured {model.config}")
         model.load_state_dict(init["model"]["state_dict"])
+    if saved is not None:
+        model.load_state_dict(saved["model"]["state_dict"])
     min_size = getattr(model, "min_input_size", 1)
     if min(view.output_shape[1:]) < min_size:
         raise ParameterError(f"{config.model} needs inputs of at least {min_size}×{min_size}; the view gives "
@@ -670,14 +944,23 @@ def train(
     model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    net: torch.nn.Module = model  # what the training step calls: the model or its DDP wrapper
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
 
-    # ---- data
+        model = convert_sync_batchnorm(model, device)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- data: each rank reads its share of every global batch and of the evaluation folds
     train_ds = StoreBatches(store, view, split["train"], batch_size=config.batch_size, shuffle=True,
                             seed=config.seed, time_shift=config.time_shift,
-                            extra_sources=config.extra_sources, mix=config.mix)
+                            extra_sources=config.extra_sources, mix=config.mix,
+                            rank=ctx.rank, world_size=ctx.world_size)
     eval_bs = max(config.batch_size, 64)
-    val_ds = (StoreBatches(store, view, split["val"], batch_size=eval_bs) if split["val"].size else None)
-    test_ds = StoreBatches(store, view, split["test"], batch_size=eval_bs)
+    val_rows, test_rows = _rows_share(split["val"], ctx), _rows_share(split["test"], ctx)
+    val_ds = StoreBatches(store, view, val_rows, batch_size=eval_bs) if val_rows.size else None
+    test_ds = StoreBatches(store, view, test_rows, batch_size=eval_bs) if test_rows.size else None
+    has_val = split["val"].size > 0
     train_loader = make_loader(train_ds, workers=config.workers, device=device)
     val_loader = make_loader(val_ds, workers=min(config.workers, 1), device=device) if val_ds else None
 
@@ -688,7 +971,6 @@ def train(
     start_epoch = 0
     recalibrated = False
     if saved is not None:
-        model.load_state_dict(saved["model"]["state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if use_amp and saved.get("scaler"):
@@ -699,12 +981,17 @@ def train(
         recalibrated = bool(saved.get("bn_recalibrated", False))
 
     classes = store.classes
-    common = dict(model=model, view=view, classes=classes, store=store, config=config, split=split)
+    common = dict(model=model, view=view, classes=classes, store=store, config=config, split=split,
+                  distributed=ctx.to_dict())
+
+    def reseed(epoch: int) -> None:  # dropout & co: a function of (seed, epoch), and of the rank under DDP
+        torch.manual_seed(derive_seed(config.seed, epoch, 3, *((ctx.rank,) if ctx.rank else ())))
+
     last = config.epochs if stop_after is None else min(config.epochs, int(stop_after))
     for epoch in range(start_epoch, last):
-        torch.manual_seed(derive_seed(config.seed, epoch, 3))  # dropout & co: a function of (seed, epoch)
+        reseed(epoch)
         train_ds.set_epoch(epoch)
-        model.train()
+        net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         t0 = time.perf_counter()
         bar = tqdm(total=len(train_ds), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
@@ -712,26 +999,34 @@ def train(
         for step, batch in enumerate(train_loader):
             batch = to_device(batch, device)
             x, y = batch["x"], batch["y"]
+            n = y.shape[0]
+            denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
             with _autocast(device, use_amp):
-                output = model(x)
-                loss = _training_loss(output, y, config.label_smoothing)
+                output = net(x)
+                loss = _training_loss(output, y, config.label_smoothing, denominator)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            n = y.shape[0]
             loss_value = float(loss.detach())
-            loss_sum += loss_value * n
+            if denominator is None:
+                loss_sum += loss_value * n
+            else:  # the share's summed loss, and its mean for the callback
+                loss_sum += loss_value * denominator
+                loss_value = loss_value * denominator / max(n, 1)
             correct += int((_logits(output).detach().argmax(1) == y).sum())
             seen += n
             elapsed = time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            sps=f"{seen / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}",
+                            sps=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}")
             if callback is not None:
                 callback({"epoch": epoch + 1, "batch": step + 1, "batches": len(train_ds), "loss": loss_value})
         bar.close()
+        if ctx.enabled:  # global sums: the same numbers on every rank
+            total = ctx.all_reduce([loss_sum, correct, seen])
+            loss_sum, correct, seen = float(total[0]), int(round(total[1])), int(round(total[2]))
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch + 1,
@@ -741,15 +1036,19 @@ def train(
             "samples": seen,
             "seconds": seconds,
             "samples_per_second": seen / seconds if seconds > 0 else None,
+            "world_size": ctx.world_size,
         }
-        if val_ds is not None:
-            v = run_evaluation(model, val_loader, val_ds, device=device, classes=classes, amp=use_amp)
+        if has_val:
+            v = run_evaluation(model, val_loader, val_ds, device=device, classes=classes, amp=use_amp,
+                               distributed=ctx)
             record.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
         history.append(record)
-        save_checkpoint(ckpt_path, epoch=epoch + 1, history=history, optimizer=optimizer, scheduler=scheduler,
-                        scaler=scaler, **common)
-        write_json_atomic(out_dir / METRICS_NAME,
-                          _metrics(config, store, view, model, split, history, None, device, ckpt_path, False))
+        if main:
+            save_checkpoint(ckpt_path, epoch=epoch + 1, history=history, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, **common)
+            write_json_atomic(out_dir / METRICS_NAME, _metrics(config, store, view, model, split, history, None,
+                                                               device, ckpt_path, False, ctx))
+        ctx.barrier()
         if progress:
             extra = f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
@@ -762,19 +1061,23 @@ def train(
         t0 = time.perf_counter()
         if config.recalibrate_bn and not recalibrated:
             # The training distribution (augmentation, extra sources) on a plan no epoch used.
-            torch.manual_seed(derive_seed(config.seed, config.epochs, 3))
+            reseed(config.epochs)
             train_ds.set_epoch(config.epochs)
             recalibrate_bn(model, train_loader, device=device, amp=use_amp)
             recalibrated = True
-        test_loader = make_loader(test_ds, workers=min(config.workers, 1), device=device)
-        test = run_evaluation(model, test_loader, test_ds, device=device, classes=classes, amp=use_amp)
+        test_loader = make_loader(test_ds, workers=min(config.workers, 1), device=device) if test_ds else None
+        test = run_evaluation(model, test_loader, test_ds, device=device, classes=classes, amp=use_amp,
+                              distributed=ctx)
         test["fold"] = split["test_fold"]
         test["seconds"] = time.perf_counter() - t0
         del test_loader
-        save_checkpoint(ckpt_path, epoch=len(history), history=history, optimizer=optimizer, scheduler=scheduler,
-                        scaler=scaler, test=test, bn_recalibrated=recalibrated, **common)
-    metrics = _metrics(config, store, view, model, split, history, test, device, ckpt_path, complete)
-    write_json_atomic(out_dir / METRICS_NAME, metrics)
+        if main:
+            save_checkpoint(ckpt_path, epoch=len(history), history=history, optimizer=optimizer,
+                            scheduler=scheduler, scaler=scaler, test=test, bn_recalibrated=recalibrated, **common)
+    metrics = _metrics(config, store, view, model, split, history, test, device, ckpt_path, complete, ctx)
+    if main:
+        write_json_atomic(out_dir / METRICS_NAME, metrics)
+    ctx.barrier()  # the files exist (and are final) when train() returns on any rank
     del train_loader, val_loader
     for ds in (train_ds, val_ds, test_ds):
         if ds is not None:

@@ -85,7 +85,7 @@ def run(tmp_path_factory):
     shards = tuple(r["shard"] for r in made["attacks"] if r["shard"])
     assert shards, "round 0's training-fold attacks wrote no shard to retrain with"
     train(TrainConfig(epochs=2, lr=2e-3, init_checkpoint=str(run_dir / "checkpoint.pt"), extra_sources=shards,
-                      mix=0.5, **common), out_dir=run_dir / "round01", progress=False)
+                      mix=0.5, provenance={"round": 1}, **common), out_dir=run_dir / "round01", progress=False)
     attack_stage(AttackStageConfig(round=1, **stage), checkpoint=run_dir / "round01" / "checkpoint.pt",
                  device="cpu", progress=False)
     out = tmp / "report"
@@ -103,8 +103,8 @@ def test_collect_runs_groups_files_by_round(run):
     assert r.rounds == [0, 1]
     assert r.metrics[0].path == run["run_dir"] / "metrics.json"
     assert r.metrics[1].path == run["run_dir"] / "round01" / "metrics.json"
-    # train.py writes no "round": it is taken from the attack results beside the checkpoint
-    assert r.metrics[1].round_from == "attack results"
+    # train.py writes the round its configuration's provenance names (retrain sets it)
+    assert r.metrics[1].round_from == "metrics.json"
     assert {(a.round, a.split, a.attack) for a in r.attacks} == {
         (0, "test", "fgsm"), (0, "test", "deepfool"), (0, "train", "fgsm"), (0, "train", "deepfool"),
         (1, "test", "fgsm"), (1, "test", "deepfool")}

@@ -1,0 +1,154 @@
+"""Multi-process training: torchrun --nproc-per-node 2 (gloo, CPU) matches a single-process run."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from advaudio.data import StoreBatches, plan_epoch
+from advaudio.store import Store
+from advaudio.train import TrainConfig, evaluate, load_checkpoint, train
+from advaudio.views import fit_view
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from advaudio.features import FeatureConfig
+    from advaudio.featurize import FeaturizeConfig, featurize
+
+    config = FeaturizeConfig(
+        dataset="synthetic",
+        dataset_options={"clips_per_class": 12, "duration": 1.0, "n_classes": 4},
+        features=FeatureConfig(representations=("stft", "chroma")),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Store(featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False).store_dir)
+
+
+# batch 10 over 29 training clips: batches of 10, 10, 9 — the shares of a rank differ in size.
+BASE = dict(view="stft", model="resnet18", width=0.125, input_size=32, test_fold=5, val_fraction=0.2,
+            epochs=3, batch_size=10, lr=3e-3, seed=3, workers=0, device="cpu")
+CLI = ["--view", "stft", "--model", "resnet18", "--width", "0.125", "--input-size", "32x32", "--test-fold", "5",
+       "--val-fraction", "0.2", "--epochs", "3", "--batch-size", "10", "--lr", "0.003", "--seed", "3",
+       "--workers", "0", "--device", "cpu", "--no-progress"]
+
+
+def _torchrun(store, out, *extra, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "advaudio", "train", "--store", str(store.directory), "--out", str(out), *CLI, *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return time.perf_counter() - t0
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]["state_dict"]
+
+
+def _assert_close_weights(a, b, atol=2e-4):
+    assert a.keys() == b.keys() and not any(k.startswith("module.") for k in a)
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-3, msg=lambda m: f"{k}: {m}")
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def single(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    torch.set_num_threads(1)
+    return out, train(TrainConfig(store=str(store.directory), **BASE), out_dir=out, progress=False)
+
+
+def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path):
+    """The ranks' shares of a batch are the single-process batch: rows, extra samples, time shifts."""
+    rows = store.select(exclude_folds=[5])
+    view = fit_view(store, "stft", rows=rows, input_size=(24, 20))
+    adv = tmp_path / "adv.h5"
+    with store.open() as f, h5py.File(adv, "w") as g:
+        g["adversarial"] = view.read(f, rows[:9]).numpy()
+        g["label"] = store.labels[rows[:9]]
+    kw = dict(batch_size=7, shuffle=True, seed=5, time_shift=0.5, extra_sources=[{"path": str(adv)}], mix=0.3)
+    whole = StoreBatches(store, view, rows, **kw)
+    world = 3
+    shares = [StoreBatches(store, view, rows, rank=r, world_size=world, **kw) for r in range(world)]
+    assert all(len(s) == len(whole) for s in shares)
+    for epoch in (0, 1):
+        for i in range(len(whole)):
+            ref = whole[epoch, i]
+            parts = [s[epoch, i] for s in shares]
+            sizes = [p["y"].numel() for p in parts]
+            assert sum(sizes) == ref["y"].numel() and max(sizes) - min(sizes) <= 1
+            x = torch.empty_like(ref["x"])
+            y = torch.empty_like(ref["y"])
+            for r, p in enumerate(parts):  # rank r holds positions r, r + world, … of the batch
+                x[r::world], y[r::world] = p["x"], p["y"]
+            assert torch.equal(x, ref["x"]) and torch.equal(y, ref["y"])
+            assert whole.global_batch_size(epoch, i) == shares[1].global_batch_size(epoch, i) == ref["y"].numel()
+    # a batch smaller than the world: the surplus ranks get empty shares of the right shape
+    tiny = plan_epoch(rows[:2], 2, shuffle=False)[0]
+    empty, positions = tiny.share(2, 3)
+    assert empty.size == 0 and positions.size == 0
+    third = StoreBatches(store, view, rows[:2], batch_size=2, rank=2, world_size=3)[0]
+    assert third["x"].shape == (0, 1, 24, 20) and third["y"].numel() == 0
+
+
+def test_torchrun_two_processes_match_one(store, single, tmp_path):
+    ref_dir, ref = single
+    out = tmp_path / "ddp"
+    seconds = _torchrun(store, out)
+    print(f"torchrun --nproc-per-node 2: {seconds:.1f} s")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["world_size"] == 2
+    assert metrics["distributed"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": True}
+    assert [h["world_size"] for h in metrics["history"]] == [2, 2, 2]
+    raw = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert raw["distributed"]["world_size"] == 2 and raw["bn_recalibrated"]
+    assert not any(".tmp-" in p.name for p in out.iterdir())  # one writer, nothing left behind
+
+    # The same steps on the same global batches: the same numbers up to float reduction order.
+    assert [h["samples"] for h in metrics["history"]] == [h["samples"] for h in ref["history"]]
+    for h, g in zip(metrics["history"], ref["history"]):
+        assert h["train_loss"] == pytest.approx(g["train_loss"], rel=1e-3, abs=1e-4)
+        assert h["train_accuracy"] == pytest.approx(g["train_accuracy"], abs=1.5 / g["samples"])
+        assert h["val_accuracy"] == pytest.approx(g["val_accuracy"], abs=1.5 / ref["split"]["val_clips"])
+        assert h["lr"] == pytest.approx(g["lr"])
+    _assert_close_weights(_state(out / "checkpoint.pt"), _state(ref_dir / "checkpoint.pt"))
+    n_test = ref["test"]["n"]
+    assert metrics["test"]["n"] == n_test  # the test fold split over the ranks, counts reduced
+    assert abs(metrics["test_accuracy"] - ref["test_accuracy"]) <= 1.5 / n_test
+
+    # The checkpoint is a plain single-process one.
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert type(ck.model.layer1[0].bn1) is torch.nn.BatchNorm2d if hasattr(ck.model, "layer1") else True
+    again = evaluate(ck, device="cpu")
+    assert again["n"] == n_test and again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / n_test)
+
+
+def test_torchrun_resumes_a_single_process_checkpoint(store, single, tmp_path):
+    """All ranks load the checkpoint (written here by one process) and finish the run like an unbroken one."""
+    ref_dir, ref = single
+    out = tmp_path / "resumed"
+    first = train(TrainConfig(store=str(store.directory), **BASE), out_dir=out, progress=False, stop_after=1)
+    assert first["epochs_done"] == 1 and first["world_size"] == 1
+    _torchrun(store, out, "--resume")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] and [h["world_size"] for h in metrics["history"]] == [1, 2, 2]
+    _assert_close_weights(_state(out / "checkpoint.pt"), _state(ref_dir / "checkpoint.pt"))
+    assert abs(metrics["test_accuracy"] - ref["test_accuracy"]) <= 1.5 / ref["test"]["n"]
