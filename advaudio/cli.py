@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 import sys
 
@@ -216,6 +217,44 @@ def store_info(path, as_json, verify):
     if verify and info["verify"]:
         sys.exit(1)
 
+
+@store.command("merge")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--round", "round_", type=int, required=True, help="Round of the sliced attack run.")
+@click.option("--split", type=click.Choice(["test", "train"]), required=True, help="Split of the sliced attack run.")
+@click.option("--checkpoint-sha", default=None, metavar="SHA",
+              help="sha256 (or a prefix) of the attacked checkpoint [default: the only one with slices].")
+@click.option("--attack", default=None, help="Merge only this attack [default: every attack with slices].")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the slices wrote attack-round<K>-<split>-slice*.json (their --out) and where the merged "
+                   "results go [default: the checkpoint's directory].")
+@click.option("--allow-mixed-budgets", is_flag=True,
+              help="Fixed-budget attacks (fgsm, bim, pgd) whose slices tuned different ε: merge anyway, each "
+                   "slice's examples at its own ε, the set's budget their maximum.")
+@click.option("--force", is_flag=True, help="Replace an unsliced run's shard and results of the same set.")
+def store_merge(path, round_, split, checkpoint_sha, attack, results_dir, allow_mixed_budgets, force):
+    """Merge the slices of a job-array attack (attack --slice I/N) into one registered set.
+
+    Checks that slices 0..N-1 are all there and were run alike, concatenates
+    them in slice order into adversarial/round<K>-<split>-<sha>-<attack>.h5
+    and writes attack-round<K>-<split>.json beside the slices' results, as an
+    unsliced run would (minimisation attacks: budget recomputed over all
+    clips). Merging again is harmless. Prints the results path last.
+    """
+    from advaudio.adversarial import format_table
+    from advaudio.merge import merge_results
+
+    doc = merge_results(path, round=round_, split=split, checkpoint_sha=checkpoint_sha, attack=attack,
+                        results_dir=results_dir, allow_mixed_budgets=allow_mixed_budgets, force=force)
+    merged = [r for r in doc["attacks"] if r["attack"] in doc["merged"]]
+    click.echo(format_table({"attacks": merged}))
+    for r in merged:
+        n = len(r["merged_from"]["slices"])
+        state = "merged" if r["written"] else "already merged, unchanged"
+        click.echo(f"{r['attack']}: {n} slices, {r['n_samples']} clips, {state}: {r['shard']}")
+    click.echo(doc["results_path"])
+
+
 def _input_size(value: str | None):
     from advaudio.views import parse_input_size
 
@@ -239,7 +278,7 @@ def _input_size(value: str | None):
 @click.option("--val-fraction", type=float, default=0.0, show_default=True,
               help="Stratified fraction of the training clips held out for validation.")
 @click.option("--epochs", type=int, default=30, show_default=True, help="Passes over the training clips.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per optimizer step.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per optimizer step (global: under torchrun, split across the processes).")
 @click.option("--lr", type=float, default=2e-3, show_default=True,
               help="Peak learning rate of the one-cycle schedule (AdamW).")
 @click.option("--weight-decay", type=float, default=0.05, show_default=True, help="AdamW decoupled weight decay.")
@@ -288,6 +327,8 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
         amp=amp, extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
     )
     m = run(config, out_dir=out_dir, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for the job
+        return
     split = m["split"]
     click.echo(
         f"trained {m['model']['name']} (width {m['model']['width']:g}, {m['parameters']:,} parameters) on view "

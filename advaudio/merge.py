@@ -225,11 +225,18 @@ def _complete_set(sha: str, attack: str, files: list[tuple[Path, int, int]], *, 
 
 def _check_consistent(slices: list[_Slice], where: str) -> None:
     first = slices[0]
+
+    def value(sl: _Slice, key: str) -> Any:
+        v = sl.attr(key)
+        if key == "attack_config" and isinstance(v, dict):  # a fixed-budget run's ε is its tuned budget
+            v = {k: x for k, x in v.items() if k != "epsilon"}
+        return v
+
     for sl in slices[1:]:
         for key in _SAME_ATTRS:
-            if not _same(first.attr(key), sl.attr(key)):
-                raise StoreError(f"slices of {where} differ in {key}: slice {first.label} has {first.attr(key)!r}, "
-                                 f"slice {sl.label} has {sl.attr(key)!r}; rerun the odd slice with the same options")
+            if not _same(value(first, key), value(sl, key)):
+                raise StoreError(f"slices of {where} differ in {key}: slice {first.label} has {value(first, key)!r}, "
+                                 f"slice {sl.label} has {value(sl, key)!r}; rerun the odd slice with the same options")
         a = {k: v for k, v in (first.document or {}).get("config", {}).items() if k not in _FREE_CONFIG}
         b = {k: v for k, v in (sl.document or {}).get("config", {}).items() if k not in _FREE_CONFIG}
         if a != b:
@@ -258,9 +265,16 @@ def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[str]:
     return notes
 
 
-def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mixed_budgets: bool, force: bool,
-                  where: str) -> tuple[Path, dict[str, Any], bool]:
-    """Merged shard (written unless up to date), its results record, and whether it was written."""
+@dataclass
+class _Merged:
+    stem: str
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    record: dict[str, Any]
+
+
+def _merge_attack(slices: list[_Slice], *, stem: str, allow_mixed_budgets: bool, where: str) -> _Merged:
+    """The merged arrays, attributes and results record of one attack (nothing written)."""
     from advaudio.attacks import FIXED_BUDGET, AttackResult, quantile_budget
 
     first = slices[0]
@@ -353,27 +367,18 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
          "results": str(sl.results_path) if sl.results_path else None}
         for sl, b, size in zip(slices, slice_budgets, sizes)
     ]
+    attack_config = first.attr("attack_config")
+    if kind == FIXED_BUDGET and len(set(slice_budgets)) > 1 and isinstance(attack_config, dict):
+        attack_config = {**attack_config, "epsilon": None}  # no single ε made these examples
     attrs = dict(first.attrs)
     attrs.update({
+        "attack_config": attack_config,
         "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1], "notes": notes,
         "merged_from": merged_from, "slice_budgets": slice_budgets, "budget_source": budget_source,
     })
     versions = [sl.attr("versions") for sl in slices]
     if any(v != versions[0] for v in versions):
         attrs["slice_versions"] = versions
-
-    final = store.directory / st.ADVERSARIAL_DIR / f"{stem}.h5"
-    written = True
-    if final.is_file():
-        with st.open_h5_read(final) as f:
-            previous = f.attrs.get("merged_from")
-        if previous is None and not force:
-            raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
-                             "remove it or merge with --force to replace it")
-        if previous is not None and json.loads(previous) == _jsonable(merged_from) \
-                and final.with_suffix(".sha256").is_file():
-            written = False  # already merged from exactly these slice files
-    path = st.write_adversarial_shard(store.directory, stem, arrays=arrays, attrs=attrs) if written else final
 
     record = dict(records[0])
     record.update({
@@ -383,11 +388,32 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         "queries": sum(int(r.get("queries") or 0) for r in records),
         "gradient_queries": sum(int(r.get("gradient_queries") or 0) for r in records),
         "wall_time_s": sum(float(r.get("wall_time_s") or 0.0) for r in records),
-        "tolerance": tolerance, "converged": converged, "notes": notes,
-        "shard": str(path), "n_samples": total, "slice": None,
+        "tolerance": tolerance, "converged": converged, "notes": notes, "config": attack_config,
+        "n_samples": total, "slice": None,
         "merged_from": {"budget_source": budget_source, "slices": merged_from},
     })
-    return path, record, written
+    return _Merged(stem=stem, arrays=arrays, attrs=attrs, record=record)
+
+
+def _write(store: st.Store, merged: _Merged) -> tuple[Path, bool]:
+    """Register the merged shard unless the same slices were merged into it already."""
+    final = store.directory / st.ADVERSARIAL_DIR / f"{merged.stem}.h5"
+    if final.is_file():
+        with st.open_h5_read(final) as f:
+            previous = f.attrs.get("merged_from")
+        if previous is not None and json.loads(previous) == _jsonable(merged.attrs["merged_from"]) \
+                and final.with_suffix(".sha256").is_file():
+            return final, False  # already merged from exactly these slice files
+    return st.write_adversarial_shard(store.directory, merged.stem, arrays=merged.arrays, attrs=merged.attrs), True
+
+
+def _refuse_unsliced(store: st.Store, stem: str) -> None:
+    final = store.directory / st.ADVERSARIAL_DIR / f"{stem}.h5"
+    if final.is_file():
+        with st.open_h5_read(final) as f:
+            if "merged_from" not in f.attrs:
+                raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
+                                 "remove it or merge with --force to replace it")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -466,13 +492,17 @@ def merge_results(
             raise StoreError(f"{results_path} exists and was written by an unsliced attack run, not by a merge; "
                              "remove it or merge with --force to replace it")
 
-    merged: dict[str, dict[str, Any]] = {}
+    # Everything is checked and computed before the first file is written.
+    results = []
     for where, slices in slice_sets:
         stem = f"round{round:02d}-{split}-{sha}-{slices[0].attr('attack')}"
-        path, record, written = _merge_attack(slices, store=fs, stem=stem, allow_mixed_budgets=allow_mixed_budgets,
-                                              force=force, where=where)
-        record["written"] = written
-        merged[record["attack"]] = record
+        if not force:
+            _refuse_unsliced(fs, stem)
+        results.append(_merge_attack(slices, stem=stem, allow_mixed_budgets=allow_mixed_budgets, where=where))
+    merged: dict[str, dict[str, Any]] = {}
+    for m in results:
+        path, written = _write(fs, m)
+        merged[m.record["attack"]] = {**m.record, "shard": str(path), "written": written}
 
     all_slices = [sl for _, slices in slice_sets for sl in slices]
     base = slice_sets[0][1][0].document or {}

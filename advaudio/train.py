@@ -381,7 +381,7 @@ class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         shape = [1, c] + [1] * (input.dim() - 2)
         local_count = input.numel() // c if c else 0
         stats = _AllReduceSum.apply(torch.cat([input.sum(dims), input.new_tensor([float(local_count)])]))
-        count = float(stats[c])
+        count = float(stats[c].detach())
         if count < 2:
             raise ValueError(f"expected more than 1 value per channel when training, got {int(count)} "
                              "over all ranks")

