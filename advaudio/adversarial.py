@@ -22,7 +22,6 @@ Shard ``<store>/adversarial/<name>.h5`` (public format)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time

@@ -1,7 +1,6 @@
 """The streaming input pipeline: same samples as in memory, sorted batch reads, extra sources."""
 
 import pickle
-import warnings
 from collections import Counter
 
 import h5py
@@ -13,26 +12,9 @@ import advaudio.views as views
 from advaudio.data import (ModelSpaceSource, StoreBatches, batch_sizes, make_loader, plan_epoch,
                            time_shift_)
 from advaudio.errors import ParameterError, StoreError
-from advaudio.store import Store
 from advaudio.views import fit_view
 
 BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
-
-    config = FeaturizeConfig(
-        dataset="synthetic",
-        dataset_options={"clips_per_class": 12, "duration": 1.0, "n_classes": 4},
-        features=FeatureConfig(representations=("stft", "chroma")),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False)
-    return Store(result.store_dir)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import h5py
@@ -13,27 +12,11 @@ import pytest
 import torch
 
 from advaudio.data import StoreBatches, plan_epoch
-from advaudio.store import Store
 from advaudio.train import TrainConfig, evaluate, load_checkpoint, train
 from advaudio.views import fit_view
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
-
-    config = FeaturizeConfig(
-        dataset="synthetic",
-        dataset_options={"clips_per_class": 12, "duration": 1.0, "n_classes": 4},
-        features=FeatureConfig(representations=("stft", "chroma")),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Store(featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False).store_dir)
 
 
 # Global batch 11 over the 32 training clips: batches of 11, 11, 10, so the two ranks' shares

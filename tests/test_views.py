@@ -1,7 +1,6 @@
 """Views: appended representations, normalisation from training folds, model space in [0, 1]."""
 
 import json
-import warnings
 
 import h5py
 import numpy as np
@@ -10,25 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from advaudio.errors import ParameterError, StoreError
-from advaudio.store import Store
 import advaudio.views as views
 from advaudio.views import HISTOGRAM_BINS, View, fit_view, parse_input_size, parse_view, read_rows
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
-
-    config = FeaturizeConfig(
-        dataset="synthetic",
-        dataset_options={"clips_per_class": 12, "duration": 1.0, "n_classes": 4},
-        features=FeatureConfig(representations=("stft", "chroma")),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False)
-    return Store(result.store_dir)
 
 
 @pytest.fixture(scope="module")

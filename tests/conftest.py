@@ -1,0 +1,21 @@
+"""Shared fixtures: small real data made by the library itself."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A real feature store (stft + chroma) of 4 synthetic classes × 12 one-second clips."""
+    from advaudio.features import FeatureConfig
+    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.store import Store
+
+    config = FeaturizeConfig(
+        dataset="synthetic",
+        dataset_options={"clips_per_class": 12, "duration": 1.0, "n_classes": 4},
+        features=FeatureConfig(representations=("stft", "chroma")),
+    )
+    result = featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False)
+    return Store(result.store_dir)
