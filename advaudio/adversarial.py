@@ -291,7 +291,9 @@ def format_table(document: dict[str, Any]) -> str:
         steps = r.get("gradient_queries", 0) / max(1, r.get("n_attacked") or 1)
 
         def num(v, fmt):
-            return format(v, fmt) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "-"
+            width = int("".join(c for c in fmt.split(".")[0] if c.isdigit()) or 0)
+            ok = isinstance(v, (int, float)) and math.isfinite(v)
+            return format(v, fmt) if ok else "-".rjust(width)
 
         note = "" if r.get("reached") else (r.get("reason") or "not reached")
         if r.get("targeted") is False:

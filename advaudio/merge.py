@@ -14,7 +14,7 @@ configuration, threshold, limit and seed), concatenates the slices in slice
 order into ONE shard with the unsliced name ``round<K>-<split>-<sha10>-<attack>.h5``
 and writes ``<dir>/attack-round<K>-<split>.json``, the results file an unsliced
 run writes, so ``advaudio retrain --round K``, ``advaudio rounds`` and
-``advaudio report`` take the merged set like an unsliced run.
+``advaudio report`` take the merged set as they take an unsliced run.
 
 Budgets. A slice tunes its budget on its own clips.
 
@@ -23,9 +23,14 @@ Budgets. A slice tunes its budget on its own clips.
   recomputes the budget as the quantile of the union's minimal norms
   (:func:`advaudio.attacks.quantile_budget`), ``within_budget``, the fooling
   rate, the CDF (``evaluations``) and the statistics, exactly as one run over
-  all clips does. With ``--batch-size 1`` the merged set equals an unsliced
-  run bit for bit; with larger batches the adversarial inputs may differ in
-  the last float32 bit (CPU/GPU kernels round differently per batch size).
+  all clips does. With ``--batch-size 1`` (one clip per attack call) the
+  merged set of a deterministic attack equals an unsliced run bit for bit:
+  deepfool (tested on CPU), and by the same reasoning cw and ead. With larger
+  batches results may differ slightly: kernels round differently per batch
+  size (deepfool: last float32 bits), and cw/ead's early abort watches the
+  batch's summed loss. boundary and hopskipjump take starting points from
+  the attacked batch and random draws seeded per batch, so a slice is a valid
+  run on its clips but not the same draws as one unsliced run.
 * Fixed-budget attacks (fgsm, bim, pgd): each slice bisects its own ε, so the
   slices' examples are made at different budgets, which one run never does.
   When every slice ended at the same ε the set merges as is; otherwise merging
@@ -35,6 +40,11 @@ Budgets. A slice tunes its budget on its own clips.
   union would find, assuming the fooling rate grows with ε), with a note.
   ``evaluations`` holds the union's fooling rate at the ε that every slice
   probed (a weighted mean of the slices' rates, exact).
+
+A slice whose clips are all misclassified when clean attacks nothing and
+writes no shard, only its results record; the merge rebuilds its rows (the
+clean inputs, not attacked) from the checkpoint and the store, as an
+unsliced run holds them.
 
 Provenance. The merged shard's attributes are those of an unsliced run plus
 ``merged_from`` (each slice's file, sha256, budget, fooling rate and size),
@@ -70,12 +80,16 @@ _SLICE_STEM = re.compile(
     r"^round(?P<round>\d+)-(?P<split>test|train)-(?P<sha>[0-9a-f]{10})-(?P<attack>.+)"
     r"-slice(?P<i>\d{3,})of(?P<n>\d{3,})$"
 )
+_SLICE_RESULTS = re.compile(
+    r"^attack-round(?P<round>\d+)-(?P<split>test|train)-slice(?P<i>\d{3,})of(?P<n>\d{3,})\.json$"
+)
 _EXCLUDED_NOTE = re.compile(r"^\d+ of \d+ sample\(s\) misclassified when clean: not attacked, excluded from the rates$")
 #: Attributes every slice of one set must share (values compared after JSON decoding).
 _SAME_ATTRS = ("attack", "attack_config", "kind", "norm", "threshold", "targeted", "round", "split",
                "checkpoint_sha256", "store_fingerprint", "view", "test_fold", "seed")
 #: Keys of the stage configuration that may differ between slices (they do not change the set's rows or values).
 _FREE_CONFIG = ("slice", "attacks", "batch_size")
+_NO_CLIP = "no correctly classified samples to attack"
 
 
 def results_name(round: int, split: str) -> str:
@@ -84,16 +98,17 @@ def results_name(round: int, split: str) -> str:
 
 
 def slice_results_name(round: int, split: str, index: int, count: int) -> str:
+    """File name of the results JSON of slice ``index`` of ``count``."""
     return f"attack-round{round:02d}-{split}-slice{index:03d}of{count:03d}.json"
 
 
 @dataclass
 class _Slice:
-    path: Path
     index: int
     count: int
-    attrs: dict[str, Any]  # raw HDF5 attribute values (JSON strings kept as written)
-    sha256: str
+    path: Path | None = None  # None: the slice attacked no clip and wrote no shard
+    attrs: dict[str, Any] | None = None  # raw HDF5 attributes (JSON strings as written)
+    sha256: str | None = None
     record: dict[str, Any] | None = None
     document: dict[str, Any] | None = None
     results_path: Path | None = None
@@ -102,9 +117,13 @@ class _Slice:
     def label(self) -> str:
         return f"{self.index}/{self.count}"
 
+    @property
+    def empty(self) -> bool:
+        return self.path is None
+
     def attr(self, key: str) -> Any:
         """An attribute as a Python value (JSON strings decoded)."""
-        value = self.attrs.get(key)
+        value = (self.attrs or {}).get(key)
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, str) and value[:1] in "[{":
@@ -127,35 +146,165 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is not a readable results file ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("attacks"), list):
+        raise StoreError(f"{path} is not an attack results file (no 'attacks' list)")
+    return doc
+
+
 # --------------------------------------------------------------------------- discovery
 
 
-def _slice_shards(store: st.Store, *, round: int, split: str, checkpoint_sha: str | None,
-                  attack: str | None) -> dict[tuple[str, str], list[tuple[Path, int, int]]]:
-    """Slice shard files of (round, split) grouped by (checkpoint sha10, attack), by name."""
-    groups: dict[tuple[str, str], list[tuple[Path, int, int]]] = {}
+def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | None, attack: str | None,
+              results_dir: Path | None) -> dict[tuple[str, str], dict[tuple[int, int], _Slice]]:
+    """Slices of (round, split) by (checkpoint sha10, attack), then by (index, count).
+
+    Slices with a shard are found in the store; slices that attacked no clip
+    (no shard) through their results files in ``results_dir`` (default: the
+    directories of the checkpoints the found shards name).
+    """
+    groups: dict[tuple[str, str], dict[tuple[int, int], _Slice]] = {}
+
+    def wanted(sha10: str, name: str) -> bool:
+        return (not checkpoint_sha or sha10.startswith(checkpoint_sha[:10])) and (attack is None or name == attack)
+
+    result_dirs = [results_dir] if results_dir is not None else []
     for path in store.adversarial_shards():
         m = _SLICE_STEM.match(path.stem)
-        if not m or int(m["round"]) != round or m["split"] != split:
+        if not m or int(m["round"]) != round or m["split"] != split or not wanted(m["sha"], m["attack"]):
             continue
-        if checkpoint_sha and not (m["sha"].startswith(checkpoint_sha[:10])):
+        with st.open_h5_read(path) as f:
+            attrs = dict(f.attrs)
+        key = (int(m["i"]), int(m["n"]))
+        groups.setdefault((m["sha"], m["attack"]), {})[key] = _Slice(key[0], key[1], path=path, attrs=attrs)
+        if results_dir is None:
+            directory = Path(str(attrs.get("checkpoint", "."))).parent
+            if directory not in result_dirs:
+                result_dirs.append(directory)
+    for directory in result_dirs:
+        if not directory.is_dir():
             continue
-        if attack is not None and m["attack"] != attack:
-            continue
-        groups.setdefault((m["sha"], m["attack"]), []).append((path, int(m["i"]), int(m["n"])))
+        for path in sorted(directory.glob(f"attack-round{round:02d}-{split}-slice*of*.json")):
+            m = _SLICE_RESULTS.match(path.name)
+            if not m or int(m["round"]) != round:
+                continue
+            key = (int(m["i"]), int(m["n"]))
+            try:
+                doc = _read_json(path)
+            except StoreError:
+                continue
+            if doc.get("store_fingerprint") != store.fingerprint:
+                continue  # an attack on another store
+            sha10 = str(doc.get("checkpoint_sha256", ""))[:10]
+            for rec in doc["attacks"]:
+                name = rec.get("attack") if isinstance(rec, dict) else None
+                if not name or rec.get("shard") or not wanted(sha10, name):
+                    continue
+                group = groups.setdefault((sha10, name), {})
+                if key not in group:  # a slice whose attack wrote no shard
+                    group[key] = _Slice(key[0], key[1], record=rec, document=doc, results_path=path)
     return groups
 
 
-def _read_slice(path: Path, index: int, count: int) -> _Slice:
-    sidecar = path.with_suffix(".sha256")
+def _complete_set(sha: str, attack: str, found: dict[tuple[int, int], _Slice], *, store: st.Store, round: int,
+                  split: str) -> list[_Slice]:
+    counts = sorted({n for _, n in found})
+    where = f"{attack} (round {round}, {split} split, checkpoint {sha})"
+    if len(counts) > 1:
+        listing = "; ".join(f"{n} slices: " + ", ".join(f"{i}/{n}" for i, m in sorted(found) if m == n)
+                            for n in counts)
+        raise StoreError(f"slices of {where} come from runs split {' and '.join(map(str, counts))} ways ({listing}); "
+                         f"remove the stale set's files from {store.directory / st.ADVERSARIAL_DIR} "
+                         "and its attack-round*-slice*.json")
+    (n,) = counts
+    missing = [i for i in range(n) if (i, n) not in found]
+    if missing:
+        names = ", ".join(f"{i}/{n}" for i in missing)
+        stem = f"round{round:02d}-{split}-{sha}-{attack}"
+        files = ", ".join(f"{stem}-slice{i:03d}of{n:03d}.h5" for i in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise StoreError(f"incomplete slice set for {where}: missing slice(s) {names} of {n} ({files}{more} "
+                         f"not in {store.directory / st.ADVERSARIAL_DIR}); run `advaudio attack --slice I/{n}` "
+                         "for them (or resubmit those array tasks), then merge again")
+    return [found[(i, n)] for i in range(n)]
+
+
+def _check_shard(sl: _Slice) -> None:
+    assert sl.path is not None
+    sidecar = sl.path.with_suffix(".sha256")
     if not sidecar.is_file():
-        raise StoreError(f"{path} has no checksum file {sidecar.name}: not a complete attack shard")
-    digest = st.sha256_file(path)
-    if digest != sidecar.read_text().strip():
-        raise StoreError(f"checksum mismatch: {path} (rerun slice {index}/{count})")
-    with st.open_h5_read(path) as f:
-        attrs = dict(f.attrs)
-    return _Slice(path=path, index=index, count=count, attrs=attrs, sha256=digest)
+        raise StoreError(f"{sl.path} has no checksum file {sidecar.name}: not a complete attack shard")
+    sl.sha256 = st.sha256_file(sl.path)
+    if sl.sha256 != sidecar.read_text().strip():
+        raise StoreError(f"checksum mismatch: {sl.path} (rerun slice {sl.label})")
+
+
+def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str) -> None:
+    """Find the results file of a slice with a shard, and its record of this attack."""
+    directory = results_dir if results_dir is not None else Path(str(sl.attr("checkpoint") or ".")).parent
+    path = directory / slice_results_name(round, split, sl.index, sl.count)
+    name = sl.attr("attack")
+    if not path.is_file():
+        raise StoreError(f"no results file {path} for slice {sl.label} of {name} ({sl.path.name}); "
+                         "give the directory the slices wrote their results to (their --out) with --results-dir")
+    doc = _read_json(path)
+    if doc.get("checkpoint_sha256") != sl.attr("checkpoint_sha256"):
+        raise StoreError(f"{path} belongs to checkpoint {str(doc.get('checkpoint_sha256'))[:10]}, but "
+                         f"{sl.path.name} to {str(sl.attr('checkpoint_sha256'))[:10]}: rerun slice {sl.label}")
+    for rec in doc["attacks"]:
+        if isinstance(rec, dict) and rec.get("attack") == name and rec.get("shard") \
+                and Path(rec["shard"]).name == sl.path.name:
+            budget = float(rec["budget"]) if rec.get("budget") is not None else math.nan
+            if not _same(budget, float(sl.attr("budget"))):
+                raise StoreError(f"{path} and {sl.path.name} disagree on the budget (was slice {sl.label} "
+                                 "interrupted while rerunning?): rerun it")
+            sl.record, sl.document, sl.results_path = rec, doc, path
+            return
+    raise StoreError(f"{path} has no record of {name} for {sl.path.name}: rerun slice {sl.label}")
+
+
+def _run_options(sl: _Slice, attack: str) -> dict[str, Any]:
+    """The slice's stage options that decide this attack's rows and values."""
+    config = (sl.document or {}).get("config") or {}
+    options = {k: v for k, v in config.items() if k not in _FREE_CONFIG}
+    options["attack_params"] = (config.get("attack_params") or {}).get(attack, {})  # the other attacks' do not matter
+    return options
+
+
+def _check_consistent(slices: list[_Slice], where: str, name: str) -> None:
+    def value(sl: _Slice, key: str) -> Any:
+        v = sl.attr(key)
+        if key == "attack_config" and isinstance(v, dict):  # a fixed-budget run's ε is its tuned budget
+            v = {k: x for k, x in v.items() if k != "epsilon"}
+        return v
+
+    shards = [sl for sl in slices if not sl.empty]
+    for sl in shards[1:]:
+        for key in _SAME_ATTRS:
+            if not _same(value(shards[0], key), value(sl, key)):
+                raise StoreError(f"slices of {where} differ in {key}: slice {shards[0].label} has "
+                                 f"{value(shards[0], key)!r}, slice {sl.label} has {value(sl, key)!r}; "
+                                 "rerun the odd slice with the same options")
+    first = slices[0]
+    for sl in slices[1:]:
+        for key in ("kind", "norm", "threshold"):
+            if not _same(first.record.get(key), sl.record.get(key)):
+                raise StoreError(f"slices of {where} differ in {key}: slice {first.label} has "
+                                 f"{first.record.get(key)!r}, slice {sl.label} has {sl.record.get(key)!r}")
+        a, b = _run_options(first, name), _run_options(sl, name)
+        if a != b:
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise StoreError(f"slices of {where} were run with different options ({', '.join(diff)}): slice "
+                             f"{first.label} {[a.get(k) for k in diff]}, slice {sl.label} {[b.get(k) for k in diff]}")
+        if sl.document.get("checkpoint_sha256") != first.document.get("checkpoint_sha256"):
+            raise StoreError(f"slices of {where} attacked different checkpoints")
+
+
+# --------------------------------------------------------------------------- arrays
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -170,89 +319,69 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str) -> None:
-    """Find the slice's results JSON and its record for this attack."""
-    directory = results_dir if results_dir is not None else Path(str(sl.attrs.get("checkpoint", "."))).parent
-    path = directory / slice_results_name(round, split, sl.index, sl.count)
-    if not path.is_file():
-        raise StoreError(
-            f"no results file {path} for slice {sl.label} of {sl.attr('attack')} ({sl.path.name}); "
-            "give the directory the slices wrote their results to (their --out) with --results-dir"
-        )
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise StoreError(f"{path} is not readable JSON ({exc})") from None
-    if doc.get("checkpoint_sha256") != sl.attr("checkpoint_sha256"):
-        raise StoreError(f"{path} belongs to checkpoint {str(doc.get('checkpoint_sha256'))[:10]}, but "
-                         f"{sl.path.name} to {str(sl.attr('checkpoint_sha256'))[:10]}: rerun slice {sl.label}")
-    for rec in doc.get("attacks") or []:
-        if rec.get("attack") == sl.attr("attack") and rec.get("shard") and Path(rec["shard"]).name == sl.path.name:
-            if not _same(float(rec["budget"]) if rec.get("budget") is not None else math.nan,
-                         float(sl.attr("budget"))):
-                raise StoreError(f"{path} and {sl.path.name} disagree on the budget (was slice {sl.label} "
-                                 "interrupted while rerunning?): rerun it")
-            sl.record, sl.document, sl.results_path = rec, doc, path
-            return
-    raise StoreError(f"{path} has no record of {sl.attr('attack')} for {sl.path.name}: rerun slice {sl.label}")
+def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
+                     like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The shard rows an unsliced run holds for a slice that attacked no clip: clean inputs, not attacked."""
+    import torch
 
+    from advaudio.adversarial import choose_rows, split_rows
+    from advaudio.attacks import choose_targets
+    from advaudio.train import load_checkpoint
 
-def _complete_set(sha: str, attack: str, files: list[tuple[Path, int, int]], *, store: st.Store, round: int,
-                  split: str) -> list[tuple[Path, int, int]]:
-    counts = sorted({n for _, _, n in files})
-    where = f"{attack} (round {round}, {split} split, checkpoint {sha})"
-    if len(counts) > 1:
-        listing = "; ".join(f"{n} slices: " + ", ".join(p.name for p, _, m in sorted(files, key=lambda t: t[1])
-                                                         if m == n) for n in counts)
-        raise StoreError(f"slices of {where} come from runs split {' and '.join(map(str, counts))} ways ({listing}); "
-                         f"remove the stale set's files from {store.directory / st.ADVERSARIAL_DIR}")
-    (n,) = counts
-    have = {i for _, i, _ in files}
-    missing = [i for i in range(n) if i not in have]
-    if missing:
-        names = ", ".join(f"{i}/{n}" for i in missing)
-        stem = f"round{round:02d}-{split}-{sha}-{attack}"
-        files_missing = ", ".join(f"{stem}-slice{i:03d}of{n:03d}.h5" for i in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise StoreError(f"incomplete slice set for {where}: missing slice(s) {names} of {n} ({files_missing}{more} "
-                         f"not in {store.directory / st.ADVERSARIAL_DIR}); run `advaudio attack --slice I/{n}` "
-                         "for them (or resubmit those array tasks), then merge again")
-    bad = [i for _, i, _ in files if i >= n]
-    if bad:
-        raise StoreError(f"slice index {bad[0]} out of range for {n} slices of {where}")
-    return sorted(files, key=lambda t: t[1])
-
-
-def _check_consistent(slices: list[_Slice], where: str) -> None:
-    first = slices[0]
-
-    def value(sl: _Slice, key: str) -> Any:
-        v = sl.attr(key)
-        if key == "attack_config" and isinstance(v, dict):  # a fixed-budget run's ε is its tuned budget
-            v = {k: x for k, x in v.items() if k != "epsilon"}
-        return v
-
-    for sl in slices[1:]:
-        for key in _SAME_ATTRS:
-            if not _same(value(first, key), value(sl, key)):
-                raise StoreError(f"slices of {where} differ in {key}: slice {first.label} has {value(first, key)!r}, "
-                                 f"slice {sl.label} has {value(sl, key)!r}; rerun the odd slice with the same options")
-        a = {k: v for k, v in (first.document or {}).get("config", {}).items() if k not in _FREE_CONFIG}
-        b = {k: v for k, v in (sl.document or {}).get("config", {}).items() if k not in _FREE_CONFIG}
-        if a != b:
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            raise StoreError(f"slices of {where} were run with different options ({', '.join(diff)}): slice "
-                             f"{first.label} {[a.get(k) for k in diff]}, slice {sl.label} {[b.get(k) for k in diff]}")
+    doc, rec = sl.document or {}, sl.record or {}
+    config = doc.get("config") or {}
+    ckpt_path = Path(str(doc.get("checkpoint")))
+    sha = str(doc.get("checkpoint_sha256"))
+    why = f"slice {sl.label} attacked no clip (all misclassified when clean) and wrote no shard"
+    if not ckpt_path.is_file() or st.sha256_file(ckpt_path) != sha:
+        raise StoreError(f"{why}; rebuilding its rows needs its checkpoint {ckpt_path} (sha256 {sha[:10]}), "
+                         "which is not there (or changed)")
+    ckpt = load_checkpoint(ckpt_path)
+    rows = split_rows(store, split=str(config.get("split")), test_fold=ckpt.test_fold,
+                      train_folds=ckpt.split.get("train_folds"))
+    rows = choose_rows(rows, limit=config.get("limit"), slice=(sl.index, sl.count))
+    if len(rows) != int(rec.get("n_samples") or 0):
+        raise StoreError(f"{why}; it recorded {rec.get('n_samples')} clips, but its rows are now {len(rows)}: "
+                         f"rerun slice {sl.label}")
+    with store.open() as f:
+        x = ckpt.view.read(f, rows).float().clamp(0.0, 1.0)
+    labels = np.asarray(store.labels[rows], np.int64)
+    model = ckpt.model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([model(x[s:s + 64]) for s in range(0, len(x), 64)]).argmax(1).numpy()
+    if np.any(predicted == labels):
+        raise StoreError(f"slice {sl.label} recorded no attacked clip, but the checkpoint classifies "
+                         f"{int((predicted == labels).sum())} of its clips correctly: rerun it")
+    if targeted:
+        target = choose_targets(model, x, labels, rule=str(config.get("target_rule", "random")),
+                                num_classes=len(ckpt.classes), seed=int(config.get("seed", 0)), ids=rows).numpy()
+    else:
+        target = np.full(len(rows), -1)
+    n = len(rows)
+    arrays = {
+        "adversarial": x.numpy(), "clean_index": rows, "clip_id": np.asarray(store.clip_ids[rows], dtype=object),
+        "fold": store.folds[rows], "label": labels, "target": target, "predicted": predicted,
+        "attacked": np.zeros(n, bool), "success": np.zeros(n, bool), "within_budget": np.zeros(n, bool),
+        "l1": np.zeros(n), "l2": np.zeros(n), "linf": np.zeros(n), "snr_db": np.full(n, np.inf),
+    }
+    if sorted(arrays) != sorted(like):
+        raise StoreError(f"{why}; the other slices hold datasets {sorted(like)}, which this merge cannot rebuild")
+    return {k: np.asarray(arrays[k], dtype=like[k].dtype) for k in like}
 
 
 # --------------------------------------------------------------------------- merging one attack
+
+
+def _merged_note(n: int) -> str:
+    return f"merged from {n} slice{'' if n == 1 else 's'} (advaudio store merge)"
 
 
 def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[str]:
     notes = []
     if n_excluded:
         notes.append(f"{n_excluded} of {n} sample(s) misclassified when clean: not attacked, excluded from the rates")
-    per_slice = [[x for x in (sl.attr("notes") or []) if not _EXCLUDED_NOTE.match(str(x))] for sl in slices]
+    per_slice = [[x for x in ((sl.record or {}).get("notes") or []) if not _EXCLUDED_NOTE.match(str(x))]
+                 for sl in slices]
     order: list[str] = []
     for lst in per_slice:
         order += [x for x in lst if x not in order]
@@ -268,24 +397,52 @@ def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[str]:
 @dataclass
 class _Merged:
     stem: str
-    arrays: dict[str, np.ndarray]
-    attrs: dict[str, Any]
+    arrays: dict[str, np.ndarray] | None  # None: no slice attacked anything, no shard (as an unsliced run)
+    attrs: dict[str, Any] | None
     record: dict[str, Any]
 
 
-def _merge_attack(slices: list[_Slice], *, stem: str, allow_mixed_budgets: bool, where: str) -> _Merged:
+def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mixed_budgets: bool,
+                  where: str) -> _Merged:
     """The merged arrays, attributes and results record of one attack (nothing written)."""
     from advaudio.attacks import FIXED_BUDGET, AttackResult, quantile_budget
 
-    first = slices[0]
-    kind, norm = first.attr("kind"), first.attr("norm")
-    threshold = float(first.attr("threshold"))
-    parts = [_read_arrays(sl.path) for sl in slices]
-    keys = list(parts[0])
+    records = [sl.record or {} for sl in slices]
+    kind, norm = records[0].get("kind"), records[0].get("norm")
+    threshold = float(records[0].get("threshold"))
+    shards = [sl for sl in slices if not sl.empty]
+    summed = {
+        "queries": sum(int(r.get("queries") or 0) for r in records),
+        "gradient_queries": sum(int(r.get("gradient_queries") or 0) for r in records),
+        "wall_time_s": sum(float(r.get("wall_time_s") or 0.0) for r in records),
+        "n_samples": sum(int(r.get("n_samples") or 0) for r in records),
+        "slice": None,
+    }
+    slice_info = [
+        {"slice": [sl.index, sl.count], "file": sl.path.name if sl.path else None, "sha256": sl.sha256,
+         "budget": float(sl.attr("budget")) if not sl.empty else None,
+         "fooling_rate": float(sl.attr("fooling_rate")) if not sl.empty else None,
+         "n_samples": int(r.get("n_samples") or 0), "n_attacked": int(r.get("n_attacked") or 0),
+         "results": str(sl.results_path) if sl.results_path else None}
+        for sl, r in zip(slices, records)
+    ]
+    if not shards:  # nothing attacked anywhere: an unsliced run writes no shard either
+        record = dict(records[0])
+        record.update(summed, n_attacked=0, n_excluded=summed["n_samples"], shard=None,
+                      notes=(_union_notes(slices, summed["n_samples"], summed["n_samples"])
+                             + [_merged_note(len(slices))]),
+                      merged_from={"budget_source": None, "slices": slice_info})
+        return _Merged(stem=stem, arrays=None, attrs=None, record=record)
+
+    first = shards[0]
+    parts: list[dict[str, np.ndarray] | None] = [None if sl.empty else _read_arrays(sl.path) for sl in slices]
+    like = next(p for p in parts if p is not None)
     for sl, p in zip(slices, parts):
-        if list(p) != keys:
-            raise StoreError(f"{sl.path.name} holds datasets {sorted(p)}, slice {first.label} {sorted(keys)}")
-    arrays = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+        if p is not None and sorted(p) != sorted(like):
+            raise StoreError(f"{sl.path.name} holds datasets {sorted(p)}, slice {first.label} {sorted(like)}")
+    parts = [p if p is not None else _unattacked_rows(sl, store, targeted=bool(first.attr("targeted")), like=like)
+             for sl, p in zip(slices, parts)]
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in like}
     sizes = [len(p["clean_index"]) for p in parts]
     total = sum(sizes)
     expected = [len(a) for a in np.array_split(np.arange(total), len(slices))]
@@ -296,23 +453,22 @@ def _merge_attack(slices: list[_Slice], *, stem: str, allow_mixed_budgets: bool,
     attacked, success = arrays["attacked"].astype(bool), arrays["success"].astype(bool)
     n_attacked = int(attacked.sum())
     n_excluded = total - n_attacked
-    slice_budgets = [float(sl.attr("budget")) for sl in slices]
-    records = [sl.record or {} for sl in slices]
-    targets = arrays.get("target")
     result = AttackResult(
         attack=first.attr("attack"), kind=kind, norm=norm, epsilon=None, targeted=bool(first.attr("targeted")),
         target_rule=None, config=first.attr("attack_config"), adversarial=arrays["adversarial"],
         labels=arrays["label"], clean_predicted=arrays["predicted"], predicted=arrays["predicted"],
-        targets=targets, attacked=attacked, success=success,
+        targets=arrays.get("target"), attacked=attacked, success=success,
         **{k: arrays[k].astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
         queries=0, gradient_queries=0, wall_time_s=0.0,
     )
     notes = _union_notes(slices, n_excluded, total)
+    budgets = [float(sl.attr("budget")) for sl in shards]
+    attack_config = first.attr("attack_config")
     evaluations: list[list[float]]
     if kind == FIXED_BUDGET:
-        mixed = len(set(slice_budgets)) > 1
+        mixed = len(set(budgets)) > 1
         if mixed and not allow_mixed_budgets:
-            listed = ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(slices, slice_budgets))
+            listed = ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
             raise StoreError(
                 f"{where} is a fixed-budget attack and its slices tuned different {norm} budgets ({listed}); "
                 "merged, the set would hold examples made at different ε, which one run over all clips never does. "
@@ -320,32 +476,34 @@ def _merge_attack(slices: list[_Slice], *, stem: str, allow_mixed_budgets: bool,
                 "examples at its own ε (the set's budget is then their maximum)"
             )
         within = arrays["within_budget"].astype(bool)
-        budget = max(slice_budgets)
-        reached = all(bool(r.get("reached")) for r in records)
-        reasons = [f"slice {sl.label}: {r.get('reason')}" for sl, r in zip(slices, records) if not r.get("reached")]
-        reason = "; ".join(reasons) or None
-        weights = [int(r.get("n_attacked") or 0) for r in records]
-        curves = [{float(e): r_ for e, r_ in (r.get("evaluations") or []) if r_ is not None} for r in records]
+        budget = max(budgets)
+        used = [r for sl, r in zip(slices, records) if not sl.empty]
+        reached = all(bool(r.get("reached")) for r in used)
+        reason = "; ".join((f"slice {sl.label}: " if len(slices) > 1 else "") + str(r.get("reason"))
+                           for sl, r in zip(slices, records) if not sl.empty and not r.get("reached")) or None
+        weights = [int(r.get("n_attacked") or 0) for r in used]
+        curves = [{float(e): rate for e, rate in (r.get("evaluations") or []) if rate is not None} for r in used]
         evaluations = []
-        for eps, _ in records[0].get("evaluations") or []:
-            if all(float(eps) in c for c in curves) and sum(weights):
+        for eps, _ in used[0].get("evaluations") or []:
+            if all(float(eps) in c for c in curves):
                 rate = sum(w * c[float(eps)] for w, c in zip(weights, curves)) / sum(weights)
                 evaluations.append([float(eps), float(rate)])
         stats = result.stats()
         budget_source = "per-slice bisection (mixed: maximum)" if mixed else "per-slice bisection (all equal)"
         if mixed:
+            attack_config = {**attack_config, "epsilon": None}  # no single ε made these examples
             notes.append(
-                f"merged with mixed budgets: each slice's examples were made at its own tuned ε ("
-                + ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(slices, slice_budgets))
+                "merged with mixed budgets: each slice's examples were made at its own tuned ε ("
+                + ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
                 + "); the budget is their maximum, an upper bound on what one run over all clips would find; "
                 "evaluations are the union's fooling rates at the ε every slice probed"
             )
-        tolerance = records[0].get("tolerance")
-        converged = all(bool(r.get("converged")) for r in records)
+        tolerance = used[0].get("tolerance")
+        converged = all(bool(r.get("converged")) for r in used)
     else:
         norms_all = result.budget_norms()
         norms = norms_all[attacked]
-        budget, reached = quantile_budget(norms, threshold) if len(norms) else (math.nan, False)
+        budget, reached = quantile_budget(norms, threshold)
         with np.errstate(invalid="ignore"):
             within = success & (norms_all <= budget)
         finite = np.sort(norms[np.isfinite(norms)])
@@ -357,52 +515,40 @@ def _merge_attack(slices: list[_Slice], *, stem: str, allow_mixed_budgets: bool,
         stats = result.stats(within)
         budget_source = "quantile of the union's minimal norms"
         tolerance, converged = None, True
-    fooling_rate = float(within[attacked].mean()) if n_attacked else math.nan
+    fooling_rate = float(within[attacked].mean())
     arrays["within_budget"] = within
-    notes.append(f"merged from {len(slices)} slices (advaudio store merge)")
+    notes.append(_merged_note(len(slices)))
 
-    merged_from = [
-        {"slice": [sl.index, sl.count], "file": sl.path.name, "sha256": sl.sha256, "budget": b,
-         "fooling_rate": float(sl.attr("fooling_rate")), "n_samples": size,
-         "results": str(sl.results_path) if sl.results_path else None}
-        for sl, b, size in zip(slices, slice_budgets, sizes)
-    ]
-    attack_config = first.attr("attack_config")
-    if kind == FIXED_BUDGET and len(set(slice_budgets)) > 1 and isinstance(attack_config, dict):
-        attack_config = {**attack_config, "epsilon": None}  # no single ε made these examples
-    attrs = dict(first.attrs)
+    attrs = dict(first.attrs or {})
     attrs.update({
-        "attack_config": attack_config,
-        "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1], "notes": notes,
-        "merged_from": merged_from, "slice_budgets": slice_budgets, "budget_source": budget_source,
+        "attack_config": attack_config, "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1],
+        "notes": notes, "merged_from": slice_info, "slice_budgets": budgets, "budget_source": budget_source,
     })
-    versions = [sl.attr("versions") for sl in slices]
+    versions = [sl.attr("versions") for sl in shards]
     if any(v != versions[0] for v in versions):
         attrs["slice_versions"] = versions
 
-    record = dict(records[0])
+    record = dict(next(r for sl, r in zip(slices, records) if not sl.empty))
+    record.update(summed)
     record.update({
-        "budget": float(budget), "fooling_rate": fooling_rate,
-        "success_rate": result.success_rate, "reached": bool(reached), "reason": reason,
-        "evaluations": evaluations, "stats": stats, "n_attacked": n_attacked, "n_excluded": n_excluded,
-        "queries": sum(int(r.get("queries") or 0) for r in records),
-        "gradient_queries": sum(int(r.get("gradient_queries") or 0) for r in records),
-        "wall_time_s": sum(float(r.get("wall_time_s") or 0.0) for r in records),
-        "tolerance": tolerance, "converged": converged, "notes": notes, "config": attack_config,
-        "n_samples": total, "slice": None,
-        "merged_from": {"budget_source": budget_source, "slices": merged_from},
+        "budget": float(budget), "fooling_rate": fooling_rate, "success_rate": result.success_rate,
+        "reached": bool(reached), "reason": reason, "evaluations": evaluations, "stats": stats,
+        "n_attacked": n_attacked, "n_excluded": n_excluded, "tolerance": tolerance, "converged": converged,
+        "notes": notes, "config": attack_config,
+        "merged_from": {"budget_source": budget_source, "slices": slice_info},
     })
     return _Merged(stem=stem, arrays=arrays, attrs=attrs, record=record)
 
 
-def _write(store: st.Store, merged: _Merged) -> tuple[Path, bool]:
+def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:
     """Register the merged shard unless the same slices were merged into it already."""
+    if merged.arrays is None:
+        return None, False
     final = store.directory / st.ADVERSARIAL_DIR / f"{merged.stem}.h5"
-    if final.is_file():
+    if final.is_file() and final.with_suffix(".sha256").is_file():
         with st.open_h5_read(final) as f:
             previous = f.attrs.get("merged_from")
-        if previous is not None and json.loads(previous) == _jsonable(merged.attrs["merged_from"]) \
-                and final.with_suffix(".sha256").is_file():
+        if previous is not None and json.loads(previous) == _jsonable(merged.attrs["merged_from"]):
             return final, False  # already merged from exactly these slice files
     return st.write_adversarial_shard(store.directory, merged.stem, arrays=merged.arrays, attrs=merged.attrs), True
 
@@ -434,8 +580,10 @@ def merge_results(
 
     The document is also written to ``results_dir/attack-round<K>-<split>.json``
     (``results_dir`` defaults to the checkpoint's directory, where the slices
-    wrote theirs); its ``results_path`` says where, and each merged record's
-    ``shard`` the merged shard, ``written`` whether it was (re)written.
+    wrote theirs); its ``results_path`` says where, ``merged`` lists the
+    attacks merged now, each of their records' ``shard`` is the merged shard
+    and ``written`` says whether it was (re)written. Everything is checked
+    before the first file is written.
     """
     from advaudio.adversarial import SPLITS
 
@@ -448,7 +596,8 @@ def merge_results(
         if not re.fullmatch(r"[0-9a-f]{4,64}", checkpoint_sha):
             raise ParameterError(f"checkpoint sha must be 4 to 64 hex digits, got {checkpoint_sha!r}")
     fs = store if isinstance(store, st.Store) else st.Store(store)
-    groups = _slice_shards(fs, round=round, split=split, checkpoint_sha=checkpoint_sha, attack=attack)
+    rdir = Path(results_dir) if results_dir is not None else None
+    groups = _discover(fs, round=round, split=split, checkpoint_sha=checkpoint_sha, attack=attack, results_dir=rdir)
     what = f"round {round}, {split} split" + (f", checkpoint {checkpoint_sha[:10]}" if checkpoint_sha else "") \
         + (f", attack {attack}" if attack else "")
     if not groups:
@@ -456,31 +605,34 @@ def merge_results(
                          "`advaudio attack --slice I/N` writes them")
     shas = sorted({sha for sha, _ in groups})
     if len(shas) > 1:
-        raise StoreError(f"slice shards of {len(shas)} checkpoints ({', '.join(shas)}) for {what}; "
+        raise StoreError(f"slices of {len(shas)} checkpoints ({', '.join(shas)}) for {what}; "
                          "choose one with --checkpoint-sha")
     sha = shas[0]
-    slice_sets: list[tuple[str, list[_Slice]]] = []
-    for (_, name), files in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        files = _complete_set(sha, name, files, store=fs, round=round, split=split)
-        slices = [_read_slice(p, i, n) for p, i, n in files]
+    slice_sets: list[tuple[str, str, list[_Slice]]] = []
+    for (_, name), found in sorted(groups.items(), key=lambda kv: kv[0][1]):
         where = f"{name} (round {round}, {split} split, checkpoint {sha})"
-        full = slices[0].attr("checkpoint_sha256")
-        if checkpoint_sha and not str(full).startswith(checkpoint_sha):
-            raise StoreError(f"{slices[0].path.name} was made from checkpoint {full}, not {checkpoint_sha}")
-        if slices[0].attr("store_fingerprint") != fs.fingerprint:
-            raise StoreError(f"{slices[0].path.name} was made from store {slices[0].attr('store_fingerprint')}, "
-                             f"not {fs.fingerprint}")
+        slices = _complete_set(sha, name, found, store=fs, round=round, split=split)
         for sl in slices:
-            _attach_results(sl, Path(results_dir) if results_dir is not None else None, round, split)
-        _check_consistent(slices, where)
-        slice_sets.append((where, slices))
+            if sl.empty:
+                continue
+            _check_shard(sl)
+            full = str(sl.attr("checkpoint_sha256"))
+            if checkpoint_sha and not full.startswith(checkpoint_sha):
+                raise StoreError(f"{sl.path.name} was made from checkpoint {full}, not {checkpoint_sha}")
+            if sl.attr("store_fingerprint") != fs.fingerprint:
+                raise StoreError(f"{sl.path.name} was made from store {sl.attr('store_fingerprint')}, "
+                                 f"not {fs.fingerprint}")
+            _attach_results(sl, rdir, round, split)
+        _check_consistent(slices, where, name)
+        slice_sets.append((name, where, slices))
 
     # All attacks' results go into one results file per directory (normally the checkpoint's).
-    out_dirs = {sl.results_path.parent.resolve() for _, slices in slice_sets for sl in slices}  # type: ignore[union-attr]
+    out_dirs = {sl.results_path.parent.resolve() for _, _, slices in slice_sets for sl in slices}
     if len(out_dirs) > 1:
         raise StoreError(f"the slices' results files lie in several directories ({', '.join(map(str, out_dirs))}); "
-                         "merge one attack at a time with --attack and --results-dir")
-    out_dir = slice_sets[0][1][0].results_path.parent  # type: ignore[union-attr]
+                         "say which with --results-dir (or merge one attack at a time with --attack)")
+    base_slice = slice_sets[0][2][0]
+    out_dir = base_slice.results_path.parent
     results_path = out_dir / results_name(round, split)
     previous = None
     if results_path.is_file():
@@ -492,28 +644,27 @@ def merge_results(
             raise StoreError(f"{results_path} exists and was written by an unsliced attack run, not by a merge; "
                              "remove it or merge with --force to replace it")
 
-    # Everything is checked and computed before the first file is written.
-    results = []
-    for where, slices in slice_sets:
-        stem = f"round{round:02d}-{split}-{sha}-{slices[0].attr('attack')}"
+    computed = []
+    for name, where, slices in slice_sets:
+        stem = f"round{round:02d}-{split}-{sha}-{name}"
         if not force:
             _refuse_unsliced(fs, stem)
-        results.append(_merge_attack(slices, stem=stem, allow_mixed_budgets=allow_mixed_budgets, where=where))
+        computed.append(_merge_attack(slices, store=fs, stem=stem, allow_mixed_budgets=allow_mixed_budgets,
+                                      where=where))
     merged: dict[str, dict[str, Any]] = {}
-    for m in results:
+    for m in computed:
         path, written = _write(fs, m)
-        merged[m.record["attack"]] = {**m.record, "shard": str(path), "written": written}
+        merged[m.record["attack"]] = {**m.record, "shard": str(path) if path else None, "written": written}
 
-    all_slices = [sl for _, slices in slice_sets for sl in slices]
-    base = slice_sets[0][1][0].document or {}
-    full_sha = slice_sets[0][1][0].attr("checkpoint_sha256")
+    base = base_slice.document or {}
     records: dict[str, dict[str, Any]] = {}
-    if previous is not None and "merged_from" in previous and previous.get("checkpoint_sha256") == full_sha:
+    if previous is not None and "merged_from" in previous \
+            and previous.get("checkpoint_sha256") == base.get("checkpoint_sha256"):
         records = {r["attack"]: r for r in previous.get("attacks", []) if isinstance(r, dict) and "attack" in r}
     records.update(merged)
     order = list(base.get("config", {}).get("attacks") or [])
     names = sorted(records, key=lambda a: (order.index(a) if a in order else len(order), a))
-    docs = {sl.results_path: sl.document for sl in all_slices}  # one per slice file
+    docs = {sl.results_path: sl.document for _, _, slices in slice_sets for sl in slices}  # one per results file
     devices = sorted({str(d.get("device")) for d in docs.values() if d})
     document = {k: base.get(k) for k in ("checkpoint", "checkpoint_sha256", "model", "view", "store",
                                          "store_fingerprint", "clean_test_accuracy")}
@@ -522,8 +673,7 @@ def merge_results(
         "device": devices[0] if len(devices) == 1 else ", ".join(devices),
         "wall_time_s": sum(float((d or {}).get("wall_time_s") or 0.0) for d in docs.values()),
         "attacks": [{k: v for k, v in records[a].items() if k != "written"} for a in names],
-        "merged_from": {"slices": slice_sets[0][1][0].count,
-                        "results": sorted(str(p) for p in docs if p is not None)},
+        "merged_from": {"results": sorted(str(p) for p in docs if p is not None)},
     })
     st.write_json_atomic(results_path, _jsonable(document))
     out = dict(document)
@@ -546,8 +696,12 @@ def merge_slices(
 ) -> list[Path]:
     """Merge complete slice sets into registered shards; returns the merged shards' paths.
 
-    See the module docstring; :func:`merge_results` returns the whole results document.
+    Minimisation attacks get their budget, ``within_budget`` and fooling rate
+    recomputed over all slices; fixed-budget slices with different ε are
+    refused unless ``allow_mixed_budgets`` (module docstring). An incomplete
+    set is a :class:`~advaudio.errors.StoreError` naming the missing slices.
+    :func:`merge_results` returns the whole results document.
     """
     doc = merge_results(store, round=round, split=split, checkpoint_sha=checkpoint_sha, attack=attack,
                         results_dir=results_dir, allow_mixed_budgets=allow_mixed_budgets, force=force)
-    return [Path(r["shard"]) for r in doc["attacks"] if r["attack"] in doc["merged"]]
+    return [Path(r["shard"]) for r in doc["attacks"] if r["attack"] in doc["merged"] and r.get("shard")]

@@ -289,6 +289,9 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
             seen[k] = a
         run.attacks = sorted(seen.values(), key=lambda a: (a.round, a.split != "test", a.split, a.path.name,
                                                            a.index))
+        # A job array's slices are represented by their merged results once those exist.
+        merged = {(a.round, a.split, a.attack) for a in run.attacks if a.slice is None}
+        run.attacks = [a for a in run.attacks if a.slice is None or (a.round, a.split, a.attack) not in merged]
         by_ckpt: dict[str, set[int]] = {}
         by_dir: dict[str, set[int]] = {}
         for a in run.attacks:

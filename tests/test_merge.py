@@ -123,7 +123,8 @@ def test_merged_set_is_registered_once_for_retraining_and_reports(merged):
     assert store.verify() == []
     run = collect_runs(merged["ckpt"].parent).runs[0]
     (entry,) = [a for a in run.attacks if a.slice is None]
-    assert entry.path.name == "attack-round00-test.json" and entry.record["budget"] == merged["doc"]["attacks"][0]["budget"]
+    assert entry.path.name == "attack-round00-test.json"
+    assert entry.record["budget"] == merged["doc"]["attacks"][0]["budget"]
 
 
 def test_merging_again_changes_nothing(merged, capsys):
@@ -154,7 +155,8 @@ def test_incomplete_or_inconsistent_sets_are_refused(trained, tmp_path, capsys):
     attack(store, ckpt, slice=(0, 3))
     attack(store, ckpt, slice=(2, 3))
     sha10 = st.sha256_file(ckpt)[:10]
-    with pytest.raises(StoreError, match=rf"missing slice\(s\) 1/3 of 3 \(round00-test-{sha10}-deepfool-slice001of003.h5"):
+    missing = rf"missing slice\(s\) 1/3 of 3 \(round00-test-{sha10}-deepfool-slice001of003.h5"
+    with pytest.raises(StoreError, match=missing):
         merge_slices(store, round=0, split="test")
     with pytest.raises(SystemExit) as info:  # the CLI says the same in one line
         main(["store", "merge", str(store), "--round", "0", "--split", "test"])
@@ -217,3 +219,18 @@ def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_pa
     assert [e for e, _ in rec["evaluations"]] == common and common
     for e, rate in rec["evaluations"]:
         assert rate == pytest.approx((n[0] * curves[0][e] + n[1] * curves[1][e]) / sum(n))
+
+
+def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, tmp_path):
+    """One clip per slice: a misclassified clip makes a slice that writes no shard, only its results."""
+    store, ckpt = workspace(trained, tmp_path)
+    docs = [attack(store, ckpt, batch_size=1, slice=(i, 6)) for i in range(6)]
+    empty = [i for i, d in enumerate(docs) if d["attacks"][0]["shard"] is None]
+    assert empty and all(docs[i]["attacks"][0]["n_attacked"] == 0 for i in empty)
+    doc = merge_results(store, round=0, split="test")
+    (mrec,) = doc["attacks"]
+    (lrec,) = merged["local"]["attacks"]
+    same_arrays(read_shard(lrec["shard"])[0], read_shard(mrec["shard"])[0])  # the rebuilt rows too
+    for key in RECORD_KEYS:
+        assert mrec[key] == lrec[key], key
+    assert [s["file"] is None for s in mrec["merged_from"]["slices"]] == [i in empty for i in range(6)]

@@ -126,3 +126,14 @@ def test_rounds_resume_after_a_kill(store_dir, tmp_path):
     assert first.stat().st_mtime_ns == mtime
     assert (run / "round01" / "attack-round01-test.json").is_file()
     assert json.loads((run / "round01" / "metrics.json").read_text())["complete"]
+
+
+def test_resuming_a_finished_run_leaves_its_checkpoint_unchanged(store_dir, tmp_path):
+    run = _base_run(tmp_path / "run", store_dir)
+    digest = st.sha256_file(run / "checkpoint.pt")
+    again = _cli("train", "--store", str(store_dir), "--view", "stft", "--model", "resnet18", "--width", "0.125",
+                 "--input-size", "32x32", "--epochs", "3", "--workers", "0", "--out", str(run), "--resume",
+                 "--no-progress")
+    assert again.returncode == 0, again.stderr
+    # Shards and results are keyed by the checkpoint's sha256: it must not change.
+    assert st.sha256_file(run / "checkpoint.pt") == digest

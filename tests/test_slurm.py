@@ -1,4 +1,6 @@
-"""Featurize on a real (one-node) SLURM: Dask workers started by sbatch.
+"""The pipeline on a real (one-node) SLURM: featurize with Dask workers started by
+sbatch, featurize.sbatch, and attack.sbatch as a job array merged by merge.sbatch;
+plus experiment.sh's chain of jobs, checked against a stand-in sbatch.
 
 The module fixture runs ``pipeline/slurm/start-local-slurm.sh`` (apt-get
 install of slurm-wlm + munge on first use, then daemons on 127.0.0.1) and
@@ -9,6 +11,7 @@ they fail, so CI never skips them silently.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from advaudio import store as st
 from advaudio.cluster import ClusterConfig, cluster_job_script, make_cluster
 from advaudio.errors import AdvaudioError, ParameterError
 from advaudio.features import FeatureConfig
@@ -230,27 +234,39 @@ TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "
                    "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
-def sbatch_and_wait(*args: str, env=None, timeout: float = 300) -> tuple[str, str]:
-    """Submit a batch job, wait for its end, return (job id, final state).
+def sbatch_submit(*args: str, env=None) -> str:
+    """Submit a batch job (or job array); returns its id."""
+    proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def wait_for_job(job_id: str, timeout: float = 300) -> str:
+    """Wait until a job, or every task of a job array, has ended; returns the final state
+    (the tasks' states joined by ',' when they differ).
 
     Polls ``scontrol`` every 0.25 s: ``sbatch --wait`` checks after 2, 10,
     42 s..., so an 11 s job would cost 42 s.
     """
-    proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=env,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    job_id = proc.stdout.strip().split(";")[0]
     deadline = time.monotonic() + timeout
     while True:
         info = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True,
                               text=True).stdout
-        state = re.search(r"JobState=(\S+)", info).group(1)
-        if state in TERMINAL_STATES:
-            return job_id, state
+        states = re.findall(r"JobState=(\S+)", info)  # one line per array task
+        assert states, f"scontrol knows no job {job_id}"
+        if all(state in TERMINAL_STATES for state in states):
+            return ",".join(sorted(set(states)))
         if time.monotonic() > deadline:
             subprocess.run(["scancel", job_id])
-            pytest.fail(f"job {job_id} still {state} after {timeout} s")
+            pytest.fail(f"job {job_id} still {','.join(sorted(set(states)))} after {timeout} s")
         time.sleep(0.25)
+
+
+def sbatch_and_wait(*args: str, env=None, timeout: float = 300) -> tuple[str, str]:
+    """Submit a batch job, wait for its end, return (job id, final state)."""
+    job_id = sbatch_submit(*args, env=env)
+    return job_id, wait_for_job(job_id, timeout)
 
 
 def _run_featurize_sbatch(tmp_path: Path, *sbatch_args: str, **variables: str) -> tuple[str, Path]:
@@ -299,3 +315,180 @@ def test_featurize_sbatch_driver_mode_submits_worker_jobs(local_slurm, tmp_path)
     assert list((tmp_path / "advaudio-dask-logs").glob("advaudio-dask-*.err")), "no worker job ran"
     local = featurize(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
     assert_same_store(store_dir, local.store_dir)
+
+
+# --- the attack stage as a job array, merged --------------------------------------
+
+def _tiny_checkpoint(directory: Path) -> tuple[Path, Path]:
+    """A real store (3 classes × 6 clips, 3 folds, STFT) and a tiny ResNet-18 on it (a few seconds)."""
+    from advaudio.train import TrainConfig, train
+
+    res = featurize(FeaturizeConfig(dataset="synthetic",
+                                    dataset_options={"clips_per_class": 6, "n_classes": 3, "duration": 1.0,
+                                                     "n_folds": 3},
+                                    features=FeatureConfig(representations=("stft",))),
+                    cache=directory / "cache", workers=0, progress=False)
+    train(TrainConfig(store=str(res.store_dir), view="stft", model="resnet18", width=0.125, input_size=(32, 32),
+                      batch_size=4, epochs=2, lr=5e-3, time_shift=0.0, workers=0, device="cpu", amp=False),
+          out_dir=directory / "run", progress=False)
+    return res.store_dir, directory / "run" / "checkpoint.pt"
+
+
+def _job_env(**variables: str) -> dict[str, str]:
+    """The test's environment for jobs (sbatch exports it): this Python, the checkout, one thread."""
+    return dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1",
+                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **variables)
+
+
+def _shard(path) -> tuple[dict, dict]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: f[k][:] for k in f}, dict(f.attrs)
+
+
+def test_attack_job_array_and_merge_equal_a_local_run(local_slurm, tmp_path):
+    """attack.sbatch as a 2-task job array, merge.sbatch after it (afterok), against one local run."""
+    from advaudio.retrain import find_shards
+
+    t0 = time.perf_counter()
+    store_dir, ckpt = _tiny_checkpoint(tmp_path / "slurm")
+    local_store = tmp_path / "local" / "cache" / store_dir.name  # same fingerprint, its own shards
+    shutil.copytree(store_dir, local_store)
+    t_built = time.perf_counter()
+    # deepfool (per-sample minimal perturbations) with one clip per attack call: slices and
+    # the local run do the same float operations, so the merged set must equal it bit for bit.
+    variables = dict(CHECKPOINT=str(ckpt), ATTACKS="deepfool", FOOLING_RATE="0.5", BATCH_SIZE="1", SPLIT="test",
+                     ROUND="0")
+    env = _job_env(**variables)
+    array = sbatch_submit(f"--chdir={tmp_path}", "--time=00:10:00", "--cpus-per-task=1", "--array=0-1",
+                          str(SLURM_DIR / "attack.sbatch"), env=env)
+    merge = sbatch_submit(f"--chdir={tmp_path}", "--time=00:10:00", f"--dependency=afterok:{array}",
+                          "--kill-on-invalid-dep=yes", str(SLURM_DIR / "merge.sbatch"), env=env)
+    local = subprocess.run([sys.executable, "-m", "advaudio", "attack", "--checkpoint", str(ckpt), "--store",
+                            str(local_store), "--attacks", "deepfool", "--fooling-rate", "0.5", "--batch-size", "1",
+                            "--out", str(tmp_path / "local" / "out"), "--no-progress"],
+                           capture_output=True, text=True, env=_job_env(), timeout=300)
+    assert local.returncode == 0, local.stderr
+    array_state, merge_state = wait_for_job(array), wait_for_job(merge)
+    t_jobs = time.perf_counter()
+    logs = sorted(tmp_path.glob(f"advaudio-attack-{array}_*.out"))
+    text = "\n".join(f"== {p.name}\n{p.read_text()}" for p in logs)
+    assert array_state == "COMPLETED", text
+    assert [p.name for p in logs] == [f"advaudio-attack-{array}_{i}.out" for i in (0, 1)]
+    for i, log in enumerate(logs):  # each task attacked its own slice, without HDF5 file locks
+        assert f"--slice {i}/2" in log.read_text() and "HDF5_USE_FILE_LOCKING=FALSE" in log.read_text()
+    merge_log = (tmp_path / f"advaudio-merge-{merge}.out").read_text()
+    assert merge_state == "COMPLETED", merge_log
+    results = ckpt.parent / "attack-round00-test.json"
+    assert merge_log.strip().splitlines()[-1] == str(results)
+
+    sha = st.sha256_file(ckpt)
+    names = sorted(p.name for p in Store(store_dir).adversarial_shards())
+    stem = f"round00-test-{sha[:10]}-deepfool"
+    assert names == [f"{stem}-slice000of002.h5", f"{stem}-slice001of002.h5", f"{stem}.h5"]
+    (merged,) = find_shards(Store(store_dir), checkpoint_sha=sha, round=0, split="test")
+    assert merged.name == f"{stem}.h5"  # retraining sees the merged set only
+    a, a_attrs = _shard(local_store / "adversarial" / f"{stem}.h5")
+    b, b_attrs = _shard(merged)
+    assert sorted(a) == sorted(b) and len(b["clean_index"]) == 6
+    for key in a:  # adversarial inputs, norms, success, within_budget, rows, labels: value by value
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for key in ("budget", "fooling_rate", "threshold", "kind", "norm", "attack_config", "checkpoint_sha256",
+                "store_fingerprint", "view", "slice"):
+        assert a_attrs[key] == b_attrs[key], key
+    (lrec,) = json.loads((tmp_path / "local" / "out" / "attack-round00-test.json").read_text())["attacks"]
+    (mrec,) = json.loads(results.read_text())["attacks"]
+    for key in ("budget", "fooling_rate", "success_rate", "reached", "evaluations", "stats", "n_attacked",
+                "n_excluded", "n_samples", "queries", "gradient_queries"):
+        assert mrec[key] == lrec[key], key
+    print(f"\nSLURM attack array + merge: store+model {t_built - t0:.1f} s, jobs (with the local run beside "
+          f"them) {t_jobs - t_built:.1f} s, whole test {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+# --- the chained experiment (a stand-in sbatch: no SLURM needed) ---------------------
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# Records each submission (arguments and environment) as one JSON line; prints a job id.
+n=$(( $(wc -l < "$FAKE_SBATCH_LOG") + 1 ))
+"$FAKE_PYTHON" -c 'import json, os, sys; print(json.dumps({"args": sys.argv[1:], "env": dict(os.environ)}))' "$@" \\
+    >> "$FAKE_SBATCH_LOG"
+echo "$((100 + n));cluster"
+"""
+
+
+def _run_experiment(tmp_path: Path, **variables: str) -> list[dict]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    log = tmp_path / "sbatch.jsonl"
+    log.write_text("")
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_SBATCH_LOG=str(log),
+               FAKE_PYTHON=sys.executable, **variables)
+    proc = subprocess.run(["bash", str(SLURM_DIR / "experiment.sh")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == variables["RUN_DIR"]
+    jobs = []
+    for i, line in enumerate(log.read_text().splitlines()):
+        job = json.loads(line)
+        args = job["args"]
+        job["id"] = str(101 + i)
+        job["name"] = next(a.split("=", 1)[1] for a in args if a.startswith("--job-name="))
+        deps = [a.split("=", 1)[1] for a in args if a.startswith("--dependency=")]
+        job["after"] = deps[0].removeprefix("afterok:").split(":") if deps else []
+        job["array"] = next((a.split("=", 1)[1] for a in args if a.startswith("--array=")), None)
+        jobs.append(job)
+    return jobs
+
+
+def test_experiment_script_chains_every_stage_with_afterok(tmp_path):
+    run_dir = str(tmp_path / "run")
+    jobs = _run_experiment(tmp_path, RUN_DIR=run_dir, ATTACKS="deepfool,pgd", ROUNDS="1", ARRAY_SIZE="3",
+                           PARTITION="cpu", ACCOUNT="proj", TRAIN_RESOURCES="-p gpu --gres=gpu:2 -c 8",
+                           BATCH_SIZE="16", EPOCHS="5", ATTACK_ARGS="-p pgd.steps=20 -p deepfool.steps=30")
+    by_name = {j["name"].removeprefix("advaudio-"): j for j in jobs}
+    assert list(by_name) == [
+        "featurize", "train",
+        "attack-r00-test", "attack-r00-test-whole", "merge-r00-test",
+        "attack-r00-train", "attack-r00-train-whole", "merge-r00-train", "retrain-r01",
+        "attack-r01-test", "attack-r01-test-whole", "merge-r01-test", "report"]
+
+    def after(name):
+        return [next(k for k, j in by_name.items() if j["id"] == i) for i in by_name[name]["after"]]
+
+    assert after("featurize") == [] and after("train") == ["featurize"]
+    assert after("attack-r00-test") == after("attack-r00-train") == after("attack-r00-test-whole") == ["train"]
+    assert after("merge-r00-test") == ["attack-r00-test", "attack-r00-test-whole"]
+    assert after("retrain-r01") == ["merge-r00-train"]
+    assert after("attack-r01-test") == ["retrain-r01"] and after("merge-r01-test")[0] == "attack-r01-test"
+    assert after("report") == ["merge-r00-test", "merge-r01-test"]
+    for job in jobs:
+        assert "--partition=cpu" in job["args"] and "--account=proj" in job["args"]
+        assert ("--kill-on-invalid-dep=yes" in job["args"]) == bool(job["after"])
+    assert "--gres=gpu:2" in by_name["train"]["args"] and "-p" in by_name["train"]["args"]
+    # Minimisation attacks are sliced over the array; pgd (fixed budget) runs whole, as one slice.
+    env = {k: j["env"] for k, j in by_name.items()}
+    assert by_name["attack-r00-test"]["array"] == "0-2" and env["attack-r00-test"]["SLICES"] == "3"
+    assert env["attack-r00-test"]["ATTACKS"] == "deepfool" and env["attack-r00-test-whole"]["ATTACKS"] == "pgd"
+    assert by_name["attack-r00-test-whole"]["array"] == "0-0" and env["attack-r00-test-whole"]["SLICES"] == "1"
+    # …each with only its own attacks' parameters (advaudio attack refuses the others')
+    assert env["attack-r00-test"]["ATTACK_ARGS"] == "-p deepfool.steps=30"
+    assert env["attack-r00-test-whole"]["ATTACK_ARGS"] == "-p pgd.steps=20"
+    # Each job gets its own variables explicitly: the training batch does not leak into the attacks.
+    assert env["train"]["BATCH_SIZE"] == "16" and env["attack-r00-test"]["BATCH_SIZE"] == "64"
+    assert env["train"]["STORE_FILE"] == f"{run_dir}/logs/featurize.out"
+    assert f"--output={run_dir}/logs/featurize.out" in by_name["featurize"]["args"]
+    assert env["retrain-r01"]["CHECKPOINT"] == f"{run_dir}/checkpoint.pt" and env["retrain-r01"]["ROUND"] == "0"
+    assert env["retrain-r01"]["OUT"] == f"{run_dir}/round01"
+    assert env["attack-r01-test"]["CHECKPOINT"] == f"{run_dir}/round01/checkpoint.pt"
+    assert (env["attack-r01-test"]["ROUND"], env["attack-r00-train"]["SPLIT"]) == ("1", "train")
+    assert env["report"]["RUN_DIRS"] == run_dir
+
+    # Submitted again after round 0 finished training: no featurize/train job, attacks start at once.
+    Path(run_dir, "metrics.json").write_text('{"complete": true, "epochs_done": 12}')
+    again = {j["name"].removeprefix("advaudio-"): j for j in _run_experiment(
+        tmp_path, RUN_DIR=run_dir, ATTACKS="deepfool", ROUNDS="1", ARRAY_SIZE="2")}
+    assert "featurize" not in again and "train" not in again
+    assert again["attack-r00-test"]["after"] == [] and "attack-r00-test-whole" not in again

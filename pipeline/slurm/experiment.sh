@@ -113,6 +113,27 @@ done
 [ $((${#sliced[@]} + ${#whole[@]})) -gt 0 ] || die "ATTACKS is empty"
 join() { local IFS=,; echo "$*"; }
 
+# attack_args ATTACK,...: ATTACK_ARGS without the `-p OTHER.KEY=VALUE` settings of attacks not in the list
+# (advaudio attack refuses parameters of attacks it does not run).
+attack_args() {
+    local keep=() words w v i=0
+    # shellcheck disable=SC2206  # ATTACK_ARGS is word-split on purpose
+    words=($ATTACK_ARGS)
+    while [ "$i" -lt "${#words[@]}" ]; do
+        w=${words[$i]}
+        i=$((i + 1))
+        case $w in
+            -p | --param) v=${words[$i]:-}; i=$((i + 1)) ;;
+            --param=*) v=${w#--param=}; w= ;;
+            *) keep+=("$w"); continue ;;
+        esac
+        if [[ ",$1," == *",${v%%.*},"* ]]; then
+            if [ -n "$w" ]; then keep+=("$w" "$v"); else keep+=("--param=$v"); fi
+        fi
+    done
+    echo "${keep[*]}"
+}
+
 # --- submission ----------------------------------------------------------------------
 common=()
 [ -z "$PARTITION" ] || common+=(--partition="$PARTITION")
@@ -152,11 +173,12 @@ submit() {
     ORDER+=("$step")
 }
 
-is_complete_run() {  # DIR: metrics.json says complete
+is_complete_run() {  # DIR [EPOCHS]: metrics.json says complete (after at least EPOCHS epochs)
     command -v python3 >/dev/null || return 1
-    python3 - "$1/metrics.json" <<'PY' 2>/dev/null
+    python3 - "$1/metrics.json" "${2:-0}" <<'PY' 2>/dev/null
 import json, sys
-sys.exit(0 if json.load(open(sys.argv[1])).get("complete") else 1)
+m = json.load(open(sys.argv[1]))
+sys.exit(0 if m.get("complete") and int(m.get("epochs_done") or 0) >= int(sys.argv[2]) else 1)
 PY
 }
 
@@ -167,7 +189,7 @@ import hashlib, json, sys
 from pathlib import Path
 doc = json.load(open(sys.argv[1]))
 sha = hashlib.sha256(Path(sys.argv[2]).read_bytes()).hexdigest()
-have = {r.get("attack") for r in doc.get("attacks", []) if r.get("shard") and Path(r["shard"]).is_file()}
+have = {r.get("attack") for r in doc.get("attacks", []) if not r.get("shard") or Path(r["shard"]).is_file()}
 want = {a for a in sys.argv[3].split(",") if a}
 sys.exit(0 if "merged_from" in doc and doc.get("checkpoint_sha256") == sha and want <= have else 1)
 PY
@@ -185,16 +207,15 @@ attack_and_merge() {
         return
     fi
     local vars=(CHECKPOINT="$ckpt" STORE="$STORE" SPLIT="$split" ROUND="$k" FOOLING_RATE="$FOOLING_RATE"
-                LIMIT="$limit" BATCH_SIZE="$ATTACK_BATCH_SIZE" SEED="$SEED" TARGET_RULE= ATTACK_ARGS="$ATTACK_ARGS"
-                OUT= DEVICE="$DEVICE" SLICE=)
+                LIMIT="$limit" BATCH_SIZE="$ATTACK_BATCH_SIZE" SEED="$SEED" TARGET_RULE= OUT= DEVICE="$DEVICE" SLICE=)
     if [ ${#sliced[@]} -gt 0 ]; then
         submit "attack-$tag" "$dep" attack.sbatch "$ATTACK_RESOURCES" "${vars[@]}" ATTACKS="$(join "${sliced[@]}")" \
-            SLICES="$ARRAY_SIZE" -- --array="0-$((ARRAY_SIZE - 1))"
+            ATTACK_ARGS="$(attack_args "$(join "${sliced[@]}")")" SLICES="$ARRAY_SIZE" -- --array="0-$((ARRAY_SIZE - 1))"
         ids+=("$JOB")
     fi
     if [ ${#whole[@]} -gt 0 ]; then
         submit "attack-$tag-whole" "$dep" attack.sbatch "$ATTACK_RESOURCES" "${vars[@]}" \
-            ATTACKS="$(join "${whole[@]}")" SLICES=1 -- --array=0-0
+            ATTACKS="$(join "${whole[@]}")" ATTACK_ARGS="$(attack_args "$(join "${whole[@]}")")" SLICES=1 -- --array=0-0
         ids+=("$JOB")
     fi
     submit "merge-$tag" "$(join "${ids[@]}" | tr , :)" merge.sbatch "$MERGE_RESOURCES" CHECKPOINT="$ckpt" \
@@ -204,7 +225,7 @@ attack_and_merge() {
 
 # featurize + train (round 0)
 train_dep=
-if [ "$RESUME" = 1 ] && is_complete_run "$RUN_DIR"; then
+if [ "$RESUME" = 1 ] && is_complete_run "$RUN_DIR" "$EPOCHS"; then
     echo "skip: featurize and train (complete run in $RUN_DIR)" >&2
 else
     store_vars=(STORE="$STORE" STORE_FILE=)
