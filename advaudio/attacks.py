@@ -84,8 +84,11 @@ Budget tuning (:func:`tune_budget`)
 -----------------------------------
 Fixed-budget attacks: bisection over ε on ``[eps_low, eps_high]`` assuming the fooling
 rate is monotone in ε (the seed, targets and PGD random start are held fixed, so each
-probe differs only in ε).  ``eps_high`` is probed first; if its rate is below the
-threshold, ``reached`` is False.  Bisection stops when ``hi - lo <= max(atol, rtol*hi)``
+probe differs only in ε).  The bracket is found by doubling ε from ``eps_low`` (or
+``eps_high / 2**8`` when ``eps_low`` is 0) until the rate reaches the threshold — at very
+large ε a few fixed-size steps overshoot and the rate is not monotone there, so the
+largest ε is not probed first; if even ``eps_high`` falls short, ``reached`` is False.
+Bisection then stops when ``hi - lo <= max(atol, rtol*hi)``
 (default: 5 % relative) or after ``max_iter`` probes; the budget is ``hi``, the smallest
 probed ε whose rate reached the threshold.  Minimisation attacks: one run; the budget is
 the smallest per-sample minimal norm ``b`` with ``mean(norms <= b) >= fooling_rate``
@@ -145,6 +148,8 @@ NORMS = ("linf", "l2", "l1")
 TARGET_RULES = ("random", "least-likely")
 START_RULES = ("nearest", "noise")
 BOUNDS = (0.0, 1.0)
+# ε-bracketing of fixed-budget attacks starts at eps_high / 2**GROWTH_DOUBLINGS.
+GROWTH_DOUBLINGS = 8
 
 
 def _foolbox() -> Any:
@@ -1309,9 +1314,9 @@ def tune_budget(
 ) -> TuningResult:
     """Smallest budget at which the attack reaches ``fooling_rate`` (module docstring).
 
-    Fixed-budget attacks: bisection over ε in ``[eps_low, eps_high]`` (default
-    ``eps_high``: the largest meaningful perturbation in the norm — 1 for L∞,
-    √(C·H·W) for L2), stopping when ``hi - lo <= max(atol, rtol·hi)`` or after
+    Fixed-budget attacks: a doubling bracket, then bisection over ε in
+    ``[eps_low, eps_high]`` (default ``eps_high``: the largest meaningful perturbation
+    in the norm — 1 for L∞, √(C·H·W) for L2), stopping when ``hi - lo <= max(atol, rtol·hi)`` or after
     ``max_iter`` probes.  Minimisation attacks: one run, the inverted-CDF quantile of
     the per-sample minimal norms (:func:`quantile_budget`).
     """
@@ -1375,24 +1380,31 @@ def tune_budget(
         return r
 
     tol = {"rtol": rtol, "atol": atol}
-    best = probe(hi)
-    if best.fooling_rate < fooling_rate:
-        return TuningResult(
-            **base, budget=hi, fooling_rate=best.fooling_rate,
-            success_rate=best.success_rate, reached=False,
-            reason=f"fooling rate {best.fooling_rate:.3f} < {fooling_rate} at the largest "
-            f"{cfg.norm} ε={hi:g}",
-            evaluations=evaluations, stats=best.stats(), queries=totals["q"],
-            gradient_queries=totals["g"], wall_time_s=time.perf_counter() - t0,
-            tolerance=tol, converged=False, result=best, within_budget=best.success.copy(),
-            notes=list(best.notes),
-        )
+    # Bracket by doubling up from a small ε before bisecting: at very large ε a
+    # few fixed-size gradient steps overshoot, so the fooling rate is not
+    # monotone there and probing the largest ε first can miss a small budget.
     notes: list[str] = []
-    if lo > 0:
-        r = probe(lo)
+    eps = lo if lo > 0 else hi / 2 ** GROWTH_DOUBLINGS
+    while True:
+        eps = min(eps, hi)
+        r = probe(eps)
         if r.fooling_rate >= fooling_rate:
-            best, hi = r, lo
-            notes.append(f"fooling rate already reached at eps_low={lo:g}")
+            best, hi = r, eps
+            break
+        if eps >= hi:
+            return TuningResult(
+                **base, budget=hi, fooling_rate=r.fooling_rate,
+                success_rate=r.success_rate, reached=False,
+                reason=f"fooling rate {r.fooling_rate:.3f} < {fooling_rate} at the largest "
+                f"{cfg.norm} ε={hi:g}",
+                evaluations=evaluations, stats=r.stats(), queries=totals["q"],
+                gradient_queries=totals["g"], wall_time_s=time.perf_counter() - t0,
+                tolerance=tol, converged=False, result=r, within_budget=r.success.copy(),
+                notes=list(r.notes),
+            )
+        lo, eps = eps, eps * 2
+    if len(evaluations) == 1 and lo > 0:
+        notes.append(f"fooling rate already reached at eps_low={lo:g}")
     converged = True
     while hi - lo > max(atol, rtol * hi) and hi > lo:
         if len(evaluations) >= max_iter:
