@@ -1385,22 +1385,28 @@ def tune_budget(
     # monotone there and probing the largest ε first can miss a small budget.
     notes: list[str] = []
     eps = lo if lo > 0 else hi / 2 ** GROWTH_DOUBLINGS
+    closest: tuple[float, AttackResult] | None = None
     while True:
         eps = min(eps, hi)
         r = probe(eps)
         if r.fooling_rate >= fooling_rate:
             best, hi = r, eps
             break
+        if closest is None or r.fooling_rate >= closest[1].fooling_rate:  # ties: the larger ε
+            closest = (eps, r)
         if eps >= hi:
+            # Not reached: report the probe that came closest (its adversarials
+            # are the useful ones), not the largest ε.
+            c_eps, c = closest
             return TuningResult(
-                **base, budget=hi, fooling_rate=r.fooling_rate,
-                success_rate=r.success_rate, reached=False,
-                reason=f"fooling rate {r.fooling_rate:.3f} < {fooling_rate} at the largest "
-                f"{cfg.norm} ε={hi:g}",
-                evaluations=evaluations, stats=r.stats(), queries=totals["q"],
+                **base, budget=c_eps, fooling_rate=c.fooling_rate,
+                success_rate=c.success_rate, reached=False,
+                reason=f"fooling rate at most {c.fooling_rate:.3f} < {fooling_rate} (at {cfg.norm} "
+                f"ε={c_eps:g}; probed up to ε={hi:g})",
+                evaluations=evaluations, stats=c.stats(), queries=totals["q"],
                 gradient_queries=totals["g"], wall_time_s=time.perf_counter() - t0,
-                tolerance=tol, converged=False, result=r, within_budget=r.success.copy(),
-                notes=list(r.notes),
+                tolerance=tol, converged=False, result=c, within_budget=c.success.copy(),
+                notes=list(c.notes),
             )
         lo, eps = eps, eps * 2
     if len(evaluations) == 1 and lo > 0:
