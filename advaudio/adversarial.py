@@ -260,24 +260,10 @@ def attack_stage(
     }
     suffix = "" if config.slice is None else f"-slice{config.slice[0]:03d}of{config.slice[1]:03d}"
     results_path = out_dir / f"attack-round{config.round:02d}-{config.split}{suffix}.json"
-    st.write_json_atomic(results_path, _jsonable(document))
+    st.write_json_atomic(results_path, document)
     document["results_path"] = str(results_path)
     return document
 
-
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf → None and numpy scalars → Python, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
 
 
 def format_table(document: dict[str, Any]) -> str:

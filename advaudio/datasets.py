@@ -38,6 +38,7 @@ from scipy import signal as sps
 
 from . import audio
 from .errors import DatasetError, ParameterError
+from .store import jsonable
 
 __all__ = [
     "Clip",
@@ -210,7 +211,7 @@ class ClipTable:
         """
         items: list = []
         if any(c.is_synthetic for c in self.clips) or self.dataset == "synthetic":
-            items.append(["synthetic", SYNTHETIC_VERSION, _jsonable(self.options)])
+            items.append(["synthetic", SYNTHETIC_VERSION, jsonable(self.options)])
         for c in self.clips:
             if c.is_synthetic:
                 items.append([c.clip_id, c.label, c.fold])
@@ -245,15 +246,6 @@ def _limit_per_class(clips, n: int) -> list[Clip]:
         out.extend(order[:n])
     return out
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------- helpers

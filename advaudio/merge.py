@@ -134,11 +134,6 @@ class _Slice:
         return value
 
 
-def _jsonable(obj: Any) -> Any:
-    from advaudio.adversarial import _jsonable as jsonable
-
-    return jsonable(obj)
-
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
@@ -548,7 +543,7 @@ def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:
     if final.is_file() and final.with_suffix(".sha256").is_file():
         with st.open_h5_read(final) as f:
             previous = f.attrs.get("merged_from")
-        if previous is not None and json.loads(previous) == _jsonable(merged.attrs["merged_from"]):
+        if previous is not None and json.loads(previous) == st.jsonable(merged.attrs["merged_from"]):
             return final, False  # already merged from exactly these slice files
     return st.write_adversarial_shard(store.directory, merged.stem, arrays=merged.arrays, attrs=merged.attrs), True
 
@@ -675,7 +670,7 @@ def merge_results(
         "attacks": [{k: v for k, v in records[a].items() if k != "written"} for a in names],
         "merged_from": {"results": sorted(str(p) for p in docs if p is not None)},
     })
-    st.write_json_atomic(results_path, _jsonable(document))
+    st.write_json_atomic(results_path, document)
     out = dict(document)
     out["attacks"] = [records[a] for a in names]
     out["merged"] = list(merged)

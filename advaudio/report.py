@@ -57,6 +57,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from advaudio.errors import ParameterError
+from advaudio.store import jsonable
 
 __all__ = [
     "AttackEntry",
@@ -1164,7 +1165,7 @@ def write_report(
         "sources": [str(p) for p in data.sources],
         "warnings": warnings,
     }
-    (out_dir / "report.json").write_text(json.dumps(_jsonable(document), indent=1, allow_nan=False) + "\n",
+    (out_dir / "report.json").write_text(json.dumps(jsonable(document), indent=1, allow_nan=False) + "\n",
                                          encoding="utf-8")
     with open(out_dir / "report.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(VALUE_COLUMNS))
@@ -1173,23 +1174,6 @@ def write_report(
             w.writerow({k: ("" if row[k] is None else row[k]) for k in VALUE_COLUMNS})
     return md_path
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - python -m advaudio.report

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +85,30 @@ def commit_file(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
             os.close(dfd)
 
 
+def jsonable(obj: Any) -> Any:
+    """A strict-JSON copy: numpy scalars and arrays → Python, paths → str, NaN/inf → None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``jsonable(obj)`` to ``path`` atomically (temporary file, fsync, rename)."""
     tmp = tmp_path_for(path)
     with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        json.dump(jsonable(obj), fh, indent=2, sort_keys=True, default=str, allow_nan=False)
         fh.write("\n")
     commit_file(tmp, path)
 

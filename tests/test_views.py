@@ -24,7 +24,7 @@ def _normalise(a, lo, hi):
 
 def test_concatenation_order_and_shapes(store, train_rows):
     view = fit_view(store, "stft+chroma", rows=train_rows)
-    (sb, sf), (cb, cf) = store.representations["stft"].shape, store.representations["chroma"].shape
+    (sb, sf), (cb, _) = store.representations["stft"].shape, store.representations["chroma"].shape
     assert view.output_shape == (1, sb + cb, sf)
     rows = np.arange(6)
     x = view.read(store, rows)
