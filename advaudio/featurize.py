@@ -45,7 +45,10 @@ class FeaturizeConfig:
     limit_per_class : keep at most this many clips per class (None: all), for quick runs
     features : transform parameters
     shard_size : clips per Dask task and per shard file
-    compression : HDF5 filter of the shard arrays (``"lzf"``, ``"gzip"`` or None)
+    compression : HDF5 filter of the shard arrays (``"lzf"``, ``"gzip"`` or None). None by
+        default: measured on ESC-10 shards, lzf saves 18 % of the disk for 2.2× the random
+        per-clip read time and gzip 28 % for 5× (log spectrograms compress poorly), and
+        uncompressed per-clip chunks let the trainer copy clips straight from the file
     """
 
     dataset: str = "synthetic"
