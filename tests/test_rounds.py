@@ -137,3 +137,23 @@ def test_resuming_a_finished_run_leaves_its_checkpoint_unchanged(store_dir, tmp_
     assert again.returncode == 0, again.stderr
     # Shards and results are keyed by the checkpoint's sha256: it must not change.
     assert st.sha256_file(run / "checkpoint.pt") == digest
+
+
+def test_demo_runs_the_whole_loop_and_resumes(tmp_path):
+    from advaudio.demo import DemoConfig, run_demo
+
+    config = DemoConfig(clips_per_class=6, features=("stft", "chroma"), width=0.125, input_size=(32, 32),
+                        epochs=2, attacks=("fgsm", "deepfool"), fooling_rate=0.6, test_limit=8, train_limit=16,
+                        retrain_epochs=1, workers=0)
+    report = run_demo(config, out=tmp_path, progress=False)
+    assert report == tmp_path / "report" / "report.md" and report.is_file()
+    run = tmp_path / "runs" / "synthetic-resnet18-stft"
+    for name in ("checkpoint.pt", "attack-round00-test.json", "attack-round00-train.json",
+                 "round01/checkpoint.pt", "round01/attack-round01-test.json"):
+        assert (run / name).is_file(), name
+    values = json.loads((tmp_path / "report" / "report.json").read_text())["values"]
+    assert {v["round"] for v in values if v["metric"] == "clean_test_accuracy"} == {0, 1}
+    # A second call finds every step done and changes no checkpoint.
+    digest = st.sha256_file(run / "round01" / "checkpoint.pt")
+    run_demo(config, out=tmp_path, progress=False)
+    assert st.sha256_file(run / "round01" / "checkpoint.pt") == digest
