@@ -269,6 +269,7 @@ def featurize(
     st.remove_stale_tmp(plan.store_dir)
 
     pending = sum(len(t.table) for t in plan.tasks)
+    digests: dict[int, str] = {}  # shard → sha256 of the file its task wrote
     with _progress(pending, progress) as bar:
         if plan.tasks and (workers > 0 or scheduler or cluster is not None):
             from distributed import as_completed
@@ -279,21 +280,23 @@ def featurize(
                 futures = client.map(featurize_shard, plan.tasks, pure=False)
                 sizes = {f.key: len(t.table) for f, t in zip(futures, plan.tasks)}
                 for future in as_completed(futures):
-                    future.result()  # re-raises a worker's unexpected exception here
+                    done = future.result()  # re-raises a worker's unexpected exception here
+                    digests[done["shard"]] = done["sha256"]
                     bar.update(sizes[future.key])
         else:
             for task in plan.tasks:
-                featurize_shard(task)
+                done = featurize_shard(task)
+                digests[done["shard"]] = done["sha256"]
                 bar.update(len(task.table))
 
-    # Checksums are taken from the files so resumed and fresh runs agree.
+    # Shards finished by an earlier, interrupted run are hashed from their files.
     manifest_shards, errors = [], []
-    for rel in plan.shard_files:
+    for shard, rel in enumerate(plan.shard_files):
         summary = st.read_shard_summary(plan.store_dir / rel)
         if summary["attrs"].get("fingerprint") != plan.fingerprint:
             raise StoreError(f"{plan.store_dir / rel} belongs to another store; delete it and rerun")
         manifest_shards.append({"file": rel, "clips": summary["clips"],
-                                "sha256": st.sha256_file(plan.store_dir / rel)})
+                                "sha256": digests.get(shard) or st.sha256_file(plan.store_dir / rel)})
         errors.extend({"index": i, "clip_id": c, "path": p, "reason": r} for i, c, p, r in summary["errors"])
     attrs = {
         "classes": json.dumps(list(plan.table.classes)),
