@@ -48,6 +48,19 @@ def _wide(values: Sequence[float]) -> bool:
     return len(pos) >= 2 and max(pos) / min(pos) > LOG_RANGE
 
 
+def _panel_grid(n: int):
+    """A figure with ``n`` panels (one "no data" panel when ``n`` is 0) and its flat axes."""
+    n_rows, n_cols = _grid_shape(max(1, n))
+    fig = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if not n:
+        axes[0].set_visible(True)
+        _no_data(axes[0])
+    return fig, axes
+
+
 def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
     cols = max(1, min(n, max_cols))
     return int(math.ceil(n / cols)), cols
@@ -119,14 +132,7 @@ def budget_by_round(
     threshold : the fooling-rate threshold, for the title
     """
     attacks = list(budgets)
-    n_rows, n_cols = _grid_shape(max(1, len(attacks)))
-    fig = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for ax in axes[len(attacks):]:
-        ax.set_visible(False)
-    if not attacks:
-        axes[0].set_visible(True)
-        _no_data(axes[0])
+    fig, axes = _panel_grid(len(attacks))
     for ax, attack in zip(axes, attacks):
         per_series = budgets[attack]
         values = [b for pts in per_series.values() for _, b in pts if _finite(b)]
@@ -191,14 +197,7 @@ def fooling_rate_curves(
     budgets : attack → line label → budget (dotted vertical line in the line's colour)
     """
     attacks = list(curves)
-    n_rows, n_cols = _grid_shape(max(1, len(attacks)))
-    fig = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for ax in axes[len(attacks):]:
-        ax.set_visible(False)
-    if not attacks:
-        axes[0].set_visible(True)
-        _no_data(axes[0])
+    fig, axes = _panel_grid(len(attacks))
     for ax, attack in zip(axes, attacks):
         lines = curves[attack]
         eps_all = [e for pts in lines.values() for e, _ in pts if _finite(e)]
