@@ -96,7 +96,8 @@ mkdir -p /etc/slurm
 if [ -e "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
     die "$CONF exists and was not written by this script; not touching a real SLURM setup"
 fi
-cpus=$(nproc)
+# --all: plain nproc honours OMP_NUM_THREADS, which Dask and torchrun set to 1 in their callers.
+cpus=$(nproc --all)
 mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
 real_mb=$((mem_mb - mem_mb / 20 - 256))  # leave ~5 % + 256 MB to the system
 new_conf=$(cat <<EOF
