@@ -28,7 +28,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -430,14 +430,6 @@ class Store:
             "config": self.config,
         }
 
-
-def iter_stores(cache: str | os.PathLike) -> Iterator[Path]:
-    """Complete stores under a cache directory."""
-    cache = Path(cache)
-    if cache.is_dir():
-        for child in sorted(cache.iterdir()):
-            if (child / MASTER_NAME).is_file():
-                yield child
 
 
 # --------------------------------------------------------------------------- #
