@@ -189,14 +189,14 @@ def attack_stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = ckpt.model
 
+    # Targets keyed by store row: a clip gets the same target in every slice and attack.
+    targets = choose_targets(model, inputs, labels, rule=config.target_rule,
+                             num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
     records = []
     for name in config.attacks:
         params = dict(config.attack_params.get(name, {}))
         attack_config = AttackConfig.from_dict({"name": name, "seed": config.seed,
                                                 "target_rule": config.target_rule, **params})
-        # Targets keyed by store row: a clip gets the same target in every slice.
-        targets = choose_targets(model, inputs, labels, rule=config.target_rule,
-                                 num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
         if progress:
             print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}) …",
                   file=sys.stderr, flush=True)

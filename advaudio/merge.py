@@ -8,7 +8,7 @@ contiguous parts of the clips and writes
 * ``<dir>/attack-round<K>-<split>-slice<III>of<NNN>.json`` (``dir``: its
   ``--out``, by default the checkpoint's directory), one per slice.
 
-:func:`merge_slices` (``advaudio store merge``) checks that a set is complete
+:func:`merge_results` (``advaudio store merge``) checks that a set is complete
 (slices 0..N-1 of one N) and consistent (same checkpoint, store, view, attack
 configuration, threshold, limit and seed), concatenates the slices in slice
 order into ONE shard with the unsliced name ``round<K>-<split>-<sha10>-<attack>.h5``
@@ -74,7 +74,7 @@ import numpy as np
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
-__all__ = ["merge_results", "merge_slices", "results_name", "slice_results_name"]
+__all__ = ["merge_results", "results_name", "slice_results_name"]
 
 _SLICE_STEM = re.compile(
     r"^round(?P<round>\d+)-(?P<split>test|train)-(?P<sha>[0-9a-f]{10})-(?P<attack>.+)"
@@ -676,27 +676,3 @@ def merge_results(
     out["merged"] = list(merged)
     out["results_path"] = str(results_path)
     return out
-
-
-def merge_slices(
-    store: str | Path | st.Store,
-    *,
-    round: int,
-    split: str,
-    checkpoint_sha: str | None = None,
-    attack: str | None = None,
-    results_dir: str | Path | None = None,
-    allow_mixed_budgets: bool = False,
-    force: bool = False,
-) -> list[Path]:
-    """Merge complete slice sets into registered shards; returns the merged shards' paths.
-
-    Minimisation attacks get their budget, ``within_budget`` and fooling rate
-    recomputed over all slices; fixed-budget slices with different ε are
-    refused unless ``allow_mixed_budgets`` (module docstring). An incomplete
-    set is a :class:`~advaudio.errors.StoreError` naming the missing slices.
-    :func:`merge_results` returns the whole results document.
-    """
-    doc = merge_results(store, round=round, split=split, checkpoint_sha=checkpoint_sha, attack=attack,
-                        results_dir=results_dir, allow_mixed_budgets=allow_mixed_budgets, force=force)
-    return [Path(r["shard"]) for r in doc["attacks"] if r["attack"] in doc["merged"] and r.get("shard")]

@@ -23,13 +23,18 @@ from advaudio.cli import main
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
 from advaudio.featurize import FeaturizeConfig, featurize
-from advaudio.merge import merge_results, merge_slices
+from advaudio.merge import merge_results
 from advaudio.report import collect_runs
 from advaudio.retrain import find_shards
 from advaudio.train import TrainConfig, train
 
 SYNTH = {"clips_per_class": 6, "n_classes": 3, "duration": 1.0, "n_folds": 3}
 FLOAT_KEYS = ("adversarial", "l1", "l2", "linf", "snr_db")
+
+
+def merged_shards(doc):
+    """The shards written by a merge, from its results document."""
+    return [Path(r["shard"]) for r in doc["attacks"] if r["attack"] in doc["merged"] and r.get("shard")]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +149,7 @@ def test_a_slice_run_twice_adds_no_samples(merged, tmp_path):
     attack(store, ckpt, batch_size=1, slice=(0, 2))  # again, after the merge
     attack(store, ckpt, batch_size=1, slice=(0, 2))  # and once more
     # slice 1's shard still names the copied-from checkpoint: say where the results are
-    (path,) = merge_slices(store, round=0, split="test", results_dir=tmp_path / "run")
+    (path,) = merged_shards(merge_results(store, round=0, split="test", results_dir=tmp_path / "run"))
     arrays, _ = read_shard(path)
     same_arrays(arrays, read_shard(merged["doc"]["attacks"][0]["shard"])[0])
     assert len(np.unique(arrays["clean_index"])) == len(arrays["clean_index"]) == 6
@@ -157,17 +162,17 @@ def test_incomplete_or_inconsistent_sets_are_refused(trained, tmp_path, capsys):
     sha10 = st.sha256_file(ckpt)[:10]
     missing = rf"missing slice\(s\) 1/3 of 3 \(round00-test-{sha10}-deepfool-slice001of003.h5"
     with pytest.raises(StoreError, match=missing):
-        merge_slices(store, round=0, split="test")
+        merged_shards(merge_results(store, round=0, split="test"))
     with pytest.raises(SystemExit) as info:  # the CLI says the same in one line
         main(["store", "merge", str(store), "--round", "0", "--split", "test"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "missing slice(s) 1/3" in err and err.count("\n") == 1
     attack(store, ckpt, slice=(1, 3), fooling_rate=0.8)  # complete, but run with another threshold
     with pytest.raises(StoreError, match=r"differ in threshold: slice 0/3 has 0\.5, slice 1/3 has 0\.8"):
-        merge_slices(store, round=0, split="test")
+        merged_shards(merge_results(store, round=0, split="test"))
     assert not (store / "adversarial" / f"round00-test-{sha10}-deepfool.h5").exists()
     with pytest.raises(StoreError, match="no slice shards"):
-        merge_slices(store, round=1, split="test")
+        merged_shards(merge_results(store, round=1, split="test"))
 
 
 def test_an_unsliced_runs_files_are_kept_unless_forced(trained, tmp_path):
@@ -176,8 +181,8 @@ def test_an_unsliced_runs_files_are_kept_unless_forced(trained, tmp_path):
     for i in range(2):
         attack(store, ckpt, slice=(i, 2))
     with pytest.raises(StoreError, match="written by an unsliced attack run"):
-        merge_slices(store, round=0, split="test")
-    (path,) = merge_slices(store, round=0, split="test", force=True)
+        merged_shards(merge_results(store, round=0, split="test"))
+    (path,) = merged_shards(merge_results(store, round=0, split="test", force=True))
     assert path == Path(local["attacks"][0]["shard"]) and "merged_from" in read_shard(path)[1]
 
 
@@ -188,7 +193,7 @@ def test_default_batches_merge_to_float32_rounding(trained, tmp_path):
     local = attack(store_a, ckpt_a, split="train")
     for i in range(3):
         attack(store_b, ckpt_b, split="train", slice=(i, 3))
-    (path,) = merge_slices(store_b, round=0, split="train")
+    (path,) = merged_shards(merge_results(store_b, round=0, split="train"))
     a_arrays, a_attrs = read_shard(local["attacks"][0]["shard"])
     b_arrays, b_attrs = read_shard(path)
     same_arrays(a_arrays, b_arrays, exact=False)
@@ -203,7 +208,7 @@ def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_pa
     budgets = [d["attacks"][0]["budget"] for d in docs]
     assert budgets[0] != budgets[1]  # each slice bisected its own ε
     with pytest.raises(StoreError, match=r"fixed-budget attack and its slices tuned different linf budgets"):
-        merge_slices(store, round=0, split="train")
+        merged_shards(merge_results(store, round=0, split="train"))
     doc = merge_results(store, round=0, split="train", allow_mixed_budgets=True)
     (rec,) = doc["attacks"]
     arrays, attrs = read_shard(rec["shard"])
