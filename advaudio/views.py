@@ -316,8 +316,13 @@ class FeatureReader:
             ds = self._datasets[ref] = self._source_file(file_name)[dset_name]
         return ds
 
+    @staticmethod
+    def _key(ds: h5py.Dataset) -> tuple[str, str]:
+        # Not id(ds): h5py hands out a new, short-lived object per lookup and ids get reused.
+        return (ds.file.filename, ds.name)
+
     def _is_fast(self, ds: h5py.Dataset) -> bool:
-        key = id(ds.id)
+        key = self._key(ds)
         fast = self._fast.get(key)
         if fast is None:
             fast = (
@@ -335,7 +340,7 @@ class FeatureReader:
         Offsets are looked up in HDF5's chunk index once per row (-1: not yet,
         -2: unusable, read through HDF5 instead).
         """
-        key = id(ds.id)
+        key = self._key(ds)
         if key in self._maps:
             return self._maps[key]
         found = None
