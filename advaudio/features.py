@@ -467,13 +467,15 @@ def dwt(
     front = hop_length // 2
     length = max(front + y.size, frames * hop_length)
     length = -(-length // samples_per_coeff) * samples_per_coeff
-    padded = np.zeros(length, dtype=np.float64)  # float64: energies add over ~1e5 coefficients
+    # The waveform's precision (float32 in the pipeline: half the time of float64,
+    # coefficients equal to ~3e-7); squares and sums are float64 below.
+    padded = np.zeros(length, dtype=np.result_type(y.dtype, np.float32))
     padded[front : front + y.size] = y
 
     bands = _wavelet_packet_bands(padded, wavelet=wavelet, mode=mode, level=level)
     # First coefficient of each frame; strictly increasing because hop >= 2**level.
     starts = (np.arange(frames) * hop_length) // samples_per_coeff
-    energy = np.add.reduceat(bands**2, starts, axis=1)  # the last slice runs to the end: the tail
+    energy = np.add.reduceat(np.square(bands, dtype=np.float64), starts, axis=1)  # last slice: the tail
     if power:
         return energy.astype(np.float32)
     return _to_db(energy, top_db=top_db, amin=amin)

@@ -59,7 +59,7 @@ class FeaturizeConfig:
     folds: tuple[int, ...] | None = None
     limit_per_class: int | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    shard_size: int = 32
+    shard_size: int = 16
     compression: str | None = None
 
     def __post_init__(self):

@@ -6,6 +6,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
+import pywt
 
 from advaudio import features as F
 from advaudio.errors import AdvaudioError, ParameterError
@@ -114,6 +115,21 @@ def test_dwt_bands_are_in_frequency_order(level, bands):
         # wavelet packets leak into neighbours, but the band itself holds the most
         assert per_band.argmax() == band, (band, per_band.argsort()[::-1][:3])
         assert per_band[band] > 0.4 * per_band.sum()
+
+
+@pytest.mark.parametrize("n_samples, level, hop, wavelet", [(SR, 7, 512, "db4"), (5000, 4, 100, "sym5")])
+def test_dwt_equals_pywavelets_wavelet_packet_framed(n_samples, level, hop, wavelet):
+    """Against pywt.WaveletPacket node by node, in float64, framed independently."""
+    y = tonal_noise(n_samples, seed=5)
+    frames = 1 + n_samples // hop
+    padded = np.zeros(-(-max(hop // 2 + n_samples, frames * hop) // 2**level) * 2**level)
+    padded[hop // 2 : hop // 2 + n_samples] = y
+    packet = pywt.WaveletPacket(padded, wavelet, mode="periodization", maxlevel=level)
+    bands = np.stack([node.data for node in packet.get_level(level, order="freq")])
+    bounds = [t * hop // 2**level for t in range(frames)] + [bands.shape[1]]
+    expected = np.stack([(bands[:, a:b] ** 2).sum(axis=1) for a, b in zip(bounds[:-1], bounds[1:])], axis=1)
+    got = dwt(y, wavelet=wavelet, level=level, hop_length=hop, power=True)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6 * expected.max())
 
 
 def test_dwt_frame_t_is_centered_on_the_stft_frame_t():
