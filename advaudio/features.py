@@ -312,8 +312,17 @@ def _check_waveform(y: Any) -> np.ndarray:
 
 
 def _to_db(power: np.ndarray, *, top_db: float | None, amin: float) -> np.ndarray:
-    # Absolute reference (ref=1.0): see the module docstring for why not ref=np.max.
-    return librosa.power_to_db(power, ref=1.0, amin=amin, top_db=top_db).astype(np.float32)
+    """``librosa.power_to_db(power, ref=1.0, amin=amin, top_db=top_db)`` as float32, exactly.
+
+    Absolute reference (ref=1.0): see the module docstring for why not ref=np.max.
+    Written out (librosa's own statements) because importing ``librosa.core.spectrum``
+    costs every worker process ~1 s; see ``_LEAN_LIBROSA``.
+    """
+    log_spec = 10.0 * np.log10(np.maximum(amin, power))
+    log_spec -= 10.0 * np.log10(np.maximum(amin, 1.0))
+    if top_db is not None:
+        log_spec = np.maximum(log_spec, log_spec.max() - top_db)
+    return log_spec.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -568,6 +577,12 @@ def chroma(
             # librosa warns when the lowest, most downsampled octaves of a short
             # clip are shorter than their filters; the result is still defined.
             warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
+            if not _LEAN_LIBROSA:
+                result = librosa.feature.chroma_cqt(
+                    y=y, sr=sr, hop_length=hop_length, fmin=fmin, n_chroma=n_chroma,
+                    n_octaves=n_octaves, bins_per_octave=bins_per_octave, tuning=tuning,
+                )
+                return result.astype(np.float32)
             magnitude = _cqt_magnitude(
                 y,
                 sr=sr,
@@ -577,18 +592,34 @@ def chroma(
                 bins_per_octave=bins_per_octave,
                 tuning=tuning,
             )
-        result = librosa.feature.chroma_cqt(
-            C=magnitude,
-            sr=sr,
-            hop_length=hop_length,
-            fmin=fmin,
-            n_chroma=n_chroma,
-            n_octaves=n_octaves,
-            bins_per_octave=bins_per_octave,
-        )
     except librosa.util.exceptions.ParameterError as exc:  # e.g. a clip too short for the CQT
         raise ParameterError(f"chroma: {exc}") from None
-    return result.astype(np.float32)
+    # librosa.feature.chroma_cqt(C=magnitude, ...) with its defaults (threshold 0, norm inf).
+    result = np.einsum("cf,...ft->...ct", _cq_to_chroma(magnitude.shape[-2], bins_per_octave, n_chroma,
+                                                        float(fmin)), magnitude, optimize=True)
+    result[result < 0.0] = 0.0
+    return librosa.util.normalize(result, norm=np.inf, axis=-2).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _cq_to_chroma(n_input: int, bins_per_octave: int, n_chroma: int, fmin: float) -> np.ndarray:
+    matrix = librosa.filters.cq_to_chroma(n_input, bins_per_octave=bins_per_octave, n_chroma=n_chroma,
+                                          fmin=fmin, window=None)
+    matrix.flags.writeable = False
+    return matrix
+
+
+@functools.lru_cache(maxsize=8)
+def _tonnetz_basis(n_chroma: int) -> np.ndarray:
+    # librosa.feature.tonnetz's transformation matrix, the same statements.
+    dim_map = np.linspace(0, 12, num=n_chroma, endpoint=False)
+    scale = np.asarray([7.0 / 6, 7.0 / 6, 3.0 / 2, 3.0 / 2, 2.0 / 3, 2.0 / 3])
+    V = np.multiply.outer(scale, dim_map)
+    V[::2] -= 0.5
+    R = np.array([1, 1, 1, 1, 0.5, 0.5])  # fifths, minor thirds, major thirds
+    phi = R[:, np.newaxis] * np.cos(np.pi * V)
+    phi.flags.writeable = False
+    return phi
 
 
 def tonnetz(*, chroma: np.ndarray) -> np.ndarray:
@@ -614,15 +645,23 @@ def tonnetz(*, chroma: np.ndarray) -> np.ndarray:
         )
     if not np.isfinite(chroma).all():
         raise ParameterError("chroma contains NaN or infinite values")
-    return librosa.feature.tonnetz(chroma=chroma).astype(np.float32)
+    if not _LEAN_LIBROSA:
+        return librosa.feature.tonnetz(chroma=chroma).astype(np.float32)
+    tonal = np.einsum("pc,...ci->...pi", _tonnetz_basis(chroma.shape[-2]),
+                      librosa.util.normalize(chroma, norm=1, axis=-2), optimize=True)
+    return tonal.astype(np.float32)
 
 
-# The CQT below is librosa 0.11's ``vqt`` (equal-tempered bins, filter_scale=1,
-# norm=1, sparsity=0.01, hann, constant padding, soxr_hq, scale=True) written
-# with librosa's functions (one private: piptrack's parabolic interpolation),
-# the filter bank cached and float32 octave STFTs. The tests check it against
-# ``librosa.cqt``; on other librosa versions ``librosa.cqt`` is used.
-_FAST_CQT = tuple(int(p) for p in librosa.__version__.split(".")[:2]) == (0, 11)
+# The chromagram below is librosa 0.11's ``chroma_cqt`` on its ``vqt``
+# (equal-tempered bins, filter_scale=1, norm=1, sparsity=0.01, hann, constant
+# padding, soxr_hq, scale=True) and ``estimate_tuning``, written with
+# ``librosa.filters`` and ``librosa.util``, the filter bank cached and float32
+# octave STFTs. Only those two modules: ``librosa.feature``, ``librosa.core.pitch``
+# and ``librosa.core.spectrum`` pull in numba-compiled code that takes every new
+# worker process ~1.1 s to load (measured), a fifth of a 400-clip run on two
+# workers. The tests check every step against librosa's own functions; on other
+# librosa versions those are used instead.
+_LEAN_LIBROSA = tuple(int(p) for p in librosa.__version__.split(".")[:2]) == (0, 11)
 
 
 def _cqt_magnitude(
@@ -638,7 +677,7 @@ def _cqt_magnitude(
     """``np.abs(librosa.cqt(y, ...))`` with the filter bank built once per parameter set."""
     if tuning is None:
         tuning = _estimate_tuning(y, sr=sr, bins_per_octave=bins_per_octave)
-    if not _FAST_CQT:
+    if not _LEAN_LIBROSA:
         return np.abs(
             librosa.cqt(
                 y,
@@ -698,10 +737,8 @@ def _estimate_tuning(y: np.ndarray, *, sr: float, bins_per_octave: int) -> float
     side, which is all they look at) instead of all 1025: a third of the time
     of the tuning estimate, which was 40 % of a clip's transforms.
     """
-    if not _FAST_CQT:  # the steps below are librosa 0.11's
+    if not _LEAN_LIBROSA:  # the steps below are librosa 0.11's
         return float(librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=bins_per_octave))
-    from librosa.core.pitch import _parabolic_interpolation  # piptrack's own, so values match
-
     n_fft, hop = _TUNING_N_FFT, _TUNING_N_FFT // 4
     padded = np.pad(y, n_fft // 2, mode="constant")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
@@ -711,15 +748,14 @@ def _estimate_tuning(y: np.ndarray, *, sr: float, bins_per_octave: int) -> float
     freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
     band = np.flatnonzero((_TUNING_FMIN <= freqs) & (freqs < min(_TUNING_FMAX, float(sr) / 2)))
     if band.size == 0:
-        return float(librosa.pitch_tuning(np.zeros(0), resolution=_TUNING_RESOLUTION,
-                                          bins_per_octave=bins_per_octave))
+        return 0.0  # librosa's answer (with a warning) when there is no peak
     first, stop = max(band[0] - 1, 0), min(band[-1] + 2, magnitude.shape[0])
     window = magnitude[first:stop]  # the band and its neighbours
     inside = np.zeros(window.shape[0], dtype=bool)
     inside[band - first] = True
 
     peak_floor = _TUNING_THRESHOLD * np.max(magnitude, axis=-2, keepdims=True)  # over all bins
-    shift = _parabolic_interpolation(window, axis=-2)
+    shift = _parabolic_shift(window)
     peaks = np.nonzero(inside[:, None] & librosa.util.localmax(window * (window > peak_floor), axis=-2))
     # Same dtypes as piptrack: its output arrays have the spectrogram's float type.
     pitch = ((peaks[0] + first + shift[peaks]) * float(sr) / n_fft).astype(window.dtype)
@@ -727,8 +763,34 @@ def _estimate_tuning(y: np.ndarray, *, sr: float, bins_per_octave: int) -> float
     mag = window[peaks] + dskew
     voiced = pitch > 0
     threshold = np.median(mag[voiced]) if voiced.any() else 0.0
-    return float(librosa.pitch_tuning(pitch[(mag >= threshold) & voiced],
-                                      resolution=_TUNING_RESOLUTION, bins_per_octave=bins_per_octave))
+    return _pitch_tuning(pitch[(mag >= threshold) & voiced], bins_per_octave=bins_per_octave)
+
+
+def _parabolic_shift(x: np.ndarray) -> np.ndarray:
+    """piptrack's parabolic peak shift along axis 0, equal to librosa's numba stencil.
+
+    The stencil computes in float64 (numba types ``2 * float32`` as float64) and
+    stores into ``x``'s dtype; the edges are 0.
+    """
+    centre, above, below = x[1:-1], x[2:], x[:-2]
+    a = (above + below).astype(np.float64) - 2 * centre.astype(np.float64)
+    b = (above - below).astype(np.float64) / 2
+    shift = np.zeros_like(x)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a == 0 only where |b| >= |a|
+        shift[1:-1] = np.where(np.abs(b) >= np.abs(a), 0.0, -b / a)
+    return shift
+
+
+def _pitch_tuning(frequencies: np.ndarray, *, bins_per_octave: int) -> float:
+    """``librosa.pitch_tuning(frequencies, resolution=0.01, bins_per_octave=...)``, its statements."""
+    frequencies = frequencies[frequencies > 0]
+    if not np.any(frequencies):
+        return 0.0
+    residual = np.mod(bins_per_octave * librosa.hz_to_octs(frequencies), 1.0)
+    residual[residual >= 0.5] -= 1.0
+    bins = np.linspace(-0.5, 0.5, int(np.ceil(1.0 / _TUNING_RESOLUTION)) + 1)
+    counts, tuning = np.histogram(residual, bins)
+    return float(tuning[np.argmax(counts)])
 
 
 def _downsample(y: np.ndarray, *, factor: int) -> np.ndarray:

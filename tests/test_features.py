@@ -172,7 +172,7 @@ def test_chroma_equals_librosa_chroma_cqt(n_samples, params):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not F._FAST_CQT, reason="the cached-filter CQT is used only on librosa 0.11")
+@pytest.mark.skipif(not F._LEAN_LIBROSA, reason="the cached-filter CQT is used only on librosa 0.11")
 @pytest.mark.parametrize(
     "params",
     [
@@ -243,6 +243,24 @@ def test_cqt_downsampling_equals_librosa_resample_exactly(n_samples, factor, dty
     got = F._downsample(y, factor=factor)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.skipif(not F._LEAN_LIBROSA, reason="the lean path is used only on librosa 0.11")
+def test_featurizing_does_not_load_librosas_numba_heavy_modules():
+    """Each new Dask worker would pay ~1 s to load them (see _LEAN_LIBROSA)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from advaudio.features import FeatureConfig, compute_features\n"
+        "compute_features(np.random.default_rng(0).standard_normal(22050).astype(np.float32), FeatureConfig())\n"
+        "print(' '.join(m for m in ('librosa.feature', 'librosa.core.pitch', 'librosa.core.spectrum',"
+        " 'librosa.core.audio', 'librosa.core.constantq') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"loaded: {done.stdout.strip()}"
 
 
 def test_tonnetz_equals_librosa_tonnetz(y):
