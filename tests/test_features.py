@@ -23,6 +23,8 @@ from advaudio.features import (
 
 SR = 22050
 ESC10_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
+if not ESC10_COPY.is_dir():  # a clone elsewhere on this machine
+    ESC10_COPY = Path("/work/shared/data/esc10")
 
 pytestmark = pytest.mark.filterwarnings(
     # librosa's own warnings on short clips (low CQT octaves) and on silence (tuning)
