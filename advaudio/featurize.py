@@ -27,6 +27,7 @@ from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.errors import AdvaudioError, ParameterError, StoreError
 from advaudio.features import TRANSFORM_VERSION, FeatureConfig, compute_features, feature_shapes
+from advaudio.progress import progress_bar
 
 try:  # the policy string is part of the store's recorded configuration
     from advaudio.audio import DURATION_POLICY
@@ -257,10 +258,6 @@ def dask_client(*, workers: int, scheduler: str | None = None, cluster=None) -> 
         yield client
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="clip", desc="featurize", disable=not enabled, file=sys.stderr)
 
 
 def featurize(
@@ -297,7 +294,7 @@ def featurize(
 
     pending = sum(len(t.table) for t in plan.tasks)
     digests: dict[int, str] = {}  # shard → sha256 of the file its task wrote
-    with _progress(pending, progress) as bar:
+    with progress_bar(total=pending, desc="featurize", unit="clip", enabled=progress) as bar:
         if plan.tasks and (workers > 0 or scheduler or cluster is not None):
             from distributed import as_completed
 

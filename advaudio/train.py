@@ -97,6 +97,7 @@ import torch.nn.functional as F
 
 from advaudio.data import ModelSpaceSource, StoreBatches, derive_seed, make_loader, to_device
 from advaudio.errors import ParameterError, StoreError
+from advaudio.progress import progress_bar
 from advaudio.store import Store, commit_file, remove_stale_tmp, tmp_path_for, write_json_atomic
 from advaudio.views import DEFAULT_PERCENTILES, View, fit_view, parse_input_size, parse_view
 
@@ -1000,8 +1001,8 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         t0 = time.perf_counter()
-        bar = tqdm(total=len(train_ds), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=len(train_ds), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)
         for step, batch in enumerate(train_loader):
             batch = to_device(batch, device)
             x, y = batch["x"], batch["y"]

@@ -1,0 +1,44 @@
+"""Progress output: a redrawn bar on a terminal, plain lines in batch logs."""
+
+import io
+import time
+
+from advaudio.progress import progress_bar
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_batch_log_gets_lines_not_carriage_returns():
+    log = io.StringIO()
+    with progress_bar(total=50, desc="featurize", unit="clip", stream=log, log_interval=0.05) as bar:
+        for _ in range(5):
+            time.sleep(0.06)
+            bar.update(10)
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert 3 <= len(lines) <= 8, lines  # the start, a few timed updates, the end; not one per update
+    assert lines[0].startswith("featurize:") and "0/50" in lines[0]
+    assert "50/50" in lines[-1] and "100%" in lines[-1]
+
+
+def test_batch_log_throttles_fast_updates():
+    log = io.StringIO()
+    with progress_bar(total=10_000, desc="epoch 1/1", unit="batch", stream=log, log_interval=60) as bar:
+        for _ in range(10_000):
+            bar.update(1)
+    assert len(log.getvalue().splitlines()) <= 3
+
+
+def test_terminal_is_redrawn_in_place_and_disabled_prints_nothing():
+    tty = Terminal()
+    with progress_bar(total=3, desc="x", unit="clip", stream=tty) as bar:
+        bar.update(3)
+    assert "\r" in tty.getvalue()
+    quiet = io.StringIO()
+    with progress_bar(total=3, desc="x", unit="clip", stream=quiet, enabled=False) as bar:
+        bar.update(3)
+    assert quiet.getvalue() == ""
