@@ -249,9 +249,13 @@ def dask_client(*, workers: int, scheduler: str | None = None, cluster=None) -> 
         with Client(cluster) as client:
             yield client
         return
+    import dask
+
     # One thread per process: the transforms hold the GIL in places and
-    # numpy/numba threads would oversubscribe the cores.
-    with LocalCluster(
+    # numpy/numba threads would oversubscribe the cores. No dashboard, so no
+    # use for the workers' statistical profiler, which samples the computing
+    # thread's stack every 10 ms (the workers take their config from here).
+    with dask.config.set({"distributed.worker.profile.enabled": False}), LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
         silence_logs=40,
     ) as local, Client(local) as client:
