@@ -96,8 +96,24 @@ def peak_worker_memory(n_clips: int, workers: int) -> float:
     )
     with tempfile.TemporaryDirectory() as cache, dask_client(workers=workers) as client:
         featurize(config, cache=cache, progress=False, cluster=client.cluster)
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        peaks = client.run(_peak_rss_mib)
     return max(peaks.values())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB.
+
+    VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over ``exec``, so a
+    spawned worker would report at least the RSS its parent had when it forked.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
