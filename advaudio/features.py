@@ -378,23 +378,29 @@ def _periodic_window(window: str, n_fft: int, dtype: str) -> np.ndarray | None:
     return w
 
 
-def _centered_stft(y: np.ndarray, *, n_fft: int, hop_length: int, window: str) -> np.ndarray:
+def _centered_stft(y: np.ndarray, *, n_fft: int, hop_length: int, window: str,
+                   as_librosa: bool = False) -> np.ndarray:
     """``librosa.stft(y, center=True, pad_mode="constant")``, ``[1 + n_fft // 2, frames]``.
 
     The same frames, window and real FFT, computed on a strided view of the
-    padded signal with the FFT along contiguous rows, in the precision of ``y``:
-    about three times faster than librosa, which matters because a clip's CQT
-    takes one STFT per octave. librosa windows and transforms in float64 and
-    then casts to complex64; doing it in float32 changes each bin by float32
-    rounding of the frame's energy (~1e-7 of the frame's peak magnitude, so
-    near-silent bins differ by a few 1e-4 dB), at twice the speed.
+    padded signal with the FFT along contiguous rows: about three times faster
+    than librosa, which matters because a clip's CQT takes one STFT per octave.
+
+    librosa windows and transforms in float64 and then casts to the complex
+    type of ``y``; ``as_librosa=True`` does the same and equals it bit for bit.
+    By default the transform is in the precision of ``y``: for float32 that is
+    twice as fast and changes each bin by float32 rounding of the frame's energy
+    (~1e-7 of the frame's peak magnitude; near-silent bins differ by a few 1e-4 dB).
     """
     padded = np.pad(y, n_fft // 2, mode="constant")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    w = _periodic_window(window, n_fft, y.dtype.str)
+    w = _periodic_window(window, n_fft, "<f8" if as_librosa else y.dtype.str)
     if w is not None:
         frames = frames * w
-    return scipy.fft.rfft(frames, axis=-1).T
+    elif as_librosa:
+        frames = frames.astype(np.float64)
+    spectrum = scipy.fft.rfft(frames, axis=-1).T
+    return spectrum.astype(librosa.util.dtype_r2c(y.dtype), copy=False) if as_librosa else spectrum
 
 
 # ---------------------------------------------------------------------------
@@ -731,19 +737,15 @@ def _estimate_tuning(y: np.ndarray, *, sr: float, bins_per_octave: int) -> float
     """``librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=bins_per_octave)``, exactly.
 
     The same steps as librosa's ``piptrack`` and ``pitch_tuning`` on the same
-    float values (its magnitude spectrogram is reproduced bit for bit: float64
-    frames and FFT cast to complex64), but the interpolation and peak picking
-    run only on the bins between 150 and 4000 Hz (plus one neighbour on each
-    side, which is all they look at) instead of all 1025: a third of the time
-    of the tuning estimate, which was 40 % of a clip's transforms.
+    float values (its magnitude spectrogram is reproduced bit for bit), but the
+    interpolation and peak picking run only on the bins between 150 and 4000 Hz
+    (plus one neighbour on each side, which is all they look at) instead of all
+    1025: half the time of librosa's, whose estimate was 40 % of a clip's transforms.
     """
     if not _LEAN_LIBROSA:  # the steps below are librosa 0.11's
         return float(librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=bins_per_octave))
-    n_fft, hop = _TUNING_N_FFT, _TUNING_N_FFT // 4
-    padded = np.pad(y, n_fft // 2, mode="constant")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-    spectrum = scipy.fft.rfft(frames * _periodic_window("hann", n_fft, "<f8"), axis=-1)
-    magnitude = np.abs(spectrum.astype(librosa.util.dtype_r2c(y.dtype))).T  # [bins, frames]
+    n_fft = _TUNING_N_FFT
+    magnitude = np.abs(_centered_stft(y, n_fft=n_fft, hop_length=n_fft // 4, window="hann", as_librosa=True))
 
     freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
     band = np.flatnonzero((_TUNING_FMIN <= freqs) & (freqs < min(_TUNING_FMAX, float(sr) / 2)))

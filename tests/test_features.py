@@ -191,6 +191,14 @@ def test_cached_filter_cqt_equals_librosa_cqt(y, params):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * expected.max())
 
 
+@pytest.mark.parametrize("n_fft, hop, window", [(2048, 512, "hann"), (1024, 64, "ones"), (512, 100, "hamming")])
+def test_librosa_mode_stft_equals_librosa_stft_bit_for_bit(y, n_fft, hop, window):
+    expected = librosa.stft(y, n_fft=n_fft, hop_length=hop, window=window, pad_mode="constant")
+    got = F._centered_stft(y, n_fft=n_fft, hop_length=hop, window=window, as_librosa=True)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
 def detuned_tones(n_samples: int, cents: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n_samples) / SR
