@@ -1025,9 +1025,10 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
             correct += int((_logits(output).detach().argmax(1) == y).sum())
             seen += n
             elapsed = time.perf_counter() - t0
-            bar.update(1)
+            # refresh=False: the bar redraws on update() at its own pace (every 30 s in a log)
             bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}",
-                            sps=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}")
+                            sps=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
+            bar.update(1)
             if callback is not None:
                 callback({"epoch": epoch + 1, "batch": step + 1, "batches": len(train_ds), "loss": loss_value})
         bar.close()

@@ -28,9 +28,12 @@ def test_batch_log_gets_lines_not_carriage_returns():
 def test_batch_log_throttles_fast_updates():
     log = io.StringIO()
     with progress_bar(total=10_000, desc="epoch 1/1", unit="batch", stream=log, log_interval=60) as bar:
-        for _ in range(10_000):
+        for step in range(10_000):  # the trainer's pattern: postfix without a redraw, then update
+            bar.set_postfix(loss=f"{1 / (step + 1):.3f}", refresh=False)
             bar.update(1)
-    assert len(log.getvalue().splitlines()) <= 3
+    lines = log.getvalue().splitlines()
+    assert len(lines) <= 3
+    assert "loss=0.000" in lines[-1]  # the last postfix reaches the final line
 
 
 def test_terminal_is_redrawn_in_place_and_disabled_prints_nothing():
