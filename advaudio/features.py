@@ -601,8 +601,8 @@ def chroma(
     except librosa.util.exceptions.ParameterError as exc:  # e.g. a clip too short for the CQT
         raise ParameterError(f"chroma: {exc}") from None
     # librosa.feature.chroma_cqt(C=magnitude, ...) with its defaults (threshold 0, norm inf).
-    result = np.einsum("cf,...ft->...ct", _cq_to_chroma(magnitude.shape[-2], bins_per_octave, n_chroma,
-                                                        float(fmin)), magnitude, optimize=True)
+    to_chroma = _cq_to_chroma(magnitude.shape[-2], bins_per_octave, n_chroma, float(fmin))
+    result = np.einsum("cf,...ft->...ct", to_chroma, magnitude, optimize=True)
     result[result < 0.0] = 0.0
     return librosa.util.normalize(result, norm=np.inf, axis=-2).astype(np.float32)
 
@@ -730,7 +730,10 @@ def _cqt_magnitude(
 
 
 # librosa.estimate_tuning's defaults (through piptrack), which chroma_cqt uses.
-_TUNING_N_FFT, _TUNING_FMIN, _TUNING_FMAX, _TUNING_THRESHOLD, _TUNING_RESOLUTION = 2048, 150.0, 4000.0, 0.1, 0.01
+_TUNING_N_FFT = 2048
+_TUNING_FMIN, _TUNING_FMAX = 150.0, 4000.0  # Hz
+_TUNING_THRESHOLD = 0.1  # of each frame's peak magnitude
+_TUNING_RESOLUTION = 0.01  # of a bin
 
 
 def _estimate_tuning(y: np.ndarray, *, sr: float, bins_per_octave: int) -> float:

@@ -262,8 +262,6 @@ def dask_client(*, workers: int, scheduler: str | None = None, cluster=None) -> 
         yield client
 
 
-
-
 def featurize(
     config: FeaturizeConfig,
     *,

@@ -21,7 +21,7 @@ Measured side by side in one run on the real ESC-10 clips (default
 Then peak memory per worker for 400 vs 4000 synthetic clips (short clips, so
 it runs in minutes): it must not grow with the number of clips.
 
-    python benchmarks/bench_featurize.py [--root PATH] [--clips N] [--workers 2] [--repeat 2]
+    python benchmarks/bench_featurize.py [--root PATH] [--clips N] [--workers 2] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="ESC-10 copy")
     ap.add_argument("--clips", type=int, default=400, help="clips to use (default all 400)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="interleaved repetitions, best kept (default 2)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved repetitions, best kept (default 3)")
     ap.add_argument("--skip-memory", action="store_true", help="skip the 400 vs 4000 clip memory check")
     args = ap.parse_args()
 
