@@ -124,7 +124,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advaudio.errors import ParameterError
+from advaudio.errors import ParameterError, check_known_fields
 
 __all__ = [
     "ATTACKS",
@@ -233,10 +233,7 @@ class AttackConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AttackConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ParameterError(f"unknown attack parameter(s): {', '.join(unknown)}")
+        check_known_fields(cls, data, "attack parameter(s)")
         return cls(**data)
 
     def replace(self, **changes: Any) -> "AttackConfig":

@@ -26,3 +26,16 @@ class AudioError(AdvaudioError):
 
 class StoreError(AdvaudioError):
     """A feature store, shard or checkpoint is missing, incomplete or does not fit."""
+
+
+def check_known_fields(cls, data, what: str) -> None:
+    """Raise ParameterError naming every key of ``data`` that is not a field of dataclass ``cls``.
+
+    The stage configurations are rebuilt from JSON with ``cls(**data)``; a key
+    that is not a field is a typo or a newer file, never something to ignore.
+    """
+    import dataclasses
+
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ParameterError(f"unknown {what}: {', '.join(unknown)}")

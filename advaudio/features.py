@@ -43,7 +43,7 @@ import pywt
 import scipy.fft
 import soxr
 
-from advaudio.errors import ParameterError
+from advaudio.errors import ParameterError, check_known_fields
 
 __all__ = [
     "FeatureConfig",
@@ -214,10 +214,7 @@ class FeatureConfig:
 
         Missing keys take their defaults; unknown keys raise :class:`ParameterError`.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParameterError(f"unknown feature configuration keys: {', '.join(unknown)}")
+        check_known_fields(cls, d, "feature configuration keys")
         return cls(**d)  # __post_init__ turns JSON lists back into tuples
 
 

@@ -96,7 +96,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from advaudio.data import ModelSpaceSource, StoreBatches, derive_seed, make_loader, to_device
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import ParameterError, StoreError, check_known_fields
 from advaudio.progress import progress_bar
 from advaudio.store import Store, commit_file, remove_stale_tmp, tmp_path_for, write_json_atomic
 from advaudio.views import DEFAULT_PERCENTILES, View, fit_view, parse_input_size, parse_view
@@ -233,10 +233,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ParameterError(f"unknown training parameter(s): {', '.join(unknown)}")
+        check_known_fields(cls, d, "training parameter(s)")
         return cls(**dict(d))
 
 
