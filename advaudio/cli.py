@@ -50,6 +50,23 @@ def _options(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def _computes(fn):
+    """``--threads`` for a command that computes; threads are set before its body runs."""
+    import functools
+
+    @click.option("--threads", type=click.IntRange(min=1), default=None,
+                  help="CPU threads of this process [default: OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, "
+                       "else the CPUs this process may use (affinity mask, cgroup quota), "
+                       "divided among torchrun's ranks].")
+    @functools.wraps(fn)
+    def run(*args, threads, **kwargs):
+        from advaudio.threads import configure_threads
+
+        configure_threads(threads)
+        return fn(*args, **kwargs)
+    return run
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="advaudio")
 def cli():
@@ -115,6 +132,7 @@ def cli():
               help="Job logs, on shared storage (default: ./advaudio-dask-logs).")
 @click.option("--cluster-wait", type=float, default=120, show_default=True,
               help="Seconds to wait for the first worker job to connect (0: forever).")
+@_computes
 def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_per_class, dataset_options,
               sr, n_fft, hop_length, wavelet, dwt_level, shard_size, compression, allow_errors, progress,
               cluster_kind, cluster_jobs, cluster_cores, cluster_memory, cluster_walltime, cluster_queue,
@@ -310,6 +328,7 @@ def _input_size(value: str | None):
 @click.option("--mix", type=float, default=0.0, show_default=True,
               help="Fraction of each training batch taken from --extra sources.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@_computes
 def train(store_path, view, model, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
           weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, out_dir,
           resume, init_checkpoint, extra, mix, progress):
@@ -360,6 +379,7 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per forward pass.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_computes
 def evaluate(checkpoint, store_path, fold, device, batch_size, workers, as_json):
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold."""
     from advaudio.train import evaluate as run
@@ -434,6 +454,7 @@ def _with(options):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Directory of the results JSON [default: the checkpoint's].")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@_computes
 def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
            split, round_, slice_, out_dir, progress):
     """Tune attacks on a checkpoint to a fooling rate; write adversarial shards into the store.
@@ -480,6 +501,7 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory of the new run.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted retraining in --out.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@_computes
 def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, device, out_dir, resume, progress):
     """Retrain a model on its clean training folds plus adversarial shards.
 
@@ -505,6 +527,7 @@ def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, 
 @click.option("--epochs", type=int, default=None, help="Epochs per retraining [default: as the original run].")
 @click.option("--fine-tune/--from-scratch", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@_computes
 def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
            train_limit, mix, epochs, fine_tune, progress):
     """Attack-on-test → attack-on-train → retrain → attack-on-test, K rounds, in RUN_DIR.
@@ -543,6 +566,7 @@ def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rul
 @click.option("--workers", type=int, default=2, show_default=True, help="Dask worker processes for featurize.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@_computes
 def demo(dataset, root, out, model, width, view, epochs, attacks, rounds, workers, device, progress):
     """The whole loop: featurize → train → attack → retrain → attack → report.
 

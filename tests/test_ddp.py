@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from advaudio.data import StoreBatches, plan_epoch
+from advaudio.models import create_model
 from advaudio.train import TrainConfig, evaluate, load_checkpoint, train
 from advaudio.views import fit_view
 
@@ -29,11 +30,11 @@ CLI = ["--view", "stft", "--model", "resnet18", "--width", "0.125", "--input-siz
        "--workers", "0", "--device", "cpu", "--no-progress"]
 
 
-def _torchrun(store, out, *extra, nproc=2):
+def _torchrun(store, out, *extra, nproc=2, cli=CLI):
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "advaudio", "train", "--store", str(store.directory), "--out", str(out), *CLI, *extra]
+           "-m", "advaudio", "train", "--store", str(store.directory), "--out", str(out), *cli, *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -44,19 +45,26 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]["state_dict"]
 
 
-def _assert_close_weights(a, b, rel=1e-2):
-    """Same keys (no ``module.`` prefix) and every tensor equal up to accumulated float rounding.
+def _parameters(state):
+    """The trainable tensors of a state dict (batch-norm running statistics are recomputed at the end)."""
+    return {k: v.double() for k, v in state.items()
+            if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))}
 
-    The two runs make the same steps on the same global batches; they differ only in
-    reduction order (gradient all-reduce, synchronised batch norm), whose rounding AdamW
-    can amplify for weights with near-zero gradients: hence a relative norm, not exact equality.
-    """
-    assert a.keys() == b.keys() and not any(k.startswith("module.") for k in a)
-    for k in a:
-        if a[k].is_floating_point():
-            assert float((a[k] - b[k]).norm()) <= rel * float(b[k].norm()) + 1e-6, k
-        else:
-            assert torch.equal(a[k], b[k]), k  # num_batches_tracked: the same number of steps
+
+def _relative_distance(a, b):
+    """‖a − b‖ / ‖b‖ over all trainable tensors together."""
+    pa, pb = _parameters(a), _parameters(b)
+    assert pa.keys() == pb.keys() and not any(k.startswith("module.") for k in a)
+    diff = sum(float((pa[k] - pb[k]).square().sum()) for k in pb)
+    norm = sum(float(pb[k].square().sum()) for k in pb)
+    return (diff / norm) ** 0.5
+
+
+# Float32 sums of n terms are exact to within n · u (u = 2**-24, Higham's γ_n bound, whatever
+# the order of the terms). The largest reductions of one step here (batch-norm statistics and
+# weight gradients over 32 clips × 32 × 32 positions) have n ≈ 3·10**4, so two reduction orders
+# (one process vs. two ranks + all-reduce) may differ by up to ~2·10**-3 of the gradient.
+FIRST_STEP_TOLERANCE = 2 * 3e4 * 2.0**-24
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +124,15 @@ def test_torchrun_two_processes_match_one(store, single, tmp_path):
     assert raw["distributed"]["world_size"] == 2 and raw["bn_recalibrated"]
     assert not any(".tmp-" in p.name for p in out.iterdir())  # one writer, nothing left behind
 
-    # The same steps on the same global batches: the same numbers up to float reduction order.
+    # What does not involve float arithmetic matches exactly: the batch plan, the samples seen, the schedule.
     assert [h["samples"] for h in metrics["history"]] == [h["samples"] for h in ref["history"]]
-    for h, g in zip(metrics["history"], ref["history"]):
-        assert h["train_loss"] == pytest.approx(g["train_loss"], rel=1e-3, abs=1e-4)
-        assert h["train_accuracy"] == pytest.approx(g["train_accuracy"], abs=1.5 / g["samples"])
-        assert h["val_accuracy"] == pytest.approx(g["val_accuracy"], abs=1.5 / ref["split"]["val_clips"])
-        assert h["lr"] == pytest.approx(g["lr"])
-    _assert_close_weights(_state(out / "checkpoint.pt"), _state(ref_dir / "checkpoint.pt"))
-    n_test = ref["test"]["n"]
+    assert [h["lr"] for h in metrics["history"]] == [h["lr"] for h in ref["history"]]
+    assert metrics["split"] == ref["split"]
+    # Three epochs of AdamW amplify reduction-order rounding by an amount that depends on the CPU,
+    # so the run is compared by where it ends: weights within 1 %, accuracies within one clip.
+    assert _relative_distance(_state(out / "checkpoint.pt"), _state(ref_dir / "checkpoint.pt")) < 1e-2
+    n_val, n_test = ref["split"]["val_clips"], ref["test"]["n"]
+    assert abs(metrics["history"][-1]["val_accuracy"] - ref["history"][-1]["val_accuracy"]) <= 1.5 / n_val
     assert metrics["test"]["n"] == n_test  # the test fold split over the ranks, counts reduced
     assert abs(metrics["test_accuracy"] - ref["test_accuracy"]) <= 1.5 / n_test
 
@@ -149,5 +157,31 @@ def test_torchrun_resumes_a_single_process_checkpoint(store, single, tmp_path):
     _torchrun(store, out, "--resume")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] and [h["world_size"] for h in metrics["history"]] == [1, 2, 2]
-    _assert_close_weights(_state(out / "checkpoint.pt"), _state(ref_dir / "checkpoint.pt"))
+    assert [h["lr"] for h in metrics["history"]] == [h["lr"] for h in ref["history"]]
+    assert _relative_distance(_state(out / "checkpoint.pt"), _state(ref_dir / "checkpoint.pt")) < 1e-2
     assert abs(metrics["test_accuracy"] - ref["test_accuracy"]) <= 1.5 / ref["test"]["n"]
+
+
+def test_first_step_gradients_match_within_float32_rounding(store, tmp_path):
+    """One SGD step on one global batch: the two ranks' update equals the single process's
+    to within the rounding bound of float32 sums (plain SGD: the update is lr × 1.9 × gradient)."""
+    one_step = {**BASE, "epochs": 1, "batch_size": 64, "optimizer": "sgd", "schedule": "constant",
+                "weight_decay": 0.0, "lr": 0.1}
+    single = train(TrainConfig(store=str(store.directory), **one_step), out_dir=tmp_path / "one", progress=False)
+    assert [h["samples"] for h in single["history"]] == [single["split"]["train_clips"]]  # one step
+    cli = [*CLI, "--epochs", "1", "--batch-size", "64", "--optimizer", "sgd", "--schedule", "constant",
+           "--weight-decay", "0", "--lr", "0.1"]
+    _torchrun(store, tmp_path / "two", cli=cli)
+
+    torch.manual_seed(BASE["seed"])  # the initial weights, as train() draws them
+    initial = create_model(BASE["model"], in_channels=1, num_classes=store.num_classes,
+                           width=BASE["width"]).state_dict()
+    w0 = _parameters(initial)
+    w1, w2 = _parameters(_state(tmp_path / "one" / "checkpoint.pt")), _parameters(_state(tmp_path / "two" / "checkpoint.pt"))
+    step = {k: w1[k] - w0[k] for k in w0}
+    norm = sum(float(v.square().sum()) for v in step.values()) ** 0.5
+    assert 0 < norm < 0.2 * sum(float(v.square().sum()) for v in w0.values()) ** 0.5  # w0 is the start
+    diff = sum(float((w2[k] - w1[k]).square().sum()) for k in w0) ** 0.5
+    print(f"first step: ‖Δ(two ranks) − Δ(one process)‖ / ‖Δ‖ = {diff / norm:.2e} "
+          f"(bound {FIRST_STEP_TOLERANCE:.1e})")
+    assert diff <= FIRST_STEP_TOLERANCE * norm

@@ -1,0 +1,127 @@
+"""CPU threads: how many this process may use, and one place that sets them.
+
+torch (OpenMP), numpy's BLAS and numba each start one thread per *core of the
+machine* unless told otherwise. On a cluster node, in a container or beside
+another job that is more than this process may use, and two processes that
+each take every core run several times slower than one after the other
+(OpenMP's threads spin-wait for each other). So every computing stage asks
+:func:`configure_threads` once, before its work starts.
+
+The number of threads is, in this order:
+
+1. an explicit setting: the ``threads`` argument (``--threads``), else the
+   ``OMP_NUM_THREADS`` environment variable (set by the user, or to 1 by Dask
+   for its worker processes and by torchrun for its ranks);
+2. ``SLURM_CPUS_PER_TASK`` inside a SLURM job;
+3. the CPUs this process may run on: its affinity mask
+   (:func:`os.sched_getaffinity`, e.g. ``taskset``), further limited by a cgroup
+   CPU quota (a container's ``--cpus``);
+
+and, inside a torchrun job without an explicit setting, 2. or 3. divided among
+the node's ``LOCAL_WORLD_SIZE`` ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+import os
+from pathlib import Path
+
+from advaudio.errors import ParameterError
+
+_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many threads, and which rule chose them (for logs and results)."""
+
+    threads: int
+    source: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"threads": self.threads, "source": self.source}
+
+
+def _positive(value: object, what: str) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ParameterError(f"{what} must be a positive integer, got {value!r}") from None
+    if n < 1:
+        raise ParameterError(f"{what} must be a positive integer, got {value!r}")
+    return n
+
+
+def cgroup_cpu_limit(*, cpu_max: Path = _CGROUP_V2, v1: tuple[Path, Path] = _CGROUP_V1) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), or None when there is none."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]  # "max 100000" or "150000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us, period_us = (int(p.read_text()) for p in v1)
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def affinity_cpus() -> int:
+    """CPUs in this process's affinity mask (all of the machine's where the OS has no masks)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_threads(threads: int | None = None, *, environ: dict[str, str] | None = None,
+                   affinity: int | None = None, cgroup_limit: float | None | bool = False) -> ThreadChoice:
+    """The number of threads this process should use, by the rules of the module docstring.
+
+    Parameters
+    ----------
+    threads : an explicit number (``--threads``); None: follow the environment
+    environ : the environment to read (default: ``os.environ``)
+    affinity : CPUs in the affinity mask (default: :func:`affinity_cpus`)
+    cgroup_limit : the cgroup quota in CPUs, None for none (default: :func:`cgroup_cpu_limit`)
+    """
+    env = os.environ if environ is None else environ
+    if threads is not None:
+        return ThreadChoice(_positive(threads, "--threads"), "--threads")
+    if env.get("OMP_NUM_THREADS", "").strip():
+        return ThreadChoice(_positive(env["OMP_NUM_THREADS"], "OMP_NUM_THREADS"), "OMP_NUM_THREADS")
+    if env.get("SLURM_CPUS_PER_TASK", "").strip():
+        n = _positive(env["SLURM_CPUS_PER_TASK"], "SLURM_CPUS_PER_TASK")
+        source = "SLURM_CPUS_PER_TASK"
+    else:
+        n = affinity_cpus() if affinity is None else affinity
+        source = "affinity mask"
+        quota = cgroup_cpu_limit() if cgroup_limit is False else cgroup_limit
+        if quota is not None and math.ceil(quota) < n:
+            n, source = max(1, math.ceil(quota)), "cgroup CPU quota"
+    ranks = env.get("LOCAL_WORLD_SIZE", "").strip()
+    if ranks and int(ranks) > 1:
+        n, source = max(1, n // int(ranks)), f"{source} / {int(ranks)} torchrun ranks"
+    return ThreadChoice(n, source)
+
+
+def configure_threads(threads: int | None = None) -> ThreadChoice:
+    """Set torch's intra-op threads (and numpy's BLAS pools, through threadpoolctl) to
+    :func:`choose_threads`; returns the choice. Idempotent; safe to call once per stage.
+
+    Denormal floats are flushed to zero as well: fine-tuned weights and adversarial
+    perturbations produce tiny values that take a slow path in x86 floating point
+    units, and values below 1e-38 change no result of a classifier.
+    """
+    from threadpoolctl import threadpool_limits
+    import torch
+
+    choice = choose_threads(threads)
+    if torch.get_num_threads() != choice.threads:
+        torch.set_num_threads(choice.threads)
+    torch.set_flush_denormal(True)
+    threadpool_limits(limits=choice.threads, user_api="blas")
+    return choice
