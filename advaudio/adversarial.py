@@ -70,11 +70,11 @@ class AttackStageConfig:
     rtol: float = 0.05
 
     def __post_init__(self):
-        from advaudio.attacks import ATTACKS
+        from advaudio.attacks.params import PARAMS
 
-        unknown = [a for a in self.attacks if a not in ATTACKS]
+        unknown = [a for a in self.attacks if a not in PARAMS]
         if not self.attacks or unknown:
-            raise ParameterError(f"unknown attack(s) {unknown or '(none given)'}; known: {', '.join(ATTACKS)}")
+            raise ParameterError(f"unknown attack(s) {unknown or '(none given)'}; known: {', '.join(PARAMS)}")
         if self.split not in SPLITS:
             raise ParameterError(f"split must be one of {SPLITS}, got {self.split!r}")
         if not 0.0 < self.fooling_rate <= 1.0:
@@ -92,6 +92,16 @@ class AttackStageConfig:
         extra = set(self.attack_params) - set(self.attacks)
         if extra:
             raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
+        for name in self.attacks:  # an unknown or impossible parameter fails here, before any work
+            self.attack_config(name)
+
+    def attack_config(self, name: str):
+        """The :class:`~advaudio.attacks.AttackConfig` of attack ``name`` in this stage."""
+        from advaudio.attacks.params import AttackConfig
+
+        # the stage's seed and target rule, unless the attack's own parameters set them
+        values = {"seed": self.seed, "target_rule": self.target_rule, **self.attack_params.get(name, {})}
+        return AttackConfig.create(name, **values)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -161,7 +171,7 @@ def attack_stage(
     fooling rate, success rate, perturbation statistics, queries, wall time
     and the shard's path.
     """
-    from advaudio.attacks import AttackConfig, choose_targets, tune_budget
+    from advaudio.attacks import choose_targets, tune_budget
     from advaudio.train import load_checkpoint, resolve_device
 
     t_stage = time.perf_counter()
@@ -194,9 +204,7 @@ def attack_stage(
                              num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
     records = []
     for name in config.attacks:
-        params = dict(config.attack_params.get(name, {}))
-        attack_config = AttackConfig.from_dict({"name": name, "seed": config.seed,
-                                                "target_rule": config.target_rule, **params})
+        attack_config = config.attack_config(name)
         if progress:
             print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}) …",
                   file=sys.stderr, flush=True)
@@ -232,7 +240,7 @@ def attack_stage(
                 "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": ckpt_sha,
                 "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
                 "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
-                "seed": config.seed, "versions": _versions(), "notes": list(tuning.notes),
+                "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
             }
             shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
         record = tuning.to_dict()

@@ -415,19 +415,43 @@ def _attack_params(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def _attack_params_help() -> str:
+    """Every attack's parameters with their defaults, from the parameter dataclasses."""
+    from advaudio.attacks.params import PARAMS, SHARED_SETTINGS
+
+    listing = "; ".join(
+        f"{name}: " + ", ".join(f"{k}={'auto' if v is None else v}" for k, v in cls().to_dict().items())
+        for name, cls in PARAMS.items()
+    )
+    return ("Attack parameter, repeatable, e.g. -p pgd.steps=20 -p cw.binary_search_steps=5. "
+            f"Each attack takes {', '.join(SHARED_SETTINGS)} and its own (defaults): {listing}.")
+
+
+def _attack_names() -> str:
+    from advaudio.attacks.params import PARAMS
+
+    return ", ".join(PARAMS)
+
+
+def _target_rules() -> list[str]:
+    from advaudio.attacks.params import TARGET_RULES
+
+    return list(TARGET_RULES)
+
+
 _ATTACK_OPTIONS = [
     click.option("--attacks", default="pgd,cw", show_default=True,
-                 help="Comma-separated attacks: fgsm, bim, pgd, deepfool, cw, ead, boundary, hopskipjump."),
+                 help=f"Comma-separated attacks: {_attack_names()}."),
     click.option("--fooling-rate", type=float, default=0.9, show_default=True,
                  help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
     click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
     click.option("--batch-size", type=int, default=64, show_default=True, help="Clips per attack call."),
-    click.option("--target-rule", type=click.Choice(["random", "least-likely"]), default="random",
+    click.option("--target-rule", type=click.Choice(_target_rules()), default="random",
                  show_default=True, help="Target class of targeted attacks: seeded random other class, "
                                          "or the clean model's least likely class."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seeds targets and random starts."),
     click.option("-p", "--param", "params", multiple=True, metavar="ATTACK.KEY=VALUE",
-                 help="Attack parameter, repeatable, e.g. -p pgd.steps=20 -p cw.binary_search_steps=5."),
+                 help=_attack_params_help()),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
 ]
 
@@ -466,6 +490,7 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     attack-round<K>-<split>.json beside the checkpoint.
     """
     from advaudio.adversarial import AttackStageConfig, attack_stage, format_table, parse_slice
+    from advaudio.attacks import Note
 
     config = AttackStageConfig(
         attacks=_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
@@ -477,7 +502,7 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     click.echo(format_table(doc))
     for record in doc["attacks"]:
         for note in record.get("notes", []):
-            click.echo(f"  {record['attack']}: {note}")
+            click.echo(f"  {record['attack']}: {Note.from_json(note).text}")
     click.echo(doc["results_path"])
 
 

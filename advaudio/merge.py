@@ -21,7 +21,7 @@ Budgets. A slice tunes its budget on its own clips.
 * Minimisation attacks (deepfool, cw, ead, boundary, hopskipjump): a sample's
   minimal perturbation does not depend on the other samples, so the merge
   recomputes the budget as the quantile of the union's minimal norms
-  (:func:`advaudio.attacks.quantile_budget`), ``within_budget``, the fooling
+  (:func:`advaudio.attacks.minimisation_budget`), ``within_budget``, the fooling
   rate, the CDF (``evaluations``) and the statistics, exactly as one run over
   all clips does. With ``--batch-size 1`` (one clip per attack call) the
   merged set of a deterministic attack equals an unsliced run bit for bit:
@@ -72,6 +72,7 @@ import h5py
 import numpy as np
 
 from advaudio import store as st
+from advaudio.attacks.results import Note, excluded_note
 from advaudio.errors import ParameterError, StoreError
 
 __all__ = ["merge_results", "results_name", "slice_results_name"]
@@ -83,7 +84,6 @@ _SLICE_STEM = re.compile(
 _SLICE_RESULTS = re.compile(
     r"^attack-round(?P<round>\d+)-(?P<split>test|train)-slice(?P<i>\d{3,})of(?P<n>\d{3,})\.json$"
 )
-_EXCLUDED_NOTE = re.compile(r"^\d+ of \d+ sample\(s\) misclassified when clean: not attacked, excluded from the rates$")
 #: Attributes every slice of one set must share (values compared after JSON decoding).
 _SAME_ATTRS = ("attack", "attack_config", "kind", "norm", "threshold", "targeted", "round", "split",
                "checkpoint_sha256", "store_fingerprint", "view", "test_fold", "seed")
@@ -367,17 +367,17 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
 # --------------------------------------------------------------------------- merging one attack
 
 
-def _merged_note(n: int) -> str:
-    return f"merged from {n} slice{'' if n == 1 else 's'} (advaudio store merge)"
+def _merged_note(n: int) -> Note:
+    return Note("merged", f"merged from {n} slice{'' if n == 1 else 's'} (advaudio store merge)", {"count": n})
 
 
-def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[str]:
-    notes = []
-    if n_excluded:
-        notes.append(f"{n_excluded} of {n} sample(s) misclassified when clean: not attacked, excluded from the rates")
-    per_slice = [[x for x in ((sl.record or {}).get("notes") or []) if not _EXCLUDED_NOTE.match(str(x))]
-                 for sl in slices]
-    order: list[str] = []
+def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[Note]:
+    """The notes of the merged set: its own exclusion count, then the slices' other notes
+    (once if every slice has it, else once per slice that has it, with the slice)."""
+    notes = [excluded_note(n_excluded, n)] if n_excluded else []
+    per_slice = [[x for x in map(Note.from_json, (sl.record or {}).get("notes") or [])
+                  if x.code != "excluded-misclassified"] for sl in slices]
+    order: list[Note] = []
     for lst in per_slice:
         order += [x for x in lst if x not in order]
     for note in order:
@@ -385,7 +385,8 @@ def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[str]:
         if len(where) == len(slices):
             notes.append(note)
         else:
-            notes += [f"slice {sl.label}: {note}" for sl in where]
+            notes += [Note(note.code, f"slice {sl.label}: {note.text}", {**note.counts, "slice": [sl.index, sl.count]})
+                      for sl in where]
     return notes
 
 
@@ -400,7 +401,7 @@ class _Merged:
 def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mixed_budgets: bool,
                   where: str) -> _Merged:
     """The merged arrays, attributes and results record of one attack (nothing written)."""
-    from advaudio.attacks import FIXED_BUDGET, AttackResult, quantile_budget
+    from advaudio.attacks import FIXED_BUDGET, AttackResult, minimisation_budget
 
     records = [sl.record or {} for sl in slices]
     kind, norm = records[0].get("kind"), records[0].get("norm")
@@ -424,8 +425,8 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
     if not shards:  # nothing attacked anywhere: an unsliced run writes no shard either
         record = dict(records[0])
         record.update(summed, n_attacked=0, n_excluded=summed["n_samples"], shard=None,
-                      notes=(_union_notes(slices, summed["n_samples"], summed["n_samples"])
-                             + [_merged_note(len(slices))]),
+                      notes=[n.to_json() for n in _union_notes(slices, summed["n_samples"], summed["n_samples"])
+                             + [_merged_note(len(slices))]],
                       merged_from={"budget_source": None, "slices": slice_info})
         return _Merged(stem=stem, arrays=None, attrs=None, record=record)
 
@@ -487,27 +488,20 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         budget_source = "per-slice bisection (mixed: maximum)" if mixed else "per-slice bisection (all equal)"
         if mixed:
             attack_config = {**attack_config, "epsilon": None}  # no single ε made these examples
-            notes.append(
+            notes.append(Note(
+                "mixed-budgets",
                 "merged with mixed budgets: each slice's examples were made at its own tuned ε ("
                 + ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
                 + "); the budget is their maximum, an upper bound on what one run over all clips would find; "
-                "evaluations are the union's fooling rates at the ε every slice probed"
-            )
+                "evaluations are the union's fooling rates at the ε every slice probed",
+                {"budgets": budgets},
+            ))
         tolerance = used[0].get("tolerance")
         converged = all(bool(r.get("converged")) for r in used)
     else:
-        norms_all = result.budget_norms()
-        norms = norms_all[attacked]
-        budget, reached = quantile_budget(norms, threshold)
-        with np.errstate(invalid="ignore"):
-            within = success & (norms_all <= budget)
-        finite = np.sort(norms[np.isfinite(norms)])
-        evaluations = [[float(v), float((k + 1) / len(norms))] for k, v in enumerate(finite)]
-        reason = None
-        if not reached:
-            reason = (f"success rate {result.success_rate:.3f} < {threshold}: "
-                      f"{int((~np.isfinite(norms)).sum())} of {len(norms)} sample(s) not fooled at any {norm} norm")
-        stats = result.stats(within)
+        mb = minimisation_budget(result, threshold)  # exactly as one run over all clips
+        budget, reached, within, reason, stats = mb.budget, mb.reached, mb.within_budget, mb.reason, mb.stats
+        evaluations = [[e, r] for e, r in mb.evaluations]
         budget_source = "quantile of the union's minimal norms"
         tolerance, converged = None, True
     fooling_rate = float(within[attacked].mean())
@@ -517,7 +511,8 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
     attrs = dict(first.attrs or {})
     attrs.update({
         "attack_config": attack_config, "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1],
-        "notes": notes, "merged_from": slice_info, "slice_budgets": budgets, "budget_source": budget_source,
+        "notes": [n.to_json() for n in notes], "merged_from": slice_info, "slice_budgets": budgets,
+        "budget_source": budget_source,
     })
     versions = [sl.attr("versions") for sl in shards]
     if any(v != versions[0] for v in versions):
@@ -529,7 +524,7 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         "budget": float(budget), "fooling_rate": fooling_rate, "success_rate": result.success_rate,
         "reached": bool(reached), "reason": reason, "evaluations": evaluations, "stats": stats,
         "n_attacked": n_attacked, "n_excluded": n_excluded, "tolerance": tolerance, "converged": converged,
-        "notes": notes, "config": attack_config,
+        "notes": [n.to_json() for n in notes], "config": attack_config,
         "merged_from": {"budget_source": budget_source, "slices": slice_info},
     })
     return _Merged(stem=stem, arrays=arrays, attrs=attrs, record=record)

@@ -56,6 +56,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from advaudio.attacks.results import Note
 from advaudio.errors import ParameterError
 from advaudio.store import jsonable
 
@@ -512,7 +513,7 @@ def analyse(data: ReportData) -> dict[str, Any]:
                     "kind": rec.get("kind"), "norm": rec.get("norm"),
                     "reached": bool(rec.get("reached")), "reason": rec.get("reason"),
                     "targeted": rec.get("targeted"), "evaluations": rec.get("evaluations") or [],
-                    "shard": rec.get("shard"), "notes": rec.get("notes") or [],
+                    "shard": rec.get("shard"), "notes": [Note.from_json(n).to_json() for n in rec.get("notes") or []],
                     "checkpoint": e.document.get("checkpoint"),
                 }
                 for metric, ptr in RECORD_METRICS:

@@ -42,8 +42,9 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from advaudio import attacks  # noqa: E402
-from advaudio.attacks import AttackConfig, choose_targets, run_attack  # noqa: E402
+from advaudio.attacks import AttackConfig, PGDParams, choose_targets, run_attack  # noqa: E402
+from advaudio.attacks._foolbox import foolbox  # noqa: E402
+from advaudio.attacks._model import chunk_seed as advaudio_chunk_seed  # noqa: E402
 
 
 class SmallCNN(nn.Module):
@@ -106,7 +107,7 @@ def plain_pgd(model, x0, targets, *, eps, alpha, steps, seed):
 
 
 def foolbox_pgd(model, x0, targets, *, eps, rel_step, steps, seed, freeze):
-    fb = attacks._foolbox()
+    fb = foolbox()
     with frozen(model) if freeze else contextlib.nullcontext():
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x0.device)
         attack = fb.attacks.LinfProjectedGradientDescentAttack(
@@ -159,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     targets = choose_targets(model, x, labels, rule="random", seed=args.seed).to(device)
     steps, eps = args.steps, args.epsilon
     rel_step = 2.5 / steps
-    config = AttackConfig("pgd", targeted=True, norm="linf", steps=steps, step_size=rel_step,
-                          random_start=True, seed=args.seed)
-    chunk_seed = attacks._chunk_seed(args.seed, 0)  # what advaudio seeds its one chunk with
+    config = AttackConfig(params=PGDParams(norm="linf", steps=steps, step_size=rel_step, random_start=True),
+                          targeted=True, seed=args.seed)
+    chunk_seed = advaudio_chunk_seed(args.seed, 0)  # what advaudio seeds its one chunk with
 
     variants = {
         "plain": lambda: plain_pgd(model, x, targets, eps=eps, alpha=rel_step * eps,

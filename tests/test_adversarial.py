@@ -151,3 +151,26 @@ def test_killed_attack_registers_no_shard(trained, tmp_path):
     leftover.write_bytes(b"partial")
     assert set(store.adversarial_shards()) == before
     leftover.unlink()
+
+
+@pytest.mark.parametrize(
+    "param, message",
+    [
+        ("pgd.regularization=1", "pgd has no parameter regularization; it takes norm, epsilon, steps, step_size, "
+                                 "random_start (and, like every attack, targeted, target_rule, seed)"),
+        ("pgd.steps=abc", "pgd.steps must be an integer, got 'abc'"),
+        ("pgd.epsilon=-1", "pgd.epsilon must be finite and >= 0, got -1.0"),
+        ("pgd.steps=0", "pgd.steps must be >= 1, got 0"),
+    ],
+)
+def test_attack_parameters_are_refused_before_any_work(tmp_path, capsys, param, message):
+    # no checkpoint exists: the parameters fail first, as one line, exit status 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["attack", "--checkpoint", str(tmp_path / "none.pt"), "--attacks", "pgd", "-p", param])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+    with pytest.raises(ParameterError, match="pgd has no parameter"):
+        AttackStageConfig(attacks=("pgd",), attack_params={"pgd": {"regularization": 1}})
+    config = AttackStageConfig(attacks=("pgd", "cw"), seed=4, attack_params={"cw": {"steps": 3, "seed": 5}})
+    assert config.attack_config("pgd").seed == 4 and config.attack_config("pgd").params.steps == 40
+    assert config.attack_config("cw").seed == 5 and config.attack_config("cw").params.steps == 3

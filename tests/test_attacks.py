@@ -139,18 +139,18 @@ def test_registry_declares_kind_norm_and_targeting():
     assert "l2" in info["pgd"]["norms"] and "l2" in info["bim"]["norms"]
     assert info["deepfool"]["targetable"] is False
     assert all(info[n]["targetable"] for n in info if n != "deepfool")
-    cfg = AttackConfig("pgd", epsilon=0.1)
+    cfg = AttackConfig.create("pgd", epsilon=0.1)
     assert AttackConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ParameterError):
-        run_attack(_net(), torch.zeros(1, 1, 16, 16), [0], config=AttackConfig("nope"))
+        run_attack(_net(), torch.zeros(1, 1, 16, 16), [0], config=AttackConfig.create("nope"))
     with pytest.raises(ParameterError):
-        ATTACKS["cw"].resolve(AttackConfig("cw", norm="linf"))
+        AttackConfig.create("cw", norm="linf")
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_every_attack_reaches_fooling_rate_or_says_why(setup, name):
     model, x, y = setup
-    cfg = AttackConfig(name, seed=1, **FAST.get(name, {}))
+    cfg = AttackConfig.create(name, seed=1, **FAST.get(name, {}))
     tune = tune_budget(model, x, y, config=cfg, fooling_rate=RATE)
     assert tune.reached or tune.reason, "an unreached rate must say why"
     if name != "fgsm":  # one targeted step may legitimately fall short
@@ -186,19 +186,19 @@ def test_every_attack_reaches_fooling_rate_or_says_why(setup, name):
 
 def test_untargeted_fallbacks_are_said_not_silent(setup):
     model, x, y = setup
-    df = run_attack(model, x, y, config=AttackConfig("deepfool", steps=20, targeted=True))
+    df = run_attack(model, x, y, config=AttackConfig.create("deepfool", steps=20, targeted=True))
     assert df.targeted is False and df.targets is None
-    assert any("deepfool runs untargeted" in n for n in df.notes)
+    assert any("deepfool runs untargeted" in n.text for n in df.notes)
     _check_result(model, x, y, df)
 
-    fg = run_attack(model, x, y, config=AttackConfig("fgsm", targeted=False), epsilon=0.3)
+    fg = run_attack(model, x, y, config=AttackConfig.create("fgsm", targeted=False), epsilon=0.3)
     assert fg.targeted is False and fg.targets is None
     _check_result(model, x, y, fg)
     assert np.all(fg.linf <= 0.3 + 1e-6)
 
-    fgt = run_attack(model, x, y, config=AttackConfig("fgsm"), epsilon=0.3)
+    fgt = run_attack(model, x, y, config=AttackConfig.create("fgsm"), epsilon=0.3)
     assert fgt.targeted is True
-    assert any("fgsm targeted" in n and "rejects" in n for n in fgt.notes)
+    assert any("fgsm targeted" in n.text and "rejects" in n.text for n in fgt.notes)
     _check_result(model, x, y, fgt)
 
 
@@ -224,7 +224,7 @@ def test_choose_targets_never_true_class_and_deterministic(setup):
         logits = model(x)
     logits[torch.arange(len(y)), y] = math.inf
     assert torch.equal(ll, logits.argmin(1)) and not torch.any(ll == y)
-    res = run_attack(model, x, y, config=AttackConfig("pgd", steps=5, target_rule="least-likely"),
+    res = run_attack(model, x, y, config=AttackConfig.create("pgd", steps=5, target_rule="least-likely"),
                      epsilon=0.3)
     np.testing.assert_array_equal(res.targets, ll.numpy())
     assert res.target_rule == "least-likely"
@@ -232,7 +232,7 @@ def test_choose_targets_never_true_class_and_deterministic(setup):
 
 def test_bisection_agrees_with_brute_force_sweep(setup):
     model, x, y = setup
-    cfg = AttackConfig("bim", steps=5, seed=2)
+    cfg = AttackConfig.create("bim", steps=5, seed=2)
     step = 0.01
     grid = step * np.arange(1, 41)
     curve = fooling_rate_curve(model, x, y, config=cfg, epsilons=grid)
@@ -276,13 +276,13 @@ def test_quantile_rule_matches_direct_computation(setup):
     assert quantile_budget(np.arange(1.0, 11.0), 0.9) == (9.0, True)
 
     model, x, y = setup
-    tune = tune_budget(model, x, y, config=AttackConfig("deepfool", steps=20), fooling_rate=RATE)
+    tune = tune_budget(model, x, y, config=AttackConfig.create("deepfool", steps=20), fooling_rate=RATE)
     res = tune.result
     norms = res.budget_norms()[res.attacked]
     assert (tune.budget, tune.reached) == direct(norms, RATE)
     assert math.isclose(tune.fooling_rate, np.mean(norms <= tune.budget))
     # the curve of a minimisation attack is the empirical CDF of its minimal norms
-    curve = fooling_rate_curve(model, x, y, config=AttackConfig("deepfool", steps=20),
+    curve = fooling_rate_curve(model, x, y, config=AttackConfig.create("deepfool", steps=20),
                                epsilons=[tune.budget, 0.0])
     assert curve[0] == (tune.budget, tune.fooling_rate) and curve[1][1] == 0.0
     assert tune.evaluations[-1][1] == res.success_rate
@@ -291,21 +291,21 @@ def test_quantile_rule_matches_direct_computation(setup):
 def test_inputs_parameters_and_model_state(setup):
     model, x, y = setup
     with pytest.raises(ParameterError, match=r"\[0, 1\]"):
-        run_attack(model, x + 1.0, y, config=AttackConfig("pgd"), epsilon=0.1)
+        run_attack(model, x + 1.0, y, config=AttackConfig.create("pgd"), epsilon=0.1)
     with pytest.raises(ParameterError, match="fixed-budget"):
-        run_attack(model, x, y, config=AttackConfig("pgd"))
+        run_attack(model, x, y, config=AttackConfig.create("pgd"))
     with pytest.raises(ParameterError, match="minimisation"):
-        run_attack(model, x, y, config=AttackConfig("deepfool"), epsilon=0.1)
+        run_attack(model, x, y, config=AttackConfig.create("deepfool"), epsilon=0.1)
     with pytest.raises(ParameterError):
-        run_attack(model, x, y, config=AttackConfig("pgd"), epsilon=0.1, targets=y)
+        run_attack(model, x, y, config=AttackConfig.create("pgd"), epsilon=0.1, targets=y)
     with pytest.raises(ParameterError):
-        run_attack(model, x, y[:3], config=AttackConfig("pgd"), epsilon=0.1)
+        run_attack(model, x, y[:3], config=AttackConfig.create("pgd"), epsilon=0.1)
 
     # training mode and requires_grad are restored; no weight gradients accumulate
     model.zero_grad(set_to_none=True)
     model.train()
     try:
-        run_attack(model, x, y, config=AttackConfig("pgd", steps=3), epsilon=0.1)
+        run_attack(model, x, y, config=AttackConfig.create("pgd", steps=3), epsilon=0.1)
         assert model.training
         assert all(p.requires_grad and p.grad is None for p in model.parameters())
     finally:
@@ -316,12 +316,12 @@ def test_misclassified_samples_excluded_and_runs_deterministic(setup):
     model, x, y = setup
     wrong = y.clone()
     wrong[0] = (y[0] + 1) % NUM_CLASSES
-    cfg = AttackConfig("pgd", steps=5, seed=5)
+    cfg = AttackConfig.create("pgd", steps=5, seed=5)
     a = run_attack(model, x, wrong, config=cfg, epsilon=0.2, batch_size=5)
     b = run_attack(model, x, wrong, config=cfg, epsilon=0.2, batch_size=5)
     assert a.n_excluded == 1 and not a.attacked[0] and not a.success[0]
     np.testing.assert_array_equal(a.adversarial[0], x[0].numpy())
-    assert any("not attacked" in n for n in a.notes)
+    assert any("not attacked" in n.text for n in a.notes)
     np.testing.assert_array_equal(a.adversarial, b.adversarial)
     _check_result(model, x, wrong, a)
     assert a.gradient_steps == 5
@@ -331,13 +331,13 @@ def test_misclassified_samples_excluded_and_runs_deterministic(setup):
 
 def test_cw_retries_missed_targets_with_a_larger_constant(setup):
     model, x, y = setup
-    cfg = AttackConfig("cw", steps=5, binary_search_steps=1, initial_const=1e-6,
-                       const_retries=1)
+    cfg = AttackConfig.create("cw", steps=5, binary_search_steps=1, initial_const=1e-6,
+                              const_retries=1)
     res = run_attack(model, x, y, config=cfg)
     _check_result(model, x, y, res)
-    note = [n for n in res.notes if "retried" in n]
+    note = [n for n in res.notes if "retried" in n.text]
     assert note, res.notes
-    assert "initial_const=1e-06" in note[0]
+    assert "initial_const=1e-06" in note[0].text
     assert res.success.sum() > 0
 
 
@@ -345,17 +345,17 @@ def test_decision_based_starting_points_from_pool_or_noted(setup):
     model, x, y = setup
     # a pool holding class 0 only: targets of other classes have no starting point
     pool = x[y == 0]
-    cfg = AttackConfig("hopskipjump", noise_draws=0, **FAST["hopskipjump"])
+    cfg = AttackConfig.create("hopskipjump", noise_draws=0, **FAST["hopskipjump"])
     res = run_attack(model, x, y, config=cfg, starting_pool=pool)
     _check_result(model, x, y, res)
     has_start = res.targets == 0
     assert has_start.any() and (~has_start).any()
     assert not res.success[~has_start].any()
     assert res.success[has_start].all()
-    assert any(f"{int((~has_start).sum())} sample(s) had no starting point" in n
+    assert any(f"{int((~has_start).sum())} sample(s) had no starting point" in n.text
                for n in res.notes), res.notes
     # untargeted: misclassified pool members are enough
-    res_u = run_attack(model, x, y, config=AttackConfig("boundary", targeted=False, steps=50))
+    res_u = run_attack(model, x, y, config=AttackConfig.create("boundary", targeted=False, steps=50))
     _check_result(model, x, y, res_u)
     assert res_u.success.all() and not res_u.targeted
 
@@ -363,23 +363,86 @@ def test_decision_based_starting_points_from_pool_or_noted(setup):
 @pytest.mark.parametrize(
     "cfg",
     [
-        AttackConfig("pgd", norm="l2", steps=10),
-        AttackConfig("bim", norm="l2", steps=5, targeted=False),
-        AttackConfig("fgsm", norm="l2"),
-        AttackConfig("deepfool", norm="linf", steps=20, targeted=False),
-        AttackConfig("cw", targeted=False, steps=50, binary_search_steps=3),
-        AttackConfig("hopskipjump", norm="linf", steps=4, gradient_eval_steps=20,
-                     max_gradient_eval_steps=40),
+        AttackConfig.create("pgd", norm="l2", steps=10),
+        AttackConfig.create("bim", norm="l2", steps=5, targeted=False),
+        AttackConfig.create("fgsm", norm="l2"),
+        AttackConfig.create("deepfool", norm="linf", steps=20, targeted=False),
+        AttackConfig.create("cw", targeted=False, steps=50, binary_search_steps=3),
+        AttackConfig.create("hopskipjump", norm="linf", steps=4, gradient_eval_steps=20,
+                            max_gradient_eval_steps=40),
     ],
-    ids=lambda c: f"{c.name}-{c.norm}-{'t' if c.targeted else 'u'}",
+    ids=lambda c: f"{c.name}-{c.params.norm}-{'t' if c.targeted else 'u'}",
 )
 def test_other_norms_and_untargeted_variants(setup, cfg):
     model, x, y = setup
-    eps = {"linf": 0.3, "l2": 3.0}[cfg.norm] if ATTACKS[cfg.name].kind == FIXED_BUDGET else None
+    eps = {"linf": 0.3, "l2": 3.0}[cfg.params.norm] if ATTACKS[cfg.name].kind == FIXED_BUDGET else None
     res = run_attack(model, x, y, config=cfg, epsilon=eps)
     _check_result(model, x, y, res)
-    assert res.norm == (cfg.norm or ATTACKS[cfg.name].norms[0])
+    assert res.norm == cfg.params.norm
     assert res.targeted is cfg.targeted
     if eps is not None:
         assert np.all(res.norm_values() <= eps * (1 + 1e-5))
     assert res.fooling_rate > 0
+
+
+@pytest.mark.parametrize(
+    "name, values, match",
+    [
+        ("pgd", {"regularization": 1}, r"^pgd has no parameter regularization; it takes norm, epsilon, steps"),
+        ("fgsm", {"steps": 1}, r"^fgsm has no parameter steps"),
+        ("pgd", {"steps": "abc"}, r"^pgd\.steps must be an integer, got 'abc'$"),
+        ("pgd", {"steps": 2.5}, r"^pgd\.steps must be an integer"),
+        ("pgd", {"random_start": 1}, r"^pgd\.random_start must be true or false"),
+        ("cw", {"initial_const": "big"}, r"^cw\.initial_const must be a number"),
+        ("pgd", {"epsilon": -1}, r"^pgd\.epsilon must be finite and >= 0"),
+        ("pgd", {"epsilon": math.nan}, r"^pgd\.epsilon must be finite and >= 0"),
+        ("pgd", {"steps": 0}, r"^pgd\.steps must be >= 1, got 0$"),
+        ("cw", {"norm": "linf"}, r"^cw\.norm must be one of l2"),
+        ("ead", {"decision_rule": "L2"}, r"^ead\.decision_rule must be one of EN, L1"),
+        ("hopskipjump", {"start_rule": "far"}, r"^hopskipjump\.start_rule must be one of nearest, noise"),
+        ("deepfool", {"epsilon": 0.1}, r"^deepfool has no parameter epsilon"),
+        ("pgd", {"target_rule": "most-likely"}, r"^pgd\.target_rule must be one of random, least-likely"),
+        ("pgd", {"seed": -1}, r"^pgd\.seed must be >= 0"),
+        ("nope", {}, r"^unknown attack 'nope'; known: fgsm, bim, pgd"),
+    ],
+)
+def test_attack_parameters_are_checked_per_attack(name, values, match):
+    with pytest.raises(ParameterError, match=match) as info:
+        AttackConfig.create(name, **values)
+    assert "\n" not in str(info.value)
+
+
+def test_config_round_trips_and_records_only_its_attacks_parameters(setup):
+    from advaudio.attacks import PARAMS
+
+    for name, params in PARAMS.items():
+        cfg = AttackConfig.create(name, seed=3, targeted=False)
+        assert cfg.params == params() and cfg.name == name
+        flat = cfg.to_dict()
+        assert set(flat) == {"name", "targeted", "target_rule", "seed", *params.names()}
+        assert AttackConfig.from_dict(json.loads(json.dumps(flat))) == cfg
+    cfg = AttackConfig.create("pgd", steps=4, epsilon=1)  # ints widen to float
+    assert cfg.params.epsilon == 1.0 and isinstance(cfg.params.epsilon, float)
+    assert cfg.replace(steps=8, seed=2).to_dict() == {**cfg.to_dict(), "steps": 8, "seed": 2}
+    with pytest.raises(ParameterError, match="pgd has no parameter overshoot"):
+        cfg.replace(overshoot=0.1)
+    model, x, y = setup
+    res = run_attack(model, x[:4], y[:4], config=cfg, epsilon=0.05)
+    recorded = res.summary()["config"]
+    assert recorded == {**cfg.to_dict(), "epsilon": 0.05, "step_size": 2.5 / 4}
+    assert "regularization" not in recorded and "binary_search_steps" not in recorded
+
+
+def test_notes_are_structured_and_old_plain_strings_still_read():
+    from advaudio.attacks import Note
+    from advaudio.attacks.results import excluded_note
+
+    note = excluded_note(3, 20)
+    assert note.to_json() == {
+        "code": "excluded-misclassified", "count": 3, "of": 20,
+        "text": "3 of 20 sample(s) misclassified when clean: not attacked, excluded from the rates",
+    }
+    assert Note.from_json(json.loads(json.dumps(note.to_json()))) == note
+    assert Note.from_json(note.text) == note  # a results file written before notes had codes
+    old = Note.from_json("targets given by the caller")
+    assert (old.code, old.text, dict(old.counts)) == ("note", "targets given by the caller", {})

@@ -113,7 +113,7 @@ def test_sliced_deepfool_merges_into_the_unsliced_run_value_by_value(merged):
     # same CDF, statistics and counts; per-sample work summed over the slices).
     for key in RECORD_KEYS + ("queries", "gradient_queries"):
         assert mrec[key] == lrec[key], key
-    assert mrec["notes"][:-1] == lrec["notes"] and mrec["notes"][-1] == "merged from 2 slices (advaudio store merge)"
+    assert mrec["notes"][:-1] == lrec["notes"] and mrec["notes"][-1]["text"] == "merged from 2 slices (advaudio store merge)"
     assert {r["budget"] for r in mrec["merged_from"]["slices"]} != {mrec["budget"]}  # slices tuned their own
     results = Path(doc["results_path"])
     assert results == merged["ckpt"].parent / "attack-round00-test.json"
@@ -214,7 +214,7 @@ def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_pa
     arrays, attrs = read_shard(rec["shard"])
     assert rec["budget"] == attrs["budget"] == max(budgets)
     assert json.loads(attrs["slice_budgets"]) == budgets and json.loads(attrs["attack_config"])["epsilon"] is None
-    assert any("merged with mixed budgets" in n for n in rec["notes"])
+    assert any("merged with mixed budgets" in n["text"] for n in rec["notes"])
     parts = [read_shard(d["attacks"][0]["shard"])[0] for d in docs]
     np.testing.assert_array_equal(arrays["within_budget"], np.concatenate([p["within_budget"] for p in parts]))
     # The union's fooling rate at every ε both slices probed: the attacked-weighted mean of theirs.
@@ -239,3 +239,25 @@ def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, 
     for key in RECORD_KEYS:
         assert mrec[key] == lrec[key], key
     assert [s["file"] is None for s in mrec["merged_from"]["slices"]] == [i in empty for i in range(6)]
+
+
+def test_slice_notes_union_reads_structured_and_old_plain_string_notes():
+    from advaudio.attacks.results import Note, excluded_note
+    from advaudio.merge import _Slice, _union_notes
+
+    pool = Note("starting-points", "boundary starting points (misclassified): 3 nearest from the pool",
+                {"pool": 3, "noise": 0, "noise_draws": 256, "none": 0})
+    slices = [
+        _Slice(0, 2, record={"notes": [excluded_note(1, 3).to_json(), pool.to_json()]}),
+        _Slice(1, 2, record={"notes": [excluded_note(2, 3).to_json(), pool.to_json(),
+                                       Note("targets-given", "targets given by the caller").to_json()]}),
+    ]
+    notes = _union_notes(slices, 3, 6)
+    assert notes[0] == excluded_note(3, 6)  # recomputed for the union, the slices' own dropped
+    assert notes[1] == pool  # every slice has it: once
+    assert notes[2].code == "targets-given" and notes[2].text == "slice 1/2: targets given by the caller"
+    assert notes[2].counts == {"slice": [1, 2]} and len(notes) == 3
+    # Results files written before notes had codes hold plain strings; the exclusion note is still recognised.
+    old = [_Slice(i, 2, record={"notes": [n.text for n in (excluded_note(1, 3), pool)]}) for i in range(2)]
+    notes = _union_notes(old, 2, 6)
+    assert [n.text for n in notes] == [excluded_note(2, 6).text, pool.text]

@@ -1,0 +1,100 @@
+"""Adversarial attacks on spectrogram classifiers, tuned to a fooling rate.
+
+Modules, in the order a run uses them:
+
+================ ==================================================================
+``params``       one frozen parameter dataclass per attack, :class:`AttackConfig`
+                 (an attack's parameters plus the settings all share); no torch
+``registry``     :data:`ATTACKS` (name → spec), :func:`list_attacks`
+``base``         :class:`~advaudio.attacks.base.AttackSpec`, the interface of a spec
+``gradient``     fixed-budget specs: fgsm, bim, pgd
+``minimisation`` minimisation specs: deepfool, cw, ead
+``decision``     decision-based specs and their starting points: boundary, hopskipjump
+``targets``      :func:`choose_targets`
+``engine``       :func:`run_attack`: clean classification, chunks, verification
+``tuning``       :func:`tune_budget`, :func:`fooling_rate_curve`,
+                 :func:`quantile_budget`, :func:`minimisation_budget`
+``results``      :class:`AttackResult`, :class:`TuningResult`, :class:`Note`,
+                 :func:`perturbation_norms`
+``_model``       eval mode with frozen weights, query counting, seeding, input checks
+``_foolbox``     the only import of Foolbox 3, lazy (on the first attack run)
+================ ==================================================================
+
+Registry (every attack runs through ``foolbox.PyTorchModel(model, bounds=(0, 1))``;
+parameters and defaults: :mod:`advaudio.attacks.params`):
+
+=========== ============ ================== ======== ========================================
+name        kind         budget norm        targeted Foolbox attack / notes
+=========== ============ ================== ======== ========================================
+fgsm        fixed-budget linf (or l2)       yes      targeted: BasicIterative(steps=1, step=ε),
+                                                     because Foolbox's FGSM rejects targeted
+                                                     criteria; untargeted: Foolbox's FGSM/FGM
+bim         fixed-budget linf (or l2)       yes      BasicIterativeAttack (no random start)
+pgd         fixed-budget linf (or l2)       yes      ProjectedGradientDescentAttack (random
+                                                     start in the ε-ball, seeded)
+deepfool    minimisation l2 (or linf)       **no**   DeepFoolAttack; always untargeted — noted
+cw          minimisation l2                 yes      L2CarliniWagnerAttack; samples that miss
+                                                     the target are retried with a larger
+                                                     constant (``const_retries``) — noted
+ead         minimisation l1 (L2 also kept)  yes      EADAttack, same retry rule as cw
+boundary    minimisation l2                 yes      BoundaryAttack (decision-based), from
+                                                     starting points (see ``decision``)
+hopskipjump minimisation l2 (or linf)       yes      HopSkipJumpAttack (decision-based), idem
+=========== ============ ================== ======== ========================================
+
+The definitions (attacked samples, success, fooling rate, queries) are in
+:mod:`advaudio.attacks.engine`, the budget search in :mod:`advaudio.attacks.tuning`.
+"""
+
+from advaudio.attacks._foolbox import foolbox_version
+from advaudio.attacks.base import AttackSpec
+from advaudio.attacks.engine import run_attack
+from advaudio.attacks.params import (
+    FIXED_BUDGET,
+    MINIMISATION,
+    PARAMS,
+    AttackConfig,
+    AttackParams,
+    BIMParams,
+    BoundaryParams,
+    CarliniWagnerParams,
+    DeepFoolParams,
+    EADParams,
+    FGSMParams,
+    HopSkipJumpParams,
+    PGDParams,
+)
+from advaudio.attacks.registry import ATTACKS, list_attacks
+from advaudio.attacks.results import AttackResult, Note, TuningResult, perturbation_norms
+from advaudio.attacks.targets import choose_targets
+from advaudio.attacks.tuning import fooling_rate_curve, minimisation_budget, quantile_budget, tune_budget
+
+__all__ = [
+    "ATTACKS",
+    "FIXED_BUDGET",
+    "MINIMISATION",
+    "PARAMS",
+    "AttackConfig",
+    "AttackParams",
+    "AttackResult",
+    "AttackSpec",
+    "BIMParams",
+    "BoundaryParams",
+    "CarliniWagnerParams",
+    "DeepFoolParams",
+    "EADParams",
+    "FGSMParams",
+    "HopSkipJumpParams",
+    "Note",
+    "PGDParams",
+    "TuningResult",
+    "choose_targets",
+    "fooling_rate_curve",
+    "foolbox_version",
+    "list_attacks",
+    "minimisation_budget",
+    "perturbation_norms",
+    "quantile_budget",
+    "run_attack",
+    "tune_budget",
+]

@@ -1,0 +1,366 @@
+"""Parameters of the attacks: one frozen dataclass per attack, and the run settings all share.
+
+Foolbox 3 gives each attack a constructor with only its own parameters; so does
+advaudio: :class:`PGDParams` has ``steps`` but no ``regularization``, and a key an
+attack does not take is a :class:`~advaudio.errors.ParameterError` naming the ones it
+does.  Values are checked for type and range when a dataclass is built, so a
+configuration that exists is one that can run.  This module imports neither torch
+nor Foolbox: the CLI reads names and defaults from it cheaply.
+
+Step sizes: for fgsm/bim/pgd ``step_size`` is *relative to ε* (Foolbox's
+``rel_stepsize``), so the trajectory scales with the budget during bisection; for cw
+it is Adam's learning rate (in tanh space), for ead the initial ISTA step, for
+boundary both the spherical and the source step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from advaudio.errors import ParameterError
+
+__all__ = [
+    "FIXED_BUDGET",
+    "MINIMISATION",
+    "PARAMS",
+    "SHARED_SETTINGS",
+    "AttackConfig",
+    "AttackParams",
+    "BIMParams",
+    "BoundaryParams",
+    "CarliniWagnerParams",
+    "DeepFoolParams",
+    "EADParams",
+    "FGSMParams",
+    "HopSkipJumpParams",
+    "PGDParams",
+]
+
+FIXED_BUDGET = "fixed-budget"
+MINIMISATION = "minimisation"
+TARGET_RULES = ("random", "least-likely")
+START_RULES = ("nearest", "noise")
+DECISION_RULES = ("EN", "L1")
+#: Settings of :class:`AttackConfig` that every attack takes beside its own parameters.
+SHARED_SETTINGS = ("targeted", "target_rule", "seed")
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _checked(owner: str, name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the annotated type (ints widen to float), or a ParameterError."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint)
+    if value is None and optional:
+        return None
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base in (bool, str) and isinstance(value, base):
+        return value
+    raise ParameterError(f"{owner}.{name} must be {_TYPE_WORDS[base]}, got {value!r}")
+
+
+def _require(ok: bool, owner: str, name: str, what: str, value: Any) -> None:
+    if not ok:
+        raise ParameterError(f"{owner}.{name} must be {what}, got {value!r}")
+
+
+def _check_types(obj: Any, owner: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        object.__setattr__(obj, f.name, _checked(owner, f.name, getattr(obj, f.name), hints[f.name]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackParams:
+    """Base of the per-attack parameter dataclasses (``norm`` is the budget norm)."""
+
+    attack: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = ()  # allowed budget norms, the first is the default
+
+    norm: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.norm:
+            object.__setattr__(self, "norm", self.norms[0])
+        _check_types(self, self.attack)
+        _require(self.norm in self.norms, self.attack, "norm", f"one of {', '.join(self.norms)}", self.norm)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "steps":
+                _require(value >= 1, self.attack, f.name, ">= 1", value)
+            elif isinstance(value, float):
+                _require(math.isfinite(value) and value >= 0, self.attack, f.name, "finite and >= 0", value)
+        self._check()
+
+    def _check(self) -> None:
+        """Ranges particular to one attack (after the types and the common ranges)."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AttackParams":
+        unknown = sorted(set(data) - set(cls.names()))
+        if unknown:
+            raise ParameterError(
+                f"{cls.attack} has no parameter {', '.join(unknown)}; it takes {', '.join(cls.names())} "
+                f"(and, like every attack, {', '.join(SHARED_SETTINGS)})"
+            )
+        return cls(**data)
+
+    def resolved(self) -> "AttackParams":
+        """These parameters with defaults that depend on other parameters filled in."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GradientParams(AttackParams):
+    """Fixed-budget gradient attacks: ``epsilon`` (None: given to the run, or tuned)."""
+
+    kind: ClassVar[str] = FIXED_BUDGET
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+
+    epsilon: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FGSMParams(_GradientParams):
+    """fgsm: one step of ``step_size``·ε (relative to ε); ``random_start`` in the ε-ball."""
+
+    attack: ClassVar[str] = "fgsm"
+
+    step_size: float = 1.0
+    random_start: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BIMParams(_GradientParams):
+    """bim: ``steps`` signed-gradient steps of ``step_size``·ε, no random start by default."""
+
+    attack: ClassVar[str] = "bim"
+
+    steps: int = 10
+    step_size: float = 0.2
+    random_start: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGDParams(_GradientParams):
+    """pgd: ``steps`` steps of ``step_size``·ε (None: 2.5 / steps), random start by default."""
+
+    attack: ClassVar[str] = "pgd"
+
+    steps: int = 40
+    step_size: float | None = None
+    random_start: bool = True
+
+    def resolved(self) -> "PGDParams":
+        if self.step_size is not None:
+            return self
+        return dataclasses.replace(self, step_size=2.5 / self.steps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepFoolParams(AttackParams):
+    """deepfool: ``steps`` linearised steps over the ``candidates`` top classes, ``overshoot``."""
+
+    attack: ClassVar[str] = "deepfool"
+    kind: ClassVar[str] = MINIMISATION
+    norms: ClassVar[tuple[str, ...]] = ("l2", "linf")
+
+    steps: int = 50
+    candidates: int = 10
+    overshoot: float = 0.02
+
+    def _check(self) -> None:
+        _require(self.candidates >= 2, self.attack, "candidates", ">= 2", self.candidates)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ConstSearchParams(AttackParams):
+    """CW-type attacks: a binary search over the constant c, then retries.
+
+    ``initial_const`` is 1e-2 (Foolbox: 1e-3), which suits the logits of
+    spectrogram CNNs and saves one search step.  Samples still missing their
+    target are re-run ``const_retries`` times with ``initial_const *
+    10**binary_search_steps`` and twice the steps.
+    """
+
+    kind: ClassVar[str] = MINIMISATION
+
+    steps: int = 1000
+    step_size: float = 1e-2
+    binary_search_steps: int = 9
+    initial_const: float = 1e-2
+    confidence: float = 0.0
+    const_retries: int = 1
+
+    def _check(self) -> None:
+        _require(self.binary_search_steps >= 1, self.attack, "binary_search_steps", ">= 1",
+                 self.binary_search_steps)
+        _require(self.initial_const > 0, self.attack, "initial_const", "> 0", self.initial_const)
+        _require(self.const_retries >= 0, self.attack, "const_retries", ">= 0", self.const_retries)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CarliniWagnerParams(_ConstSearchParams):
+    """cw: ``steps`` Adam steps (learning rate ``step_size``) per binary-search step."""
+
+    attack: ClassVar[str] = "cw"
+    norms: ClassVar[tuple[str, ...]] = ("l2",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EADParams(_ConstSearchParams):
+    """ead: as cw with ISTA steps (initial ``step_size``), L1 weight β = ``regularization``."""
+
+    attack: ClassVar[str] = "ead"
+    norms: ClassVar[tuple[str, ...]] = ("l1",)
+
+    regularization: float = 1e-2
+    decision_rule: str = "EN"
+
+    def _check(self) -> None:
+        super()._check()
+        _require(self.decision_rule in DECISION_RULES, self.attack, "decision_rule",
+                 f"one of {', '.join(DECISION_RULES)}", self.decision_rule)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _DecisionParams(AttackParams):
+    """Decision-based attacks: starting points by ``start_rule`` from the pool or
+    ``noise_draws`` seeded uniform-noise images."""
+
+    kind: ClassVar[str] = MINIMISATION
+
+    start_rule: str = "nearest"
+    noise_draws: int = 256
+
+    def _check(self) -> None:
+        _require(self.start_rule in START_RULES, self.attack, "start_rule",
+                 f"one of {', '.join(START_RULES)}", self.start_rule)
+        _require(self.noise_draws >= 0, self.attack, "noise_draws", ">= 0", self.noise_draws)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoundaryParams(_DecisionParams):
+    """boundary: ``steps`` random-walk steps; ``step_size`` is the spherical and source step."""
+
+    attack: ClassVar[str] = "boundary"
+    norms: ClassVar[tuple[str, ...]] = ("l2",)
+
+    steps: int = 5000
+    step_size: float = 1e-2
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopSkipJumpParams(_DecisionParams):
+    """hopskipjump: ``steps`` iterations; gradient estimates of ``gradient_eval_steps``
+    samples at first, at most ``max_gradient_eval_steps`` (Foolbox: 10000)."""
+
+    attack: ClassVar[str] = "hopskipjump"
+    norms: ClassVar[tuple[str, ...]] = ("l2", "linf")
+
+    steps: int = 40
+    gradient_eval_steps: int = 100
+    max_gradient_eval_steps: int = 1000
+
+    def _check(self) -> None:
+        super()._check()
+        for name in ("gradient_eval_steps", "max_gradient_eval_steps"):
+            _require(getattr(self, name) >= 1, self.attack, name, ">= 1", getattr(self, name))
+
+
+#: Attack name → its parameter dataclass.
+PARAMS: dict[str, type[AttackParams]] = {
+    cls.attack: cls
+    for cls in (FGSMParams, BIMParams, PGDParams, DeepFoolParams, CarliniWagnerParams, EADParams,
+                BoundaryParams, HopSkipJumpParams)
+}
+
+
+def params_type(name: str) -> type[AttackParams]:
+    """The parameter dataclass of attack ``name``."""
+    try:
+        return PARAMS[name]
+    except KeyError:
+        raise ParameterError(f"unknown attack {name!r}; known: {', '.join(PARAMS)}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackConfig:
+    """One attack run: the attack's own parameters and the settings every attack shares.
+
+    Build it from the parameter dataclass, ``AttackConfig(params=PGDParams(steps=20),
+    seed=1)``, or from flat values, ``AttackConfig.create("pgd", steps=20, seed=1)``.
+    :meth:`to_dict` is the flat form recorded in results files and shard attributes
+    (``name``, the shared settings and that attack's parameters only).
+
+    Attributes:
+        params: the attack and its parameters (see :data:`PARAMS`).
+        targeted: run targeted where the attack supports it (default); attacks that
+            cannot be targeted run untargeted and say so in their notes.
+        target_rule: ``"random"`` or ``"least-likely"`` (see :func:`choose_targets`).
+        seed: seeds target choice, random starts, noise and Foolbox's draws (>= 0).
+    """
+
+    params: AttackParams
+    targeted: bool = True
+    target_rule: str = "random"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, AttackParams) or type(self.params) not in PARAMS.values():
+            raise ParameterError(f"params must be one of {', '.join(c.__name__ for c in PARAMS.values())}")
+        owner = self.params.attack
+        hints = typing.get_type_hints(AttackConfig)
+        for name in SHARED_SETTINGS:
+            object.__setattr__(self, name, _checked(owner, name, getattr(self, name), hints[name]))
+        _require(self.target_rule in TARGET_RULES, owner, "target_rule", f"one of {', '.join(TARGET_RULES)}",
+                 self.target_rule)
+        _require(self.seed >= 0, owner, "seed", ">= 0", self.seed)
+
+    @property
+    def name(self) -> str:
+        return self.params.attack
+
+    @classmethod
+    def create(cls, name: str, /, **values: Any) -> "AttackConfig":
+        """Config of attack ``name`` from flat values: shared settings and that attack's parameters."""
+        shared = {k: values.pop(k) for k in SHARED_SETTINGS if k in values}
+        return cls(params=params_type(name).from_dict(values), **shared)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AttackConfig":
+        """Inverse of :meth:`to_dict`."""
+        values = dict(data)
+        if "name" not in values:
+            raise ParameterError("an attack configuration needs its attack's name")
+        return cls.create(values.pop("name"), **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: getattr(self, k) for k in SHARED_SETTINGS}, **self.params.to_dict()}
+
+    def replace(self, **changes: Any) -> "AttackConfig":
+        """A copy with shared settings and/or parameters changed."""
+        shared = {k: changes.pop(k) for k in SHARED_SETTINGS if k in changes}
+        params = self.params
+        if changes:
+            params = type(params).from_dict({**params.to_dict(), **changes})
+        return dataclasses.replace(self, params=params, **shared)
+
+    def resolved(self) -> "AttackConfig":
+        return dataclasses.replace(self, params=self.params.resolved())
