@@ -172,7 +172,7 @@ def attack_stage(
     and the shard's path.
     """
     from advaudio.attacks import choose_targets, tune_budget
-    from advaudio.train import load_checkpoint, resolve_device
+    from advaudio.training import load_checkpoint, resolve_device
 
     t_stage = time.perf_counter()
     checkpoint = Path(checkpoint)

@@ -338,7 +338,7 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
     (atomically; --resume continues a killed run to the same weights) and
     OUT/metrics.json. Prints a summary; the checkpoint path is the last line.
     """
-    from advaudio.train import TrainConfig, train as run
+    from advaudio.training import TrainConfig, train as run
 
     config = TrainConfig(
         store=store_path, view=view, model=model, width=width, input_size=_input_size(input_size),
@@ -382,7 +382,7 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
 @_computes
 def evaluate(checkpoint, store_path, fold, device, batch_size, workers, as_json):
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold."""
-    from advaudio.train import evaluate as run
+    from advaudio.training import evaluate as run
 
     r = run(checkpoint, store=store_path, fold=fold, device=device, batch_size=batch_size, workers=workers)
     if as_json:

@@ -68,7 +68,7 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
     from advaudio.featurize import FeaturizeConfig, featurize
     from advaudio.report import write_report
     from advaudio.retrain import RetrainConfig, is_complete_run, run_rounds
-    from advaudio.train import TrainConfig, train
+    from advaudio.training import TrainConfig, train
 
     t0 = time.perf_counter()
     out = Path(out)

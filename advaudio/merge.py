@@ -321,7 +321,7 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
 
     from advaudio.adversarial import choose_rows, split_rows
     from advaudio.attacks import choose_targets
-    from advaudio.train import load_checkpoint
+    from advaudio.training import load_checkpoint
 
     doc, rec = sl.document or {}, sl.record or {}
     config = doc.get("config") or {}

@@ -140,7 +140,7 @@ def retrain(
     ``provenance``, the round it starts and each shard's attack, budget and hash.
     """
     from advaudio.data import ModelSpaceSource
-    from advaudio.train import TrainConfig, load_checkpoint, train
+    from advaudio.training import TrainConfig, load_checkpoint, train
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)

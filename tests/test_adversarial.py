@@ -22,7 +22,7 @@ from advaudio.cli import cli, main
 from advaudio.errors import ParameterError, StoreError
 from advaudio.features import FeatureConfig
 from advaudio.featurize import FeaturizeConfig, featurize
-from advaudio.train import TrainConfig, load_checkpoint, train
+from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 10, "n_classes": 4, "duration": 1.0}
 

@@ -13,7 +13,7 @@ import torch
 
 from advaudio.data import StoreBatches, plan_epoch
 from advaudio.models import create_model
-from advaudio.train import TrainConfig, evaluate, load_checkpoint, train
+from advaudio.training import TrainConfig, evaluate, load_checkpoint, train
 from advaudio.views import fit_view
 
 REPO = Path(__file__).resolve().parents[1]

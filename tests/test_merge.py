@@ -26,7 +26,7 @@ from advaudio.featurize import FeaturizeConfig, featurize
 from advaudio.merge import merge_results
 from advaudio.report import collect_runs
 from advaudio.retrain import find_shards
-from advaudio.train import TrainConfig, train
+from advaudio.training import TrainConfig, train
 
 SYNTH = {"clips_per_class": 6, "n_classes": 3, "duration": 1.0, "n_folds": 3}
 FLOAT_KEYS = ("adversarial", "l1", "l2", "linf", "snr_db")

@@ -134,6 +134,30 @@ def test_googlenet_aux_heads_only_in_training():
         assert model(x).shape == (2, 4)
 
 
+def test_the_training_loss_is_the_model_s_own():
+    y = torch.tensor([0, 3])
+    x = torch.rand(2, 1, 64, 64)
+
+    def ce(logits, **kw):
+        return nn.functional.cross_entropy(logits, y, **kw)
+
+    googlenet = create_model("googlenet", num_classes=4, width=SMALL, aux_logits=True)
+    out = googlenet(x)
+    assert googlenet.main_logits(out) is out.logits
+    assert torch.equal(googlenet.training_loss(out, y, label_smoothing=0.1),
+                       ce(out.logits, label_smoothing=0.1)
+                       + 0.3 * (ce(out.aux1, label_smoothing=0.1) + ce(out.aux2, label_smoothing=0.1)))
+    summed = lambda logits: ce(logits, reduction="sum") / 1.5  # noqa: E731  (a DDP share's denominator)
+    assert torch.equal(googlenet.training_loss(out, y, denominator=1.5),
+                       summed(out.logits) + 0.3 * (summed(out.aux1) + summed(out.aux2)))
+
+    resnet = create_model("resnet18", num_classes=4, width=SMALL)
+    logits = resnet(x)
+    assert resnet.main_logits(logits) is logits
+    assert torch.equal(resnet.training_loss(logits, y), ce(logits))
+    assert torch.equal(resnet.training_loss(logits, y, denominator=1.5), summed(logits))
+
+
 @pytest.mark.parametrize(
     "arguments",
     [

@@ -64,7 +64,7 @@ def run(tmp_path_factory):
     from advaudio.adversarial import AttackStageConfig, attack_stage
     from advaudio.features import FeatureConfig
     from advaudio.featurize import FeaturizeConfig, featurize
-    from advaudio.train import TrainConfig, train
+    from advaudio.training import TrainConfig, train
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("report")

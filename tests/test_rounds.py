@@ -19,7 +19,7 @@ from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
 from advaudio.featurize import FeaturizeConfig, featurize
 from advaudio.retrain import RetrainConfig, retrain
-from advaudio.train import TrainConfig, load_checkpoint, train
+from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 8, "n_classes": 3, "duration": 1.0}
 ROUND_ARGS = ["--attacks", "fgsm,deepfool", "--fooling-rate", "0.6", "--limit", "6", "--train-limit", "12",

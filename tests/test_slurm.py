@@ -321,7 +321,7 @@ def test_featurize_sbatch_driver_mode_submits_worker_jobs(local_slurm, tmp_path)
 
 def _tiny_checkpoint(directory: Path) -> tuple[Path, Path]:
     """A real store (3 classes × 6 clips, 3 folds, STFT) and a tiny ResNet-18 on it (a few seconds)."""
-    from advaudio.train import TrainConfig, train
+    from advaudio.training import TrainConfig, train
 
     res = featurize(FeaturizeConfig(dataset="synthetic",
                                     dataset_options={"clips_per_class": 6, "n_classes": 3, "duration": 1.0,

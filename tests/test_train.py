@@ -21,7 +21,7 @@ from advaudio.cli import cli
 from advaudio.errors import ParameterError, StoreError
 from advaudio.models import create_model, list_models
 from advaudio.store import Store
-from advaudio.train import TrainConfig, evaluate, load_checkpoint, train
+from advaudio.training import TrainConfig, evaluate, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_resume_gives_the_weights_of_an_unbroken_run(store, unbroken, tmp_path):
 
 KILLED_RUN = """
 import os, sys, time
-from advaudio.train import TrainConfig, train
+from advaudio.training import TrainConfig, train
 config = TrainConfig(**{config!r})
 
 def pause(step):

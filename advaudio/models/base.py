@@ -6,6 +6,7 @@ import math
 import operator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError
@@ -53,7 +54,10 @@ class Classifier(nn.Module):
     It validates the constructor arguments once, so each architecture only builds
     layers, and checks inputs in :meth:`check_input`, so that an input the
     architecture cannot take fails with a :class:`ParameterError` naming the minimum
-    size instead of a pooling error deep inside torch.
+    size instead of a pooling error deep inside torch. An architecture whose training
+    output is more than logits (GoogLeNet's auxiliary heads) overrides
+    :meth:`main_logits` and :meth:`training_loss`, so the trainer never asks which
+    model it has.
 
     Attributes:
         in_channels: channels of the input (1 for a single spectrogram).
@@ -91,6 +95,33 @@ class Classifier(nn.Module):
                 f"{name} needs inputs of at least {self.min_input_size}×{self.min_input_size} "
                 f"(height × width), got {height}×{width}"
             )
+
+    def main_logits(self, output) -> torch.Tensor:
+        """The logits that classify, from what :meth:`forward` returned (here: the output itself)."""
+        return output
+
+    def training_loss(
+        self, output, target: torch.Tensor, *, label_smoothing: float = 0.0, denominator: float | None = None
+    ) -> torch.Tensor:
+        """The loss to minimise for ``output = self(x)`` in training mode: cross-entropy.
+
+        Args:
+            output: what :meth:`forward` returned for the batch.
+            target: class indices, shape ``(N,)``.
+            label_smoothing: cross-entropy label smoothing (0: none).
+            denominator: None for the mean over the batch; otherwise the summed loss
+                divided by it (a share of a larger batch whose mean is wanted).
+        """
+        return cross_entropy(output, target, label_smoothing=label_smoothing, denominator=denominator)
+
+
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0, denominator: float | None = None
+) -> torch.Tensor:
+    """Cross-entropy of one head: the batch mean, or with ``denominator`` the sum divided by it."""
+    if denominator is None:
+        return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="sum") / denominator
 
 
 def init_weights(model: nn.Module) -> None:

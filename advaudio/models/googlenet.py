@@ -7,8 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import Classifier, check_dropout, init_weights, scaled
+from .base import Classifier, check_dropout, cross_entropy, init_weights, scaled
 from .registry import register_model
+
+AUX_LOSS_WEIGHT = 0.3  # of each auxiliary head's loss in training (Szegedy et al., 2015)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -82,7 +84,7 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNetOutputs(NamedTuple):
-    """Training-mode output when auxiliary heads are on (weight aux losses by 0.3)."""
+    """Training-mode output when auxiliary heads are on (:meth:`GoogLeNet.training_loss` weighs them)."""
 
     logits: torch.Tensor
     aux1: torch.Tensor  # head on inception 4a
@@ -167,6 +169,26 @@ class GoogLeNet(Classifier):
         if aux1 is not None and aux2 is not None:
             return GoogLeNetOutputs(logits, aux1, aux2)
         return logits
+
+    def main_logits(self, output: torch.Tensor | GoogLeNetOutputs) -> torch.Tensor:
+        return output.logits if isinstance(output, GoogLeNetOutputs) else output
+
+    def training_loss(
+        self,
+        output: torch.Tensor | GoogLeNetOutputs,
+        target: torch.Tensor,
+        *,
+        label_smoothing: float = 0.0,
+        denominator: float | None = None,
+    ) -> torch.Tensor:
+        """Cross-entropy of the main head plus 0.3 × that of each auxiliary head (the paper's weight)."""
+        if not isinstance(output, GoogLeNetOutputs):
+            return super().training_loss(output, target, label_smoothing=label_smoothing, denominator=denominator)
+
+        def ce(logits: torch.Tensor) -> torch.Tensor:
+            return cross_entropy(logits, target, label_smoothing=label_smoothing, denominator=denominator)
+
+        return ce(output.logits) + AUX_LOSS_WEIGHT * (ce(output.aux1) + ce(output.aux2))
 
 
 @register_model

@@ -1,0 +1,67 @@
+"""The train stage: CNNs on a view of a feature store, with checkpoints that resume exactly.
+
+>>> cfg = TrainConfig(store="cache/esc10-…", view="stft", model="resnet18", test_fold=5)
+>>> metrics = train(cfg, out_dir="cache/runs/resnet18-stft")
+>>> evaluate("cache/runs/resnet18-stft/checkpoint.pt")["accuracy"]
+
+Modules, in the order a run uses them:
+
+* :mod:`.config` — :class:`TrainConfig`, every parameter of a run, validated when built;
+* :mod:`.distributed` — the device, the torchrun job (:class:`Distributed`) and batch
+  norm over the global batch (:class:`CpuSyncBatchNorm`); how a DDP run equals a
+  single-process one;
+* :mod:`.splits` — :class:`FoldSplit`: the train / validation / test rows by fold;
+* :mod:`.loop` — :func:`train`: build, resume, epochs, final test, ``metrics.json``;
+  why a resumed run equals an unbroken one;
+* :mod:`.evaluation` — :func:`evaluate` a checkpoint on a fold, :func:`run_evaluation`,
+  :func:`recalibrate_bn` (precise batch norm);
+* :mod:`.checkpoint` — the checkpoint file format: :func:`save_checkpoint`,
+  :func:`read_checkpoint`, :func:`load_checkpoint` → :class:`Checkpoint`.
+
+The loss is the model's own (:meth:`advaudio.models.Classifier.training_loss`).
+"""
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
+from .config import OPTIMIZERS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
+from .distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm, resolve_device, setup_distributed
+from .evaluation import evaluate, recalibrate_bn, run_evaluation, summarize_confusion
+from .loop import CHECKPOINT_NAME, METRICS_NAME, train
+from .splits import FoldSplit, split_by_fold
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "CHECKPOINT_VERSION",
+    "METRICS_NAME",
+    "OPTIMIZERS",
+    "RESUME_MAY_CHANGE",
+    "SCHEDULES",
+    "Checkpoint",
+    "CpuSyncBatchNorm",
+    "Distributed",
+    "FoldSplit",
+    "TrainConfig",
+    "convert_sync_batchnorm",
+    "evaluate",
+    "load_checkpoint",
+    "read_checkpoint",
+    "recalibrate_bn",
+    "resolve_device",
+    "rng_states",
+    "run_evaluation",
+    "save_checkpoint",
+    "set_rng_states",
+    "setup_distributed",
+    "split_by_fold",
+    "summarize_confusion",
+    "train",
+]

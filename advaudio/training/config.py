@@ -1,0 +1,145 @@
+"""The parameters of a training run: :class:`TrainConfig`, validated when it is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from advaudio.data import ModelSpaceSource
+from advaudio.errors import ParameterError, check_known_fields
+from advaudio.views import DEFAULT_PERCENTILES, parse_input_size, parse_view
+
+from .distributed import resolve_device
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "constant")
+# Fields that may change when a run is resumed (they do not change the result on CPU).
+RESUME_MAY_CHANGE = ("store", "workers", "device")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; recorded in the checkpoint and metrics.
+
+    Parameters
+    ----------
+    store : feature store directory
+    view : representations joined by ``+``, e.g. ``"stft"`` or ``"dwt+chroma"``
+    model : architecture name (``advaudio.models.list_models()``)
+    width : channel-width multiplier of the model (1.0: the published widths)
+    model_options : extra architecture options (e.g. ``{"dropout": 0.3}``)
+    input_size : model input ``(H, W)``; None keeps the store's bands × frames
+    test_fold : fold held out for testing; None: the highest fold of the store
+    val_fold : a fold held out for validation (exclusive with ``val_fraction``)
+    val_fraction : stratified fraction of the training rows held out for validation
+    epochs, batch_size : length of the run and samples per step
+    lr : peak learning rate (one-cycle) or the constant one
+    weight_decay : AdamW's decoupled weight decay (SGD: L2)
+    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9)
+    schedule : ``"onecycle"`` (warm-up then cosine annealing, per step) or ``"constant"``
+    warmup_fraction : share of the steps spent warming up (one-cycle ``pct_start``)
+    label_smoothing : cross-entropy label smoothing in training
+    time_shift : random circular roll along time, as a max fraction of the width
+        (0.5 reaches every offset; 0 turns it off); training only
+    percentiles : view normalisation percentiles (see :mod:`advaudio.views`)
+    seed : seed of every random choice
+    workers : DataLoader worker processes (0: read in the training process)
+    device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``/``"cuda:N"``
+    amp : mixed precision (float16 autocast + GradScaler) when on CUDA
+    extra_sources : model-space inputs (adversarial shards) mixed into training batches
+    mix : fraction of each training batch taken from ``extra_sources``
+    init_checkpoint : start from this checkpoint's weights and view (fine-tuning)
+    provenance : where the training data came from, recorded as given (retraining:
+        the round, the parent checkpoint, each adversarial shard's attack and budget)
+    recalibrate_bn : after the last epoch, recompute batch-norm running statistics
+        with one pass over the training batches at the final weights
+        (see :func:`~advaudio.training.evaluation.recalibrate_bn`)
+    """
+
+    store: str
+    view: str = "stft"
+    model: str = "resnet18"
+    width: float = 1.0
+    model_options: dict = field(default_factory=dict)
+    input_size: tuple[int, int] | None = (128, 128)
+    test_fold: int | None = None
+    val_fold: int | None = None
+    val_fraction: float = 0.0
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    warmup_fraction: float = 0.3
+    label_smoothing: float = 0.0
+    time_shift: float = 0.5
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    extra_sources: tuple[ModelSpaceSource, ...] = ()
+    mix: float = 0.0
+    init_checkpoint: str | None = None
+    recalibrate_bn: bool = True
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
+        put("store", str(self.store))
+        put("view", "+".join(parse_view(self.view)))
+        put("model", str(self.model).strip().lower())
+        put("input_size", parse_input_size(self.input_size))
+        put("model_options", dict(self.model_options or {}))
+        put("percentiles", tuple(float(p) for p in self.percentiles))
+        put("extra_sources", tuple(ModelSpaceSource.from_dict(s) for s in self.extra_sources))
+        if self.init_checkpoint is not None:
+            put("init_checkpoint", str(self.init_checkpoint))
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ParameterError(f"{name} must be a non-negative number, got {value!r}")
+        if self.lr <= 0:
+            raise ParameterError(f"lr must be positive, got {self.lr}")
+        if not self.width > 0:
+            raise ParameterError(f"width must be positive, got {self.width}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ParameterError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        checks = (("val_fraction", 0, 1, True), ("warmup_fraction", 0, 1, False),
+                  ("label_smoothing", 0, 1, True), ("time_shift", 0, 1, False), ("mix", 0, 1, True))
+        for name, lo, hi, open_hi in checks:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and lo <= value and (value < hi if open_hi else value <= hi)):
+                raise ParameterError(f"{name} must be in [{lo}, {hi}{')' if open_hi else ']'}, got {value!r}")
+        if self.val_fold is not None and self.val_fraction > 0:
+            raise ParameterError("give val_fold or val_fraction, not both")
+        if self.val_fold is not None and self.val_fold == self.test_fold:
+            raise ParameterError(f"val_fold and test_fold are both {self.val_fold}")
+        if self.mix > 0 and not self.extra_sources:
+            raise ParameterError("mix > 0 needs extra_sources")
+        if self.extra_sources and self.mix == 0:
+            raise ParameterError("extra_sources need mix > 0 (the fraction of each batch they fill)")
+        resolve_device(self.device, check_available=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input_size"] = list(self.input_size) if self.input_size else None
+        d["percentiles"] = list(self.percentiles)
+        d["extra_sources"] = [s.to_dict() for s in self.extra_sources]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        check_known_fields(cls, d, "training parameter(s)")
+        return cls(**dict(d))

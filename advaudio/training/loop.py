@@ -1,0 +1,442 @@
+"""The train loop: a CNN on a view of a feature store, with checkpoints that resume exactly.
+
+The view's normalisation is fitted on the training rows only (:mod:`.splits`
+says which rows those are).
+
+Reproducibility and exact resume
+--------------------------------
+Every random choice is a pure function of ``(seed, epoch[, batch])``:
+
+* model initialisation: ``torch.manual_seed(seed)`` before the model is built;
+* batch composition and extra-source draws: a numpy generator seeded from
+  ``(seed, epoch)`` (:func:`advaudio.data.plan_epoch`);
+* time-shift augmentation: a torch generator seeded from ``(seed, epoch, batch)``,
+  so it does not matter which DataLoader worker serves a batch;
+* dropout and any other use of the global torch RNG: the global generator is
+  reseeded from ``(seed, epoch)`` at the start of every epoch.
+
+So a run resumed from the checkpoint of epoch ``e`` needs no RNG state to
+continue exactly like an unbroken run: it restores weights, optimizer,
+scheduler and GradScaler state and starts epoch ``e + 1`` with the same seeds.
+Exactness holds on CPU; CUDA kernels are not bitwise deterministic. Under
+torchrun the same holds for any world size (:mod:`.distributed`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from advaudio.data import StoreBatches, derive_seed, make_loader, to_device
+from advaudio.errors import ParameterError, StoreError
+from advaudio.models import Classifier, create_model, model_from_config
+from advaudio.progress import progress_bar
+from advaudio.store import Store, remove_stale_tmp, write_json_atomic
+from advaudio.views import View, fit_view
+
+from .checkpoint import read_checkpoint, save_checkpoint, set_rng_states
+from .config import RESUME_MAY_CHANGE, TrainConfig
+from .distributed import Distributed, autocast, convert_sync_batchnorm, resolve_device, setup_distributed
+from .evaluation import recalibrate_bn, run_evaluation
+from .splits import FoldSplit, split_by_fold
+
+# The run directory's files (a run-layout module is to own these names).
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+
+
+def train(
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train a model on a view of a store; returns the metrics also written to ``metrics.json``.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this with the same
+    arguments; see :mod:`advaudio.training.distributed`. Every rank returns the
+    same (global) metrics; rank 0 alone writes files.
+
+    Parameters
+    ----------
+    config : the run (see :class:`TrainConfig`)
+    out_dir : directory of ``checkpoint.pt`` and ``metrics.json``
+    resume : continue from ``out_dir/checkpoint.pt`` if there is one (the parameters
+        must be the same; the world size may differ); without it an existing checkpoint is an error
+    progress : progress bars on standard error (rank 0 only)
+    stop_after : stop once this many epochs are complete (the schedule still spans
+        ``config.epochs``; a later ``resume`` finishes the run)
+    callback : called after every training step with a dict (epoch, batch, batches, loss);
+        under DDP on every rank, with the loss of that rank's share
+
+    Raises
+    ------
+    StoreError : store or checkpoint missing, incompatible or damaged
+    ParameterError : invalid parameters, or a checkpoint exists and ``resume`` is False
+    """
+    device = resolve_device(config.device)
+    ctx, device = setup_distributed(device)
+    try:
+        return _train(config, ctx, device, out_dir=Path(out_dir), resume=resume, progress=progress and ctx.is_main,
+                      stop_after=stop_after, callback=callback)
+    finally:
+        if ctx.owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: built by :func:`_prepare`, advanced by the epochs."""
+
+    config: TrainConfig
+    ctx: Distributed
+    device: torch.device
+    out_dir: Path
+    store: Store
+    split: FoldSplit
+    view: View
+    model: Classifier  # the plain model: checkpoints, evaluation, the loss hook
+    net: torch.nn.Module  # what the training step calls: the model or its DDP wrapper
+    train_ds: StoreBatches
+    train_loader: Any
+    val_ds: StoreBatches | None
+    val_loader: Any
+    test_ds: StoreBatches | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    recalibrated: bool = False
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def reseed(self, epoch: int) -> None:
+        """Dropout & co: a function of (seed, epoch), and of the rank under DDP."""
+        torch.manual_seed(derive_seed(self.config.seed, epoch, 3, *((self.ctx.rank,) if self.ctx.rank else ())))
+
+    def save(self, *, epoch: int, **final: Any) -> None:
+        """Rewrite the checkpoint (rank 0 only); ``final``: the test metrics and BN flag of the last save."""
+        if self.ctx.is_main:
+            save_checkpoint(self.checkpoint_path, model=self.model, view=self.view, classes=self.store.classes,
+                            store=self.store, config=self.config, split=self.split, epoch=epoch,
+                            history=self.history, optimizer=self.optimizer, scheduler=self.scheduler,
+                            scaler=self.scaler, distributed=self.ctx.to_dict(), **final)
+
+    def write_metrics(self, test: Mapping[str, Any] | None, complete: bool) -> dict[str, Any]:
+        metrics = _metrics(self, test, complete)
+        if self.ctx.is_main:
+            write_json_atomic(self.out_dir / METRICS_NAME, metrics)
+        return metrics
+
+    def close(self) -> None:
+        self.train_loader = self.val_loader = None  # stops DataLoader workers before the files close
+        for ds in (self.train_ds, self.val_ds, self.test_ds):
+            if ds is not None:
+                ds.close()
+
+
+def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_dir: Path, resume: bool,
+           progress: bool, stop_after: int | None, callback) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        remove_stale_tmp(out_dir)
+    store = Store(config.store)
+    split = split_by_fold(store, config)
+    saved = _checkpoint_to_resume(out_dir, config, store, resume=resume)
+    metrics_path = out_dir / METRICS_NAME
+    if saved is not None and saved.get("complete") and int(saved["epoch"]) >= config.epochs \
+            and metrics_path.is_file():
+        # A finished run is left byte for byte: attack shards are keyed by its sha256.
+        ctx.barrier()
+        return json.loads(metrics_path.read_text())
+    ctx.barrier()  # every rank has decided on the same checkpoint before rank 0 may rewrite it
+
+    run = _prepare(config, ctx, device, out_dir=out_dir, store=store, split=split, saved=saved)
+    last = config.epochs if stop_after is None else min(config.epochs, int(stop_after))
+    for epoch in range(run.start_epoch, last):
+        record = _train_epoch(run, epoch, progress=progress, callback=callback)
+        run.history.append(record)
+        run.save(epoch=epoch + 1)
+        run.write_metrics(None, False)
+        ctx.barrier()
+        if progress:
+            extra = f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
+                       f"acc {record['train_accuracy']:.3f}{extra}, {record['samples_per_second']:.0f} samples/s",
+                       file=sys.stderr)
+
+    complete = len(run.history) >= config.epochs
+    test = None
+    if complete:
+        test = _final_test(run)
+        run.save(epoch=len(run.history), test=test, bn_recalibrated=run.recalibrated)
+    metrics = run.write_metrics(test, complete)
+    ctx.barrier()  # the files exist (and are final) when train() returns on any rank
+    run.close()
+    return metrics
+
+
+# --------------------------------------------------------------------------- #
+# Building a run
+# --------------------------------------------------------------------------- #
+def _checkpoint_to_resume(out_dir: Path, config: TrainConfig, store: Store, *, resume: bool) -> dict | None:
+    """The checkpoint in ``out_dir`` (checked to fit ``config`` and ``store``), or None if there is none."""
+    path = out_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    if not resume:
+        raise ParameterError(f"{path} already exists; pass --resume to continue that run "
+                             "or choose another output directory")
+    saved = read_checkpoint(path)
+    if saved["store"]["fingerprint"] != store.fingerprint:
+        raise StoreError(f"{path} was trained on store {saved['store']['fingerprint']}, "
+                         f"not on {store.directory} ({store.fingerprint})")
+    now = config.to_dict()
+    before = saved["train_config"]
+    changed = sorted(k for k in set(now) | set(before)
+                     if k not in RESUME_MAY_CHANGE and now.get(k) != before.get(k))
+    if changed:
+        detail = "; ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in changed)
+        raise ParameterError(f"cannot resume {path} with different parameters ({detail}); "
+                             "use another output directory for a new run")
+    return saved
+
+
+def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_dir: Path, store: Store,
+             split: FoldSplit, saved: dict | None) -> _Run:
+    """View, model, data, optimizer and schedule of a run; restored from ``saved`` when resuming."""
+    init = None
+    if config.init_checkpoint is not None and saved is None:
+        init = read_checkpoint(config.init_checkpoint)
+        if init["store"]["fingerprint"] != store.fingerprint:
+            raise StoreError(f"init checkpoint {config.init_checkpoint} was trained on store "
+                             f"{init['store']['fingerprint']}, not on {store.directory} ({store.fingerprint})")
+    view = _view(config, store, split, source=saved or init)
+    model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
+
+    # Each rank reads its share of every global batch and of the evaluation folds.
+    train_ds = StoreBatches(store, view, split.train, batch_size=config.batch_size, shuffle=True,
+                            seed=config.seed, time_shift=config.time_shift,
+                            extra_sources=config.extra_sources, mix=config.mix,
+                            rank=ctx.rank, world_size=ctx.world_size)
+    eval_bs = max(config.batch_size, 64)
+    val_rows, test_rows = ctx.share(split.val), ctx.share(split.test)
+    val_ds = StoreBatches(store, view, val_rows, batch_size=eval_bs) if val_rows.size else None
+    test_ds = StoreBatches(store, view, test_rows, batch_size=eval_bs) if test_rows.size else None
+    train_loader = make_loader(train_ds, workers=config.workers, device=device)
+    val_loader = make_loader(val_ds, workers=min(config.workers, 1), device=device) if val_ds else None
+
+    optimizer = _build_optimizer(model, config)
+    use_amp = bool(config.amp and device.type == "cuda")
+    run = _Run(config=config, ctx=ctx, device=device, out_dir=out_dir, store=store, split=split, view=view,
+               model=model, net=net, train_ds=train_ds, train_loader=train_loader, val_ds=val_ds,
+               val_loader=val_loader, test_ds=test_ds, optimizer=optimizer,
+               scheduler=_build_scheduler(optimizer, config, len(train_ds)),
+               scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp)
+    if saved is not None:
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        if use_amp and saved.get("scaler"):
+            run.scaler.load_state_dict(saved["scaler"])
+        set_rng_states(saved["rng"])
+        run.history = list(saved["history"])
+        run.start_epoch = int(saved["epoch"])
+        run.recalibrated = bool(saved.get("bn_recalibrated", False))
+    return run
+
+
+def _view(config: TrainConfig, store: Store, split: FoldSplit, *, source: Mapping[str, Any] | None) -> View:
+    """The view of the checkpoint being resumed or fine-tuned (``source``), else one fitted on the training rows."""
+    if source is not None:
+        view = View.from_dict(source["view"])
+        if view.name != config.view or view.input_size != config.input_size:
+            raise ParameterError(f"the checkpoint's view is {view.name} at {view.input_size}; "
+                                 f"the configuration asks for {config.view} at {config.input_size}")
+    else:
+        view = fit_view(store, config.view, rows=split.train, input_size=config.input_size,
+                        percentiles=config.percentiles)
+    view.check_store(store)
+    return view
+
+
+def _build_model(config: TrainConfig, store: Store, view: View, device: torch.device, ctx: Distributed, *,
+                 init: Mapping[str, Any] | None, saved: Mapping[str, Any] | None) -> tuple[Classifier, torch.nn.Module]:
+    """The model on ``device`` (weights: seeded, fine-tuned from ``init`` or resumed from ``saved``),
+    and what the training step calls: the model itself, or its DDP wrapper."""
+    torch.manual_seed(config.seed)  # the same initial weights on every rank; DDP broadcasts rank 0's anyway
+    model = create_model(config.model, in_channels=1, num_classes=store.num_classes, width=config.width,
+                         **config.model_options)
+    if init is not None:
+        other = model_from_config(init["model"]["config"]).config
+        if other != model.config:
+            raise ParameterError(f"init checkpoint's model {other} differs from the configured {model.config}")
+        model.load_state_dict(init["model"]["state_dict"])
+    if saved is not None:
+        model.load_state_dict(saved["model"]["state_dict"])
+    min_size = model.min_input_size
+    if min(view.output_shape[1:]) < min_size:
+        raise ParameterError(f"{config.model} needs inputs of at least {min_size}×{min_size}; the view gives "
+                             f"{view.output_shape[1]}×{view.output_shape[2]} (raise --input-size)")
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if not ctx.enabled:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = convert_sync_batchnorm(model, device)
+    return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and normalisation parameters (1-D tensors).
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+
+
+def _build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch),
+            pct_start=config.warmup_fraction, anneal_strategy="cos",
+            cycle_momentum=config.optimizer == "sgd",
+        )
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+# --------------------------------------------------------------------------- #
+# Running it
+# --------------------------------------------------------------------------- #
+def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str, Any]:
+    """One pass over the training batches (and the validation set, if any); the epoch's record."""
+    config, ctx, device, train_ds = run.config, run.ctx, run.device, run.train_ds
+    run.reseed(epoch)
+    train_ds.set_epoch(epoch)
+    run.net.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    t0 = time.perf_counter()
+    bar = progress_bar(total=len(train_ds), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       enabled=progress, leave=False)
+    for step, batch in enumerate(run.train_loader):
+        batch = to_device(batch, device)
+        x, y = batch["x"], batch["y"]
+        n = y.shape[0]
+        # DDP: the share's summed loss over global batch / world, so DDP's gradient average is the global mean.
+        denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
+        with autocast(device, run.use_amp):
+            output = run.net(x)
+            loss = run.model.training_loss(output, y, label_smoothing=config.label_smoothing,
+                                           denominator=denominator)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        loss_value = float(loss.detach())
+        if denominator is None:
+            loss_sum += loss_value * n
+        else:  # the share's summed loss, and its mean for the callback
+            loss_sum += loss_value * denominator
+            loss_value = loss_value * denominator / max(n, 1)
+        correct += int((run.model.main_logits(output).detach().argmax(1) == y).sum())
+        seen += n
+        elapsed = time.perf_counter() - t0
+        # refresh=False: the bar redraws on update() at its own pace (every 30 s in a log)
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}",
+                        sps=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
+        bar.update(1)
+        if callback is not None:
+            callback({"epoch": epoch + 1, "batch": step + 1, "batches": len(train_ds), "loss": loss_value})
+    bar.close()
+    if ctx.enabled:  # global sums: the same numbers on every rank
+        total = ctx.all_reduce([loss_sum, correct, seen])
+        loss_sum, correct, seen = float(total[0]), int(round(total[1])), int(round(total[2]))
+    seconds = time.perf_counter() - t0
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
+        "lr": float(run.scheduler.get_last_lr()[0]),
+        "samples": seen,
+        "seconds": seconds,
+        "samples_per_second": seen / seconds if seconds > 0 else None,
+        "world_size": ctx.world_size,
+    }
+    if run.split.val.size > 0:
+        v = run_evaluation(run.model, run.val_loader, run.val_ds, device=device, classes=run.store.classes,
+                           amp=run.use_amp, distributed=ctx)
+        record.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+    return record
+
+
+def _final_test(run: _Run) -> dict[str, Any]:
+    """Batch-norm recalibration (once, if configured), then the test fold's metrics."""
+    config = run.config
+    t0 = time.perf_counter()
+    if config.recalibrate_bn and not run.recalibrated:
+        # The training distribution (augmentation, extra sources) on a plan no epoch used.
+        run.reseed(config.epochs)
+        run.train_ds.set_epoch(config.epochs)
+        recalibrate_bn(run.model, run.train_loader, device=run.device, amp=run.use_amp)
+        run.recalibrated = True
+    test_loader = (make_loader(run.test_ds, workers=min(config.workers, 1), device=run.device)
+                   if run.test_ds else None)
+    test = run_evaluation(run.model, test_loader, run.test_ds, device=run.device, classes=run.store.classes,
+                          amp=run.use_amp, distributed=run.ctx)
+    test["fold"] = run.split.test_fold
+    test["seconds"] = time.perf_counter() - t0
+    return test
+
+
+def _metrics(run: _Run, test: Mapping[str, Any] | None, complete: bool) -> dict[str, Any]:
+    """What ``metrics.json`` holds."""
+    history, config = run.history, run.config
+    train_seconds = sum(h["seconds"] for h in history)
+    samples = sum(h["samples"] for h in history)
+    out = {
+        "complete": complete,
+        "epochs_done": len(history),
+        "epochs": config.epochs,
+        "history": list(history),
+        "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
+        "wall_seconds": train_seconds + (test or {}).get("seconds", 0.0),
+        "device": str(run.device),
+        "model": dict(run.model.config),
+        "parameters": int(sum(p.numel() for p in run.model.parameters())),
+        "view": run.view.to_dict(),
+        "store": {"path": str(run.store.directory), "fingerprint": run.store.fingerprint,
+                  "dataset": run.store.dataset},
+        "split": run.split.summary(),
+        "config": config.to_dict(),
+        "checkpoint": str(run.checkpoint_path),
+        "round": int(config.provenance.get("round", 0)),
+        "world_size": run.ctx.world_size,
+        "distributed": run.ctx.to_dict(),
+    }
+    if test is not None:
+        out["test"] = dict(test)
+        out["test_accuracy"] = test["accuracy"]
+        out["per_class_accuracy"] = test["per_class_accuracy"]
+        out["confusion_matrix"] = test["confusion_matrix"]
+    if history and "val_accuracy" in history[-1]:
+        out["val_accuracy"] = history[-1]["val_accuracy"]
+    return out
