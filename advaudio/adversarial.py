@@ -7,16 +7,9 @@ one shard per (round, split, checkpoint, attack[, slice]) and a results JSON
 beside the checkpoint. The attacks themselves live in :mod:`advaudio.attacks`
 (the only module that touches Foolbox); this module does files.
 
-Shard ``<store>/adversarial/<name>.h5`` (public format)::
-
-    adversarial  (N, 1, H, W) float32 in [0, 1]   model-space inputs
-    clean_index  (N,) int64    row of the source clip in store.h5
-    clip_id, fold, label, target (-1: untargeted), predicted,
-    success (fooled at all), within_budget (fooled within the tuned budget),
-    attacked (clean prediction was correct), l1, l2, linf, snr_db
-    attrs: attack, attack_config (JSON), kind, norm, budget, fooling_rate,
-           threshold, round, split, slice, checkpoint_sha256, checkpoint,
-           store_fingerprint, view (JSON), test_fold, seed, versions (JSON)
+Shards are written through :func:`advaudio.store.write_adversarial_shard`
+(the format: :mod:`advaudio.store.adversarial`), named by
+:func:`advaudio.layout.shard_stem`.
 """
 
 from __future__ import annotations
@@ -32,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
@@ -141,11 +135,6 @@ def choose_rows(rows: np.ndarray, *, limit: int | None, slice: tuple[int, int] |
     return np.asarray(rows, np.int64)
 
 
-def shard_stem(*, round: int, split: str, checkpoint_sha: str, attack: str, slice: tuple[int, int] | None) -> str:
-    stem = f"round{round:02d}-{split}-{checkpoint_sha[:10]}-{attack}"
-    return stem if slice is None else f"{stem}-slice{slice[0]:03d}of{slice[1]:03d}"
-
-
 def _versions() -> dict[str, str]:
     import advaudio
     from advaudio.attacks import foolbox_version
@@ -180,19 +169,15 @@ def attack_stage(
     ckpt = load_checkpoint(checkpoint, device=dev)
     store_path = Path(store) if store is not None else Path(ckpt.store_path)
     feature_store = st.Store(store_path)
-    if feature_store.fingerprint != ckpt.store_fingerprint:
-        raise StoreError(
-            f"checkpoint {checkpoint} was trained on store {ckpt.store_fingerprint}, "
-            f"but {feature_store.directory} is store {feature_store.fingerprint}"
-        )
+    st.check_same_store(feature_store, ckpt.store_fingerprint, what=f"checkpoint {checkpoint}")
     ckpt.view.check_store(feature_store)
     rows = split_rows(feature_store, split=config.split, test_fold=ckpt.test_fold,
                       train_folds=ckpt.split.get("train_folds"))
     rows = choose_rows(rows, limit=config.limit, slice=config.slice)
     if len(rows) == 0:
         raise ParameterError("no clips to attack in this split/slice")
-    with feature_store.open() as f:
-        inputs = ckpt.view.read(f, rows)
+    with feature_store.reader() as reader:
+        inputs = ckpt.view.read(reader, rows)
     labels = torch.as_tensor(feature_store.labels[rows])
     ckpt_sha = st.sha256_file(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
@@ -212,8 +197,8 @@ def attack_stage(
                              fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
                              batch_size=config.batch_size)
         result = tuning.result
-        stem = shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                          slice=config.slice)
+        stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
+                                 slice=config.slice)
         shard_file = None
         if result is not None:
             within = tuning.within_budget if tuning.within_budget is not None else result.success
@@ -266,8 +251,7 @@ def attack_stage(
         "wall_time_s": time.perf_counter() - t_stage,
         "attacks": records,
     }
-    suffix = "" if config.slice is None else f"-slice{config.slice[0]:03d}of{config.slice[1]:03d}"
-    results_path = out_dir / f"attack-round{config.round:02d}-{config.split}{suffix}.json"
+    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
     st.write_json_atomic(results_path, document)
     document["results_path"] = str(results_path)
     return document

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from advaudio import layout
 from advaudio.errors import AdvaudioError, ParameterError
 
 DATASET_NAMES = ["esc50", "urbansound8k", "esc10", "folder", "synthetic"]
@@ -366,7 +367,7 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
         click.echo(f"test accuracy {t['accuracy']:.3f} on fold {t['fold']} ({t['n']} clips)")
     sps = m.get("samples_per_second")
     click.echo(f"{sps:.1f} samples/s, {m['wall_seconds']:.1f} s" if sps else f"{m['wall_seconds']:.1f} s")
-    click.echo(f"metrics: {out_dir}/metrics.json")
+    click.echo(f"metrics: {layout.metrics_path(out_dir)}")
     click.echo(m["checkpoint"])
 
 
@@ -657,6 +658,48 @@ def listen(shard, out_dir, sample, method, store_path, audio_root):
                f"(clean re-synthesis {r.clean_resynth_snr_db:.1f} dB against the clean clip)")
     for p in (r.clean_wav, r.clean_resynth_wav, r.adversarial_wav):
         click.echo(p)
+
+
+@cli.group("path")
+def path_():
+    """Print where a run's files are (advaudio.layout): for scripts, so they never rebuild names."""
+
+
+_ROUND = click.option("--round", "round_", type=click.IntRange(min=0), default=0, show_default=True,
+                      help="Round (0: RUN_DIR itself; K: RUN_DIR/roundKK).")
+
+
+@path_.command("round-dir")
+@click.argument("run_dir", type=click.Path())
+@click.argument("round_", metavar="K", type=click.IntRange(min=0))
+def path_round_dir(run_dir, round_):
+    """Directory of round K of RUN_DIR."""
+    click.echo(layout.round_dir(run_dir, round_))
+
+
+@path_.command("checkpoint")
+@click.argument("run_dir", type=click.Path())
+@_ROUND
+def path_checkpoint(run_dir, round_):
+    """The checkpoint of a round of RUN_DIR."""
+    click.echo(layout.checkpoint_path(run_dir, round=round_))
+
+
+@path_.command("metrics")
+@click.argument("run_dir", type=click.Path())
+@_ROUND
+def path_metrics(run_dir, round_):
+    """The training metrics of a round of RUN_DIR."""
+    click.echo(layout.metrics_path(run_dir, round=round_))
+
+
+@path_.command("attack-results")
+@click.argument("run_dir", type=click.Path())
+@_ROUND
+@click.option("--split", type=click.Choice(["test", "train"]), required=True, help="Attacked split.")
+def path_attack_results(run_dir, round_, split):
+    """The (unsliced or merged) attack results of a round of RUN_DIR, beside its checkpoint."""
+    click.echo(layout.attack_results_path(run_dir, round=round_, split=split))
 
 
 def main(argv=None) -> None:

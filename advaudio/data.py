@@ -7,7 +7,7 @@ from ``(seed, epoch)``, cut into consecutive batches, and the indices *within*
 each batch are sorted. Batch composition is therefore as random as with a
 per-sample shuffled sampler (every partition of the rows into batches is
 possible), yet every batch is read with one sorted, chunk-aligned read per
-representation (:func:`advaudio.views.read_rows`) instead of ``B`` random
+representation (:func:`advaudio.store.read_rows`) instead of ``B`` random
 single-clip reads. The order of samples *inside* a batch carries no
 information for SGD (the loss is a mean, batch norm statistics are
 permutation invariant), so sorting costs nothing.
@@ -19,9 +19,10 @@ and the batch plan and the augmentation of batch ``i`` depend only on
 ``(seed, epoch, i)`` — identical whichever worker serves it and however many
 workers there are (this is what makes resumed runs exact).
 
-Workers open the HDF5 files themselves, lazily on first use; a handle is
-never carried across a fork (the process id is checked, and pickling drops
-handles).
+Workers open the HDF5 files themselves, lazily on first use: the store
+through :meth:`~advaudio.store.Store.reader`, extra sources through
+:class:`~advaudio.store.AdversarialShard`. A handle is never carried across a
+fork (the process id is checked, and pickling drops handles).
 
 Extra sources
 -------------
@@ -61,7 +62,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from advaudio.errors import ParameterError, StoreError
-from advaudio.views import FeatureReader, View, read_rows, sorted_unique
+from advaudio.store import AdversarialShard, FeatureReader, Store, sorted_unique
+from advaudio.views import View
 
 SOURCE_STORE = 0  # ``batch["source"]`` of store clips; extra source j has j + 1
 
@@ -105,31 +107,37 @@ class ModelSpaceSource:
             return cls(str(d))
         return cls(**{k: d[k] for k in ("path", "inputs", "labels", "mask") if k in d})
 
+    def shard(self) -> AdversarialShard:
+        """The file, opened as an adversarial shard (its datasets checked)."""
+        try:
+            shard = AdversarialShard.open(self.path)
+        except StoreError as exc:
+            raise StoreError(f"cannot open extra source {self.path}: {exc}") from None
+        for key in (self.inputs, self.labels):
+            if key not in shard:
+                raise StoreError(f"extra source {self.path} has no dataset {key!r} (has {list(shard.datasets)})")
+        return shard
+
     def index(self, *, output_shape: tuple[int, ...] | None = None,
               num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Usable rows (sorted) and the labels of all rows; checks shapes and labels."""
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise StoreError(f"cannot open extra source {self.path}: {exc}") from None
-        with f:
-            for key in (self.inputs, self.labels):
-                if key not in f:
-                    raise StoreError(f"extra source {self.path} has no dataset {key!r} (has {list(f)})")
-            x = f[self.inputs]
-            labels = np.asarray(f[self.labels][:], dtype=np.int64).ravel()
-            if x.ndim != 4 or x.shape[0] != labels.size:
-                raise StoreError(f"{self.path}:{self.inputs} must be (N, C, H, W) with N = len({self.labels}); "
-                                 f"got {x.shape} and {labels.size} labels")
-            if output_shape is not None and tuple(x.shape[1:]) != tuple(output_shape):
-                raise StoreError(f"{self.path}:{self.inputs} holds inputs of shape {tuple(x.shape[1:])}, "
-                                 f"the view's model space is {tuple(output_shape)}")
-            keep = np.ones(labels.size, bool)
-            if self.mask is not None and self.mask in f:
-                m = np.asarray(f[self.mask][:]).ravel()
-                if m.size != labels.size:
-                    raise StoreError(f"{self.path}:{self.mask} has {m.size} rows, expected {labels.size}")
-                keep &= m.astype(bool)
+        shard = self.shard()
+        shape = shard.shape(self.inputs)
+        use_mask = self.mask is not None and self.mask in shard
+        arrays = shard.read([self.labels] + ([self.mask] if use_mask else []))
+        labels = np.asarray(arrays[self.labels], dtype=np.int64).ravel()
+        if len(shape) != 4 or shape[0] != labels.size:
+            raise StoreError(f"{self.path}:{self.inputs} must be (N, C, H, W) with N = len({self.labels}); "
+                             f"got {shape} and {labels.size} labels")
+        if output_shape is not None and tuple(shape[1:]) != tuple(output_shape):
+            raise StoreError(f"{self.path}:{self.inputs} holds inputs of shape {tuple(shape[1:])}, "
+                             f"the view's model space is {tuple(output_shape)}")
+        keep = np.ones(labels.size, bool)
+        if use_mask:
+            m = np.asarray(arrays[self.mask]).ravel()
+            if m.size != labels.size:
+                raise StoreError(f"{self.path}:{self.mask} has {m.size} rows, expected {labels.size}")
+            keep &= m.astype(bool)
         used = labels[keep]
         if num_classes is not None and used.size and (used.min() < 0 or used.max() >= num_classes):
             raise StoreError(f"{self.path}: labels outside 0..{num_classes - 1}")
@@ -270,7 +278,7 @@ class StoreBatches(Dataset):
 
     Parameters
     ----------
-    store : the :class:`~advaudio.store.Store` (only its path and labels travel to workers)
+    store : the :class:`~advaudio.store.Store` (workers read through its :meth:`~advaudio.store.Store.reader`)
     view : the fitted :class:`~advaudio.views.View`
     rows : store rows to serve (e.g. the training folds)
     batch_size : samples per batch, extra samples included
@@ -284,7 +292,7 @@ class StoreBatches(Dataset):
 
     def __init__(
         self,
-        store,
+        store: Store,
         view: View,
         rows: Sequence[int] | np.ndarray,
         *,
@@ -298,7 +306,7 @@ class StoreBatches(Dataset):
         world_size: int = 1,
     ):
         view.check_store(store)
-        self.path = str(store.master)
+        self.store = store
         self.view = view
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         if self.rows.size == 0:
@@ -323,12 +331,14 @@ class StoreBatches(Dataset):
             keep, labels = src.index(output_shape=view.output_shape, num_classes=len(store.classes))
             self.extra_pool.append(keep)
             self.extra_labels.append(labels)
+        self.shards = tuple(src.shard() for src in self.sources)
         self.rank, self.world_size = int(rank), int(world_size)
         if not 0 <= self.rank < self.world_size:
             raise ParameterError(f"rank must be in 0..world_size-1, got rank {rank} of {world_size}")
         self.epoch = 0
         self._plans: dict[int, list[PlannedBatch]] = {}
-        self._files: dict[str, h5py.File | FeatureReader] = {}  # this process's handles
+        self._reader: FeatureReader | None = None  # this process's handles, opened on first use
+        self._shard_files: dict[int, h5py.File] = {}
         self._pid = os.getpid()
         self._len = len(self.plan(0))
 
@@ -357,32 +367,34 @@ class StoreBatches(Dataset):
         return self.plan(int(epoch))[i].size
 
     # ---- files: opened lazily, per process ----------------------------------- #
-    def _file(self, path: str, *, reader: bool = False) -> h5py.File | FeatureReader:
+    def _forget_handles(self) -> None:
+        self._reader, self._shard_files, self._pid = None, {}, os.getpid()
+
+    def _store_reader(self) -> FeatureReader:
         if self._pid != os.getpid():  # forked: never touch the parent's handles
-            self._files = {}
-            self._pid = os.getpid()
-        key = ("reader:" if reader else "") + path
-        f = self._files.get(key)
+            self._forget_handles()
+        if self._reader is None:
+            self._reader = self.store.reader()
+        return self._reader
+
+    def _shard_file(self, j: int) -> h5py.File:
+        if self._pid != os.getpid():
+            self._forget_handles()
+        f = self._shard_files.get(j)
         if f is None:
-            if reader:
-                f = FeatureReader(path)
-            else:
-                try:
-                    f = h5py.File(path, "r")
-                except OSError as exc:
-                    raise StoreError(f"cannot open {path}: {exc}") from None
-            self._files[key] = f
+            f = self._shard_files[j] = self.shards[j].open_file()
         return f
 
     def close(self) -> None:
         if self._pid == os.getpid():
-            for f in self._files.values():
-                f.close()
-        self._files = {}
+            for f in [self._reader, *self._shard_files.values()]:
+                if f is not None:
+                    f.close()
+        self._reader, self._shard_files = None, {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_files"] = {}
+        state["_reader"], state["_shard_files"] = None, {}
         return state
 
     def __del__(self):
@@ -401,7 +413,7 @@ class StoreBatches(Dataset):
         total = b.size
         if self.world_size > 1:
             b, positions = b.share(self.rank, self.world_size)
-        xs = [self.view.read(self._file(self.path, reader=True), b.rows) if b.rows.size
+        xs = [self.view.read(self._store_reader(), b.rows) if b.rows.size
               else torch.zeros((0,) + tuple(self.view.output_shape))]
         ys = [self.labels[b.rows]]
         src = [np.full(b.rows.size, SOURCE_STORE)]
@@ -409,10 +421,9 @@ class StoreBatches(Dataset):
         for j, (source, rows) in enumerate(zip(self.sources, b.extra)):
             if rows.size == 0:
                 continue
-            f = self._file(source.path)
             # Pool rows are dealt at random: read them sorted, then restore the order.
             uniq, inverse = sorted_unique(rows)
-            block = read_rows(f[source.inputs], uniq)
+            block = self.shards[j].read([source.inputs], rows=uniq, file=self._shard_file(j))[source.inputs]
             xs.append(torch.from_numpy(block if inverse is None else block[inverse]).float().clamp_(0.0, 1.0))
             ys.append(self.extra_labels[j][rows])
             src.append(np.full(rows.size, j + 1))
@@ -446,8 +457,7 @@ class EpochBatchSampler(Sampler):
 def _worker_init(_worker_id: int) -> None:
     info = get_worker_info()
     if info is not None:  # drop anything inherited; the worker opens its own handles
-        info.dataset._files = {}
-        info.dataset._pid = os.getpid()
+        info.dataset._forget_handles()
 
 
 def make_loader(dataset: StoreBatches, *, workers: int = 0, device: str | torch.device = "cpu",

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from advaudio import layout
 from advaudio.errors import ParameterError
 
 
@@ -89,13 +90,13 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
         step(f"{result.failed} clips could not be featurized (see `advaudio store info {result.store_dir}`)")
 
     if is_complete_run(run_dir):
-        step(f"train: {run_dir / 'checkpoint.pt'} exists, skipped")
+        step(f"train: {layout.checkpoint_path(run_dir)} exists, skipped")
     else:
         step(f"train {config.model} (width {config.width}) on the {config.view} view")
         train(TrainConfig(store=str(result.store_dir), view=config.view, model=config.model, width=config.width,
                           input_size=config.input_size, epochs=config.epochs, seed=config.seed, workers=0,
                           device=device),
-              out_dir=run_dir, resume=(run_dir / "checkpoint.pt").is_file(), progress=progress)
+              out_dir=run_dir, resume=layout.checkpoint_path(run_dir).is_file(), progress=progress)
 
     step(f"{config.rounds} round(s) of attack → retrain → attack ({', '.join(config.attacks)})")
     run_rounds(

@@ -42,7 +42,6 @@ Its size is reported twice, as a signal-to-noise ratio
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -50,7 +49,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from advaudio.errors import ParameterError, StoreError
@@ -252,31 +250,24 @@ class ListenResult:
         return asdict(self)
 
 
-def _attr(attrs, key, default=None):
-    if key not in attrs:
-        return default
-    v = attrs[key]
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        v = v.item()
-    return v
-
-
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "clip"
 
 
-def pick_sample(f: h5py.File) -> int:
-    """The first sample fooled within the budget, else the first fooled, else the first attacked, else 0."""
-    n = f["adversarial"].shape[0]
-    if n == 0:
-        raise StoreError(f"{f.filename} holds no adversarial examples")
+def pick_sample(shard) -> int:
+    """The first sample fooled within the budget, else the first fooled, else the first attacked, else 0.
+
+    ``shard`` is an :class:`~advaudio.store.AdversarialShard`.
+    """
+    if shard.size == 0:
+        raise StoreError(f"{shard.path} holds no adversarial examples")
+    flags = shard.read([k for k in ("within_budget", "success", "attacked") if k in shard])
+    attacked = np.asarray(flags["attacked"], bool) if "attacked" in flags else None
     for key in ("within_budget", "success", "attacked"):
-        if key in f:
-            hits = np.flatnonzero(np.asarray(f[key][:], bool))
-            if "attacked" in f and key != "attacked":
-                hits = [h for h in hits if bool(f["attacked"][h])]
+        if key in flags:
+            hits = np.flatnonzero(np.asarray(flags[key], bool))
+            if attacked is not None and key != "attacked":
+                hits = [h for h in hits if attacked[h]]
             if len(hits):
                 return int(hits[0])
     return 0
@@ -315,31 +306,31 @@ def listen(
     """
     import soundfile as sf
 
-    from advaudio.store import Store
+    from advaudio.store import AdversarialShard, Store, check_same_store
     from advaudio.views import View
 
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     shard = Path(shard)
-    if not shard.is_file():
-        raise StoreError(f"no adversarial shard at {shard}")
+    adversarial = AdversarialShard.open(shard)
     s = store if isinstance(store, Store) else Store(store if store is not None else shard.parent.parent)
-    with h5py.File(shard, "r") as f:
-        attrs = dict(f.attrs)
-        fp = _attr(attrs, "store_fingerprint")
-        if fp is not None and fp != s.fingerprint:
-            raise StoreError(f"{shard} was made from store {fp}, not {s.directory} ({s.fingerprint})")
-        view = View.from_dict(json.loads(_attr(attrs, "view")))
-        _stft_view(view)
-        i = pick_sample(f) if sample is None else int(sample)
-        n = f["adversarial"].shape[0]
-        if not 0 <= i < n:
-            raise ParameterError(f"sample {i} out of range 0..{n - 1} of {shard}")
-        adv = np.asarray(f["adversarial"][i], np.float32)
-        row = int(f["clean_index"][i])
-        info = {k: (int(f[k][i]) if k in f else -1) for k in ("label", "target", "predicted")}
-        success = bool(f["success"][i]) if "success" in f else False
-    clean_x = view.read(s, [row]).numpy()[0]
+    fp = adversarial.attr("store_fingerprint")
+    if fp is not None:
+        check_same_store(s, fp, what=f"adversarial shard {shard}")
+    view = View.from_dict(adversarial.attr("view"))
+    _stft_view(view)
+    i = pick_sample(adversarial) if sample is None else int(sample)
+    n = adversarial.size
+    if not 0 <= i < n:
+        raise ParameterError(f"sample {i} out of range 0..{n - 1} of {shard}")
+    keys = [k for k in ("adversarial", "clean_index", "label", "target", "predicted", "success") if k in adversarial]
+    one = adversarial.read(keys, rows=[i])
+    adv = np.asarray(one["adversarial"][0], np.float32)
+    row = int(one["clean_index"][0])
+    info = {k: (int(one[k][0]) if k in one else -1) for k in ("label", "target", "predicted")}
+    success = bool(one["success"][0]) if "success" in one else False
+    with s.reader() as reader:
+        clean_x = view.read(reader, [row]).numpy()[0]
     cfg = _features((s.config.get("featurize") or {}).get("features") or {})
     y, sr = clean_audio(s, row, root=audio_root)
 
@@ -350,23 +341,23 @@ def listen(
     y, y_clean, y_adv = (np.asarray(v * gain, np.float32) for v in (y, y_clean, y_adv))
 
     clip_id = str(s.clip_ids[row])
-    attack = str(_attr(attrs, "attack", "attack"))
+    attack = str(adversarial.attr("attack", "attack"))
     stem = prefix or f"{_safe(attack)}-{_safe(clip_id)}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"{stem}-{k}.wav" for k in ("clean", "clean-resynth", "adversarial")}
     for key, wave in zip(paths, (y, y_clean, y_adv)):
         sf.write(paths[key], wave, sr, subtype="FLOAT")
-    budget = _attr(attrs, "budget")
+    budget = adversarial.attr("budget")
     return ListenResult(
         shard=str(shard.resolve()),
         sample=i,
         store_row=row,
         clip_id=clip_id,
         attack=attack,
-        round=int(_attr(attrs, "round", 0)),
-        split=str(_attr(attrs, "split", "")),
-        norm=str(_attr(attrs, "norm", "")),
+        round=int(adversarial.attr("round", 0)),
+        split=str(adversarial.attr("split", "")),
+        norm=str(adversarial.attr("norm", "")),
         budget=float(budget) if budget is not None and math.isfinite(float(budget)) else None,
         label=info["label"],
         target=info["target"],

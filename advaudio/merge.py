@@ -68,22 +68,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from advaudio import layout
 from advaudio import store as st
 from advaudio.attacks.results import Note, excluded_note
 from advaudio.errors import ParameterError, StoreError
 
-__all__ = ["merge_results", "results_name", "slice_results_name"]
+__all__ = ["merge_results"]
 
-_SLICE_STEM = re.compile(
-    r"^round(?P<round>\d+)-(?P<split>test|train)-(?P<sha>[0-9a-f]{10})-(?P<attack>.+)"
-    r"-slice(?P<i>\d{3,})of(?P<n>\d{3,})$"
-)
-_SLICE_RESULTS = re.compile(
-    r"^attack-round(?P<round>\d+)-(?P<split>test|train)-slice(?P<i>\d{3,})of(?P<n>\d{3,})\.json$"
-)
 #: Attributes every slice of one set must share (values compared after JSON decoding).
 _SAME_ATTRS = ("attack", "attack_config", "kind", "norm", "threshold", "targeted", "round", "split",
                "checkpoint_sha256", "store_fingerprint", "view", "test_fold", "seed")
@@ -92,22 +85,12 @@ _FREE_CONFIG = ("slice", "attacks", "batch_size")
 _NO_CLIP = "no correctly classified samples to attack"
 
 
-def results_name(round: int, split: str) -> str:
-    """File name of the results JSON of an unsliced (or merged) attack run."""
-    return f"attack-round{round:02d}-{split}.json"
-
-
-def slice_results_name(round: int, split: str, index: int, count: int) -> str:
-    """File name of the results JSON of slice ``index`` of ``count``."""
-    return f"attack-round{round:02d}-{split}-slice{index:03d}of{count:03d}.json"
-
-
 @dataclass
 class _Slice:
     index: int
     count: int
     path: Path | None = None  # None: the slice attacked no clip and wrote no shard
-    attrs: dict[str, Any] | None = None  # raw HDF5 attributes (JSON strings as written)
+    attrs: dict[str, Any] | None = None  # the shard's attributes, decoded (AdversarialShard.attrs)
     sha256: str | None = None
     record: dict[str, Any] | None = None
     document: dict[str, Any] | None = None
@@ -122,16 +105,7 @@ class _Slice:
         return self.path is None
 
     def attr(self, key: str) -> Any:
-        """An attribute as a Python value (JSON strings decoded)."""
-        value = (self.attrs or {}).get(key)
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, str) and value[:1] in "[{":
-            try:
-                return json.loads(value)
-            except ValueError:
-                return value
-        return value
+        return (self.attrs or {}).get(key)
 
 
 
@@ -169,13 +143,13 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
 
     result_dirs = [results_dir] if results_dir is not None else []
     for path in store.adversarial_shards():
-        m = _SLICE_STEM.match(path.stem)
-        if not m or int(m["round"]) != round or m["split"] != split or not wanted(m["sha"], m["attack"]):
+        m = layout.parse_shard_stem(path.stem)
+        if (not m or m.slice is None or m.round != round or m.split != split
+                or not wanted(m.sha10, m.attack)):
             continue
-        with st.open_h5_read(path) as f:
-            attrs = dict(f.attrs)
-        key = (int(m["i"]), int(m["n"]))
-        groups.setdefault((m["sha"], m["attack"]), {})[key] = _Slice(key[0], key[1], path=path, attrs=attrs)
+        attrs = dict(st.AdversarialShard.open(path).attrs)
+        key = m.slice
+        groups.setdefault((m.sha10, m.attack), {})[key] = _Slice(key[0], key[1], path=path, attrs=attrs)
         if results_dir is None:
             directory = Path(str(attrs.get("checkpoint", "."))).parent
             if directory not in result_dirs:
@@ -183,11 +157,11 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
     for directory in result_dirs:
         if not directory.is_dir():
             continue
-        for path in sorted(directory.glob(f"attack-round{round:02d}-{split}-slice*of*.json")):
-            m = _SLICE_RESULTS.match(path.name)
-            if not m or int(m["round"]) != round:
+        for path in sorted(directory.glob(layout.slice_results_glob(round=round, split=split))):
+            m = layout.parse_attack_results_name(path.name)
+            if not m or m.slice is None or m.round != round or m.split != split:
                 continue
-            key = (int(m["i"]), int(m["n"]))
+            key = m.slice
             try:
                 doc = _read_json(path)
             except StoreError:
@@ -219,8 +193,8 @@ def _complete_set(sha: str, attack: str, found: dict[tuple[int, int], _Slice], *
     missing = [i for i in range(n) if (i, n) not in found]
     if missing:
         names = ", ".join(f"{i}/{n}" for i in missing)
-        stem = f"round{round:02d}-{split}-{sha}-{attack}"
-        files = ", ".join(f"{stem}-slice{i:03d}of{n:03d}.h5" for i in missing[:3])
+        files = ", ".join(layout.shard_stem(round=round, split=split, checkpoint_sha=sha, attack=attack,
+                                            slice=(i, n)) + ".h5" for i in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise StoreError(f"incomplete slice set for {where}: missing slice(s) {names} of {n} ({files}{more} "
                          f"not in {store.directory / st.ADVERSARIAL_DIR}); run `advaudio attack --slice I/{n}` "
@@ -230,18 +204,16 @@ def _complete_set(sha: str, attack: str, found: dict[tuple[int, int], _Slice], *
 
 def _check_shard(sl: _Slice) -> None:
     assert sl.path is not None
-    sidecar = sl.path.with_suffix(".sha256")
-    if not sidecar.is_file():
-        raise StoreError(f"{sl.path} has no checksum file {sidecar.name}: not a complete attack shard")
-    sl.sha256 = st.sha256_file(sl.path)
-    if sl.sha256 != sidecar.read_text().strip():
-        raise StoreError(f"checksum mismatch: {sl.path} (rerun slice {sl.label})")
+    try:
+        sl.sha256 = st.AdversarialShard.open(sl.path).verify()
+    except StoreError as exc:
+        raise StoreError(f"{exc} (rerun slice {sl.label})") from None
 
 
 def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str) -> None:
     """Find the results file of a slice with a shard, and its record of this attack."""
     directory = results_dir if results_dir is not None else Path(str(sl.attr("checkpoint") or ".")).parent
-    path = directory / slice_results_name(round, split, sl.index, sl.count)
+    path = directory / layout.attack_results_name(round=round, split=split, slice=(sl.index, sl.count))
     name = sl.attr("attack")
     if not path.is_file():
         raise StoreError(f"no results file {path} for slice {sl.label} of {name} ({sl.path.name}); "
@@ -303,15 +275,7 @@ def _check_consistent(slices: list[_Slice], where: str, name: str) -> None:
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    with st.open_h5_read(path) as f:
-        for key in f:
-            ds = f[key]
-            value = ds[:]
-            if h5py.check_string_dtype(ds.dtype) is not None:
-                value = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in value], dtype=object)
-            out[key] = value
-    return out
+    return st.AdversarialShard.open(path).read()
 
 
 def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
@@ -338,8 +302,8 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
     if len(rows) != int(rec.get("n_samples") or 0):
         raise StoreError(f"{why}; it recorded {rec.get('n_samples')} clips, but its rows are now {len(rows)}: "
                          f"rerun slice {sl.label}")
-    with store.open() as f:
-        x = ckpt.view.read(f, rows).float().clamp(0.0, 1.0)
+    with store.reader() as reader:
+        x = ckpt.view.read(reader, rows).float().clamp(0.0, 1.0)
     labels = np.asarray(store.labels[rows], np.int64)
     model = ckpt.model.eval()
     with torch.no_grad():
@@ -534,21 +498,19 @@ def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:
     """Register the merged shard unless the same slices were merged into it already."""
     if merged.arrays is None:
         return None, False
-    final = store.directory / st.ADVERSARIAL_DIR / f"{merged.stem}.h5"
-    if final.is_file() and final.with_suffix(".sha256").is_file():
-        with st.open_h5_read(final) as f:
-            previous = f.attrs.get("merged_from")
-        if previous is not None and json.loads(previous) == st.jsonable(merged.attrs["merged_from"]):
+    final = st.shard_path(store.directory, merged.stem)
+    if final.is_file() and st.AdversarialShard.recorded_sha256(final) is not None:
+        previous = st.AdversarialShard.open(final).attr("merged_from")
+        if previous is not None and previous == st.jsonable(merged.attrs["merged_from"]):
             return final, False  # already merged from exactly these slice files
     return st.write_adversarial_shard(store.directory, merged.stem, arrays=merged.arrays, attrs=merged.attrs), True
 
 
 def _refuse_unsliced(store: st.Store, stem: str) -> None:
-    final = store.directory / st.ADVERSARIAL_DIR / f"{stem}.h5"
+    final = st.shard_path(store.directory, stem)
     if final.is_file():
-        with st.open_h5_read(final) as f:
-            if "merged_from" not in f.attrs:
-                raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
+        if "merged_from" not in st.AdversarialShard.open(final).attrs:
+            raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
                                  "remove it or merge with --force to replace it")
 
 
@@ -609,9 +571,7 @@ def merge_results(
             full = str(sl.attr("checkpoint_sha256"))
             if checkpoint_sha and not full.startswith(checkpoint_sha):
                 raise StoreError(f"{sl.path.name} was made from checkpoint {full}, not {checkpoint_sha}")
-            if sl.attr("store_fingerprint") != fs.fingerprint:
-                raise StoreError(f"{sl.path.name} was made from store {sl.attr('store_fingerprint')}, "
-                                 f"not {fs.fingerprint}")
+            st.check_same_store(fs, sl.attr("store_fingerprint"), what=f"adversarial shard {sl.path.name}")
             _attach_results(sl, rdir, round, split)
         _check_consistent(slices, where, name)
         slice_sets.append((name, where, slices))
@@ -623,7 +583,7 @@ def merge_results(
                          "say which with --results-dir (or merge one attack at a time with --attack)")
     base_slice = slice_sets[0][2][0]
     out_dir = base_slice.results_path.parent
-    results_path = out_dir / results_name(round, split)
+    results_path = out_dir / layout.attack_results_name(round=round, split=split)
     previous = None
     if results_path.is_file():
         try:
@@ -636,7 +596,7 @@ def merge_results(
 
     computed = []
     for name, where, slices in slice_sets:
-        stem = f"round{round:02d}-{split}-{sha}-{name}"
+        stem = layout.shard_stem(round=round, split=split, checkpoint_sha=sha, attack=name)
         if not force:
             _refuse_unsliced(fs, stem)
         computed.append(_merge_attack(slices, store=fs, stem=stem, allow_mixed_budgets=allow_mixed_budgets,

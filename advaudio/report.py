@@ -56,8 +56,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from advaudio import layout
 from advaudio.attacks.results import Note
-from advaudio.errors import ParameterError
+from advaudio.errors import ParameterError, StoreError
 from advaudio.store import jsonable
 
 __all__ = [
@@ -75,8 +76,6 @@ __all__ = [
 
 REPORT_FORMAT = "advaudio-report"
 REPORT_VERSION = 1
-METRICS_NAME = "metrics.json"
-ATTACK_GLOB = "attack-round*-*.json"
 #: Columns of ``report.csv`` (and keys of ``report.json["values"]`` rows).
 VALUE_COLUMNS = ("run", "round", "model", "view", "split", "attack", "norm", "metric", "value",
                  "source", "pointer", "note")
@@ -203,10 +202,6 @@ class ReportData:
         return files
 
 
-_ROUND_DIR = re.compile(r"round[-_]?(\d+)$", re.IGNORECASE)
-_ROUND_FILE = re.compile(r"attack-round(\d+)-")
-
-
 def _read_json(path: Path, warnings: list[str]) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -257,7 +252,7 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
     for d, label in zip(dirs, _labels(dirs)):
         run = RunData(path=d, label=label)
         # ---- attack results first: they also date the checkpoints beside them
-        for path in sorted(d.rglob(ATTACK_GLOB)):
+        for path in sorted(d.rglob(layout.ATTACK_RESULTS_GLOB)):
             if not path.is_file() or ".tmp" in path.name:
                 continue
             doc = _read_json(path, run.warnings)
@@ -268,8 +263,8 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
                 run.warnings.append(f"skipped {path}: no 'attacks' list (not an attack results file)")
                 continue
             cfg = doc.get("config") or {}
-            m = _ROUND_FILE.search(path.name)
-            file_round = cfg.get("round", int(m.group(1)) if m else 0)
+            named = layout.parse_attack_results_name(path.name)
+            file_round = cfg.get("round", named.round if named else 0)
             for i, rec in enumerate(records):
                 if not isinstance(rec, dict) or "attack" not in rec:
                     run.warnings.append(f"{path}: attack record {i} has no 'attack' name; skipped")
@@ -302,7 +297,7 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
                 by_ckpt.setdefault(c, set()).add(a.round)
             by_dir.setdefault(str(a.path.parent.resolve()), set()).add(a.round)
         # ---- metrics
-        for path in sorted(d.rglob(METRICS_NAME), key=lambda p: (len(p.parts), str(p))):
+        for path in sorted(d.rglob(layout.METRICS_NAME), key=lambda p: (len(p.parts), str(p))):
             data = _read_json(path, run.warnings)
             if data is None:
                 continue
@@ -313,24 +308,24 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
             if isinstance(data.get("round"), (int, float)) and not isinstance(data.get("round"), bool):
                 rnd, source = int(data["round"]), "metrics.json"
             else:
-                ckpt = _resolved(path.parent / "checkpoint.pt")
+                ckpt = _resolved(layout.checkpoint_path(path.parent))
                 cands = by_ckpt.get(ckpt) or by_dir.get(str(path.parent.resolve()))
                 if cands and len(cands) == 1:
                     rnd, source = next(iter(cands)), "attack results"
                 else:
-                    m = _ROUND_DIR.search(path.parent.name)
-                    rnd, source = (int(m.group(1)), "directory name") if m else (0, "default")
+                    named = layout.round_of_directory(path.parent.name)
+                    rnd, source = (named, "directory name") if named is not None else (0, "default")
             if rnd in run.metrics:
                 run.warnings.append(f"two metrics files for round {rnd}: {run.metrics[rnd].path} and {path}; "
                                     f"the first is used")
                 continue
             run.metrics[rnd] = MetricsEntry(path=path, round=rnd, round_from=source, data=data)
         if not run.metrics and not run.attacks:
-            run.warnings.append(f"{d}: no {METRICS_NAME} and no {ATTACK_GLOB} found")
+            run.warnings.append(f"{d}: no {layout.METRICS_NAME} and no {layout.ATTACK_RESULTS_GLOB} found")
         runs.append(run)
     data = ReportData(runs=runs, warnings=[w for r in runs for w in r.warnings])
     if not any(r.metrics or r.attacks for r in runs):
-        raise ParameterError(f"no {METRICS_NAME} or attack results below {', '.join(map(str, dirs))}")
+        raise ParameterError(f"no {layout.METRICS_NAME} or attack results below {', '.join(map(str, dirs))}")
     return data
 
 
@@ -694,9 +689,11 @@ def _shard_path(record: dict, document: dict) -> Path | None:
     path = Path(p)
     if path.is_file():
         return path
+    from advaudio.store import shard_path
+
     store = document.get("store")
-    if store and (Path(store) / "adversarial" / path.name).is_file():
-        return Path(store) / "adversarial" / path.name
+    if store and shard_path(store, path.stem).is_file():  # the store moved with its shards
+        return shard_path(store, path.stem)
     return None
 
 
@@ -713,15 +710,15 @@ def _open_store(entries: list[AttackEntry], shard: Path):
 
 
 def _read_shard(path: Path) -> dict[str, Any]:
-    import h5py
+    from advaudio.store import AdversarialShard
 
-    with h5py.File(path, "r") as f:
-        d = {k: f[k][:] for k in ("clean_index", "label", "target", "predicted", "attacked", "success",
-                                  "within_budget") if k in f}
-        d["file"] = path
-        d["view"] = f.attrs.get("view")
-        d["fingerprint"] = f.attrs.get("store_fingerprint")
-        d["adversarial"] = np.asarray(f["adversarial"][:], np.float32)
+    shard = AdversarialShard.open(path)
+    d = shard.read([k for k in ("adversarial", "clean_index", "label", "target", "predicted", "attacked",
+                                "success", "within_budget") if k in shard])
+    d["adversarial"] = np.asarray(d["adversarial"], np.float32)
+    d["file"] = path
+    d["view"] = shard.attr("view")
+    d["fingerprint"] = shard.attr("store_fingerprint")
     return d
 
 
@@ -729,6 +726,7 @@ def _examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, listen: 
               warnings: list[str]) -> dict[str, Any] | None:
     """Fig. 1 grid (and WAVs for an stft view) for the test-split shards of one round."""
     from advaudio import figures
+    from advaudio.store import check_same_store
     from advaudio.views import View
 
     entries = [a for a in run.attacks if a.round == rnd and a.split == "test" and a.slice is None]
@@ -751,10 +749,13 @@ def _examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, listen: 
         warnings.append(f"{run.label} round {rnd}: the feature store is not available; no example figure")
         return None
     d0 = loaded[0][2]
-    if d0["fingerprint"] is not None and str(d0["fingerprint"]) != store.fingerprint:
-        warnings.append(f"{run.label} round {rnd}: store {store.directory} is not the shards' store")
-        return None
-    view = View.from_dict(json.loads(d0["view"]))
+    if d0["fingerprint"] is not None:
+        try:
+            check_same_store(store, str(d0["fingerprint"]), what=f"adversarial shard {d0['file']}")
+        except StoreError as exc:
+            warnings.append(f"{run.label} round {rnd}: {exc}")
+            return None
+    view = View.from_dict(d0["view"])
     # clips present in every shard; prefer those fooled within the budget by every attack
     common = set(int(i) for i in d0["clean_index"])
     for _, _, d in loaded[1:]:
@@ -774,7 +775,8 @@ def _examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, listen: 
     score = {row: sum(score_of(d, row) for _, _, d in loaded) for row in ordered}
     rows = sorted(ordered, key=lambda r: (-score[r], ordered.index(r)))[:max_clips]
     rows = sorted(rows)
-    clean = view.read(store, rows).numpy()
+    with store.reader() as reader:
+        clean = view.read(reader, rows).numpy()
     adversarials, titles, index = {}, {}, {}
     for e, p, d in loaded:
         idx = [int(np.flatnonzero(d["clean_index"] == r)[0]) for r in rows]

@@ -11,6 +11,8 @@ attack-on-test for K rounds in one run directory::
     RUN_DIR/round01/checkpoint.pt, metrics.json  round 1 (retrained)
     RUN_DIR/round01/attack-round01-test.json …
 
+(names: :mod:`advaudio.layout`).
+
 Each step is skipped when its output is already complete, so an interrupted
 loop resumes at the step where it stopped (a half-trained round resumes
 from its last epoch).
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
@@ -71,17 +74,17 @@ def find_shards(store: st.Store, *, checkpoint_sha: str, round: int, split: str 
     """Registered adversarial shards made from ``checkpoint_sha`` in ``round`` on ``split``."""
     found = []
     for path in store.adversarial_shards():
-        with st.open_h5_read(path) as f:
-            a = f.attrs
-            sliced = json.loads(a["slice"])[1] > 1 if isinstance(a.get("slice"), str) else False
-            # A job array's slices enter training through their merged shard only.
-            if (a.get("checkpoint_sha256") == checkpoint_sha and int(a.get("round", -1)) == round
-                    and a.get("split") == split and not sliced):
-                found.append(path)
+        shard = st.AdversarialShard.open(path)
+        sl = shard.attr("slice")
+        # A job array's slices enter training through their merged shard only.
+        sliced = isinstance(sl, list) and sl[1] > 1
+        if (shard.attr("checkpoint_sha256") == checkpoint_sha and int(shard.attr("round", -1)) == round
+                and shard.attr("split") == split and not sliced):
+            found.append(path)
     return found
 
 
-def inspect_shards(shards: list[Path], *, store_fingerprint: str, held_out_folds: set[int]) -> list[dict[str, Any]]:
+def inspect_shards(shards: list[Path], *, store: st.Store, held_out_folds: set[int]) -> list[dict[str, Any]]:
     """Provenance of each shard; refuses shards of another store or with held-out clips.
 
     Only clips of the training folds may enter training: a shard holding any
@@ -89,34 +92,29 @@ def inspect_shards(shards: list[Path], *, store_fingerprint: str, held_out_folds
     """
     records = []
     for path in shards:
-        path = Path(path)
-        if not path.is_file():
-            raise StoreError(f"no adversarial shard at {path}")
-        with st.open_h5_read(path) as f:
-            a = f.attrs
-            if "adversarial" not in f or "fold" not in f:
-                raise StoreError(f"{path} is not an advaudio adversarial shard")
-            if a.get("store_fingerprint") != store_fingerprint:
-                raise StoreError(f"{path} was made from store {a.get('store_fingerprint')}, "
-                                 f"not from the checkpoint's store {store_fingerprint}")
-            folds = set(int(k) for k in np.unique(f["fold"][:]))
-            leaked = sorted(folds & held_out_folds)
-            if leaked:
-                raise StoreError(
-                    f"{path} holds clips of held-out fold(s) {leaked} (split {a.get('split')!r}): "
-                    "refusing to train on them, test data must not leak into training"
-                )
-            records.append({
-                "path": str(path.resolve()),
-                "sha256": st.sha256_file(path),
-                "attack": str(a.get("attack")),
-                "norm": str(a.get("norm")),
-                "budget": float(a.get("budget", np.nan)),
-                "fooling_rate": float(a.get("fooling_rate", np.nan)),
-                "round": int(a.get("round", -1)),
-                "samples": int(f["adversarial"].shape[0]),
-                "successful": int(np.asarray(f["success"][:]).sum()) if "success" in f else None,
-            })
+        shard = st.AdversarialShard.open(path)
+        if "adversarial" not in shard or "fold" not in shard:
+            raise StoreError(f"{path} is not an advaudio adversarial shard")
+        st.check_same_store(store, shard.attr("store_fingerprint"), what=f"adversarial shard {path}")
+        arrays = shard.read(["fold"] + (["success"] if "success" in shard else []))
+        folds = set(int(k) for k in np.unique(arrays["fold"]))
+        leaked = sorted(folds & held_out_folds)
+        if leaked:
+            raise StoreError(
+                f"{path} holds clips of held-out fold(s) {leaked} (split {shard.attr('split')!r}): "
+                "refusing to train on them, test data must not leak into training"
+            )
+        records.append({
+            "path": str(Path(path).resolve()),
+            "sha256": st.sha256_file(path),
+            "attack": str(shard.attr("attack")),
+            "norm": str(shard.attr("norm")),
+            "budget": float(shard.attr("budget", np.nan)),
+            "fooling_rate": float(shard.attr("fooling_rate", np.nan)),
+            "round": int(shard.attr("round", -1)),
+            "samples": shard.size,
+            "successful": int(np.asarray(arrays["success"]).sum()) if "success" in arrays else None,
+        })
     return records
 
 
@@ -146,9 +144,7 @@ def retrain(
     ckpt = load_checkpoint(checkpoint)
     base = TrainConfig.from_dict(ckpt.config)
     feature_store = st.Store(store if store is not None else base.store)
-    if feature_store.fingerprint != ckpt.store_fingerprint:
-        raise StoreError(f"{checkpoint} was trained on store {ckpt.store_fingerprint}, "
-                         f"not on {feature_store.directory} ({feature_store.fingerprint})")
+    st.check_same_store(feature_store, ckpt.store_fingerprint, what=f"checkpoint {checkpoint}")
     source_round = checkpoint_round(ckpt) if round is None else round
     if shards is None:
         shards = find_shards(feature_store, checkpoint_sha=st.sha256_file(checkpoint), round=source_round)
@@ -158,7 +154,7 @@ def retrain(
                 f"{feature_store.directory}; run `advaudio attack --split train --round {source_round}` first"
             )
     held_out = {f for f in (ckpt.split.get("test_fold"), ckpt.split.get("val_fold")) if f is not None}
-    records = inspect_shards([Path(s) for s in shards], store_fingerprint=feature_store.fingerprint,
+    records = inspect_shards([Path(s) for s in shards], store=feature_store,
                              held_out_folds={int(f) for f in held_out})
     lr = config.lr if config.lr is not None else (base.lr / 10 if config.mode == "fine-tune" else base.lr)
     new_config = dataclasses.replace(
@@ -185,13 +181,9 @@ def retrain(
 # --------------------------------------------------------------------------- #
 # Rounds
 # --------------------------------------------------------------------------- #
-def round_dir(run_dir: Path, k: int) -> Path:
-    return run_dir if k == 0 else run_dir / f"round{k:02d}"
-
-
 def is_complete_run(directory: Path) -> bool:
-    metrics = directory / "metrics.json"
-    if not (directory / "checkpoint.pt").is_file() or not metrics.is_file():
+    metrics = layout.metrics_path(directory)
+    if not layout.checkpoint_path(directory).is_file() or not metrics.is_file():
         return False
     try:
         return bool(json.loads(metrics.read_text()).get("complete"))
@@ -231,29 +223,29 @@ def run_rounds(
             print(message, file=sys.stderr, flush=True)
 
     def attack(k: int, split: str, limit: int | None) -> None:
-        directory = round_dir(run_dir, k)
-        results = directory / f"attack-round{k:02d}-{split}.json"
+        directory = layout.round_dir(run_dir, k)
+        results = layout.attack_results_path(run_dir, round=k, split=split)
         if results.is_file():
             say(f"round {k}: {results.name} exists, skipped")
             log.append({"round": k, "step": f"attack-{split}", "skipped": True, "path": str(results)})
             return
         cfg = dataclasses.replace(attack_config, split=split, round=k, limit=limit, slice=None)
         say(f"round {k}: attacking the {split} split …")
-        doc = attack_stage(cfg, checkpoint=directory / "checkpoint.pt", out_dir=directory, device=device,
+        doc = attack_stage(cfg, checkpoint=layout.checkpoint_path(directory), out_dir=directory, device=device,
                            progress=progress)
         log.append({"round": k, "step": f"attack-{split}", "skipped": False, "path": doc["results_path"]})
 
     for k in range(rounds):
         attack(k, "test", attack_config.limit)
         attack(k, "train", train_limit)
-        target = round_dir(run_dir, k + 1)
+        target = layout.round_dir(run_dir, k + 1)
         if is_complete_run(target):
             say(f"round {k + 1}: retrained checkpoint exists, skipped")
             log.append({"round": k + 1, "step": "retrain", "skipped": True, "path": str(target)})
         else:
             say(f"round {k + 1}: retraining with round {k}'s adversarial examples …")
-            retrain(round_dir(run_dir, k) / "checkpoint.pt", out_dir=target, config=retrain_config,
-                    device=device, resume=(target / "checkpoint.pt").is_file(), progress=progress)
+            retrain(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
+                    device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
             log.append({"round": k + 1, "step": "retrain", "skipped": False, "path": str(target)})
     attack(rounds, "test", attack_config.limit)
     return log

@@ -76,7 +76,7 @@ def test_shards_replay_to_their_recorded_predictions(trained, attacked):
         else:
             assert np.all(replay[success] != label[success]) and np.all(target == -1)
         # Stored norms equal norms recomputed from the shard and the clean inputs.
-        clean = ckpt.view.read(store, rows)
+        clean = ckpt.view.read(store.reader(), rows)
         again = perturbation_norms(clean, adv)
         for key in ("l1", "l2", "linf"):
             np.testing.assert_allclose(norms[key], again[key], rtol=1e-5, atol=1e-6)
@@ -113,7 +113,7 @@ def test_mismatched_store_and_bad_arguments_are_clear_errors(trained, tmp_path, 
     other = featurize(FeaturizeConfig(dataset="synthetic", dataset_options={**SYNTH, "seed": 9},
                                       features=FeatureConfig(representations=("stft",))),
                       cache=tmp_path, workers=0, progress=False)
-    with pytest.raises(StoreError, match="was trained on store"):
+    with pytest.raises(StoreError, match="was made from store"):
         attack_stage(AttackStageConfig(attacks=("fgsm",)), checkpoint=ckpt, store=other.store_dir, progress=False)
     with pytest.raises(ParameterError, match="unknown attack"):
         AttackStageConfig(attacks=("pgd", "nope"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import advaudio.views as views
+import advaudio.store as store_package
 from advaudio.data import (ModelSpaceSource, StoreBatches, batch_sizes, make_loader, plan_epoch,
                            time_shift_)
 from advaudio.errors import ParameterError, StoreError
@@ -66,13 +66,13 @@ def test_streaming_with_workers_returns_the_in_memory_samples(store, rows, view,
 
 def test_each_batch_is_one_sorted_read_per_representation(store, rows, view, monkeypatch):
     reads = []
-    original = views.FeatureReader.read_into
+    original = store_package.FeatureReader.read_into
 
     def spy(self, name, indices, out):
         reads.append((name, np.asarray(indices).copy()))
         return original(self, name, indices, out)
 
-    monkeypatch.setattr(views.FeatureReader, "read_into", spy)
+    monkeypatch.setattr(store_package.FeatureReader, "read_into", spy)
     ds = StoreBatches(store, view, rows, batch_size=BATCH, shuffle=True, seed=0)
     loader = make_loader(ds, workers=0)
     batches = _epoch(loader, ds, 0)
@@ -188,6 +188,6 @@ def test_dataset_pickles_without_file_handles(store, rows, view):
     ds = StoreBatches(store, view, rows, batch_size=BATCH)
     first = ds[0]  # opens the file in this process
     clone = pickle.loads(pickle.dumps(ds))  # h5py handles cannot be pickled: they are dropped
-    assert clone._files == {}
+    assert clone._reader is None and clone._shard_files == {}
     torch.testing.assert_close(clone[0]["x"], first["x"])
     ds.close()

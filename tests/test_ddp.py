@@ -83,7 +83,7 @@ def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path):
     rows = store.select(exclude_folds=[5])
     view = fit_view(store, "stft", rows=rows, input_size=(24, 20))
     adv = tmp_path / "adv.h5"
-    with store.open() as f, h5py.File(adv, "w") as g:
+    with store.reader() as f, h5py.File(adv, "w") as g:
         g["adversarial"] = view.read(f, rows[:9]).numpy()
         g["label"] = store.labels[rows[:9]]
     kw = dict(batch_size=7, shuffle=True, seed=5, time_shift=0.5, extra_sources=[{"path": str(adv)}], mix=0.3)
@@ -143,7 +143,7 @@ def test_torchrun_two_processes_match_one(store, single, tmp_path):
     again = evaluate(ck, device="cpu")
     assert again["n"] == n_test and again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1.5 / n_test)
     rows = store.select(folds=[5])
-    with torch.no_grad(), store.open() as f:
+    with torch.no_grad(), store.reader() as f:
         x = ck.view.read(f, rows)
         torch.testing.assert_close(ck.model(x), ref_ck.model(x), atol=2e-2, rtol=2e-2)
 

@@ -264,7 +264,7 @@ def test_wavs_and_their_snr(run):
             adv = f["adversarial"][item["sample"]]
             view = View.from_dict(json.loads(f.attrs["view"]))
             shard_snr = float(f["snr_db"][item["sample"]])
-        clean = view.read(store, [item["store_row"]]).numpy()[0]
+        clean = view.read(store.reader(), [item["store_row"]]).numpy()[0]
         assert item["snr_db_spectrogram"] == pytest.approx(_snr(clean, adv), rel=1e-9)
         assert item["snr_db_spectrogram"] == pytest.approx(shard_snr, rel=1e-5)
     listed = [r for r in run["json"]["values"] if r["metric"] == "snr_db_waveform"]
@@ -291,14 +291,14 @@ def test_clean_stft_input_inverts_to_the_clean_audio(run):
     full = fit_view(store, "stft", rows=rows, input_size=None, percentiles=(0.0, 100.0))
     for row in (0, 9, 20):
         y, sr = clean_audio(store, row)
-        x = full.read(store, [row]).numpy()[0]
+        x = full.read(store.reader(), [row]).numpy()[0]
         db = model_input_to_db(x, full)
         np.testing.assert_allclose(db, store.read("stft", [row])[0], atol=2e-3 * (full.high[0] - full.low[0]))
         np.testing.assert_allclose(db_to_magnitude(db), 10 ** (db / 20))
         assert _snr(y, resynthesize(x, full, cfg, clean_audio=y)) > 20.0
     # the model's resized view: back to (bands, frames), and Griffin-Lim gives audio of the right length
     resized = fit_view(store, "stft", rows=rows, input_size=(32, 32))
-    x = resized.read(store, [0]).numpy()[0]
+    x = resized.read(store.reader(), [0]).numpy()[0]
     assert model_input_to_db(x, resized).shape == tuple(resized.shapes[0])
     y, _ = clean_audio(store, 0)
     g = resynthesize(x, resized, cfg, n_samples=len(y), method="griffinlim", n_iter=4)

@@ -105,7 +105,7 @@ def test_checkpoint_loads_weights_only_and_evaluates(store, learned):
     assert result["accuracy"] == metrics["test_accuracy"]
     assert result["confusion_matrix"] == metrics["confusion_matrix"]
     rows = store.select(folds=[5])
-    with torch.no_grad(), store.open() as f:
+    with torch.no_grad(), store.reader() as f:
         predicted = ck.model(ck.view.read(f, rows)).argmax(1).numpy()
     assert (predicted == store.labels[rows]).mean() == pytest.approx(result["accuracy"])
 
@@ -219,7 +219,7 @@ def test_extra_sources_and_init_checkpoint(store, learned, tmp_path):
     ck = load_checkpoint(out / "checkpoint.pt")
     rows = store.select(folds=[1, 2])
     adv = tmp_path / "adv.h5"
-    with store.open() as f, h5py.File(adv, "w") as g:
+    with store.reader() as f, h5py.File(adv, "w") as g:
         g["adversarial"] = ck.view.read(f, rows).numpy()
         g["label"] = store.labels[rows]
         g["success"] = np.arange(rows.size) % 2 == 0

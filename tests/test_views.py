@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from advaudio.errors import ParameterError, StoreError
 import advaudio.views as views
-from advaudio.views import HISTOGRAM_BINS, View, fit_view, parse_input_size, parse_view, read_rows
+from advaudio.store import FeatureReader, read_rows
+from advaudio.views import HISTOGRAM_BINS, View, fit_view, parse_input_size, parse_view
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_concatenation_order_and_shapes(store, train_rows):
     (sb, sf), (cb, _) = store.representations["stft"].shape, store.representations["chroma"].shape
     assert view.output_shape == (1, sb + cb, sf)
     rows = np.arange(6)
-    x = view.read(store, rows)
+    x = view.read(store.reader(), rows)
     assert x.shape == (6, 1, sb + cb, sf) and x.dtype == torch.float32
     stft = _normalise(store.read("stft", rows), view.low[0], view.high[0])
     chroma = _normalise(store.read("chroma", rows), view.low[1], view.high[1])
@@ -35,12 +36,12 @@ def test_concatenation_order_and_shapes(store, train_rows):
     np.testing.assert_allclose(x[:, 0, sb:].numpy(), chroma, atol=1e-6)  # chroma appended under them
 
     reverse = fit_view(store, "chroma+stft", rows=train_rows)
-    y = reverse.read(store, rows)
+    y = reverse.read(store.reader(), rows)
     torch.testing.assert_close(y[:, :, :cb], x[:, :, sb:])
     torch.testing.assert_close(y[:, :, cb:], x[:, :, :sb])
 
     resized = fit_view(store, "stft+chroma", rows=train_rows, input_size="32x20")
-    z = resized.read(store, rows)
+    z = resized.read(store.reader(), rows)
     assert z.shape == (6, 1, 32, 20) and resized.output_shape == (1, 32, 20)
     expected = F.interpolate(x, size=(32, 20), mode="bilinear", align_corners=False, antialias=True)
     torch.testing.assert_close(z, expected.clamp(0, 1))
@@ -77,7 +78,7 @@ def test_fit_streams_in_chunks(store, train_rows):
 def test_outputs_in_unit_interval(store, train_rows):
     for spec, size in (("stft", None), ("stft+chroma", (32, 32)), ("chroma", (16, 44))):
         view = fit_view(store, spec, rows=train_rows, input_size=size)
-        x = view.read(store, np.arange(len(store)))  # test fold included: clipped, not out of range
+        x = view.read(store.reader(), np.arange(len(store)))  # test fold included: clipped, not out of range
         assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
         if size is None:  # the percentiles clip at both ends (a resize may average the extremes away)
             assert float(x.min()) == 0.0 and float(x.max()) == 1.0
@@ -93,7 +94,7 @@ def test_unknown_representation_is_a_store_error_naming_what_it_has(store, train
                             "normalisation": {"stats": {"tonnetz": {"low": 0, "high": 1}}}})
     with pytest.raises(StoreError, match="tonnetz"):
         other.check_store(store)
-    with store.open() as f, pytest.raises(StoreError, match="tonnetz"):
+    with store.reader() as f, pytest.raises(StoreError, match="tonnetz"):
         other.read(f, [0, 1])
 
 
@@ -102,7 +103,7 @@ def test_view_round_trips_through_json(store, train_rows):
     again = View.from_dict(json.loads(json.dumps(view.to_dict())))
     assert again == view and again.input_size == (48, 48)
     rows = [7, 3, 3, 0]  # any order, duplicates: returned as asked
-    with store.open() as f:
+    with store.reader() as f:
         x = again.read(f, rows)
     arrays = {name: store.read(name, np.arange(len(store)))[rows] for name in view.representations}
     torch.testing.assert_close(x, view.transform(arrays))
@@ -137,7 +138,7 @@ def test_non_finite_store_values_are_reported(tmp_path, store, train_rows):
         data[1, 0, 0] = np.nan  # what a missing shard reads as through the virtual dataset
         f.create_dataset("features/chroma", data=data)
     with pytest.raises(StoreError, match="NaN"):
-        view.read(path, [0, 1])
+        view.read(FeatureReader(path), [0, 1])
 
 
 def test_reader_fast_and_fallback_paths_agree(tmp_path, store, train_rows):
@@ -150,7 +151,7 @@ def test_reader_fast_and_fallback_paths_agree(tmp_path, store, train_rows):
         f.create_dataset("features/blocks", data=data, chunks=(4, 64, 44))
         f.create_dataset("features/contiguous", data=data)
     rows = np.array([0, 1, 2, 7, 20, 33, 47])
-    with views.FeatureReader(path) as reader:
+    with FeatureReader(path) as reader:
         for name in ("per_clip", "gzip", "blocks", "contiguous"):
             out = np.full((rows.size,) + data.shape[1:], -1.0, np.float32)
             reader.read_into(name, rows, out)
@@ -163,7 +164,7 @@ def test_reader_fast_and_fallback_paths_agree(tmp_path, store, train_rows):
         out = np.zeros((rows.size,) + data.shape[1:], np.float32)
         np.testing.assert_array_equal(reader.read_into("per_clip", rows, out), data[rows])
     # Through the store's virtual datasets: resolved to the shards, same values as HDF5 gives.
-    with views.FeatureReader(store) as reader:
+    with store.reader() as reader:
         buffer = np.zeros((rows.size, 600, 44), np.float32)
         reader.read_into("stft", rows, buffer[:, 10:523])  # into a slice of a larger buffer
         np.testing.assert_array_equal(buffer[:, 10:523], data[rows])

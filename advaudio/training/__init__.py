@@ -34,7 +34,9 @@ from .checkpoint import (
 from .config import OPTIMIZERS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
 from .distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm, resolve_device, setup_distributed
 from .evaluation import evaluate, recalibrate_bn, run_evaluation, summarize_confusion
-from .loop import CHECKPOINT_NAME, METRICS_NAME, train
+from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
+
+from .loop import train
 from .splits import FoldSplit, split_by_fold
 
 __all__ = [

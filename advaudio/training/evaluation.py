@@ -12,9 +12,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from advaudio.data import StoreBatches, make_loader, to_device
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import ParameterError
 from advaudio.models import Classifier
-from advaudio.store import Store
+from advaudio.store import Store, check_same_store
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .distributed import Distributed, autocast, is_sync_batchnorm, resolve_device
@@ -145,14 +145,7 @@ def evaluate(
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device=dev)
     ck.model.to(dev)
     s = store if isinstance(store, Store) else Store(store if store is not None else ck.store_path)
-    if s.fingerprint != ck.store_fingerprint:
-        missing = [n for n in ck.view.representations if n not in s.representations]
-        raise StoreError(
-            f"store {s.directory} has fingerprint {s.fingerprint}, but {ck.path} was trained on store "
-            f"{ck.store_fingerprint} ({ck.store_path}); its features were computed from other parameters "
-            "or clips, so the model's view and normalisation do not apply"
-            + (f" (it also lacks {', '.join(missing)}; it has {', '.join(s.representations)})" if missing else "")
-        )
+    check_same_store(s, ck.store_fingerprint, what=f"checkpoint {ck.path}")
     ck.view.check_store(s)
     fold = ck.test_fold if fold is None else int(fold)
     if fold is None:

@@ -36,10 +36,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from advaudio.data import StoreBatches, derive_seed, make_loader, to_device
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import ParameterError
 from advaudio.models import Classifier, create_model, model_from_config
 from advaudio.progress import progress_bar
-from advaudio.store import Store, remove_stale_tmp, write_json_atomic
+from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
+from advaudio.store import Store, check_same_store, remove_stale_tmp, write_json_atomic
 from advaudio.views import View, fit_view
 
 from .checkpoint import read_checkpoint, save_checkpoint, set_rng_states
@@ -49,8 +50,6 @@ from .evaluation import recalibrate_bn, run_evaluation
 from .splits import FoldSplit, split_by_fold
 
 # The run directory's files (a run-layout module is to own these names).
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.json"
 
 
 def train(
@@ -203,9 +202,7 @@ def _checkpoint_to_resume(out_dir: Path, config: TrainConfig, store: Store, *, r
         raise ParameterError(f"{path} already exists; pass --resume to continue that run "
                              "or choose another output directory")
     saved = read_checkpoint(path)
-    if saved["store"]["fingerprint"] != store.fingerprint:
-        raise StoreError(f"{path} was trained on store {saved['store']['fingerprint']}, "
-                         f"not on {store.directory} ({store.fingerprint})")
+    check_same_store(store, saved["store"]["fingerprint"], what=f"checkpoint {path}")
     now = config.to_dict()
     before = saved["train_config"]
     changed = sorted(k for k in set(now) | set(before)
@@ -223,9 +220,7 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     init = None
     if config.init_checkpoint is not None and saved is None:
         init = read_checkpoint(config.init_checkpoint)
-        if init["store"]["fingerprint"] != store.fingerprint:
-            raise StoreError(f"init checkpoint {config.init_checkpoint} was trained on store "
-                             f"{init['store']['fingerprint']}, not on {store.directory} ({store.fingerprint})")
+        check_same_store(store, init["store"]["fingerprint"], what=f"init checkpoint {config.init_checkpoint}")
     view = _view(config, store, split, source=saved or init)
     model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
 

@@ -40,7 +40,7 @@ MERGE_RESOURCES=${MERGE_RESOURCES:-}           # e.g. "--mem=16G" for big sets
 RETRAIN_RESOURCES=${RETRAIN_RESOURCES:-$TRAIN_RESOURCES}
 REPORT_RESOURCES=${REPORT_RESOURCES:-}
 # --- software environment -------------------------------------------------------
-PYTHON=${PYTHON:-python3}                 # a Python with advaudio installed, on the compute nodes
+PYTHON=${PYTHON:-python3}                 # a Python with advaudio installed, on the compute nodes (and here, after SETUP)
 SETUP=${SETUP:-}                          # run first in every job, e.g. "module load cuda; source ~/venv/bin/activate"
 # --- data -------------------------------------------------------------------------
 DATASET=${DATASET:-synthetic}             # esc50, urbansound8k, esc10, folder, synthetic
@@ -90,7 +90,9 @@ DRY_RUN=${DRY_RUN:-0}                     # 1: print the sbatch commands, submit
 
 die() { echo "experiment.sh: error: $*" >&2; exit 2; }
 abspath() { case $1 in /*) printf '%s\n' "$1" ;; "") ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
-round_dir() { if [ "$1" -eq 0 ]; then echo "$RUN_DIR"; else printf '%s/round%02d\n' "$RUN_DIR" "$1"; fi; }
+# Every run-file name comes from advaudio's layout module (`advaudio path --help`), never rebuilt here.
+advaudio_path() { ( if [ -n "$SETUP" ]; then eval "$SETUP"; fi; "$PYTHON" -m advaudio path "$@" ); }
+round_dir() { advaudio_path round-dir "$RUN_DIR" "$1"; }
 
 [ "$ROUNDS" -ge 0 ] 2>/dev/null || die "ROUNDS must be a number >= 0, got '$ROUNDS'"
 [ "$ARRAY_SIZE" -ge 1 ] 2>/dev/null || die "ARRAY_SIZE must be a number >= 1, got '$ARRAY_SIZE'"
@@ -98,6 +100,8 @@ round_dir() { if [ "$1" -eq 0 ]; then echo "$RUN_DIR"; else printf '%s/round%02d
 RUN_DIR=$(abspath "$RUN_DIR"); REPORT_DIR=$(abspath "$REPORT_DIR"); LOG_DIR=$(abspath "$LOG_DIR")
 CACHE=$(abspath "$CACHE"); STORE=$(abspath "$STORE"); DATA_ROOT=$(abspath "$DATA_ROOT")
 mkdir -p "$RUN_DIR" "$LOG_DIR"
+advaudio_path round-dir "$RUN_DIR" 0 >/dev/null \
+    || die "PYTHON=$PYTHON (after SETUP) cannot run advaudio here; the run layout comes from \`advaudio path\`"
 
 # Attacks sliced over ARRAY_SIZE tasks, and attacks run whole (one task).
 sliced=() whole=()
@@ -175,16 +179,16 @@ submit() {
 
 is_complete_run() {  # DIR [EPOCHS]: metrics.json says complete (after at least EPOCHS epochs)
     command -v python3 >/dev/null || return 1
-    python3 - "$1/metrics.json" "${2:-0}" <<'PY' 2>/dev/null
+    python3 - "$(advaudio_path metrics "$1")" "${2:-0}" <<'PY' 2>/dev/null
 import json, sys
 m = json.load(open(sys.argv[1]))
 sys.exit(0 if m.get("complete") and int(m.get("epochs_done") or 0) >= int(sys.argv[2]) else 1)
 PY
 }
 
-is_merged() {  # DIR ROUND SPLIT CHECKPOINT: merged results of every requested attack for this checkpoint
-    command -v python3 >/dev/null && [ -f "$4" ] || return 1
-    python3 - "$1/$(printf 'attack-round%02d-%s.json' "$2" "$3")" "$4" "$ATTACKS" <<'PY' 2>/dev/null
+is_merged() {  # ROUND SPLIT CHECKPOINT: merged results of every requested attack for this checkpoint
+    command -v python3 >/dev/null && [ -f "$3" ] || return 1
+    python3 - "$(advaudio_path attack-results "$RUN_DIR" --round "$1" --split "$2")" "$3" "$ATTACKS" <<'PY' 2>/dev/null
 import hashlib, json, sys
 from pathlib import Path
 doc = json.load(open(sys.argv[1]))
@@ -199,10 +203,10 @@ PY
 # id in $MERGED (empty when skipped)
 attack_and_merge() {
     local k=$1 split=$2 limit=$3 dep=$4 dir ckpt ids=() tag
-    dir=$(round_dir "$k"); ckpt=$dir/checkpoint.pt
+    dir=$(round_dir "$k"); ckpt=$(advaudio_path checkpoint "$RUN_DIR" --round "$k")
     tag=$(printf 'r%02d-%s' "$k" "$split")
     MERGED=
-    if [ "$RESUME" = 1 ] && [ -z "$dep" ] && is_merged "$dir" "$k" "$split" "$ckpt"; then
+    if [ "$RESUME" = 1 ] && [ -z "$dep" ] && is_merged "$k" "$split" "$ckpt"; then
         echo "skip: attack $tag (merged results in $dir)" >&2
         return
     fi
@@ -257,7 +261,7 @@ for ((k = 0; k <= ROUNDS; k++)); do
         dep=
     else
         submit "$(printf 'retrain-r%02d' $((k + 1)))" "$MERGED" retrain.sbatch "$RETRAIN_RESOURCES" \
-            CHECKPOINT="$(round_dir "$k")/checkpoint.pt" OUT="$next" ROUND="$k" STORE="$STORE" MIX="$MIX" \
+            CHECKPOINT="$(advaudio_path checkpoint "$RUN_DIR" --round "$k")" OUT="$next" ROUND="$k" STORE="$STORE" MIX="$MIX" \
             EPOCHS="$RETRAIN_EPOCHS" MODE="$RETRAIN_MODE" DEVICE= RETRAIN_ARGS="$RETRAIN_ARGS" NPROC=
         dep=$JOB
     fi

@@ -1,4 +1,4 @@
-"""The feature store: chunked HDF5 shards linked into one master file.
+"""The feature store: chunked HDF5 feature shards linked into one master file, and its manifest.
 
 Layout of a store directory ``<cache>/<dataset>-<fingerprint>/``::
 
@@ -7,6 +7,7 @@ Layout of a store directory ``<cache>/<dataset>-<fingerprint>/``::
     shards/shard-NNNNN.h5
                         one file per featurize task (the only writer of it)
     adversarial/*.h5    adversarial shards written by the attack stage
+                        (format: advaudio.store.adversarial)
 
 ``store.h5`` holds ``features/<name>`` as HDF5 virtual datasets over the
 shards (shape ``(clips, bands, frames)``, float32, chunked per clip in the
@@ -21,10 +22,7 @@ killed writer never leaves a file that is later taken as good.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,107 +32,16 @@ import h5py
 import numpy as np
 
 from advaudio.errors import StoreError
+from advaudio.store.adversarial import AdversarialShard, shard_paths
+from advaudio.store.files import commit_file, open_h5_read, sha256_file, tmp_path_for, write_json_atomic
+from advaudio.store.reader import FeatureReader
 
 FORMAT_VERSION = 1
 MASTER_NAME = "store.h5"
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
-ADVERSARIAL_DIR = "adversarial"
-TMP_SUFFIX = ".tmp"
 
 _STR = h5py.string_dtype()
-
-
-# --------------------------------------------------------------------------- #
-# Small file utilities shared by every writer (checkpoints use them too).
-# --------------------------------------------------------------------------- #
-def fingerprint(obj: Any, *, length: int = 12) -> str:
-    """Hash of a JSON-able object, stable across runs and machines."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def sha256_file(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
-    """Hex sha256 digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(block), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tmp_path_for(path: str | os.PathLike) -> Path:
-    """A temporary sibling name unique to this process (two writers never collide)."""
-    path = Path(path)
-    return path.with_name(f"{path.name}{TMP_SUFFIX}-{os.getpid()}")
-
-
-def commit_file(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """fsync ``tmp`` and atomically rename it to ``final``; the rename is the commit."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    with contextlib.suppress(OSError):  # directory fsync makes the rename durable
-        dfd = os.open(Path(final).parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-def jsonable(obj: Any) -> Any:
-    """A strict-JSON copy: numpy scalars and arrays → Python, paths → str, NaN/inf → None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``jsonable(obj)`` to ``path`` atomically (temporary file, fsync, rename)."""
-    tmp = tmp_path_for(path)
-    with open(tmp, "w") as fh:
-        json.dump(jsonable(obj), fh, indent=2, sort_keys=True, default=str, allow_nan=False)
-        fh.write("\n")
-    commit_file(tmp, path)
-
-
-def remove_stale_tmp(directory: str | os.PathLike) -> int:
-    """Delete temporary files left by killed writers; returns how many."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return 0
-    stale = [p for p in directory.iterdir() if TMP_SUFFIX + "-" in p.name]
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return len(stale)
-
-
-def open_h5_read(path: str | os.PathLike) -> h5py.File:
-    """Open an HDF5 file read-only.
-
-    File locking is left to ``HDF5_USE_FILE_LOCKING`` (set it to ``FALSE`` on
-    shared file systems without lock support); readers never write.
-    """
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -277,7 +184,9 @@ def link_master(
 # Reading a store
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True)
-class Representation:
+class StoredRepresentation:
+    """One feature array of a store: its name, per-clip shape, dtype and compression."""
+
     name: str
     shape: tuple[int, int]  # (bands, frames)
     dtype: str
@@ -337,10 +246,10 @@ class Store:
                     f["errors/index"][:], f["errors/clip_id"][:], f["errors/path"][:], f["errors/reason"][:]
                 )
             ]
-            self.representations: dict[str, Representation] = {}
+            self.representations: dict[str, StoredRepresentation] = {}
             compression = self.config.get("storage", {}).get("compression")
             for name, ds in f["features"].items():
-                self.representations[name] = Representation(
+                self.representations[name] = StoredRepresentation(
                     name, tuple(int(x) for x in ds.shape[1:]), str(ds.dtype), compression
                 )
 
@@ -361,6 +270,14 @@ class Store:
     def open(self) -> h5py.File:
         """A fresh read-only handle on ``store.h5`` (caller closes it)."""
         return open_h5_read(self.master)
+
+    def reader(self) -> FeatureReader:
+        """A :class:`FeatureReader` on ``store.h5``: chunk-aligned reads of the feature arrays.
+
+        One per process (it keeps shard files open); close it, or use it as a
+        context manager.
+        """
+        return FeatureReader(self.master)
 
     def select(self, *, folds: list[int] | None = None, exclude_folds: list[int] | None = None) -> np.ndarray:
         """Sorted row indices of the clips in ``folds`` (all when None) minus ``exclude_folds``."""
@@ -391,8 +308,7 @@ class Store:
         problems = []
         entries = [(e["file"], e["sha256"]) for e in self.manifest.get("shards", [])]
         for shard in self.adversarial_shards():
-            sidecar = shard.with_suffix(".sha256")
-            expected = sidecar.read_text().strip() if sidecar.is_file() else "(no checksum file)"
+            expected = AdversarialShard.recorded_sha256(shard) or "(no checksum file)"
             entries.append((str(shard.relative_to(self.directory)), expected))
         for rel, expected in entries:
             file = self.directory / rel
@@ -404,10 +320,7 @@ class Store:
 
     def adversarial_shards(self) -> list[Path]:
         """Registered adversarial shards (complete files only; temporaries ignored)."""
-        directory = self.directory / ADVERSARIAL_DIR
-        if not directory.is_dir():
-            return []
-        return sorted(p for p in directory.glob("*.h5") if TMP_SUFFIX not in p.name)
+        return shard_paths(self.directory)
 
     def info(self) -> dict[str, Any]:
         """Everything ``advaudio store info`` shows, as a JSON-able dict."""
@@ -431,47 +344,13 @@ class Store:
         }
 
 
+def check_same_store(store: Store, fingerprint: str | None, *, what: str) -> None:
+    """StoreError unless ``fingerprint`` (recorded by ``what``) is ``store``'s.
 
-# --------------------------------------------------------------------------- #
-# Adversarial shards
-# --------------------------------------------------------------------------- #
-def write_adversarial_shard(
-    store_dir: str | os.PathLike,
-    name: str,
-    *,
-    arrays: dict[str, np.ndarray],
-    attrs: dict[str, Any],
-) -> Path:
-    """Write ``adversarial/<name>.h5`` atomically: the rename registers it.
-
-    ``arrays`` holds at least ``adversarial`` (N, C, H, W) float32 in model
-    space, ``index`` (store rows), ``label``, ``target`` and ``success``; attrs
-    values that are not scalars or strings are stored as JSON. The file's
-    sha256 is stored beside it (``<name>.sha256``) so ``verify`` can check it
-    without a shared manifest that concurrent attack jobs would race on.
+    ``what`` names the file that records it, e.g. ``"checkpoint run/checkpoint.pt"``.
+    A checkpoint or shard belongs to the store it was made from: the same
+    fingerprint means the same features of the same clips.
     """
-    directory = Path(store_dir) / ADVERSARIAL_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    if not name or "/" in name or name.startswith("."):
-        raise StoreError(f"invalid adversarial shard name {name!r}")
-    final = directory / f"{name}.h5"
-    tmp = tmp_path_for(final)
-    with h5py.File(tmp, "w", track_order=True) as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value if isinstance(value, (str, int, float, bool, np.generic)) else json.dumps(value)
-        for key, value in arrays.items():
-            value = np.asarray(value)
-            if value.dtype == object:
-                f.create_dataset(key, data=value, dtype=_STR)
-            elif value.ndim >= 3:
-                f.create_dataset(key, data=value, chunks=(1,) + value.shape[1:] if len(value) else None,
-                                 track_times=False)
-            else:
-                f.create_dataset(key, data=value, track_times=False)
-    digest = sha256_file(tmp)
-    checksum = directory / f"{name}.sha256"
-    ctmp = tmp_path_for(checksum)
-    ctmp.write_text(digest + "\n")
-    commit_file(ctmp, checksum)
-    commit_file(tmp, final)
-    return final
+    if fingerprint != store.fingerprint:
+        raise StoreError(f"{what} was made from store {fingerprint}, not from {store.directory} "
+                         f"(store {store.fingerprint})")

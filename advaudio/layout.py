@@ -1,0 +1,119 @@
+"""The run-directory layout: every file name a stage writes beside a checkpoint, in one place.
+
+A run directory as ``advaudio train --out`` and ``advaudio rounds`` lay it out::
+
+    RUN_DIR/checkpoint.pt, metrics.json            round 0 (trained on clean data)
+    RUN_DIR/attack-round00-test.json               attack results: round 0, test split
+    RUN_DIR/attack-round00-train-slice000of004.json  one slice of a job-array attack
+    RUN_DIR/round01/checkpoint.pt, metrics.json    round 1 (retrained) …
+    RUN_DIR/round01/attack-round01-test.json
+
+and the adversarial shards those attacks write into the store
+(:mod:`advaudio.store.adversarial`)::
+
+    <store>/adversarial/round00-test-<sha10>-pgd.h5
+    <store>/adversarial/round00-train-<sha10>-pgd-slice000of004.h5
+
+Names are built and parsed only here; shell scripts ask ``advaudio path …``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+#: Every attack results file, sliced or not.
+ATTACK_RESULTS_GLOB = "attack-round*-*.json"
+
+_SLICE = r"(?:-slice(?P<i>\d{3,})of(?P<n>\d{3,}))?"
+_RESULTS = re.compile(r"^attack-round(?P<round>\d+)-(?P<split>[^-]+?)" + _SLICE + r"\.json$")
+_SHARD = re.compile(r"^round(?P<round>\d+)-(?P<split>test|train)-(?P<sha>[0-9a-f]{10})-(?P<attack>.+?)" + _SLICE + "$")
+# Directories named by hand ("round1", "round-2") count too, not only round_dir's "round01".
+_ROUND_DIR = re.compile(r"round[-_]?(\d+)$", re.IGNORECASE)
+
+
+def _slice_suffix(slice: tuple[int, int] | None) -> str:
+    return "" if slice is None else f"-slice{slice[0]:03d}of{slice[1]:03d}"
+
+
+def _parsed_slice(m: re.Match) -> tuple[int, int] | None:
+    return (int(m["i"]), int(m["n"])) if m["i"] is not None else None
+
+
+def round_dir(run_dir: str | os.PathLike, round: int) -> Path:
+    """Directory of round ``round``: the run directory itself for round 0, else ``roundKK/`` in it."""
+    return Path(run_dir) if round == 0 else Path(run_dir) / f"round{round:02d}"
+
+
+def round_of_directory(name: str) -> int | None:
+    """The round a directory's name says (``round01``, ``round-2`` …), None when it says none."""
+    m = _ROUND_DIR.search(name)
+    return int(m.group(1)) if m else None
+
+
+def checkpoint_path(run_dir: str | os.PathLike, *, round: int = 0) -> Path:
+    """``checkpoint.pt`` of round ``round`` of ``run_dir``."""
+    return round_dir(run_dir, round) / CHECKPOINT_NAME
+
+
+def metrics_path(run_dir: str | os.PathLike, *, round: int = 0) -> Path:
+    """``metrics.json`` of round ``round`` of ``run_dir``."""
+    return round_dir(run_dir, round) / METRICS_NAME
+
+
+def attack_results_name(*, round: int, split: str, slice: tuple[int, int] | None = None) -> str:
+    """``attack-round<KK>-<split>[-slice<III>of<NNN>].json``: the results of one attack run (or slice)."""
+    return f"attack-round{round:02d}-{split}{_slice_suffix(slice)}.json"
+
+
+def attack_results_path(run_dir: str | os.PathLike, *, round: int, split: str,
+                        slice: tuple[int, int] | None = None) -> Path:
+    """Where the attack stage of ``advaudio rounds`` writes round ``round``'s results: beside its checkpoint."""
+    return round_dir(run_dir, round) / attack_results_name(round=round, split=split, slice=slice)
+
+
+def slice_results_glob(*, round: int, split: str) -> str:
+    """Glob of the results files of every slice of (round, split)."""
+    return f"attack-round{round:02d}-{split}-slice*of*.json"
+
+
+@dataclass(frozen=True)
+class AttackResultsName:
+    """What an attack results file's name says."""
+
+    round: int
+    split: str
+    slice: tuple[int, int] | None = None
+
+
+def parse_attack_results_name(name: str) -> AttackResultsName | None:
+    """Inverse of :func:`attack_results_name`; None for any other name."""
+    m = _RESULTS.match(name)
+    return AttackResultsName(int(m["round"]), m["split"], _parsed_slice(m)) if m else None
+
+
+def shard_stem(*, round: int, split: str, checkpoint_sha: str, attack: str,
+               slice: tuple[int, int] | None = None) -> str:
+    """``round<KK>-<split>-<sha10>-<attack>[-slice<III>of<NNN>]``: an adversarial shard's stem."""
+    return f"round{round:02d}-{split}-{checkpoint_sha[:10]}-{attack}{_slice_suffix(slice)}"
+
+
+@dataclass(frozen=True)
+class ShardStem:
+    """What an adversarial shard's stem says (``sha10``: the checkpoint sha256's first 10 digits)."""
+
+    round: int
+    split: str
+    sha10: str
+    attack: str
+    slice: tuple[int, int] | None = None
+
+
+def parse_shard_stem(stem: str) -> ShardStem | None:
+    """Inverse of :func:`shard_stem`; None for any other stem."""
+    m = _SHARD.match(stem)
+    return ShardStem(int(m["round"]), m["split"], m["sha"], m["attack"], _parsed_slice(m)) if m else None

@@ -1,0 +1,37 @@
+"""The store: every on-disk format of a feature store and its reader, one owner each.
+
+=====================================  ==============================================
+module                                 owns
+=====================================  ==============================================
+:mod:`advaudio.store.files`            atomic commits, owner-named temporaries, sha256,
+                                       strict JSON (shared by every writer)
+:mod:`advaudio.store.feature_store`    :class:`Store`: feature shards
+                                       (``shards/shard-NNNNN.h5``), the master file
+                                       ``store.h5`` that links them, ``manifest.json``;
+                                       :func:`check_same_store`
+:mod:`advaudio.store.reader`           :class:`FeatureReader`, the chunk-aligned reader of
+                                       ``store.h5``'s feature arrays (``Store.reader()``)
+:mod:`advaudio.store.adversarial`      :class:`AdversarialShard`, the writer and reader of
+                                       ``adversarial/<name>.h5`` and its checksum
+=====================================  ==============================================
+
+Run directories (checkpoints, metrics, attack results) are laid out by
+:mod:`advaudio.layout`.
+"""
+
+from advaudio.store.adversarial import (ADVERSARIAL_DIR, AdversarialShard, decode_attr, shard_path, shard_paths,
+                                        write_adversarial_shard)
+from advaudio.store.feature_store import (FORMAT_VERSION, MANIFEST_NAME, MASTER_NAME, SHARD_DIR, Store,
+                                          StoredRepresentation, check_same_store, link_master, read_shard_summary,
+                                          shard_name, write_feature_shard)
+from advaudio.store.files import (TMP_SUFFIX, commit_file, fingerprint, is_temporary, jsonable, open_h5_read,
+                                  remove_stale_tmp, sha256_file, tmp_path_for, write_json_atomic, write_text_atomic)
+from advaudio.store.reader import FeatureReader, read_rows, sorted_unique
+
+__all__ = [
+    "ADVERSARIAL_DIR", "AdversarialShard", "FORMAT_VERSION", "FeatureReader", "MANIFEST_NAME", "MASTER_NAME",
+    "SHARD_DIR", "Store", "StoredRepresentation", "TMP_SUFFIX", "check_same_store", "commit_file", "decode_attr",
+    "fingerprint", "is_temporary", "jsonable", "link_master", "open_h5_read", "read_rows", "read_shard_summary",
+    "remove_stale_tmp", "sha256_file", "shard_name", "shard_path", "shard_paths", "sorted_unique", "tmp_path_for",
+    "write_adversarial_shard", "write_feature_shard", "write_json_atomic", "write_text_atomic",
+]

@@ -1,0 +1,203 @@
+"""Adversarial shards: the one writer and reader of ``<store>/adversarial/<name>.h5``.
+
+An adversarial shard holds one attack run's inputs in model space, beside the
+feature store they were made from (public format, readable with plain h5py)::
+
+    adversarial  (N, 1, H, W) float32 in [0, 1]   model-space inputs, chunked per sample
+    clean_index  (N,) int64    row of the source clip in store.h5
+    clip_id (str), fold, label, target (-1: untargeted), predicted (int64),
+    attacked (clean prediction was correct), success (fooled at all),
+    within_budget (fooled within the tuned budget) (bool),
+    l1, l2, linf, snr_db (float64)
+    attrs: attack, attack_config, kind, norm, budget, fooling_rate, threshold,
+           targeted, round, split, slice, checkpoint, checkpoint_sha256,
+           store_fingerprint, view, test_fold, seed, versions, notes
+           (+ merged_from, slice_budgets, budget_source[, slice_versions] in a merged shard)
+    <name>.sha256   sha256 of the shard, committed before the shard itself
+
+Attribute values that are not scalars or strings (configurations, lists) are
+stored as JSON text; :class:`AdversarialShard` decodes them, so readers never
+parse attributes themselves. The checksum sits beside each shard instead of
+in the store's manifest, which concurrent attack jobs would race on; the
+shard's rename is its registration. Names are built by :mod:`advaudio.layout`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from advaudio.errors import StoreError
+from advaudio.store.files import commit_file, is_temporary, open_h5_read, sha256_file, tmp_path_for, write_text_atomic
+from advaudio.store.reader import read_rows
+
+ADVERSARIAL_DIR = "adversarial"
+CHECKSUM_SUFFIX = ".sha256"
+
+_STR = h5py.string_dtype()
+
+
+def shard_paths(store_dir: str | os.PathLike) -> list[Path]:
+    """Registered adversarial shards of a store, sorted (complete files only; temporaries ignored)."""
+    directory = Path(store_dir) / ADVERSARIAL_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.h5") if not is_temporary(p))
+
+
+def shard_path(store_dir: str | os.PathLike, name: str) -> Path:
+    """``<store>/adversarial/<name>.h5`` (whether or not it exists)."""
+    return Path(store_dir) / ADVERSARIAL_DIR / f"{name}.h5"
+
+
+def decode_attr(value: Any) -> Any:
+    """An HDF5 attribute as the Python value the writer was given.
+
+    Bytes become str, numpy scalars Python scalars, and JSON text (what the
+    writer made of lists and dicts, so it starts with ``[`` or ``{``) is parsed.
+    """
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _encode_attr(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, np.generic)) else json.dumps(value)
+
+
+@dataclass(frozen=True)
+class AdversarialShard:
+    """A committed adversarial shard: its path, decoded attributes and dataset names.
+
+    Open one with :meth:`open`; arrays are read on demand with :meth:`read`.
+    A file with only some of the datasets (any HDF5 file of model-space inputs)
+    opens too; readers check for what they need.
+    """
+
+    path: Path
+    attrs: Mapping[str, Any] = field(repr=False)
+    datasets: tuple[str, ...]
+    size: int  # samples (rows of ``adversarial``; 0 when absent)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "AdversarialShard":
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"no adversarial shard at {path}")
+        with open_h5_read(path) as f:
+            attrs = {key: decode_attr(value) for key, value in f.attrs.items()}
+            names = tuple(f)
+            size = int(f["adversarial"].shape[0]) if "adversarial" in f else 0
+        return cls(path=path, attrs=attrs, datasets=names, size=size)
+
+    @property
+    def name(self) -> str:
+        """The shard's stem (see :func:`advaudio.layout.parse_shard_stem`)."""
+        return self.path.stem
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.datasets
+
+    def open_file(self) -> h5py.File:
+        """A read-only handle for repeated :meth:`read` calls (caller closes it; one per process)."""
+        return open_h5_read(self.path)
+
+    def read(self, keys: Sequence[str] | None = None, *, rows: np.ndarray | Sequence[int] | None = None,
+             file: h5py.File | None = None) -> dict[str, np.ndarray]:
+        """Datasets ``keys`` (default: all) as arrays; strings decoded to ``object`` arrays.
+
+        ``rows`` (sorted, unique) reads only those samples, chunk-aligned;
+        ``file`` is a handle from :meth:`open_file` to read through.
+        """
+        keys = list(self.datasets if keys is None else keys)
+        missing = [k for k in keys if k not in self.datasets]
+        if missing:
+            raise StoreError(f"{self.path} has no dataset {', '.join(map(repr, missing))} (has {list(self.datasets)})")
+        f = file if file is not None else self.open_file()
+        try:
+            out = {}
+            for key in keys:
+                ds = f[key]
+                value = ds[:] if rows is None else read_rows(ds, rows)
+                if h5py.check_string_dtype(ds.dtype) is not None:
+                    value = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in value], dtype=object)
+                out[key] = value
+            return out
+        finally:
+            if file is None:
+                f.close()
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        with open_h5_read(self.path) as f:
+            return tuple(f[key].shape)
+
+    @staticmethod
+    def recorded_sha256(path: str | os.PathLike) -> str | None:
+        """The checksum written beside shard ``path``, None when there is none."""
+        sidecar = Path(path).with_suffix(CHECKSUM_SUFFIX)
+        return sidecar.read_text().strip() if sidecar.is_file() else None
+
+    def verify(self) -> str:
+        """The shard's sha256, after checking it against the recorded one (StoreError otherwise)."""
+        expected = self.recorded_sha256(self.path)
+        if expected is None:
+            raise StoreError(f"{self.path} has no checksum file {self.path.with_suffix(CHECKSUM_SUFFIX).name}: "
+                             "not a complete attack shard")
+        digest = sha256_file(self.path)
+        if digest != expected:
+            raise StoreError(f"checksum mismatch: {self.path}")
+        return digest
+
+
+def write_adversarial_shard(
+    store_dir: str | os.PathLike,
+    name: str,
+    *,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+) -> Path:
+    """Write ``adversarial/<name>.h5`` atomically: the rename registers it.
+
+    ``arrays`` holds at least ``adversarial`` (N, C, H, W) float32 in model
+    space, ``clean_index`` (store rows), ``label``, ``target`` and ``success``
+    (module docstring); arrays of three or more axes are chunked per sample,
+    ``object`` arrays are stored as strings. ``attrs`` values that are not
+    scalars or strings are stored as JSON. Returns the shard's path.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise StoreError(f"invalid adversarial shard name {name!r}")
+    final = shard_path(store_dir, name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    with h5py.File(tmp, "w", track_order=True) as f:
+        for key, value in attrs.items():
+            f.attrs[key] = _encode_attr(value)
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            if value.dtype == object:
+                f.create_dataset(key, data=value, dtype=_STR)
+            elif value.ndim >= 3:
+                f.create_dataset(key, data=value, chunks=(1,) + value.shape[1:] if len(value) else None,
+                                 track_times=False)
+            else:
+                f.create_dataset(key, data=value, track_times=False)
+    # Checksum first, then the shard: a registered shard always has its checksum.
+    write_text_atomic(final.with_suffix(CHECKSUM_SUFFIX), sha256_file(tmp) + "\n")
+    commit_file(tmp, final)
+    return final
