@@ -182,7 +182,7 @@ def test_check_same_store(tmp_path):
         fingerprint, directory = "abc123", tmp_path
 
     st.check_same_store(Fake(), "abc123", what="checkpoint c.pt")
-    with pytest.raises(StoreError, match=r"checkpoint c.pt was made from store 0ff, not from .* \(store abc123\)"):
+    with pytest.raises(StoreError, match=r"checkpoint c.pt was made from store 0ff, not from .* \(store fingerprint abc123\)"):
         st.check_same_store(Fake(), "0ff", what="checkpoint c.pt")
 
 

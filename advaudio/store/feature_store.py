@@ -353,4 +353,4 @@ def check_same_store(store: Store, fingerprint: str | None, *, what: str) -> Non
     """
     if fingerprint != store.fingerprint:
         raise StoreError(f"{what} was made from store {fingerprint}, not from {store.directory} "
-                         f"(store {store.fingerprint})")
+                         f"(store fingerprint {store.fingerprint})")
