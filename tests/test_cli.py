@@ -1,0 +1,61 @@
+"""The CLI takes its defaults and choices from the config classes and registries."""
+
+import dataclasses
+
+import click
+import pytest
+
+from advaudio.adversarial import AttackStageConfig
+from advaudio.cli import cli
+from advaudio.datasets import DATASETS
+from advaudio.demo import DemoConfig
+from advaudio.errors import ParameterError
+from advaudio.features import FeatureConfig
+from advaudio.featurize import FeaturizeConfig
+from advaudio.models import list_models
+from advaudio.retrain import RetrainConfig
+from advaudio.training import TrainConfig
+
+
+def _params(command: str) -> dict[str, click.Parameter]:
+    return {p.name: p for p in cli.commands[command].params}
+
+
+def _defaults(cls) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+@pytest.mark.parametrize("command, cls, names", [
+    ("train", TrainConfig, ["view", "model", "width", "val_fraction", "epochs", "batch_size", "lr", "weight_decay",
+                            "optimizer", "schedule", "label_smoothing", "time_shift", "seed", "workers", "amp",
+                            "mix"]),
+    ("featurize", FeatureConfig, ["sr", "n_fft", "hop_length", "wavelet", "dwt_level"]),
+    ("featurize", FeaturizeConfig, ["dataset", "shard_size"]),
+    ("attack", AttackStageConfig, ["fooling_rate", "batch_size", "target_rule", "seed", "split"]),
+    ("rounds", AttackStageConfig, ["fooling_rate", "batch_size", "target_rule", "seed"]),
+    ("retrain", RetrainConfig, ["mix"]),
+    ("demo", DemoConfig, ["dataset", "model", "view", "rounds", "workers"]),
+])
+def test_option_defaults_are_the_config_defaults(command, cls, names):
+    params, defaults = _params(command), _defaults(cls)
+    for name in names:
+        assert params[name].default == defaults[name], (command, name)
+
+
+def test_list_defaults_and_choices_come_from_the_registries():
+    assert _params("featurize")["features"].default == ",".join(FeatureConfig().representations)
+    assert _params("attack")["attacks"].default == ",".join(AttackStageConfig().attacks)
+    assert _params("train")["input_size"].default == "{}x{}".format(*TrainConfig(store="s").input_size)
+    assert list(_params("featurize")["dataset"].type.choices) == list(DATASETS)
+    assert list(_params("train")["model"].type.choices) == list_models()
+    assert list(_params("demo")["model"].type.choices) == list_models()
+
+
+def test_the_demo_sizes_itself_to_the_dataset():
+    synthetic, real = DemoConfig.for_dataset("synthetic"), DemoConfig.for_dataset("esc10", root="/data")
+    assert synthetic == DemoConfig()
+    assert (real.width, real.input_size, real.epochs, real.test_limit, real.train_limit) == (1.0, (128, 128), 30,
+                                                                                            None, None)
+    assert DemoConfig.for_dataset("esc10", root="/data", epochs=3, width=None).epochs == 3  # None: not given
+    with pytest.raises(ParameterError, match="needs --root"):
+        DemoConfig.for_dataset("esc10")
