@@ -23,7 +23,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from advaudio import figures
 from advaudio.errors import ParameterError
 from advaudio.listen import (
     clean_audio,
@@ -38,6 +37,7 @@ from advaudio.report import (
     VALUE_COLUMNS,
     Link,
     collect_runs,
+    figures,
     fmt_num,
     fmt_pct,
     fooling_rate_at,
