@@ -25,14 +25,10 @@ import numpy as np
 
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
+from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
 from advaudio.errors import AdvaudioError, ParameterError, StoreError
 from advaudio.features import TRANSFORM_VERSION, FeatureConfig, compute_features, feature_shapes
 from advaudio.progress import progress_bar
-
-try:  # the policy string is part of the store's recorded configuration
-    from advaudio.audio import DURATION_POLICY
-except ImportError:  # pragma: no cover
-    DURATION_POLICY = "crop-start/pad-end-zeros"
 
 
 @dataclass(frozen=True)
