@@ -27,7 +27,7 @@ from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
 from advaudio.errors import AdvaudioError, ParameterError, StoreError
-from advaudio.features import TRANSFORM_VERSION, FeatureConfig, compute_features, feature_shapes
+from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
 
 
@@ -140,7 +140,7 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         "duration_policy": DURATION_POLICY,
         "storage": {"compression": config.compression, "shard_size": config.shard_size},
         "format_version": st.FORMAT_VERSION,
-        "transform_version": TRANSFORM_VERSION,
+        **provenance(),  # transform version, librosa version, chromagram path
     }
     fp = st.fingerprint({"config": store_config, "inputs": table.fingerprint_items()})
     store_dir = Path(cache) / f"{config.dataset}-{fp}"
