@@ -262,7 +262,7 @@ def test_cqt_downsampling_equals_librosa_resample_exactly(n_samples, factor, dty
 
 @pytest.mark.skipif(not lean.ACTIVE, reason="the lean path is used only on librosa 0.11")
 def test_featurizing_does_not_load_librosas_numba_heavy_modules():
-    """Each new Dask worker would pay ~1 s to load them (see advaudio.features._librosa_cqt)."""
+    """Each new Dask worker would pay ~0.7 s to load them (benchmarks/bench_chroma.py)."""
     import subprocess
     import sys
 

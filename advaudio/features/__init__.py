@@ -46,6 +46,7 @@ __all__ = [
     "Representation",
     "REPRESENTATIONS",
     "TRANSFORM_VERSION",
+    "IMPLEMENTATION",
     "C1_HZ",
     "N_TONNETZ",
     "stft",

@@ -70,7 +70,7 @@ def chroma(
     Each frame is normalised to a maximum of 1 (librosa's ``norm=np.inf``).
 
     On librosa 0.11 this is :mod:`advaudio.features._librosa_cqt`, librosa's
-    statements with the filter bank cached: 2.8 times faster, equal to ~1e-6
+    statements with the filter bank cached: 3 times faster, equal to ~1e-6
     except in frames of near digital silence (up to ~1e-3); on any other
     librosa version it is librosa's own function (see :data:`IMPLEMENTATION`).
 
