@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from advaudio.errors import AdvaudioError, ParameterError
+from advaudio.validation import integer
 
 CLUSTER_KINDS = ("slurm", "pbs")
 _QUEUE_COMMAND = {"slurm": "squeue", "pbs": "qstat"}
@@ -92,8 +93,7 @@ class ClusterConfig:
         if self.kind not in CLUSTER_KINDS:
             raise ParameterError(f"cluster kind must be slurm or pbs, got {self.kind!r}")
         for name in ("jobs", "cores"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ParameterError(f"cluster {name} must be an integer >= 1, got {getattr(self, name)!r}")
+            integer(f"cluster {name}", getattr(self, name))
         if self.processes is not None and not 1 <= self.processes <= self.cores:
             raise ParameterError(
                 f"cluster processes must be between 1 and cores ({self.cores}), got {self.processes}"

@@ -25,14 +25,12 @@ import numpy as np
 
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
-from advaudio.errors import AdvaudioError, ParameterError, StoreError
-from advaudio.features import TRANSFORM_VERSION, FeatureConfig, compute_features, feature_shapes
+from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
+from advaudio.errors import AdvaudioError, StoreError
+from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
+from advaudio.validation import choice, integer
 
-try:  # the policy string is part of the store's recorded configuration
-    from advaudio.audio import DURATION_POLICY
-except ImportError:  # pragma: no cover
-    DURATION_POLICY = "crop-start/pad-end-zeros"
 
 
 @dataclass(frozen=True)
@@ -64,12 +62,10 @@ class FeaturizeConfig:
     compression: str | None = None
 
     def __post_init__(self):
-        if self.shard_size < 1:
-            raise ParameterError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.compression not in (None, "lzf", "gzip"):
-            raise ParameterError(f"compression must be lzf, gzip or none, got {self.compression!r}")
-        if self.limit_per_class is not None and self.limit_per_class < 1:
-            raise ParameterError(f"limit_per_class must be >= 1, got {self.limit_per_class}")
+        integer("shard_size", self.shard_size)
+        choice("compression", self.compression, (None, "lzf", "gzip"))
+        if self.limit_per_class is not None:
+            integer("limit_per_class", self.limit_per_class)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -144,7 +140,7 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         "duration_policy": DURATION_POLICY,
         "storage": {"compression": config.compression, "shard_size": config.shard_size},
         "format_version": st.FORMAT_VERSION,
-        "transform_version": TRANSFORM_VERSION,
+        **provenance(),  # transform version, librosa version, chromagram path
     }
     fp = st.fingerprint({"config": store_config, "inputs": table.fingerprint_items()})
     store_dir = Path(cache) / f"{config.dataset}-{fp}"
@@ -283,8 +279,7 @@ def featurize(
     progress : show a progress bar on standard error
     """
     t0 = time.perf_counter()
-    if workers < 0:
-        raise ParameterError(f"workers must be >= 0, got {workers}")
+    integer("workers", workers, minimum=0)
     plan = plan_featurize(config, cache=cache)
     if plan.complete:
         store = st.Store(plan.store_dir)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from advaudio.audio import (
+from advaudio.datasets.audio import (
     DURATION_POLICY,
     SILENCE_THRESHOLD,
     fix_length,

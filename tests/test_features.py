@@ -20,6 +20,8 @@ from advaudio.features import (
     stft,
     tonnetz,
 )
+from advaudio.features import _librosa_cqt as lean
+from advaudio.features.spectral import centered_stft
 
 SR = 22050
 ESC10_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
@@ -174,7 +176,7 @@ def test_chroma_equals_librosa_chroma_cqt(n_samples, params):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not F._LEAN_LIBROSA, reason="the cached-filter CQT is used only on librosa 0.11")
+@pytest.mark.skipif(not lean.ACTIVE, reason="the cached-filter CQT is used only on librosa 0.11")
 @pytest.mark.parametrize(
     "params",
     [
@@ -187,14 +189,14 @@ def test_chroma_equals_librosa_chroma_cqt(n_samples, params):
 def test_cached_filter_cqt_equals_librosa_cqt(y, params):
     # chroma normalises each frame, which would hide a wrong scale; compare the CQT itself
     expected = np.abs(librosa.cqt(y, sr=SR, fmin=F.C1_HZ, tuning=None, **params))
-    got = F._cqt_magnitude(y, sr=SR, fmin=F.C1_HZ, tuning=None, **params)
+    got = lean.cqt_magnitude(y, sr=SR, fmin=F.C1_HZ, tuning=None, **params)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * expected.max())
 
 
 @pytest.mark.parametrize("n_fft, hop, window", [(2048, 512, "hann"), (1024, 64, "ones"), (512, 100, "hamming")])
 def test_librosa_mode_stft_equals_librosa_stft_bit_for_bit(y, n_fft, hop, window):
     expected = librosa.stft(y, n_fft=n_fft, hop_length=hop, window=window, pad_mode="constant")
-    got = F._centered_stft(y, n_fft=n_fft, hop_length=hop, window=window, as_librosa=True)
+    got = centered_stft(y, n_fft=n_fft, hop_length=hop, window=window, as_librosa=True)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
 
@@ -208,6 +210,7 @@ def detuned_tones(n_samples: int, cents: float, seed: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
+@pytest.mark.skipif(not lean.ACTIVE, reason="the copied tuning estimate is used only on librosa 0.11")
 @pytest.mark.parametrize(
     "y, sr, bins_per_octave",
     [
@@ -223,7 +226,7 @@ def test_tuning_estimate_equals_librosa_exactly(y, sr, bins_per_octave):
     # Exact, not close: the estimate picks one of 100 filter banks, so any
     # difference would change the chromagram.
     expected = librosa.estimate_tuning(y=y, sr=sr, bins_per_octave=bins_per_octave)
-    assert F._estimate_tuning(y, sr=sr, bins_per_octave=bins_per_octave) == expected
+    assert lean.estimate_tuning(y, sr=sr, bins_per_octave=bins_per_octave) == expected
 
 
 @pytest.mark.realdata
@@ -235,7 +238,8 @@ def test_real_clips_tuning_and_chroma_equal_librosa():
     for clip in table.clips:
         y = load_clip(table, clip, sr=SR)
         expected_tuning = librosa.estimate_tuning(y=y, sr=SR, bins_per_octave=36)
-        assert F._estimate_tuning(y, sr=SR, bins_per_octave=36) == expected_tuning, clip.path
+        if lean.ACTIVE:
+            assert lean.estimate_tuning(y, sr=SR, bins_per_octave=36) == expected_tuning, clip.path
         # The octave STFTs are float32 (librosa's float64): each frame is normalised to
         # its maximum, so frames 60 dB below the clip's loudest one (digital silence,
         # fades) magnify float32 rounding; everywhere else the chroma is equal to 2e-5.
@@ -246,18 +250,19 @@ def test_real_clips_tuning_and_chroma_equal_librosa():
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-3, err_msg=clip.path)
 
 
+@pytest.mark.skipif(not lean.ACTIVE, reason="the copied CQT is used only on librosa 0.11")
 @pytest.mark.parametrize("n_samples, factor, dtype", [(SR, 2, np.float32), (13783, 2, np.float64), (5001, 4, np.float32)])
 def test_cqt_downsampling_equals_librosa_resample_exactly(n_samples, factor, dtype):
     y = np.random.default_rng(n_samples).standard_normal(n_samples).astype(dtype)
     expected = librosa.resample(y, orig_sr=factor, target_sr=1, res_type="soxr_hq", scale=True)
-    got = F._downsample(y, factor=factor)
+    got = lean.downsample(y, factor=factor)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.skipif(not F._LEAN_LIBROSA, reason="the lean path is used only on librosa 0.11")
+@pytest.mark.skipif(not lean.ACTIVE, reason="the lean path is used only on librosa 0.11")
 def test_featurizing_does_not_load_librosas_numba_heavy_modules():
-    """Each new Dask worker would pay ~1 s to load them (see _LEAN_LIBROSA)."""
+    """Each new Dask worker would pay ~0.7 s to load them (benchmarks/bench_chroma.py)."""
     import subprocess
     import sys
 
@@ -282,10 +287,11 @@ def test_tonnetz_equals_librosa_tonnetz(y):
     )
 
 
+@pytest.mark.skipif(not lean.ACTIVE, reason="the copied CQT is used only on librosa 0.11")
 def test_chromagram_is_computed_once_for_chroma_and_tonnetz(y, monkeypatch):
     calls = []
-    real = F._cqt_magnitude
-    monkeypatch.setattr(F, "_cqt_magnitude", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lean.cqt_magnitude
+    monkeypatch.setattr(lean, "cqt_magnitude", lambda *a, **k: calls.append(1) or real(*a, **k))
     compute_features(y, FeatureConfig(representations=("tonnetz", "chroma")))
     assert len(calls) == 1
 
@@ -419,3 +425,45 @@ def test_bad_config_raises_a_one_line_parameter_error(bad):
 def test_constraints_apply_only_to_requested_representations():
     FeatureConfig(representations=("stft", "dwt"), sr=8000)  # no CQT: any octave count
     FeatureConfig(representations=("stft", "chroma"), hop_length=64, n_fft=256)  # no DWT
+
+
+# --- provenance: the librosa version and chromagram path enter the store fingerprint ------
+
+
+def test_store_records_librosa_version_and_chromagram_path(tmp_path, monkeypatch):
+    import h5py
+
+    from advaudio import store as st
+    from advaudio.featurize import FeaturizeConfig, featurize, plan_featurize
+
+    config = FeaturizeConfig(
+        dataset="synthetic",
+        dataset_options={"clips_per_class": 1, "n_classes": 2, "duration": 0.5},
+        features=FeatureConfig(representations=("chroma",)),
+    )
+    store_dir = featurize(config, cache=tmp_path, workers=0, progress=False).store_dir
+    recorded = st.Store(store_dir).config
+    assert {k: recorded[k] for k in F.provenance()} == F.provenance() == {
+        "transform_version": F.TRANSFORM_VERSION,
+        "librosa_version": librosa.__version__,
+        "chroma_implementation": F.IMPLEMENTATION,
+    }
+    assert F.IMPLEMENTATION == ("advaudio copy of librosa 0.11" if lean.ACTIVE else "librosa")
+
+    fingerprint = plan_featurize(config, cache=tmp_path).fingerprint
+    monkeypatch.setattr(librosa, "__version__", "0.10.2")
+    other_librosa = plan_featurize(config, cache=tmp_path).fingerprint
+    monkeypatch.setattr(F, "IMPLEMENTATION", "librosa")
+    monkeypatch.setattr(librosa, "__version__", recorded["librosa_version"])
+    other_path = plan_featurize(config, cache=tmp_path).fingerprint
+    assert len({fingerprint, other_librosa, other_path}) == 3
+
+    # A store of the landed version (no librosa keys in its config) still opens and reads.
+    with h5py.File(store_dir / st.MASTER_NAME, "r+") as f:
+        old = {k: v for k, v in json.loads(f.attrs["config"]).items()
+               if k not in ("librosa_version", "chroma_implementation")}
+        f.attrs["config"] = json.dumps(old)
+    store = st.Store(store_dir)
+    assert "librosa_version" not in store.config and store.representations["chroma"].shape[0] == 12
+    with h5py.File(store.master, "r") as f:
+        assert f["features/chroma"].shape[0] == 2

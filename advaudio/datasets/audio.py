@@ -18,7 +18,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError, ParameterError
+from advaudio.errors import AudioError
+from advaudio.validation import finite_float, integer
 
 __all__ = [
     "DURATION_POLICY",
@@ -69,8 +70,7 @@ def fix_length(y: np.ndarray, *, size: int) -> np.ndarray:
     np.ndarray
         ``y`` cropped or padded (same dtype); ``y`` itself when it already fits.
     """
-    if size < 0:
-        raise ParameterError(f"size must be >= 0, got {size}")
+    size = integer("size", size, minimum=0)
     n = y.shape[-1]
     if n == size:
         return y
@@ -94,8 +94,7 @@ def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
     np.ndarray, float32
         The signal at ``target_sr`` (``y`` itself when the rates are equal).
     """
-    if orig_sr <= 0 or target_sr <= 0:
-        raise ParameterError(f"sampling rates must be > 0, got {orig_sr} -> {target_sr}")
+    orig_sr, target_sr = integer("orig_sr", orig_sr), integer("target_sr", target_sr)
     if orig_sr == target_sr:
         return y
     out = soxr.resample(y, orig_sr, target_sr, quality=RESAMPLE_QUALITY)
@@ -182,12 +181,11 @@ def load_audio(
         fails or yields fewer frames than the file declares; damage past the
         requested span goes unnoticed, since it is never decoded.
     """
-    if sr is not None and (not isinstance(sr, (int, np.integer)) or sr <= 0):
-        raise ParameterError(f"sr must be a positive integer or None, got {sr!r}")
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise ParameterError(f"duration must be > 0 seconds or None, got {duration!r}")
-    if not (math.isfinite(offset) and offset >= 0):
-        raise ParameterError(f"offset must be >= 0 seconds, got {offset!r}")
+    if sr is not None:
+        sr = integer("sr", sr)
+    if duration is not None:
+        duration = finite_float("duration", duration, positive=True)
+    offset = finite_float("offset", offset, minimum=0)
 
     path = os.fspath(path)
     try:
