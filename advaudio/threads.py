@@ -114,7 +114,6 @@ def configure_threads(threads: int | None = None) -> ThreadChoice:
 
     Denormal floats are left alone: measured (``benchmarks/bench_threads.py``), flushing
     them changes no step time here, and the demo's fine-tuned weights hold none.
-
     """
     from threadpoolctl import threadpool_limits
     import torch
