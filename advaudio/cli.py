@@ -76,7 +76,8 @@ def _computes(fn):
 
     @click.option("--threads", type=click.IntRange(min=1), default=None,
                   help="CPU threads of this process [default: OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, "
-                       "else the CPUs this process may use (affinity mask, cgroup quota), "
+                       "else the CPUs this process may use (affinity mask, cgroup quota) less those busy "
+                       "with other processes, "
                        "divided among torchrun's ranks].")
     @functools.wraps(fn)
     def run(*args, threads, **kwargs):

@@ -15,7 +15,9 @@ The number of threads is, in this order:
 2. ``SLURM_CPUS_PER_TASK`` inside a SLURM job;
 3. the CPUs this process may run on: its affinity mask
    (:func:`os.sched_getaffinity`, e.g. ``taskset``), further limited by a cgroup
-   CPU quota (a container's ``--cpus``);
+   CPU quota (a container's ``--cpus``), less the CPUs that other processes keep
+   busy when the stage starts (measured over 0.2 s: beside one busy process on
+   2 cores, one thread runs 2× faster than two, see ``benchmarks/bench_threads.py``);
 
 and, inside a torchrun job without an explicit setting, 2. or 3. divided among
 the node's ``LOCAL_WORLD_SIZE`` ranks.
@@ -77,8 +79,44 @@ def affinity_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def busy_cpus(*, window: float = 0.2, stat: Path = Path("/proc/stat")) -> float:
+    """CPUs of this process's affinity mask kept busy by *other* processes, averaged over ``window`` seconds.
+
+    From the kernel's per-CPU time counters (``/proc/stat``) less this process's own
+    CPU time in the window; 0.0 where the counters cannot be read (not Linux).
+    """
+    import time
+
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    except (AttributeError, OSError):
+        cpus = None
+
+    def busy_seconds() -> float:
+        total = 0
+        for line in stat.read_text().splitlines():
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu" and (cpus is None or name in cpus):
+                ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                total += sum(ticks) - ticks[3] - ticks[4]
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def own_seconds() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    try:
+        b0, o0, t0 = busy_seconds(), own_seconds(), time.monotonic()
+        time.sleep(window)
+        b1, o1, t1 = busy_seconds(), own_seconds(), time.monotonic()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, (b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9)
+
+
 def choose_threads(threads: int | None = None, *, environ: dict[str, str] | None = None,
-                   affinity: int | None = None, cgroup_limit: float | None | bool = False) -> ThreadChoice:
+                   affinity: int | None = None, cgroup_limit: float | None | bool = False,
+                   others_busy: float | None = None) -> ThreadChoice:
     """The number of threads this process should use, by the rules of the module docstring.
 
     Parameters
@@ -87,6 +125,8 @@ def choose_threads(threads: int | None = None, *, environ: dict[str, str] | None
     environ : the environment to read (default: ``os.environ``)
     affinity : CPUs in the affinity mask (default: :func:`affinity_cpus`)
     cgroup_limit : the cgroup quota in CPUs, None for none (default: :func:`cgroup_cpu_limit`)
+    others_busy : CPUs busy with other processes (default: :func:`busy_cpus`, measured
+        only when neither an explicit setting nor SLURM decides)
     """
     env = os.environ if environ is None else environ
     if threads is not None:
@@ -102,6 +142,9 @@ def choose_threads(threads: int | None = None, *, environ: dict[str, str] | None
         quota = cgroup_cpu_limit() if cgroup_limit is False else cgroup_limit
         if quota is not None and math.ceil(quota) < n:
             n, source = max(1, math.ceil(quota)), "cgroup CPU quota"
+        taken = round(busy_cpus() if others_busy is None else others_busy)
+        if taken >= 1 and n > 1:
+            n, source = max(1, n - taken), f"{source} less {taken} CPU(s) busy with other processes"
     ranks = env.get("LOCAL_WORLD_SIZE", "").strip()
     if ranks and int(ranks) > 1:
         n, source = max(1, n // int(ranks)), f"{source} / {int(ranks)} torchrun ranks"

@@ -3,11 +3,12 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from advaudio.errors import ParameterError
-from advaudio.threads import cgroup_cpu_limit, choose_threads
+from advaudio.threads import busy_cpus, cgroup_cpu_limit, choose_threads
 
 
 def test_each_rule_wins_in_the_stated_order():
@@ -16,16 +17,23 @@ def test_each_rule_wins_in_the_stated_order():
     assert choose_threads(None, environ=env, affinity=8).to_dict() == {"threads": 3, "source": "OMP_NUM_THREADS"}
     del env["OMP_NUM_THREADS"]
     assert choose_threads(None, environ=env, affinity=8).to_dict() == {"threads": 5, "source": "SLURM_CPUS_PER_TASK"}
-    assert choose_threads(None, environ={}, affinity=6, cgroup_limit=None).to_dict() == {
+    assert choose_threads(None, environ={}, affinity=6, cgroup_limit=None, others_busy=0.2).to_dict() == {
         "threads": 6, "source": "affinity mask"}
     # a container's quota of 1.5 CPUs: two threads, not the six the mask allows
-    assert choose_threads(None, environ={}, affinity=6, cgroup_limit=1.5).to_dict() == {
+    assert choose_threads(None, environ={}, affinity=6, cgroup_limit=1.5, others_busy=0.0).to_dict() == {
         "threads": 2, "source": "cgroup CPU quota"}
-    assert choose_threads(None, environ={}, affinity=2, cgroup_limit=4.0).threads == 2  # a quota above the mask
+    assert choose_threads(None, environ={}, affinity=2, cgroup_limit=4.0, others_busy=0).threads == 2
+    # other processes keeping CPUs busy leave them alone (never below one thread)
+    assert choose_threads(None, environ={}, affinity=2, cgroup_limit=None, others_busy=0.9).to_dict() == {
+        "threads": 1, "source": "affinity mask less 1 CPU(s) busy with other processes"}
+    assert choose_threads(None, environ={}, affinity=2, cgroup_limit=None, others_busy=3.0).threads == 1
+    # ... but an explicit setting or a SLURM allocation is taken as it is
+    assert choose_threads(None, environ={"SLURM_CPUS_PER_TASK": "2"}, others_busy=2.0).threads == 2
 
 
 def test_torchrun_ranks_split_the_cpus_unless_told():
-    assert choose_threads(None, environ={"LOCAL_WORLD_SIZE": "2"}, affinity=8, cgroup_limit=None).to_dict() == {
+    assert choose_threads(None, environ={"LOCAL_WORLD_SIZE": "2"}, affinity=8, cgroup_limit=None,
+                          others_busy=0).to_dict() == {
         "threads": 4, "source": "affinity mask / 2 torchrun ranks"}
     assert choose_threads(None, environ={"LOCAL_WORLD_SIZE": "4", "SLURM_CPUS_PER_TASK": "2"}, affinity=8).threads == 1
     assert choose_threads(None, environ={"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "3"}, affinity=8).threads == 3
@@ -50,6 +58,19 @@ def test_cgroup_files_are_parsed(tmp_path):
     assert cgroup_cpu_limit(cpu_max=tmp_path / "missing", v1=(quota, period)) == 2.0
     quota.write_text("-1\n")
     assert cgroup_cpu_limit(cpu_max=tmp_path / "missing", v1=(quota, period)) is None
+
+
+def test_a_busy_process_is_measured():
+    """A real busy process beside this one shows as about one busy CPU."""
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux's /proc/stat")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cpus(window=0.5) >= 0.6
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def test_the_cli_sets_torch_threads_from_the_affinity_mask():
