@@ -43,7 +43,7 @@ from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.store import Store, check_same_store, remove_stale_tmp, write_json_atomic
 from advaudio.views import View, fit_view
 
-from .checkpoint import read_checkpoint, save_checkpoint, set_rng_states
+from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
 from .config import RESUME_MAY_CHANGE, TrainConfig
 from .distributed import Distributed, autocast, convert_sync_batchnorm, resolve_device, setup_distributed
 from .evaluation import recalibrate_bn, run_evaluation
@@ -157,15 +157,23 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
     store = Store(config.store)
     split = split_by_fold(store, config)
     saved = _checkpoint_to_resume(out_dir, config, store, resume=resume)
-    metrics_path = out_dir / METRICS_NAME
-    if saved is not None and saved.get("complete") and int(saved["epoch"]) >= config.epochs \
-            and metrics_path.is_file():
-        # A finished run is left byte for byte: attack shards are keyed by its sha256.
-        ctx.barrier()
-        return json.loads(metrics_path.read_text())
+    final = saved is not None and is_final(saved)
+    if final:
+        done = _complete_metrics(out_dir / METRICS_NAME)
+        if done is not None:
+            # A finished run is left byte for byte: attack shards are keyed by its sha256.
+            ctx.barrier()
+            return done
     ctx.barrier()  # every rank has decided on the same checkpoint before rank 0 may rewrite it
 
     run = _prepare(config, ctx, device, out_dir=out_dir, store=store, split=split, saved=saved)
+    if final:
+        # Killed between the final checkpoint and its metrics: the checkpoint (and so its
+        # sha256) stays as it is, the metrics are rebuilt from it.
+        metrics = run.write_metrics(saved["test"], True)
+        ctx.barrier()
+        run.close()
+        return metrics
     last = config.epochs if stop_after is None else min(config.epochs, int(stop_after))
     for epoch in range(run.start_epoch, last):
         record = _train_epoch(run, epoch, progress=progress, callback=callback)
@@ -173,21 +181,48 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
         run.save(epoch=epoch + 1)
         run.write_metrics(None, False)
         ctx.barrier()
+        _kill_point("epoch", epoch + 1)
         if progress:
             extra = f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
                        f"acc {record['train_accuracy']:.3f}{extra}, {record['samples_per_second']:.0f} samples/s",
                        file=sys.stderr)
 
+    # Completion is written last: the final checkpoint (BN recalibrated, test evaluated, marked
+    # complete), then the metrics. A kill anywhere before leaves a run that --resume finishes.
     complete = len(run.history) >= config.epochs
     test = None
     if complete:
         test = _final_test(run)
+        _kill_point("evaluated", len(run.history))
         run.save(epoch=len(run.history), test=test, bn_recalibrated=run.recalibrated)
+        ctx.barrier()
+        _kill_point("final-checkpoint", len(run.history))
     metrics = run.write_metrics(test, complete)
     ctx.barrier()  # the files exist (and are final) when train() returns on any rank
     run.close()
     return metrics
+
+
+#: Test-only fault injection: called as ``hook(point, epoch)`` at every boundary where a kill
+#: leaves a distinct state on disk ("epoch": checkpoint and metrics of an epoch written;
+#: "evaluated": BN recalibrated and test run, nothing final written; "final-checkpoint": the
+#: final checkpoint written, metrics not yet). None in normal use.
+KILL_POINT_HOOK: Callable[[str, int], None] | None = None
+
+
+def _kill_point(point: str, epoch: int) -> None:
+    if KILL_POINT_HOOK is not None:
+        KILL_POINT_HOOK(point, epoch)
+
+
+def _complete_metrics(path: Path) -> dict[str, Any] | None:
+    """``metrics.json`` when it records a complete run, else None (absent, partial or unreadable)."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("complete") and "test" in metrics else None
 
 
 # --------------------------------------------------------------------------- #
