@@ -209,6 +209,7 @@ def run_rounds(
     attacked on the training folds. Returns the per-step log.
     """
     from advaudio.adversarial import attack_stage
+    from advaudio.training.loop import _kill_point as kill_point
 
     run_dir = Path(run_dir)
     if rounds < 1:
@@ -234,6 +235,7 @@ def run_rounds(
         doc = attack_stage(cfg, checkpoint=layout.checkpoint_path(directory), out_dir=directory, device=device,
                            progress=progress)
         log.append({"round": k, "step": f"attack-{split}", "skipped": False, "path": doc["results_path"]})
+        kill_point(f"attack-{split}", k)
 
     for k in range(rounds):
         attack(k, "test", attack_config.limit)
@@ -247,6 +249,7 @@ def run_rounds(
             retrain(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
                     device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
             log.append({"round": k + 1, "step": "retrain", "skipped": False, "path": str(target)})
+            kill_point("retrain", k + 1)
     attack(rounds, "test", attack_config.limit)
     return log
 

@@ -24,7 +24,7 @@ EPOCHS = 2
 # Every boundary of a 2-epoch run: after each epoch's checkpoint, after the final test
 # (nothing final written yet), after the final checkpoint (metrics not yet written).
 KILL_POINTS = [("epoch", 1), ("epoch", 2), ("evaluated", 2), ("final-checkpoint", 2)]
-TIMES = {"seconds", "samples_per_second", "wall_seconds"}
+TIMES = {"seconds", "samples_per_second", "wall_seconds", "wall_time_s"}
 
 
 class Killed(BaseException):
@@ -49,13 +49,19 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]["state_dict"]
 
 
-def _assert_same_run(out, reference):
+def _read(path, root):
+    """A JSON file with the run's root directory replaced: paths differ by directory only."""
+    return json.loads(path.read_text().replace(str(root), "RUN"))
+
+
+def _assert_same_run(out, reference, *, roots=None):
     a, b = _state(out / "checkpoint.pt"), _state(reference / "checkpoint.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    got, want = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))
-    # Paths differ by directory only; everything else is equal.
-    for m, d in ((got, out), (want, reference)):
-        m["checkpoint"] = m["checkpoint"].replace(str(d), "RUN")
+    roots = roots or (out, reference)
+    got, want = (_read(d / "metrics.json", r) for d, r in zip((out, reference), roots))
+    for m in (got, want):  # an adversarial shard's bytes include its attack's wall time: not its sha256
+        for shard in m["config"].get("provenance", {}).get("shards", []):
+            shard.pop("sha256")
     assert _timeless(got) == _timeless(want)
     assert got["complete"] and "test" in got and load_checkpoint(out / "checkpoint.pt").complete
 
@@ -127,3 +133,68 @@ def test_a_real_sigkill_in_the_final_save_window_resumes_exactly(store, referenc
     assert not json.loads((tmp_path / "metrics.json").read_text())["complete"]
     train(config, out_dir=tmp_path, resume=True, progress=False)
     _assert_same_run(tmp_path, reference)
+
+
+# --------------------------------------------------------------------------- #
+# rounds: every step boundary, and the retraining's final-save window
+# --------------------------------------------------------------------------- #
+# One round (attack test → attack train → retrain, 1 epoch → attack test of round 1).
+ROUND_KILLS = [("attack-test", 0), ("attack-train", 0), ("epoch", 1), ("evaluated", 1), ("final-checkpoint", 1),
+               ("retrain", 1)]
+
+
+def _rounds(run_dir):
+    from advaudio.adversarial import AttackStageConfig
+    from advaudio.retrain import RetrainConfig, run_rounds
+
+    return run_rounds(run_dir, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), fooling_rate=0.6, limit=4),
+                      retrain_config=RetrainConfig(epochs=1), train_limit=8, device="cpu", progress=False)
+
+
+def _without(obj, keys):
+    if isinstance(obj, dict):
+        return {k: _without(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [_without(v, keys) for v in obj]
+    return obj
+
+
+def _results(path, root):
+    # Shard files hold their attack's wall time, so their sha256 (recorded in round 1's
+    # provenance, hence round 1's checkpoint sha256 and shard names) differ run to run.
+    doc = _without(_read(path, root), {"checkpoint_sha256", "shard", "sha256"})
+    doc.pop("results_path", None)
+    return _timeless({k: v for k, v in doc.items() if k not in ("checkpoint", "created", "wall_seconds")})
+
+
+@pytest.fixture(scope="module")
+def base_run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "run"
+    train(_config(store, epochs=1), out_dir=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_rounds(base_run, tmp_path_factory):
+    import shutil
+
+    out = tmp_path_factory.mktemp("rounds-ref") / "run"
+    shutil.copytree(base_run, out)
+    _rounds(out)
+    return out
+
+
+@pytest.mark.parametrize("point", ROUND_KILLS, ids=[f"{p}-{e}" for p, e in ROUND_KILLS])
+def test_rounds_resume_exactly_from_every_step(base_run, reference_rounds, kill_at, tmp_path, point):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    kill_at(*point)
+    with pytest.raises(Killed):
+        _rounds(run)
+    loop.KILL_POINT_HOOK = None
+    _rounds(run)
+    _assert_same_run(run / "round01", reference_rounds / "round01", roots=(run, reference_rounds))
+    for name in ("attack-round00-test.json", "attack-round00-train.json", "round01/attack-round01-test.json"):
+        assert _results(run / name, run) == _results(reference_rounds / name, reference_rounds), name
