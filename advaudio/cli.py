@@ -229,7 +229,7 @@ def store_info(path, as_json, verify):
     """Show clips, classes, folds, representations, size and errors of a store."""
     from advaudio.store import Store
 
-    s = Store(path)
+    s = Store(path, check=not verify)  # --verify lists what is damaged instead of stopping at it
     info = s.info()
     info.pop("config") if not as_json else None
     if verify:

@@ -26,7 +26,7 @@ import numpy as np
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
-from advaudio.errors import AdvaudioError, StoreError
+from advaudio.errors import AdvaudioError, AudioError, StoreError
 from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
@@ -188,6 +188,16 @@ def _keep_transform_buffers_on_the_heap() -> bool:
         return False
 
 
+def _check_finite(features: dict[str, np.ndarray], y: np.ndarray) -> None:
+    """AudioError unless every feature value is finite (e.g. float samples of 1e30 overflow the STFT)."""
+    for name, array in features.items():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            peak = float(np.max(np.abs(y))) if y.size else 0.0
+            raise AudioError(f"{bad} non-finite {name} values (peak |sample| {peak:.3g}: not audio in [-1, 1] "
+                            "or too large for float32)")
+
+
 def featurize_shard(task: ShardTask) -> dict[str, Any]:
     """Featurize one block of clips and write its shard (runs on a Dask worker).
 
@@ -204,7 +214,9 @@ def featurize_shard(task: ShardTask) -> dict[str, Any]:
         index = task.start + offset
         try:
             y = load_clip(task.table, clip, sr=cfg.sr)
-            feats = compute_features(y, cfg)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked for below
+                feats = compute_features(y, cfg)
+            _check_finite(feats, y)
         except AdvaudioError as exc:  # a bad clip is data, not a crash
             errors.append((index, clip.clip_id, clip.path, str(exc)))
             continue

@@ -257,6 +257,7 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
         init = read_checkpoint(config.init_checkpoint)
         check_same_store(store, init["store"]["fingerprint"], what=f"init checkpoint {config.init_checkpoint}")
     view = _view(config, store, split, source=saved or init)
+    _check_extra_sources(config, store, split, view)
     model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
 
     # Each rank reads its share of every global batch and of the evaluation folds.
@@ -302,6 +303,17 @@ def _view(config: TrainConfig, store: Store, split: FoldSplit, *, source: Mappin
                         percentiles=config.percentiles)
     view.check_store(store)
     return view
+
+
+def _check_extra_sources(config: TrainConfig, store: Store, split: FoldSplit, view: View) -> None:
+    """The rules of ``retrain`` for every adversarial input (checksum, range, store, view, no held-out clip)."""
+    from advaudio.retrain import inspect_shards
+
+    paths = [Path(s.path) for s in config.extra_sources if s.inputs == "adversarial"]
+    if paths:
+        summary = split.summary()
+        held_out = {int(f) for f in (summary.get("test_fold"), summary.get("val_fold")) if f is not None}
+        inspect_shards(paths, store=store, held_out_folds=held_out, view=view.to_dict(), require_provenance=False)
 
 
 def _build_model(config: TrainConfig, store: Store, view: View, device: torch.device, ctx: Distributed, *,

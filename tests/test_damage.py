@@ -1,0 +1,155 @@
+"""Nothing damaged or foreign is used as good: shards, adversarial inputs, audio that overflows."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from advaudio import store as st
+from advaudio.cli import main
+from advaudio.errors import StoreError
+from advaudio.features import FeatureConfig
+from advaudio.featurize import FeaturizeConfig, featurize
+from advaudio.retrain import retrain
+from advaudio.training import TrainConfig, load_checkpoint, train
+
+
+def _flip(path: Path, *, at: int | None = None, size: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if at is None else at
+    data[at:at + size] = bytes(b ^ 0xFF for b in data[at:at + size])
+    path.write_bytes(bytes(data))
+
+
+def _config(store_dir, **kw):
+    base = dict(store=str(store_dir), view="stft", model="resnet18", width=0.125, input_size=24, test_fold=5,
+                epochs=1, batch_size=8, seed=0, workers=0, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def store_copy(store, tmp_path):
+    """A private copy of the session store (copytree keeps the shards' mtimes: an untouched copy)."""
+    return Path(shutil.copytree(store.directory, tmp_path / store.directory.name))
+
+
+# --------------------------------------------------------------------------- #
+# Feature shards: checked when a store is opened
+# --------------------------------------------------------------------------- #
+def test_a_flipped_feature_shard_is_refused_on_open_and_listed_by_verify(store_copy, tmp_path, capsys):
+    st.Store(store_copy)  # the untouched copy opens
+    shard = sorted((store_copy / st.SHARD_DIR).glob("*.h5"))[0]
+    _flip(shard)
+    with pytest.raises(StoreError, match=f"checksum mismatch: {shard}"):
+        st.Store(store_copy)
+    with pytest.raises(StoreError, match="checksum mismatch"):
+        train(_config(store_copy), out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--store", str(store_copy), "--out", str(tmp_path / "cli"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1
+    # --verify still opens the damaged store to say what is wrong with it.
+    problems = st.Store(store_copy, check=False).verify()
+    assert problems == [f"checksum mismatch: {shard.relative_to(store_copy)}"]
+
+
+def test_a_rewritten_but_intact_shard_costs_one_hash_and_passes(store_copy):
+    """A copy without preserved mtimes (cp -r) is hashed, not refused."""
+    shard = sorted((store_copy / st.SHARD_DIR).glob("*.h5"))[0]
+    shard.write_bytes(shard.read_bytes())  # same bytes, new mtime
+    st.Store(store_copy)
+    shard.write_bytes(shard.read_bytes()[:-1])  # one byte short: refused by its size alone
+    with pytest.raises(StoreError, match="bytes"):
+        st.Store(store_copy)
+
+
+# --------------------------------------------------------------------------- #
+# Non-finite features: a recorded clip error, never stored
+# --------------------------------------------------------------------------- #
+def test_huge_float_samples_are_a_clip_error_not_infinite_features(tmp_path):
+    root = tmp_path / "audio"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            sf.write(root / cls / f"{cls}{i}.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 8000,
+                     subtype="FLOAT")
+    sf.write(root / "a" / "huge.wav", 1e30 * rng.standard_normal(8000).astype(np.float32), 8000, subtype="FLOAT")
+    result = featurize(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"duration": 1.0},
+                                       features=FeatureConfig(representations=("stft",))),
+                       cache=tmp_path / "cache", workers=0, progress=False)
+    assert [Path(e["path"]).name for e in result.errors] == ["huge.wav"]
+    assert "non-finite stft values" in result.errors[0]["reason"] and "e+30" in result.errors[0]["reason"]
+    s = st.Store(result.store_dir)
+    assert len(s) == 6 and np.isfinite(s.read("stft")).all()
+    assert [e["clip_id"] for e in s.errors] == [result.errors[0]["clip_id"]]
+
+
+# --------------------------------------------------------------------------- #
+# Adversarial inputs: checksum, range, provenance, leakage — at every entry point
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def model_run(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    train(_config(store.directory), out_dir=out, progress=False)
+    return out / "checkpoint.pt"
+
+
+def _shard(store, ckpt_path, name, *, folds=(1, 2), values=None, view=None, sha=None):
+    """An adversarial shard written by the store's own writer, as the attack stage writes one."""
+    ck = load_checkpoint(ckpt_path)
+    rows = store.select(folds=list(folds))[:6]
+    with store.reader() as f:
+        x = ck.view.read(f, rows).numpy()
+    if values is not None:
+        x = x.copy()
+        x.reshape(-1)[: values.size] = values
+    return st.write_adversarial_shard(store.directory, name, arrays={
+        "adversarial": x, "clean_index": rows, "label": store.labels[rows], "fold": store.folds[rows],
+        "target": (store.labels[rows] + 1) % store.num_classes, "success": np.ones(rows.size, bool),
+    }, attrs={"attack": "pgd", "norm": "linf", "budget": 0.1, "fooling_rate": 1.0, "round": 0, "split": "train",
+              "store_fingerprint": store.fingerprint, "view": view or ck.view.to_dict(),
+              "checkpoint_sha256": sha or st.sha256_file(ckpt_path)})
+
+
+def _extra(store, ckpt_path, shard, out):
+    config = dataclasses.replace(TrainConfig.from_dict(load_checkpoint(ckpt_path).config),
+                                 extra_sources=({"path": str(shard)},), mix=0.25)
+    return train(config, out_dir=out, progress=False)
+
+
+def test_adversarial_shards_are_checked_wherever_they_enter_training(store, model_run, tmp_path):
+    good = _shard(store, model_run, "t-good")
+    try:
+        _extra(store, model_run, good, tmp_path / "ok")  # a good shard is used
+        cases = {
+            "flipped": (None, "checksum mismatch"),
+            "range": (dict(values=np.full(16, -31.4, np.float32)), r"inputs in \[-31.4, .*\]; model inputs lie in"),
+            "testfold": (dict(folds=(5,)), r"held-out fold\(s\) \[5\]"),
+            "view": (dict(view={**load_checkpoint(model_run).view.to_dict(), "name": "dwt+chroma",
+                                "output_shape": [1, 64, 64]}), "made in view 'dwt\\+chroma'"),
+        }
+        for name, (kw, message) in cases.items():
+            path = _shard(store, model_run, f"t-{name}", **(kw or {}))
+            if name == "flipped":
+                _flip(path, size=64, at=path.stat().st_size - 4096)
+            for entry in ("train --extra", "retrain --shards"):
+                with pytest.raises(StoreError, match=message):
+                    if entry == "train --extra":
+                        _extra(store, model_run, path, tmp_path / f"{name}-extra")
+                    else:
+                        retrain(model_run, out_dir=tmp_path / f"{name}-retrain", shards=[path], progress=False)
+            path.unlink()
+        # A shard made by another checkpoint is not this model's retraining data.
+        other = _shard(store, model_run, "t-other", sha="0" * 64)
+        with pytest.raises(StoreError, match="made by checkpoint 0000000000"):
+            retrain(model_run, out_dir=tmp_path / "other", shards=[other], progress=False)
+    finally:
+        for p in (store.directory / st.ADVERSARIAL_DIR).glob("t-*"):
+            p.unlink()
