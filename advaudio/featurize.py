@@ -26,7 +26,7 @@ import numpy as np
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
-from advaudio.errors import AdvaudioError, AudioError, StoreError
+from advaudio.errors import AdvaudioError, AudioError, ParameterError, StoreError
 from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
@@ -245,12 +245,21 @@ def featurize_shard(task: ShardTask) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def dask_client(*, workers: int, scheduler: str | None = None, cluster=None) -> Iterator[Any]:
-    """A distributed client: an existing scheduler, a given cluster, or local worker processes."""
+def dask_client(*, workers: int, scheduler: str | None = None, cluster=None,
+                connect_timeout: float = 30.0) -> Iterator[Any]:
+    """A distributed client: an existing scheduler, a given cluster, or local worker processes.
+
+    A ``scheduler`` that cannot be reached within ``connect_timeout`` seconds is a ParameterError.
+    """
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler, timeout="30s") as client:
+        try:
+            client = Client(scheduler, timeout=f"{connect_timeout}s")
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:  # refused, unreachable, malformed
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r}: {reason}") from None
+        with client:
             yield client
         return
     if cluster is not None:

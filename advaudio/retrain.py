@@ -242,6 +242,45 @@ def is_complete_run(directory: Path) -> bool:
         return False
 
 
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: the options' leaves by dotted name."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: RetrainConfig,
+                          train_limit: int | None) -> None:
+    """Record the options of the first ``rounds`` in ``run_dir``; refuse a rerun with others.
+
+    A rerun skips finished steps, so changed options would silently mix results of two
+    settings; only the number of rounds may change (more rounds extend the run).
+    """
+    attack = attack_config.to_dict()
+    for key in ("split", "round", "slice"):  # set per step by the loop
+        attack.pop(key, None)
+    options = st.jsonable({"attack": attack, "retrain": dataclasses.asdict(retrain_config),
+                           "train_limit": train_limit})
+    path = layout.rounds_options_path(run_dir)
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        if before is not None and before != options:
+            old, new = _flatten(before), _flatten(options)
+            detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}"
+                               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+            raise ParameterError(f"{run_dir} ran its rounds with other options ({detail}); rerun with the same "
+                                 "options to resume, or start a new run directory")
+        if before is not None:
+            return
+    st.write_json_atomic(path, options)
+
+
 def run_rounds(
     run_dir: str | Path,
     *,
@@ -268,6 +307,8 @@ def run_rounds(
     if not is_complete_run(run_dir):
         raise StoreError(f"{run_dir} holds no complete round-0 run (checkpoint.pt + metrics.json); "
                          "run `advaudio train --out RUN_DIR` first")
+    _check_rounds_options(run_dir, attack_config=attack_config, retrain_config=retrain_config,
+                          train_limit=train_limit)
     log = []
 
     def say(message: str) -> None:

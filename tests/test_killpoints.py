@@ -6,6 +6,7 @@ uninterrupted run: weights bitwise, metrics equal but for wall-clock times.
 """
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -198,3 +199,19 @@ def test_rounds_resume_exactly_from_every_step(base_run, reference_rounds, kill_
     _assert_same_run(run / "round01", reference_rounds / "round01", roots=(run, reference_rounds))
     for name in ("attack-round00-test.json", "attack-round00-train.json", "round01/attack-round01-test.json"):
         assert _results(run / name, run) == _results(reference_rounds / name, reference_rounds), name
+
+
+def test_rounds_refuses_a_rerun_with_other_options(reference_rounds, tmp_path):
+    from advaudio.adversarial import AttackStageConfig
+    from advaudio.errors import ParameterError
+    from advaudio.retrain import RetrainConfig, run_rounds
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_rounds, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*.json")}
+    with pytest.raises(ParameterError, match=r"attack\.limit: 4 → 6; retrain\.epochs: 1 → 2"):
+        run_rounds(run, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), fooling_rate=0.6, limit=6),
+                   retrain_config=RetrainConfig(epochs=2), train_limit=8, device="cpu", progress=False)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*.json")} == before  # refused before any work
+    log = _rounds(run)  # the same options: every step is skipped
+    assert all(step["skipped"] for step in log)
