@@ -307,9 +307,22 @@ def featurize(
         return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
                                len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
     (plan.store_dir / st.SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
-    st.remove_stale_tmp(plan.store_dir)
+    # One featurize run per store at a time: a second is told another is active (no work done twice).
+    with st.exclusive_lock(plan.store_dir / st.LOCK_NAME, what=f"store {plan.store_dir}"):
+        plan = plan_featurize(config, cache=cache)  # what is left now that no one else writes
+        if plan.complete:  # another run finished it while this one waited
+            store = st.Store(plan.store_dir)
+            return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                                   len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+        st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
+        st.remove_stale_tmp(plan.store_dir)
+        return _run_plan(plan, config, workers=workers, scheduler=scheduler, cluster=cluster, progress=progress,
+                         t0=t0)
 
+
+def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, scheduler: str | None, cluster,
+              progress: bool, t0: float) -> FeaturizeResult:
+    """The pending tasks of ``plan``, then the manifest and master file (under the store's lock)."""
     pending = sum(len(t.table) for t in plan.tasks)
     digests: dict[int, str] = {}  # shard → sha256 of the file its task wrote
     with progress_bar(total=pending, desc="featurize", unit="clip", enabled=progress) as bar:

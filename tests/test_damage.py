@@ -153,3 +153,84 @@ def test_adversarial_shards_are_checked_wherever_they_enter_training(store, mode
     finally:
         for p in (store.directory / st.ADVERSARIAL_DIR).glob("t-*"):
             p.unlink()
+
+
+# --------------------------------------------------------------------------- #
+# A full disk: one line naming the file, exit status 2, no temporary left, no native crash
+# --------------------------------------------------------------------------- #
+def _no_temporaries(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if st.is_temporary(p)]
+
+
+def test_an_injected_enospc_is_a_one_line_store_error(monkeypatch, store, tmp_path):
+    import errno
+
+    import h5py
+
+    real = h5py.Group.create_dataset
+    calls = {"n": 0}
+
+    def full_disk(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full_disk)
+    config = FeaturizeConfig(dataset="synthetic", dataset_options={"clips_per_class": 2, "n_classes": 2,
+                                                                   "duration": 0.5},
+                             features=FeatureConfig(representations=("stft",)))
+    with pytest.raises(StoreError, match=r"cannot write .*shard-00000\.h5: No space left on device"):
+        featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
+    assert _no_temporaries(tmp_path) and not list((tmp_path / "cache").rglob("shard-*.h5"))
+    monkeypatch.setattr(h5py.Group, "create_dataset", real)
+    featurize(config, cache=tmp_path / "cache", workers=0, progress=False)  # the disk has room again: it resumes
+
+    import torch
+
+    def torch_full(obj, path, *a, **k):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    with pytest.raises(StoreError, match=r"cannot write .*checkpoint\.pt: \[enforce fail"):
+        train(_config(store.directory), out_dir=tmp_path / "run", progress=False)
+    assert _no_temporaries(tmp_path / "run") and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs at tmp_path/disk where this machine lets the tests mount one."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if made.returncode:
+        pytest.skip("cannot mount a tmpfs here (the injected-ENOSPC test covers the same paths)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_featurize_and_train_on_a_real_full_disk(tiny_disk, store):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "advaudio", "featurize", "--dataset", "synthetic",
+                           "-o", "clips_per_class=8", "-o", "duration=1.0", "--cache", str(tiny_disk / "cache"),
+                           "--workers", "0", "--no-progress"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and _no_temporaries(tiny_disk)
+    trained = subprocess.run([sys.executable, "-m", "advaudio", "train", "--store", str(store.directory),
+                              "--view", "stft", "--model", "resnet18", "--width", "0.5", "--input-size", "24x24",
+                              "--epochs", "1", "--workers", "0", "--device", "cpu", "--out", str(tiny_disk / "run"),
+                              "--no-progress"], capture_output=True, text=True, env=env, timeout=120)
+    assert trained.returncode == 2, (trained.returncode, trained.stderr[-2000:])
+    assert "cannot write" in trained.stderr and "Traceback" not in trained.stderr
+    assert _no_temporaries(tiny_disk) and not (tiny_disk / "run" / "checkpoint.pt").exists()

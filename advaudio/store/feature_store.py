@@ -5,6 +5,7 @@ Layout of a store directory ``<cache>/<dataset>-<fingerprint>/``::
     store.h5            master file; exists only once the store is complete
     manifest.json       shards with clip counts and sha256 checksums, errors
     stamps.json         size and mtime of each shard when linked (the cheap check on open)
+    featurize.lock      locked by the featurize run that writes the store (one at a time)
     shards/shard-NNNNN.h5
                         one file per featurize task (the only writer of it)
     adversarial/*.h5    adversarial shards written by the attack stage
@@ -34,7 +35,7 @@ import numpy as np
 
 from advaudio.errors import StoreError
 from advaudio.store.adversarial import AdversarialShard, shard_paths
-from advaudio.store.files import commit_file, open_h5_read, sha256_file, tmp_path_for, write_json_atomic
+from advaudio.store.files import atomic_write, h5_create, open_h5_read, sha256_file, write_json_atomic
 from advaudio.store.reader import FeatureReader
 
 FORMAT_VERSION = 1
@@ -43,6 +44,8 @@ MANIFEST_NAME = "manifest.json"
 #: Size and mtime of every shard as written: what the cheap check on open compares. Kept out of
 #: the manifest, which stays a function of the data (a resumed run's equals a fresh run's).
 STAMPS_NAME = "stamps.json"
+#: Held (flock) by the featurize run writing the store.
+LOCK_NAME = "featurize.lock"
 SHARD_DIR = "shards"
 
 _STR = h5py.string_dtype()
@@ -74,8 +77,7 @@ def write_feature_shard(
     ``(table index, clip id, path, reason)`` for clips that could not be used.
     """
     path = Path(path)
-    tmp = tmp_path_for(path)
-    with h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_write(path) as tmp, h5_create(tmp, track_order=True) as f:
         for key, value in attrs.items():
             f.attrs[key] = value
         meta = f.create_group("meta")
@@ -98,9 +100,7 @@ def write_feature_shard(
         err.create_dataset("index", data=np.asarray([e[0] for e in errors], np.int64))
         for col, key in ((1, "clip_id"), (2, "path"), (3, "reason")):
             err.create_dataset(key, data=np.asarray([e[col] for e in errors], dtype=object), dtype=_STR)
-    digest = sha256_file(tmp)
-    commit_file(tmp, path)
-    return digest
+    return sha256_file(path)
 
 
 def read_shard_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -150,8 +150,7 @@ def link_master(
 
     total = sum(n for _, n, _ in sources)
     master = store_dir / MASTER_NAME
-    tmp = tmp_path_for(master)
-    with h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_write(master) as tmp, h5_create(tmp, track_order=True) as f:
         for key, value in attrs.items():
             f.attrs[key] = value
         group = f.create_group("features")
@@ -178,10 +177,9 @@ def link_master(
         eg.create_dataset("index", data=np.asarray(errors["index"], np.int64))
         for key in ("clip_id", "path", "reason"):
             eg.create_dataset(key, data=np.asarray(errors[key], dtype=object), dtype=_STR)
-    # Manifest first, then the master: a store is complete iff store.h5 exists.
-    write_json_atomic(store_dir / MANIFEST_NAME, manifest)
-    write_json_atomic(store_dir / STAMPS_NAME, {rel: shard_stamp(store_dir / rel) for rel in shard_files})
-    commit_file(tmp, master)
+        # Manifest first, then the master: a store is complete iff store.h5 exists.
+        write_json_atomic(store_dir / MANIFEST_NAME, manifest)
+        write_json_atomic(store_dir / STAMPS_NAME, {rel: shard_stamp(store_dir / rel) for rel in shard_files})
     return master
 
 

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from advaudio.errors import StoreError
-from advaudio.store import Store, commit_file, tmp_path_for
+from advaudio.store import Store
+from advaudio.store.files import atomic_write
 from advaudio.views import View
 
 from .config import TrainConfig
@@ -198,13 +199,9 @@ def save_checkpoint(
         "distributed": dict(distributed) if distributed is not None else Distributed().to_dict(),
     }
     obj[DIGEST_KEY] = content_digest(obj)
-    tmp = tmp_path_for(path)
-    try:
+    # torch reports a failed write (a full disk) as a RuntimeError of its zip writer.
+    with atomic_write(path, errors=(OSError, RuntimeError)) as tmp:
         torch.save(obj, tmp)
-        commit_file(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
