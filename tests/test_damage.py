@@ -234,3 +234,56 @@ def test_featurize_and_train_on_a_real_full_disk(tiny_disk, store):
     assert trained.returncode == 2, (trained.returncode, trained.stderr[-2000:])
     assert "cannot write" in trained.stderr and "Traceback" not in trained.stderr
     assert _no_temporaries(tiny_disk) and not (tiny_disk / "run" / "checkpoint.pt").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Two runs on one cache: temporaries by owner, one featurize per store
+# --------------------------------------------------------------------------- #
+HOLD_LOCK = """
+import sys, time
+from advaudio import store as st
+with st.exclusive_lock(sys.argv[1], what="the store"):
+    open(sys.argv[2], "w").write(st.tmp_path_for(sys.argv[3]).name)
+    time.sleep(120)
+"""
+
+
+def test_a_second_featurize_is_told_another_is_active_and_spares_its_temporaries(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from advaudio.featurize import plan_featurize
+
+    config = FeaturizeConfig(dataset="synthetic", dataset_options={"clips_per_class": 2, "n_classes": 2,
+                                                                   "duration": 0.5},
+                             features=FeatureConfig(representations=("stft",)))
+    plan = plan_featurize(config, cache=tmp_path / "cache")
+    (plan.store_dir / st.SHARD_DIR).mkdir(parents=True)
+    marker = tmp_path / "holding"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # Another process: holds the store's lock and "writes" a temporary shard.
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(plan.store_dir / st.LOCK_NAME), str(marker),
+                              str(plan.store_dir / st.SHARD_DIR / "shard-00000.h5")], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() or not marker.read_text():
+            assert other.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        live_tmp = plan.store_dir / st.SHARD_DIR / marker.read_text()
+        live_tmp.write_bytes(b"being written")
+        dead_tmp = plan.store_dir / st.SHARD_DIR / "shard-00001.h5.tmp-4194304"  # a pid that cannot be running
+        dead_tmp.write_bytes(b"left by a killed run")
+        assert st.tmp_owner(live_tmp) == (live_tmp.name.split(".tmp-")[1].rsplit("-", 1)[0], other.pid)
+        with pytest.raises(StoreError, match=f"another run \\(pid {other.pid} on .*\\) is writing store"):
+            featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
+        assert st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR) == 1
+        assert live_tmp.exists() and not dead_tmp.exists()  # the live writer's file is left alone
+    finally:
+        os.kill(other.pid, signal.SIGKILL)
+        other.wait()
+    # Its owner killed (the kernel drops its lock): the next run takes over and cleans up.
+    result = featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
+    assert st.Store(result.store_dir) and not live_tmp.exists() and _no_temporaries(tmp_path)
