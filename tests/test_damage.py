@@ -287,3 +287,36 @@ def test_a_second_featurize_is_told_another_is_active_and_spares_its_temporaries
     # Its owner killed (the kernel drops its lock): the next run takes over and cleans up.
     result = featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
     assert st.Store(result.store_dir) and not live_tmp.exists() and _no_temporaries(tmp_path)
+
+
+# --------------------------------------------------------------------------- #
+# User mistakes: one line, exit status 2
+# --------------------------------------------------------------------------- #
+def test_mistakes_of_the_issue_are_one_line_errors(model_run, tmp_path, capsys):
+    import torch
+
+    from advaudio.errors import ParameterError
+    from advaudio.featurize import dask_client
+
+    raw = torch.load(model_run, map_location="cpu", weights_only=True)
+    torch.save({k: v for k, v in raw.items() if k not in ("model", "sha256")}, tmp_path / "nomodel.pt")
+    flipped = tmp_path / "flipped.pt"
+    shutil.copy(model_run, flipped)
+    weight = next(v for v in raw["model"]["state_dict"].values() if v.numel() >= 64 and v.dtype == torch.float32)
+    _flip(flipped, at=flipped.read_bytes().find(weight.reshape(-1)[:16].numpy().tobytes()), size=64)
+    cases = [
+        (["evaluate", "--checkpoint", str(tmp_path / "nomodel.pt")], "lacks 'model'"),
+        (["evaluate", "--checkpoint", str(flipped)], f"checksum mismatch: checkpoint {flipped}"),
+        (["attack", "--checkpoint", str(model_run), "--attacks", "pgd", "-p", "pgd.steps=abc"],
+         "pgd.steps must be an integer"),
+        (["attack", "--checkpoint", str(model_run), "--attacks", "pgd,pgd"], "pgd given more than once"),
+        (["attack", "--checkpoint", str(model_run), "--attacks", "pgd", "-p", "pgd.epsilon=-1"], "pgd.epsilon"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as info:
+            main(argv + ["--device", "cpu"])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    with pytest.raises(ParameterError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        with dask_client(workers=0, scheduler="tcp://127.0.0.1:1", connect_timeout=1):
+            pass

@@ -248,5 +248,8 @@ def load_audio(
 
 def _sf_message(e: Exception) -> str:
     """Soundfile's error text without the file name (the store records the path)."""
-    msg = getattr(e, "error_string", None) or str(e)
-    return str(msg).strip()
+    msg = str(getattr(e, "error_string", None) or str(e)).strip()
+    # libsndfile says this of a regular file whose decoder gave up (e.g. random bytes named .mp3)
+    if "possibly a pipe" in msg:
+        return "not decodable as audio (format not recognised or damaged)"
+    return msg
