@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -81,14 +82,21 @@ def test_huge_float_samples_are_a_clip_error_not_infinite_features(tmp_path):
             sf.write(root / cls / f"{cls}{i}.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 8000,
                      subtype="FLOAT")
     sf.write(root / "a" / "huge.wav", 1e30 * rng.standard_normal(8000).astype(np.float32), 8000, subtype="FLOAT")
+    # Entries named like audio that are not files: each a recorded error, none skipped silently.
+    (root / "b" / "gone.wav").symlink_to(root / "nowhere.wav")
+    (root / "b" / "folder.wav").mkdir()
+    os.mkfifo(root / "b" / "pipe.wav")
     result = featurize(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"duration": 1.0},
                                        features=FeatureConfig(representations=("stft",))),
                        cache=tmp_path / "cache", workers=0, progress=False)
-    assert [Path(e["path"]).name for e in result.errors] == ["huge.wav"]
-    assert "non-finite stft values" in result.errors[0]["reason"] and "e+30" in result.errors[0]["reason"]
+    reasons = {Path(e["path"]).name: e["reason"] for e in result.errors}
+    assert set(reasons) == {"huge.wav", "gone.wav", "folder.wav", "pipe.wav"}
+    assert "non-finite stft values" in reasons["huge.wav"] and "e+30" in reasons["huge.wav"]
+    assert (reasons["gone.wav"], reasons["folder.wav"], reasons["pipe.wav"]) == (
+        "dangling symbolic link", "not a regular file (a directory)", "not a regular file (a fifo)")
     s = st.Store(result.store_dir)
     assert len(s) == 6 and np.isfinite(s.read("stft")).all()
-    assert [e["clip_id"] for e in s.errors] == [result.errors[0]["clip_id"]]
+    assert sorted(e["clip_id"] for e in s.errors) == sorted(e["clip_id"] for e in result.errors)
 
 
 # --------------------------------------------------------------------------- #
