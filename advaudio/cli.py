@@ -736,6 +736,10 @@ def main(argv=None) -> None:
     except AdvaudioError as exc:
         click.echo(f"advaudio: error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # an I/O error no stage turned into a StoreError (a full disk, permissions)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        click.echo(f"advaudio: error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -114,7 +114,9 @@ def inspect_shards(shards: list[Path], *, store: st.Store, held_out_folds: set[i
         if require_provenance and ("fold" not in shard or shard.attr("store_fingerprint") is None):
             raise StoreError(f"{path} is not an advaudio adversarial shard (no fold or store fingerprint)")
         if has_provenance or st.AdversarialShard.recorded_sha256(path) is not None:
-            shard.verify()  # an attack shard without its checksum file is not a complete one
+            digest = shard.verify()  # an attack shard without its checksum file is not a complete one
+        else:
+            digest = st.sha256_file(path)
         if shard.attr("store_fingerprint") is not None:
             st.check_same_store(store, shard.attr("store_fingerprint"), what=f"adversarial shard {path}")
         made_in = shard.attr("view")
@@ -142,7 +144,7 @@ def inspect_shards(shards: list[Path], *, store: st.Store, held_out_folds: set[i
                              "(a damaged or foreign file)")
         records.append({
             "path": str(Path(path).resolve()),
-            "sha256": st.sha256_file(path),
+            "sha256": digest,
             "attack": str(shard.attr("attack")),
             "norm": str(shard.attr("norm")),
             "budget": float(shard.attr("budget", np.nan)),
