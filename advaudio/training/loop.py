@@ -20,6 +20,16 @@ continue exactly like an unbroken run: it restores weights, optimizer,
 scheduler and GradScaler state and starts epoch ``e + 1`` with the same seeds.
 Exactness holds on CPU; CUDA kernels are not bitwise deterministic. Under
 torchrun the same holds for any world size (:mod:`.distributed`).
+
+Completion
+----------
+A run is complete only when, after the last epoch, BatchNorm has been
+recalibrated, the test fold evaluated, the final checkpoint (marked complete,
+carrying the test metrics) committed and then ``metrics.json`` (complete)
+committed, in that order. A kill at any point before leaves a run that
+``resume`` finishes to the same files; a kill between the two commits is
+finished by rewriting the metrics from the final checkpoint, which stays
+byte for byte (attack shards are keyed by its sha256).
 """
 
 from __future__ import annotations
