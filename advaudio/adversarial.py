@@ -69,6 +69,9 @@ class AttackStageConfig:
         unknown = [a for a in self.attacks if a not in PARAMS]
         if not self.attacks or unknown:
             raise ParameterError(f"unknown attack(s) {unknown or '(none given)'}; known: {', '.join(PARAMS)}")
+        repeated = sorted({a for a in self.attacks if self.attacks.count(a) > 1})
+        if repeated:  # the second run would only redo (and overwrite) the first
+            raise ParameterError(f"attack(s) {', '.join(repeated)} given more than once")
         if self.split not in SPLITS:
             raise ParameterError(f"split must be one of {SPLITS}, got {self.split!r}")
         if not 0.0 < self.fooling_rate <= 1.0:

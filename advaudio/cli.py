@@ -230,7 +230,7 @@ def store_info(path, as_json, verify):
     """Show clips, classes, folds, representations, size and errors of a store."""
     from advaudio.store import Store
 
-    s = Store(path)
+    s = Store(path, check=not verify)  # --verify lists what is damaged instead of stopping at it
     info = s.info()
     info.pop("config") if not as_json else None
     if verify:
@@ -736,6 +736,10 @@ def main(argv=None) -> None:
         sys.exit(exc.exit_code)
     except AdvaudioError as exc:
         click.echo(f"advaudio: error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # an I/O error no stage turned into a StoreError (a full disk, permissions)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        click.echo(f"advaudio: error: {where}{exc.strerror or exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -26,7 +26,7 @@ import numpy as np
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
-from advaudio.errors import AdvaudioError, StoreError
+from advaudio.errors import AdvaudioError, AudioError, ParameterError, StoreError
 from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
@@ -188,6 +188,16 @@ def _keep_transform_buffers_on_the_heap() -> bool:
         return False
 
 
+def _check_finite(features: dict[str, np.ndarray], y: np.ndarray) -> None:
+    """AudioError unless every feature value is finite (e.g. float samples of 1e30 overflow the STFT)."""
+    for name, array in features.items():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            peak = float(np.max(np.abs(y))) if y.size else 0.0
+            raise AudioError(f"{bad} non-finite {name} values (peak |sample| {peak:.3g}: not audio in [-1, 1] "
+                            "or too large for float32)")
+
+
 def featurize_shard(task: ShardTask) -> dict[str, Any]:
     """Featurize one block of clips and write its shard (runs on a Dask worker).
 
@@ -204,7 +214,9 @@ def featurize_shard(task: ShardTask) -> dict[str, Any]:
         index = task.start + offset
         try:
             y = load_clip(task.table, clip, sr=cfg.sr)
-            feats = compute_features(y, cfg)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked for below
+                feats = compute_features(y, cfg)
+            _check_finite(feats, y)
         except AdvaudioError as exc:  # a bad clip is data, not a crash
             errors.append((index, clip.clip_id, clip.path, str(exc)))
             continue
@@ -233,12 +245,21 @@ def featurize_shard(task: ShardTask) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def dask_client(*, workers: int, scheduler: str | None = None, cluster=None) -> Iterator[Any]:
-    """A distributed client: an existing scheduler, a given cluster, or local worker processes."""
+def dask_client(*, workers: int, scheduler: str | None = None, cluster=None,
+                connect_timeout: float = 30.0) -> Iterator[Any]:
+    """A distributed client: an existing scheduler, a given cluster, or local worker processes.
+
+    A ``scheduler`` that cannot be reached within ``connect_timeout`` seconds is a ParameterError.
+    """
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler, timeout="30s") as client:
+        try:
+            client = Client(scheduler, timeout=f"{connect_timeout}s")
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:  # refused, unreachable, malformed
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r}: {reason}") from None
+        with client:
             yield client
         return
     if cluster is not None:
@@ -286,9 +307,22 @@ def featurize(
         return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
                                len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
     (plan.store_dir / st.SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
-    st.remove_stale_tmp(plan.store_dir)
+    # One featurize run per store at a time: a second is told another is active (no work done twice).
+    with st.exclusive_lock(plan.store_dir / st.LOCK_NAME, what=f"store {plan.store_dir}"):
+        plan = plan_featurize(config, cache=cache)  # what is left now that no one else writes
+        if plan.complete:  # another run finished it while this one waited
+            store = st.Store(plan.store_dir)
+            return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                                   len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+        st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
+        st.remove_stale_tmp(plan.store_dir)
+        return _run_plan(plan, config, workers=workers, scheduler=scheduler, cluster=cluster, progress=progress,
+                         t0=t0)
 
+
+def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, scheduler: str | None, cluster,
+              progress: bool, t0: float) -> FeaturizeResult:
+    """The pending tasks of ``plan``, then the manifest and master file (under the store's lock)."""
     pending = sum(len(t.table) for t in plan.tasks)
     digests: dict[int, str] = {}  # shard → sha256 of the file its task wrote
     with progress_bar(total=pending, desc="featurize", unit="clip", enabled=progress) as bar:

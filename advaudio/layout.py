@@ -3,6 +3,7 @@
 A run directory as ``advaudio train --out`` and ``advaudio rounds`` lay it out::
 
     RUN_DIR/checkpoint.pt, metrics.json            round 0 (trained on clean data)
+    RUN_DIR/rounds.json                            the options of `advaudio rounds` in this directory
     RUN_DIR/attack-round00-test.json               attack results: round 0, test split
     RUN_DIR/attack-round00-train-slice000of004.json  one slice of a job-array attack
     RUN_DIR/round01/checkpoint.pt, metrics.json    round 1 (retrained) …
@@ -26,6 +27,8 @@ from pathlib import Path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
+#: The options ``advaudio rounds`` ran a run directory with (a rerun must use the same).
+ROUNDS_OPTIONS_NAME = "rounds.json"
 #: Every attack results file, sliced or not.
 ATTACK_RESULTS_GLOB = "attack-round*-*.json"
 
@@ -63,6 +66,11 @@ def checkpoint_path(run_dir: str | os.PathLike, *, round: int = 0) -> Path:
 def metrics_path(run_dir: str | os.PathLike, *, round: int = 0) -> Path:
     """``metrics.json`` of round ``round`` of ``run_dir``."""
     return round_dir(run_dir, round) / METRICS_NAME
+
+
+def rounds_options_path(run_dir: str | os.PathLike) -> Path:
+    """``rounds.json`` of ``run_dir``: the options its rounds ran with."""
+    return Path(run_dir) / ROUNDS_OPTIONS_NAME
 
 
 def attack_results_name(*, round: int, split: str, slice: tuple[int, int] | None = None) -> str:

@@ -25,7 +25,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -84,29 +84,67 @@ def find_shards(store: st.Store, *, checkpoint_sha: str, round: int, split: str 
     return found
 
 
-def inspect_shards(shards: list[Path], *, store: st.Store, held_out_folds: set[int]) -> list[dict[str, Any]]:
-    """Provenance of each shard; refuses shards of another store or with held-out clips.
+# What must agree between the view a shard was made in and the view it is trained in.
+_VIEW_KEYS = ("name", "representations", "output_shape", "normalisation")
 
-    Only clips of the training folds may enter training: a shard holding any
-    clip of the test (or validation) fold would leak it, and is refused.
+
+def inspect_shards(shards: list[Path], *, store: st.Store, held_out_folds: set[int],
+                   view: Mapping[str, Any] | None = None, checkpoint_sha: str | None = None,
+                   require_provenance: bool = True) -> list[dict[str, Any]]:
+    """Provenance of each shard, after every check that keeps damaged or foreign inputs out of training.
+
+    A shard is refused (StoreError naming it) when
+
+    * its checksum does not match the one written beside it, or its inputs lie outside [0, 1];
+    * it was made from another store, in another ``view`` (model space), or — when
+      ``checkpoint_sha`` is given — by another checkpoint;
+    * it holds a clip of a held-out fold: only clips of the training folds may enter
+      training, a shard with any test (or validation) clip would leak it.
+
+    ``require_provenance=False`` (``train --extra``) also accepts a plain HDF5 file of
+    model-space inputs without advaudio's provenance (no ``fold`` dataset, no store
+    fingerprint); it is still checked for its range, and for whatever provenance it has.
     """
     records = []
     for path in shards:
         shard = st.AdversarialShard.open(path)
-        if "adversarial" not in shard or "fold" not in shard:
-            raise StoreError(f"{path} is not an advaudio adversarial shard")
-        st.check_same_store(store, shard.attr("store_fingerprint"), what=f"adversarial shard {path}")
-        arrays = shard.read(["fold"] + (["success"] if "success" in shard else []))
-        folds = set(int(k) for k in np.unique(arrays["fold"]))
-        leaked = sorted(folds & held_out_folds)
-        if leaked:
-            raise StoreError(
-                f"{path} holds clips of held-out fold(s) {leaked} (split {shard.attr('split')!r}): "
-                "refusing to train on them, test data must not leak into training"
-            )
+        if "adversarial" not in shard:
+            raise StoreError(f"{path} is not an advaudio adversarial shard (no 'adversarial' dataset)")
+        has_provenance = "fold" in shard or shard.attr("store_fingerprint") is not None
+        if require_provenance and ("fold" not in shard or shard.attr("store_fingerprint") is None):
+            raise StoreError(f"{path} is not an advaudio adversarial shard (no fold or store fingerprint)")
+        if has_provenance or st.AdversarialShard.recorded_sha256(path) is not None:
+            digest = shard.verify()  # an attack shard without its checksum file is not a complete one
+        else:
+            digest = st.sha256_file(path)
+        if shard.attr("store_fingerprint") is not None:
+            st.check_same_store(store, shard.attr("store_fingerprint"), what=f"adversarial shard {path}")
+        made_in = shard.attr("view")
+        if view is not None and isinstance(made_in, Mapping):
+            differ = [k for k in _VIEW_KEYS if k in made_in and made_in.get(k) != view.get(k)]
+            if differ:
+                raise StoreError(f"{path} was made in view {made_in.get('name')!r} "
+                                 f"{made_in.get('output_shape')}, not in the model's view {view.get('name')!r} "
+                                 f"{view.get('output_shape')} (differs in {', '.join(differ)})")
+        if checkpoint_sha is not None and shard.attr("checkpoint_sha256") not in (None, checkpoint_sha):
+            raise StoreError(f"{path} was made by checkpoint {str(shard.attr('checkpoint_sha256'))[:10]}…, not by "
+                             f"the one being retrained ({checkpoint_sha[:10]}…)")
+        arrays = shard.read([k for k in ("fold", "success") if k in shard])
+        if "fold" in arrays:
+            folds = set(int(k) for k in np.unique(arrays["fold"]))
+            leaked = sorted(folds & held_out_folds)
+            if leaked:
+                raise StoreError(
+                    f"{path} holds clips of held-out fold(s) {leaked} (split {shard.attr('split')!r}): "
+                    "refusing to train on them, test data must not leak into training"
+                )
+        low, high = _value_range(shard)
+        if not (0.0 <= low and high <= 1.0):
+            raise StoreError(f"{path} holds inputs in [{low:.4g}, {high:.4g}]; model inputs lie in [0, 1] "
+                             "(a damaged or foreign file)")
         records.append({
             "path": str(Path(path).resolve()),
-            "sha256": st.sha256_file(path),
+            "sha256": digest,
             "attack": str(shard.attr("attack")),
             "norm": str(shard.attr("norm")),
             "budget": float(shard.attr("budget", np.nan)),
@@ -116,6 +154,20 @@ def inspect_shards(shards: list[Path], *, store: st.Store, held_out_folds: set[i
             "successful": int(np.asarray(arrays["success"]).sum()) if "success" in arrays else None,
         })
     return records
+
+
+def _value_range(shard: st.AdversarialShard) -> tuple[float, float]:
+    """(min, max) of a shard's inputs, read a block of samples at a time; NaN counts as out of range."""
+    low, high = np.inf, -np.inf
+    with shard.open_file() as f:
+        ds = f["adversarial"]
+        for start in range(0, ds.shape[0], 256):
+            block = np.asarray(ds[start:start + 256])
+            if block.size:
+                if not np.isfinite(block).all():
+                    return float("nan"), float("nan")
+                low, high = min(low, float(block.min())), max(high, float(block.max()))
+    return (0.0, 0.0) if low > high else (low, high)
 
 
 def retrain(
@@ -155,7 +207,8 @@ def retrain(
             )
     held_out = {f for f in (ckpt.split.get("test_fold"), ckpt.split.get("val_fold")) if f is not None}
     records = inspect_shards([Path(s) for s in shards], store=feature_store,
-                             held_out_folds={int(f) for f in held_out})
+                             held_out_folds={int(f) for f in held_out}, view=ckpt.view.to_dict(),
+                             checkpoint_sha=st.sha256_file(checkpoint))
     lr = config.lr if config.lr is not None else (base.lr / 10 if config.mode == "fine-tune" else base.lr)
     new_config = dataclasses.replace(
         base,
@@ -191,6 +244,45 @@ def is_complete_run(directory: Path) -> bool:
         return False
 
 
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: the options' leaves by dotted name."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: RetrainConfig,
+                          train_limit: int | None) -> None:
+    """Record the options of the first ``rounds`` in ``run_dir``; refuse a rerun with others.
+
+    A rerun skips finished steps, so changed options would silently mix results of two
+    settings; only the number of rounds may change (more rounds extend the run).
+    """
+    attack = attack_config.to_dict()
+    for key in ("split", "round", "slice"):  # set per step by the loop
+        attack.pop(key, None)
+    options = st.jsonable({"attack": attack, "retrain": dataclasses.asdict(retrain_config),
+                           "train_limit": train_limit})
+    path = layout.rounds_options_path(run_dir)
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        if before is not None and before != options:
+            old, new = _flatten(before), _flatten(options)
+            detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}"
+                               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+            raise ParameterError(f"{run_dir} ran its rounds with other options ({detail}); rerun with the same "
+                                 "options to resume, or start a new run directory")
+        if before is not None:
+            return
+    st.write_json_atomic(path, options)
+
+
 def run_rounds(
     run_dir: str | Path,
     *,
@@ -209,6 +301,7 @@ def run_rounds(
     attacked on the training folds. Returns the per-step log.
     """
     from advaudio.adversarial import attack_stage
+    from advaudio.training.loop import _kill_point as kill_point
 
     run_dir = Path(run_dir)
     if rounds < 1:
@@ -216,6 +309,8 @@ def run_rounds(
     if not is_complete_run(run_dir):
         raise StoreError(f"{run_dir} holds no complete round-0 run (checkpoint.pt + metrics.json); "
                          "run `advaudio train --out RUN_DIR` first")
+    _check_rounds_options(run_dir, attack_config=attack_config, retrain_config=retrain_config,
+                          train_limit=train_limit)
     log = []
 
     def say(message: str) -> None:
@@ -234,6 +329,7 @@ def run_rounds(
         doc = attack_stage(cfg, checkpoint=layout.checkpoint_path(directory), out_dir=directory, device=device,
                            progress=progress)
         log.append({"round": k, "step": f"attack-{split}", "skipped": False, "path": doc["results_path"]})
+        kill_point(f"attack-{split}", k)
 
     for k in range(rounds):
         attack(k, "test", attack_config.limit)
@@ -247,6 +343,7 @@ def run_rounds(
             retrain(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
                     device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
             log.append({"round": k + 1, "step": "retrain", "skipped": False, "path": str(target)})
+            kill_point("retrain", k + 1)
     attack(rounds, "test", attack_config.limit)
     return log
 

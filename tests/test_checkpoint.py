@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from advaudio.errors import StoreError
+from advaudio.training.checkpoint import content_digest
 from advaudio.models import create_model
 from advaudio.training import (
     CHECKPOINT_FORMAT,
@@ -63,7 +64,7 @@ def test_every_field_is_written_and_read_back(tmp_path):
     raw = torch.load(path, map_location="cpu", weights_only=True)  # plain containers only
     assert set(raw) == {"format", "format_version", "epoch", "epochs", "complete", "model", "optimizer",
                         "scheduler", "scaler", "rng", "view", "classes", "store", "train_config", "split",
-                        "history", "test", "bn_recalibrated", "torch_version", "distributed"}
+                        "history", "test", "bn_recalibrated", "torch_version", "distributed", "sha256"}
     assert (raw["format"], raw["format_version"]) == (CHECKPOINT_FORMAT, CHECKPOINT_VERSION) == \
         ("advaudio-checkpoint", 1)
     assert (raw["epoch"], raw["epochs"], raw["complete"]) == (3, 3, True)
@@ -139,3 +140,33 @@ def test_foreign_damaged_and_newer_files_are_store_errors(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION + 1}, tmp_path / "new.pt")
     with pytest.raises(StoreError, match=f"format {CHECKPOINT_VERSION + 1}; this advaudio reads up to"):
         read_checkpoint(tmp_path / "new.pt")
+
+
+def test_a_damaged_or_incomplete_checkpoint_is_refused_naming_the_file(tmp_path):
+    """The digest inside the file catches flipped bytes that torch.load itself does not notice."""
+    model, optimizer, scheduler, config = _parts()
+    path = save_checkpoint(tmp_path / "c.pt", model=model, view=_view(), classes=list("abcd"), store=STORE,
+                           config=config, epoch=3, split=SPLIT, optimizer=optimizer, test={"accuracy": 1.0})
+    raw = read_checkpoint(path)
+    assert raw["sha256"] == content_digest(raw) and load_checkpoint(path).complete
+    # Flip 64 bytes inside a weight tensor's stored bytes (found by value, so the zip stays readable).
+    data = bytearray(path.read_bytes())
+    weight = next(v for k, v in raw["model"]["state_dict"].items() if v.numel() >= 64 and v.dtype == torch.float32)
+    at = bytes(data).find(weight.reshape(-1)[:16].numpy().tobytes())
+    assert at > 0
+    data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    torch.load(damaged, map_location="cpu", weights_only=True)  # torch reads it without complaint …
+    with pytest.raises(StoreError, match=f"checksum mismatch: checkpoint {damaged}"):
+        read_checkpoint(damaged)  # … advaudio does not
+    # A file without its model entry: a one-line StoreError, not a KeyError.
+    obj = {k: v for k, v in raw.items() if k not in ("model", "sha256")}
+    torch.save(obj, tmp_path / "nomodel.pt")
+    with pytest.raises(StoreError, match="lacks 'model'"):
+        load_checkpoint(tmp_path / "nomodel.pt")
+    # A pickle of arbitrary objects: refused without torch's advice to unpickle it anyway.
+    torch.save({"format": CHECKPOINT_FORMAT, "x": SimpleNamespace(a=1)}, tmp_path / "pickle.pt")
+    with pytest.raises(StoreError, match="cannot read checkpoint") as info:
+        read_checkpoint(tmp_path / "pickle.pt")
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 
 import numpy as np
@@ -189,9 +190,16 @@ def load_audio(
 
     path = os.fspath(path)
     try:
-        nbytes = os.path.getsize(path)
-    except OSError:
-        raise AudioError("missing file") from None
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError("dangling symbolic link" if os.path.islink(path) else "missing file") from None
+    except OSError as exc:
+        raise AudioError(f"unreadable: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):  # never opened: reading a fifo would block
+        kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a fifo" if stat.S_ISFIFO(info.st_mode)
+                else "a device or socket")
+        raise AudioError(f"not a regular file ({kind})")
+    nbytes = info.st_size
     if nbytes == 0:
         raise AudioError("empty file (0 bytes)")
 
@@ -248,5 +256,8 @@ def load_audio(
 
 def _sf_message(e: Exception) -> str:
     """Soundfile's error text without the file name (the store records the path)."""
-    msg = getattr(e, "error_string", None) or str(e)
-    return str(msg).strip()
+    msg = str(getattr(e, "error_string", None) or str(e)).strip()
+    # libsndfile says this of a regular file whose decoder gave up (e.g. random bytes named .mp3)
+    if "possibly a pipe" in msg:
+        return "not decodable as audio (format not recognised or damaged)"
+    return msg

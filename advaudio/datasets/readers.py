@@ -119,7 +119,9 @@ def _classes_from_ids(pairs, path: Path, dataset: str) -> tuple[tuple[str, ...],
 
 
 def _is_audio(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in audio.AUDIO_EXTENSIONS
+    """An entry named like audio. Directories, fifos and dangling links so named are kept too:
+    loading them fails with a recorded reason instead of their vanishing without a word."""
+    return not p.name.startswith(".") and p.suffix.lower() in audio.AUDIO_EXTENSIONS
 
 
 # --------------------------------------------------------------------------- readers

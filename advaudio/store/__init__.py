@@ -4,7 +4,8 @@
 module                                 owns
 =====================================  ==============================================
 :mod:`advaudio.store.files`            atomic commits, owner-named temporaries, sha256,
-                                       strict JSON (shared by every writer)
+                                       strict JSON, I/O errors as StoreErrors, HDF5 files
+                                       built in memory, the store lock (every writer)
 :mod:`advaudio.store.feature_store`    :class:`Store`: feature shards
                                        (``shards/shard-NNNNN.h5``), the master file
                                        ``store.h5`` that links them, ``manifest.json``;
@@ -21,17 +22,19 @@ Run directories (checkpoints, metrics, attack results) are laid out by
 
 from advaudio.store.adversarial import (ADVERSARIAL_DIR, AdversarialShard, decode_attr, shard_path, shard_paths,
                                         write_adversarial_shard)
-from advaudio.store.feature_store import (FORMAT_VERSION, MANIFEST_NAME, MASTER_NAME, SHARD_DIR, Store,
-                                          StoredRepresentation, check_same_store, link_master, read_shard_summary,
-                                          shard_name, write_feature_shard)
-from advaudio.store.files import (TMP_SUFFIX, commit_file, fingerprint, is_temporary, jsonable, open_h5_read,
-                                  remove_stale_tmp, sha256_file, tmp_path_for, write_json_atomic, write_text_atomic)
+from advaudio.store.feature_store import (FORMAT_VERSION, LOCK_NAME, MANIFEST_NAME, MASTER_NAME, SHARD_DIR,
+                                          STAMPS_NAME, Store, StoredRepresentation, check_same_store, link_master,
+                                          read_shard_summary, shard_name, write_feature_shard)
+from advaudio.store.files import (TMP_SUFFIX, atomic_write, commit_file, exclusive_lock, fingerprint, h5_create,
+                                  is_temporary, jsonable, open_h5_read, remove_stale_tmp, sha256_file, tmp_owner,
+                                  tmp_path_for, write_json_atomic, write_text_atomic)
 from advaudio.store.reader import FeatureReader, read_rows, sorted_unique
 
 __all__ = [
-    "ADVERSARIAL_DIR", "AdversarialShard", "FORMAT_VERSION", "FeatureReader", "MANIFEST_NAME", "MASTER_NAME",
-    "SHARD_DIR", "Store", "StoredRepresentation", "TMP_SUFFIX", "check_same_store", "commit_file", "decode_attr",
-    "fingerprint", "is_temporary", "jsonable", "link_master", "open_h5_read", "read_rows", "read_shard_summary",
-    "remove_stale_tmp", "sha256_file", "shard_name", "shard_path", "shard_paths", "sorted_unique", "tmp_path_for",
+    "ADVERSARIAL_DIR", "AdversarialShard", "FORMAT_VERSION", "FeatureReader", "LOCK_NAME", "MANIFEST_NAME",
+    "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX", "atomic_write",
+    "check_same_store", "commit_file", "decode_attr", "exclusive_lock", "fingerprint", "h5_create", "is_temporary",
+    "jsonable", "link_master", "open_h5_read", "read_rows", "read_shard_summary", "remove_stale_tmp", "sha256_file",
+    "shard_name", "shard_path", "shard_paths", "sorted_unique", "tmp_owner", "tmp_path_for",
     "write_adversarial_shard", "write_feature_shard", "write_json_atomic", "write_text_atomic",
 ]

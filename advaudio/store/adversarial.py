@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from advaudio.errors import StoreError
-from advaudio.store.files import commit_file, is_temporary, open_h5_read, sha256_file, tmp_path_for, write_text_atomic
+from advaudio.store.files import atomic_write, h5_create, is_temporary, open_h5_read, sha256_file, write_text_atomic
 from advaudio.store.reader import read_rows
 
 ADVERSARIAL_DIR = "adversarial"
@@ -184,8 +184,15 @@ def write_adversarial_shard(
         raise StoreError(f"invalid adversarial shard name {name!r}")
     final = shard_path(store_dir, name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_for(final)
-    with h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_write(final) as tmp:
+        _write_shard(tmp, arrays=arrays, attrs=attrs)
+        # Checksum first, then the shard: a registered shard always has its checksum.
+        write_text_atomic(final.with_suffix(CHECKSUM_SUFFIX), sha256_file(tmp) + "\n")
+    return final
+
+
+def _write_shard(tmp: Path, *, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+    with h5_create(tmp, track_order=True) as f:
         for key, value in attrs.items():
             f.attrs[key] = _encode_attr(value)
         for key, value in arrays.items():
@@ -197,7 +204,3 @@ def write_adversarial_shard(
                                  track_times=False)
             else:
                 f.create_dataset(key, data=value, track_times=False)
-    # Checksum first, then the shard: a registered shard always has its checksum.
-    write_text_atomic(final.with_suffix(CHECKSUM_SUFFIX), sha256_file(tmp) + "\n")
-    commit_file(tmp, final)
-    return final

@@ -4,6 +4,8 @@ Layout of a store directory ``<cache>/<dataset>-<fingerprint>/``::
 
     store.h5            master file; exists only once the store is complete
     manifest.json       shards with clip counts and sha256 checksums, errors
+    stamps.json         size and mtime of each shard when linked (the cheap check on open)
+    featurize.lock      locked by the featurize run that writes the store (one at a time)
     shards/shard-NNNNN.h5
                         one file per featurize task (the only writer of it)
     adversarial/*.h5    adversarial shards written by the attack stage
@@ -33,12 +35,17 @@ import numpy as np
 
 from advaudio.errors import StoreError
 from advaudio.store.adversarial import AdversarialShard, shard_paths
-from advaudio.store.files import commit_file, open_h5_read, sha256_file, tmp_path_for, write_json_atomic
+from advaudio.store.files import atomic_write, h5_create, open_h5_read, sha256_file, write_json_atomic
 from advaudio.store.reader import FeatureReader
 
 FORMAT_VERSION = 1
 MASTER_NAME = "store.h5"
 MANIFEST_NAME = "manifest.json"
+#: Size and mtime of every shard as written: what the cheap check on open compares. Kept out of
+#: the manifest, which stays a function of the data (a resumed run's equals a fresh run's).
+STAMPS_NAME = "stamps.json"
+#: Held (flock) by the featurize run writing the store.
+LOCK_NAME = "featurize.lock"
 SHARD_DIR = "shards"
 
 _STR = h5py.string_dtype()
@@ -70,8 +77,7 @@ def write_feature_shard(
     ``(table index, clip id, path, reason)`` for clips that could not be used.
     """
     path = Path(path)
-    tmp = tmp_path_for(path)
-    with h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_write(path) as tmp, h5_create(tmp, track_order=True) as f:
         for key, value in attrs.items():
             f.attrs[key] = value
         meta = f.create_group("meta")
@@ -94,9 +100,7 @@ def write_feature_shard(
         err.create_dataset("index", data=np.asarray([e[0] for e in errors], np.int64))
         for col, key in ((1, "clip_id"), (2, "path"), (3, "reason")):
             err.create_dataset(key, data=np.asarray([e[col] for e in errors], dtype=object), dtype=_STR)
-    digest = sha256_file(tmp)
-    commit_file(tmp, path)
-    return digest
+    return sha256_file(path)
 
 
 def read_shard_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -146,8 +150,7 @@ def link_master(
 
     total = sum(n for _, n, _ in sources)
     master = store_dir / MASTER_NAME
-    tmp = tmp_path_for(master)
-    with h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_write(master) as tmp, h5_create(tmp, track_order=True) as f:
         for key, value in attrs.items():
             f.attrs[key] = value
         group = f.create_group("features")
@@ -174,9 +177,9 @@ def link_master(
         eg.create_dataset("index", data=np.asarray(errors["index"], np.int64))
         for key in ("clip_id", "path", "reason"):
             eg.create_dataset(key, data=np.asarray(errors[key], dtype=object), dtype=_STR)
-    # Manifest first, then the master: a store is complete iff store.h5 exists.
-    write_json_atomic(store_dir / MANIFEST_NAME, manifest)
-    commit_file(tmp, master)
+        # Manifest first, then the master: a store is complete iff store.h5 exists.
+        write_json_atomic(store_dir / MANIFEST_NAME, manifest)
+        write_json_atomic(store_dir / STAMPS_NAME, {rel: shard_stamp(store_dir / rel) for rel in shard_files})
     return master
 
 
@@ -203,9 +206,14 @@ class Store:
     Parameters
     ----------
     path : directory of the store, or its ``store.h5``
+    check : check every feature shard against the manifest on open (the default): a
+        cheap check of size and modification time recorded when the shard was
+        written, and its sha256 when those differ (once per process). A damaged
+        shard is a StoreError naming it. ``False`` (``store info --verify``)
+        opens a damaged store to list what is wrong with it.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, check: bool = True):
         path = Path(path)
         if path.is_file() and path.name == MASTER_NAME:
             path = path.parent
@@ -226,6 +234,13 @@ class Store:
         missing = [s["file"] for s in self.manifest.get("shards", []) if not (path / s["file"]).is_file()]
         if missing:
             raise StoreError(f"store {path} is missing shard files: {', '.join(missing[:5])}")
+        if check:
+            try:
+                stamps = json.loads((path / STAMPS_NAME).read_text())
+            except (OSError, ValueError):
+                stamps = {}  # a store of an earlier release, or stamps lost: every shard is hashed
+            for entry in self.manifest.get("shards", []):
+                check_shard_file(path / entry["file"], entry, stamp=stamps.get(entry["file"]), manifest=manifest_path)
         with open_h5_read(self.master) as f:
             a = f.attrs
             try:
@@ -342,6 +357,38 @@ class Store:
             "errors": self.errors,
             "config": self.config,
         }
+
+
+# (path, size, mtime_ns) → sha256 already checked in this process: a shard is hashed at most once.
+_CHECKED: dict[tuple[str, int, int], str] = {}
+
+
+def shard_stamp(path: str | os.PathLike) -> dict[str, int]:
+    """What the manifest records of a written shard for the cheap check: its size and mtime."""
+    stat = Path(path).stat()
+    return {"bytes": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+
+
+def check_shard_file(path: Path, entry: dict[str, Any], *, stamp: dict[str, int] | None, manifest: Path) -> None:
+    """StoreError unless shard ``path`` is the file its manifest ``entry`` describes.
+
+    Unchanged size and mtime since it was linked (``stamp``) mean an untouched
+    file (the cheap path); anything else — a rewrite, a copy, no stamp — costs
+    one sha256. ``store info --verify`` hashes every file regardless.
+    """
+    stat = path.stat()
+    if stamp and stat.st_size != stamp.get("bytes"):
+        raise StoreError(f"checksum mismatch: {path} has {stat.st_size} bytes, {stamp.get('bytes')} when written; "
+                         "the store is damaged (`advaudio store info --verify` lists every damaged file)")
+    if stamp and stamp.get("mtime_ns") == stat.st_mtime_ns:
+        return
+    key = (str(path), int(stat.st_size), int(stat.st_mtime_ns))
+    if _CHECKED.get(key) == entry["sha256"]:
+        return
+    if sha256_file(path) != entry["sha256"]:
+        raise StoreError(f"checksum mismatch: {path} differs from its sha256 in {manifest}; the store is damaged "
+                         "(`advaudio store info --verify` lists every damaged file)")
+    _CHECKED[key] = entry["sha256"]
 
 
 def check_same_store(store: Store, fingerprint: str | None, *, what: str) -> None:

@@ -11,7 +11,14 @@ is a dict of tensors and plain Python containers, strings and numbers only, so
     train_config (TrainConfig.to_dict()), split (FoldSplit.summary(): row counts,
     test/val folds), history (per-epoch metrics), test (final test metrics, once
     complete), bn_recalibrated, torch_version,
-    distributed: {world_size, backend, sync_batchnorm}
+    distributed: {world_size, backend, sync_batchnorm},
+    sha256 (digest of everything else, see :func:`content_digest`)
+
+``complete`` is true only in the final save, the one that carries the test
+metrics (after BatchNorm recalibration): a run killed after its last epoch's
+checkpoint is resumable, never mistaken for finished. ``sha256`` is checked
+on every read, so a damaged file is refused instead of used; files written
+before it existed (no ``sha256`` key) load unchecked.
 
 A resumed run needs no RNG state to continue exactly (every random choice is a
 function of the seed and the epoch; see :mod:`advaudio.training`); the global
@@ -22,6 +29,8 @@ naming both versions.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +40,8 @@ import numpy as np
 import torch
 
 from advaudio.errors import StoreError
-from advaudio.store import Store, commit_file, tmp_path_for
+from advaudio.store import Store
+from advaudio.store.files import atomic_write
 from advaudio.views import View
 
 from .config import TrainConfig
@@ -40,6 +50,10 @@ from .splits import FoldSplit
 
 CHECKPOINT_FORMAT = "advaudio-checkpoint"
 CHECKPOINT_VERSION = 1
+#: The key of the content digest (optional in format 1: older files lack it).
+DIGEST_KEY = "sha256"
+#: What every checkpoint holds; a file without one of these is refused, not half-used.
+REQUIRED_KEYS = ("epoch", "epochs", "model", "view", "classes", "store", "train_config")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +82,39 @@ class Checkpoint:
     @property
     def test_fold(self) -> int | None:
         return self.split.get("test_fold")
+
+
+def content_digest(obj: Mapping[str, Any]) -> str:
+    """sha256 of a checkpoint's contents (every key but the digest's own), independent of pickling.
+
+    Tensors count by dtype, shape and bytes; containers by structure (dict keys
+    sorted), other values by type and ``repr`` (exact for floats). A flipped byte
+    in the file changes a tensor or a value, so the digest no longer matches.
+    """
+    digest = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+            if t.numel():
+                digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(x, Mapping):
+            digest.update(b"{")
+            for key in sorted(x, key=lambda k: (type(k).__name__, repr(k))):
+                feed(key)
+                feed(x[key])
+            digest.update(b"}")
+        elif isinstance(x, (list, tuple)):  # a tuple may come back as a list: same digest
+            digest.update(b"[")
+            for v in x:
+                feed(v)
+            digest.update(b"]")
+        else:
+            digest.update(f"{type(x).__name__}:{x!r};".encode())
+
+    feed({k: v for k, v in obj.items() if k != DIGEST_KEY})
+    return digest.hexdigest()
 
 
 def _numpy_rng_state() -> dict[str, Any]:
@@ -124,7 +171,8 @@ def save_checkpoint(
 
     ``model`` is the plain model (not its DistributedDataParallel wrapper);
     ``distributed`` describes the job that wrote it (default: one process).
-    ``complete`` is ``epoch >= config.epochs``.
+    ``complete`` is ``epoch >= config.epochs`` *and* ``test`` given: only the
+    final save of a run carries its test metrics.
     """
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -133,7 +181,7 @@ def save_checkpoint(
         "format_version": CHECKPOINT_VERSION,
         "epoch": int(epoch),
         "epochs": int(config.epochs),
-        "complete": int(epoch) >= int(config.epochs),
+        "complete": int(epoch) >= int(config.epochs) and test is not None,
         "model": {"config": dict(model.config), "state_dict": state},
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
@@ -150,13 +198,10 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
         "distributed": dict(distributed) if distributed is not None else Distributed().to_dict(),
     }
-    tmp = tmp_path_for(path)
-    try:
+    obj[DIGEST_KEY] = content_digest(obj)
+    # torch reports a failed write (a full disk) as a RuntimeError of its zip writer.
+    with atomic_write(path, errors=(OSError, RuntimeError)) as tmp:
         torch.save(obj, tmp)
-        commit_file(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -167,14 +212,37 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise StoreError(f"no checkpoint at {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or not weights-only
-        raise StoreError(f"cannot read checkpoint {path}: {exc}") from None
+    except pickle.UnpicklingError:  # objects other than tensors and containers: never unpickled here
+        raise StoreError(f"cannot read checkpoint {path}: it holds objects other than tensors and plain "
+                         "containers (not an advaudio checkpoint, or damaged)") from None
+    except Exception as exc:  # truncated, foreign, damaged
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise StoreError(f"{path} is not an advaudio checkpoint")
     if obj.get("format_version", 0) > CHECKPOINT_VERSION:
         raise StoreError(f"{path} has checkpoint format {obj['format_version']}; this advaudio reads up to "
                          f"{CHECKPOINT_VERSION}")
+    if DIGEST_KEY in obj and obj[DIGEST_KEY] != content_digest(obj):
+        raise StoreError(f"checksum mismatch: checkpoint {path} is damaged (its contents differ from the "
+                         "digest written with it)")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    model = obj.get("model")
+    if not missing and not (isinstance(model, dict) and "config" in model and "state_dict" in model):
+        missing = ["model.config/model.state_dict"]
+    if missing:
+        raise StoreError(f"checkpoint {path} lacks {', '.join(map(repr, missing))}: not a complete advaudio "
+                         "checkpoint")
     return obj
+
+
+def is_final(obj: Mapping[str, Any]) -> bool:
+    """Whether a read checkpoint is its run's final save (complete, with test metrics).
+
+    Files of earlier releases marked every save of the last epoch complete,
+    also the one before BatchNorm recalibration and the test: the test entry tells.
+    """
+    return bool(obj.get("complete")) and obj.get("test") is not None and int(obj["epoch"]) >= int(obj["epochs"])
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
@@ -183,8 +251,12 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     from advaudio.models import model_from_config
 
     obj = read_checkpoint(path)
-    model = model_from_config(obj["model"]["config"])
-    model.load_state_dict(obj["model"]["state_dict"])
+    try:
+        model = model_from_config(obj["model"]["config"])
+        model.load_state_dict(obj["model"]["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a model the file does not describe
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"checkpoint {path} holds no usable model: {first}") from None
     model.to(resolve_device(device)).eval()
     return Checkpoint(
         path=Path(path),
@@ -196,7 +268,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         config=obj["train_config"],
         epoch=int(obj["epoch"]),
         epochs=int(obj["epochs"]),
-        complete=bool(obj["complete"]),
+        complete=is_final(obj),
         split=dict(obj.get("split") or {}),
         history=list(obj.get("history") or []),
         test=obj.get("test"),

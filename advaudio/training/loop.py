@@ -20,6 +20,16 @@ continue exactly like an unbroken run: it restores weights, optimizer,
 scheduler and GradScaler state and starts epoch ``e + 1`` with the same seeds.
 Exactness holds on CPU; CUDA kernels are not bitwise deterministic. Under
 torchrun the same holds for any world size (:mod:`.distributed`).
+
+Completion
+----------
+A run is complete only when, after the last epoch, BatchNorm has been
+recalibrated, the test fold evaluated, the final checkpoint (marked complete,
+carrying the test metrics) committed and then ``metrics.json`` (complete)
+committed, in that order. A kill at any point before leaves a run that
+``resume`` finishes to the same files; a kill between the two commits is
+finished by rewriting the metrics from the final checkpoint, which stays
+byte for byte (attack shards are keyed by its sha256).
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.store import Store, check_same_store, remove_stale_tmp, write_json_atomic
 from advaudio.views import View, fit_view
 
-from .checkpoint import read_checkpoint, save_checkpoint, set_rng_states
+from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
 from .config import RESUME_MAY_CHANGE, TrainConfig
 from .distributed import Distributed, autocast, convert_sync_batchnorm, resolve_device, setup_distributed
 from .evaluation import recalibrate_bn, run_evaluation
@@ -157,15 +167,23 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
     store = Store(config.store)
     split = split_by_fold(store, config)
     saved = _checkpoint_to_resume(out_dir, config, store, resume=resume)
-    metrics_path = out_dir / METRICS_NAME
-    if saved is not None and saved.get("complete") and int(saved["epoch"]) >= config.epochs \
-            and metrics_path.is_file():
-        # A finished run is left byte for byte: attack shards are keyed by its sha256.
-        ctx.barrier()
-        return json.loads(metrics_path.read_text())
+    final = saved is not None and is_final(saved)
+    if final:
+        done = _complete_metrics(out_dir / METRICS_NAME)
+        if done is not None:
+            # A finished run is left byte for byte: attack shards are keyed by its sha256.
+            ctx.barrier()
+            return done
     ctx.barrier()  # every rank has decided on the same checkpoint before rank 0 may rewrite it
 
     run = _prepare(config, ctx, device, out_dir=out_dir, store=store, split=split, saved=saved)
+    if final:
+        # Killed between the final checkpoint and its metrics: the checkpoint (and so its
+        # sha256) stays as it is, the metrics are rebuilt from it.
+        metrics = run.write_metrics(saved["test"], True)
+        ctx.barrier()
+        run.close()
+        return metrics
     last = config.epochs if stop_after is None else min(config.epochs, int(stop_after))
     for epoch in range(run.start_epoch, last):
         record = _train_epoch(run, epoch, progress=progress, callback=callback)
@@ -173,21 +191,48 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
         run.save(epoch=epoch + 1)
         run.write_metrics(None, False)
         ctx.barrier()
+        _kill_point("epoch", epoch + 1)
         if progress:
             extra = f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
                        f"acc {record['train_accuracy']:.3f}{extra}, {record['samples_per_second']:.0f} samples/s",
                        file=sys.stderr)
 
+    # Completion is written last: the final checkpoint (BN recalibrated, test evaluated, marked
+    # complete), then the metrics. A kill anywhere before leaves a run that --resume finishes.
     complete = len(run.history) >= config.epochs
     test = None
     if complete:
         test = _final_test(run)
+        _kill_point("evaluated", len(run.history))
         run.save(epoch=len(run.history), test=test, bn_recalibrated=run.recalibrated)
+        ctx.barrier()
+        _kill_point("final-checkpoint", len(run.history))
     metrics = run.write_metrics(test, complete)
     ctx.barrier()  # the files exist (and are final) when train() returns on any rank
     run.close()
     return metrics
+
+
+#: Test-only fault injection: called as ``hook(point, epoch)`` at every boundary where a kill
+#: leaves a distinct state on disk ("epoch": checkpoint and metrics of an epoch written;
+#: "evaluated": BN recalibrated and test run, nothing final written; "final-checkpoint": the
+#: final checkpoint written, metrics not yet). None in normal use.
+KILL_POINT_HOOK: Callable[[str, int], None] | None = None
+
+
+def _kill_point(point: str, epoch: int) -> None:
+    if KILL_POINT_HOOK is not None:
+        KILL_POINT_HOOK(point, epoch)
+
+
+def _complete_metrics(path: Path) -> dict[str, Any] | None:
+    """``metrics.json`` when it records a complete run, else None (absent, partial or unreadable)."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("complete") and "test" in metrics else None
 
 
 # --------------------------------------------------------------------------- #
@@ -222,6 +267,7 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
         init = read_checkpoint(config.init_checkpoint)
         check_same_store(store, init["store"]["fingerprint"], what=f"init checkpoint {config.init_checkpoint}")
     view = _view(config, store, split, source=saved or init)
+    _check_extra_sources(config, store, split, view)
     model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
 
     # Each rank reads its share of every global batch and of the evaluation folds.
@@ -267,6 +313,17 @@ def _view(config: TrainConfig, store: Store, split: FoldSplit, *, source: Mappin
                         percentiles=config.percentiles)
     view.check_store(store)
     return view
+
+
+def _check_extra_sources(config: TrainConfig, store: Store, split: FoldSplit, view: View) -> None:
+    """The rules of ``retrain`` for every adversarial input (checksum, range, store, view, no held-out clip)."""
+    from advaudio.retrain import inspect_shards
+
+    paths = [Path(s.path) for s in config.extra_sources if s.inputs == "adversarial"]
+    if paths:
+        summary = split.summary()
+        held_out = {int(f) for f in (summary.get("test_fold"), summary.get("val_fold")) if f is not None}
+        inspect_shards(paths, store=store, held_out_folds=held_out, view=view.to_dict(), require_provenance=False)
 
 
 def _build_model(config: TrainConfig, store: Store, view: View, device: torch.device, ctx: Distributed, *,
