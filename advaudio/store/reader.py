@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -96,6 +96,10 @@ class FeatureReader:
         self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
         self._maps: dict[int, tuple[np.memmap, np.ndarray] | None] = {}
         self._mmaps: dict[str, np.memmap] = {}
+        # Per (representation, segment): (dataset, fast?, chunk map), resolved once. The hot
+        # loop then makes no h5py attribute lookups (each costs microseconds, per shard per batch).
+        self._resolved: dict[tuple[str, int], tuple[h5py.Dataset, bool, Any]] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
 
     # ---- lifecycle ----------------------------------------------------------- #
     def __enter__(self) -> "FeatureReader":
@@ -113,19 +117,24 @@ class FeatureReader:
         self._fast = {}
         self._maps = {}
         self._mmaps = {}
+        self._resolved = {}
+        self._shapes = {}
         if self._owned is not None:
             self._owned.close()
             self._owned = None
 
     def __contains__(self, name: str) -> bool:
-        return name in self.group
+        return name in self._shapes or name in self.group
 
     @property
     def names(self) -> list[str]:
         return list(self.group)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.group[name].shape)
+        shape = self._shapes.get(name)
+        if shape is None:
+            shape = self._shapes[name] = tuple(self.group[name].shape)
+        return shape
 
     # ---- layout -------------------------------------------------------------- #
     def _source_file(self, file_name: str) -> h5py.File:
@@ -216,7 +225,8 @@ class FeatureReader:
                 mm = self._mmaps.get(path)
                 if mm is None:
                     mm = self._mmaps[path] = np.memmap(path, dtype=np.uint8, mode="r")
-                found = (mm, np.full(ds.shape[0], -1, dtype=np.int64))
+                # A plain ndarray view: slicing a np.memmap builds a memmap object per slice.
+                found = (mm.view(np.ndarray), np.full(ds.shape[0], -1, dtype=np.int64))
             except (OSError, ValueError):
                 found = None
         self._maps[key] = found
@@ -238,16 +248,21 @@ class FeatureReader:
             raise ParameterError(f"row index out of range 0..{total - 1}: {int(rows[0])}..{int(rows[-1])}")
         starts = np.array([seg[0] for seg in plan], dtype=np.int64)
         which = np.searchsorted(starts, rows, side="right") - 1
+        contiguous = rows.size > 0 and out[0].flags.c_contiguous
         for k in np.unique(which):
             v0, _, ref, s0 = plan[int(k)]
             positions = np.flatnonzero(which == k)
             local = rows[positions] - v0 + s0
-            ds = self._dataset(ref)
-            if self._is_fast(ds) and all(out[p].flags.c_contiguous for p in positions[:1]):
+            resolved = self._resolved.get((name, int(k)))
+            if resolved is None:
+                ds = self._dataset(ref)
+                fast = self._is_fast(ds)
+                resolved = self._resolved[(name, int(k))] = (ds, fast, self._chunk_map(ds) if fast else None)
+            ds, fast, mapped = resolved
+            if fast and contiguous:
                 expected = out[0].nbytes
                 zeros = (0,) * (len(out.shape) - 1)
                 dsid = ds.id
-                mapped = self._chunk_map(ds)
                 for p, r in zip(positions, local):
                     target = out[p].reshape(-1).view(np.uint8)
                     if mapped is not None:  # the chunk's bytes straight from the page cache
