@@ -86,7 +86,8 @@ def test_reader_resolves_each_segment_once_and_reads_the_same(store):
                 reader.read_into(name, rows, out)
                 with h5py.File(store.master, "r") as f:
                     np.testing.assert_array_equal(out, read_rows(f["features"][name], rows))
-        assert reader._resolved  # the segments were resolved, and reused on the later reads
+        # every segment resolved once, on the memory-mapped path (featurize's uncompressed chunks)
+        assert reader._resolved and all(fast and mapped is not None for _, fast, mapped in reader._resolved.values())
 
 
 # --------------------------------------------------------------------------- #
