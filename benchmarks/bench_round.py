@@ -21,7 +21,7 @@ shared; quote ratios from one run):
   model-space tensors held in memory (same model and initial weights, batch,
   AdamW groups, one-cycle schedule, AMP setting, ``channels_last`` setting).
   Samples/s of the fastest steady epoch of each arm (the first, which starts the
-  workers, is left out of both), the arms alternating epoch by epoch on CPU; target >= 0.95x;
+  workers, is left out of both), the arms alternating run by run; target >= 0.95x;
 * streaming input: the training batches from the store vs the same batches (same
   plan) from arrays in memory, input pipeline alone, no model
   (``bench_input_pipeline.py``'s two arms), ``--pipeline-epochs`` at a time,
@@ -253,25 +253,16 @@ def training_ratio(args, store: Store, device: torch.device, work: Path) -> dict
     best = {"advaudio": 0.0, "plain": 0.0}
     n = len(x) - (len(x) % config.batch_size == 1)  # the plain loop skips a one-sample batch, as advaudio
     # The best steady epoch of each arm: on a shared machine a slow epoch is someone else's load.
-    # On CPU the arms alternate epoch by epoch (train resumes its checkpoint for one more epoch:
-    # exact on CPU); on CUDA each repeat is a whole run (a resume would restart the workers).
-    by_epoch = device.type == "cpu" and config.workers == 0
+    # Whole runs, not one resumed epoch at a time: a resumed run opens the store afresh, and that
+    # warm-up (chunk index, page mapping) belongs to a run's first epoch, not to every epoch.
     for r in range(args.ratio_repeats):
         out = work / f"ratio-train-{r}"
-        if by_epoch:
-            for e in range(args.ratio_epochs):
-                metrics = train(config, out_dir=out, progress=False, resume=True, stop_after=e + 1)
-                if e:
-                    h = metrics["history"][-1]
-                    best["advaudio"] = max(best["advaudio"], h["samples"] / h["seconds"])
-                    best["plain"] = max(best["plain"], n / plain_train_epochs(config, x, y, device, epochs=1)[0])
-        else:
-            metrics = train(config, out_dir=out, progress=False)
-            steady = metrics["history"][1:] or metrics["history"]
-            best["advaudio"] = max([best["advaudio"]] + [h["samples"] / h["seconds"] for h in steady])
-            secs = plain_train_epochs(config, x, y, device, epochs=args.ratio_epochs)
-            best["plain"] = max([best["plain"]] + [n / t for t in (secs[1:] or secs)])
+        metrics = train(config, out_dir=out, progress=False)
         shutil.rmtree(out, ignore_errors=True)
+        steady = metrics["history"][1:] or metrics["history"]
+        best["advaudio"] = max([best["advaudio"]] + [h["samples"] / h["seconds"] for h in steady])
+        secs = plain_train_epochs(config, x, y, device, epochs=args.ratio_epochs)
+        best["plain"] = max([best["plain"]] + [n / t for t in (secs[1:] or secs)])
         print(f"[bench_round] training ratio, repeat {r + 1}: advaudio {best['advaudio']:.1f}, "
               f"plain {best['plain']:.1f} samples/s (best so far)", file=sys.stderr, flush=True)
     return {"advaudio_samples_per_second": best["advaudio"], "plain_samples_per_second": best["plain"],
@@ -279,7 +270,7 @@ def training_ratio(args, store: Store, device: torch.device, work: Path) -> dict
             "epochs": args.ratio_epochs, "repeats": args.ratio_repeats, "training_clips": int(len(x)),
             "model": f"{args.model} width {width}", "input_size": size, "batch_size": args.batch_size,
             "workers": config.workers, "amp": config.amp and device.type == "cuda",
-            "interleaved": "epoch by epoch" if by_epoch else "run by run"}
+            "interleaved": "run by run"}
 
 
 def pipeline_ratio(args, store: Store) -> dict[str, Any]:
