@@ -334,10 +334,14 @@ def _input_size(value: str | None):
               help="Random circular shift along time, max fraction of the width (0 turns it off).")
 @click.option("--seed", type=int, default=_default(TrainConfig, "seed"), show_default=True, help="Seed of every random choice.")
 @click.option("--workers", type=int, default=_default(TrainConfig, "workers"), show_default=True,
-              help="DataLoader worker processes reading the store (0: read in the main process).")
+              help="DataLoader worker processes reading the store (0: read in the main process; "
+                   "default: sized to the CPUs).")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when available), cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=_default(TrainConfig, "amp"), show_default=True, help="Mixed precision on CUDA.")
+@click.option("--amp/--no-amp", default=_default(TrainConfig, "amp"), show_default=True,
+              help="Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).")
+@click.option("--channels-last/--no-channels-last", default=_default(TrainConfig, "channels_last"),
+              show_default=True, help="NHWC memory format on CUDA (ignored on CPU).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory for checkpoint.pt and metrics.json.")
 @click.option("--resume", is_flag=True,
@@ -352,8 +356,8 @@ def _input_size(value: str | None):
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @_computes
 def train(store_path, view, model, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
-          weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, out_dir,
-          resume, init_checkpoint, extra, mix, progress):
+          weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, channels_last,
+          out_dir, resume, init_checkpoint, extra, mix, progress):
     """Train a CNN on a view of a feature store, holding out a test fold.
 
     Streams batches from the store, writes OUT/checkpoint.pt after every epoch
@@ -367,7 +371,7 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
         test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
         label_smoothing=label_smoothing, time_shift=time_shift, seed=seed, workers=workers, device=device,
-        amp=amp, extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
+        amp=amp, channels_last=channels_last, extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
     )
     m = run(config, out_dir=out_dir, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for the job

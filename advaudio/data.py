@@ -460,6 +460,25 @@ def _worker_init(_worker_id: int) -> None:
         info.dataset._forget_handles()
 
 
+def default_workers(device: str | torch.device = "cpu", *, cpus: int | None = None) -> int:
+    """DataLoader workers for training on ``device``, sized to the CPUs this process may use.
+
+    On CUDA the GPU computes and the CPUs only prepare batches: one worker per CPU
+    but one (the training process feeds the GPU), at most 8 (more buys nothing once
+    the GPU waits on no batch). On CPU none: the training process's threads already
+    use every CPU for the model, and a worker process that takes one of them stalls
+    all of torch's threads at every barrier (``benchmarks/bench_round.py`` on 2 busy
+    cores: 0.62x a plain loop with one worker, 0.93x reading in the training process).
+    ``cpus``: default :func:`advaudio.threads.choose_threads`' count.
+    """
+    if torch.device(device).type != "cuda":
+        return 0
+    from advaudio.threads import choose_threads
+
+    n = choose_threads().threads if cpus is None else int(cpus)
+    return max(1, min(8, n - 1))
+
+
 def make_loader(dataset: StoreBatches, *, workers: int = 0, device: str | torch.device = "cpu",
                 prefetch: int = 2) -> DataLoader:
     """A DataLoader over a batch-level dataset: ``batch_size=None``, persistent workers,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -96,6 +96,10 @@ class FeatureReader:
         self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
         self._maps: dict[int, tuple[np.memmap, np.ndarray] | None] = {}
         self._mmaps: dict[str, np.memmap] = {}
+        # Per (representation, segment): (dataset, fast?, chunk map), resolved once. The hot
+        # loop then makes no h5py attribute lookups (each costs microseconds, per shard per batch).
+        self._resolved: dict[tuple[str, int], tuple[h5py.Dataset, bool, Any]] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
 
     # ---- lifecycle ----------------------------------------------------------- #
     def __enter__(self) -> "FeatureReader":
@@ -113,19 +117,24 @@ class FeatureReader:
         self._fast = {}
         self._maps = {}
         self._mmaps = {}
+        self._resolved = {}
+        self._shapes = {}
         if self._owned is not None:
             self._owned.close()
             self._owned = None
 
     def __contains__(self, name: str) -> bool:
-        return name in self.group
+        return name in self._shapes or name in self.group
 
     @property
     def names(self) -> list[str]:
         return list(self.group)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.group[name].shape)
+        shape = self._shapes.get(name)
+        if shape is None:
+            shape = self._shapes[name] = tuple(self.group[name].shape)
+        return shape
 
     # ---- layout -------------------------------------------------------------- #
     def _source_file(self, file_name: str) -> h5py.File:
@@ -216,11 +225,32 @@ class FeatureReader:
                 mm = self._mmaps.get(path)
                 if mm is None:
                     mm = self._mmaps[path] = np.memmap(path, dtype=np.uint8, mode="r")
-                found = (mm, np.full(ds.shape[0], -1, dtype=np.int64))
+                # A plain ndarray view: slicing a np.memmap builds a memmap object per slice.
+                found = (mm.view(np.ndarray), [-1] * ds.shape[0])  # a list: indexed by Python ints
             except (OSError, ValueError):
                 found = None
         self._maps[key] = found
         return found
+
+    def _resolve(self, name: str, k: int) -> tuple[h5py.Dataset, bool, Any]:
+        """Segment ``k`` of ``name``: (dataset, fast?, chunk map or None), resolved once."""
+        resolved = self._resolved.get((name, k))
+        if resolved is None:
+            ds = self._dataset(self._plan(name)[k][2])
+            fast = self._is_fast(ds)
+            resolved = self._resolved[(name, k)] = (ds, fast, self._chunk_map(ds) if fast else None)
+        return resolved
+
+    @staticmethod
+    def _chunk_offset(ds: h5py.Dataset, r: int, expected: int, limit: int) -> int:
+        """Byte offset of row ``r``'s chunk in its file, or -2 when it cannot be copied raw."""
+        try:
+            info = ds.id.get_chunk_info_by_coord((r,) + (0,) * (ds.ndim - 1))
+        except (OSError, RuntimeError, ValueError):
+            return -2
+        ok = (info.byte_offset is not None and info.size == expected and info.filter_mask == 0
+              and info.byte_offset + expected <= limit)
+        return int(info.byte_offset) if ok else -2
 
     # ---- reading ------------------------------------------------------------- #
     def read_into(self, name: str, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -238,32 +268,35 @@ class FeatureReader:
             raise ParameterError(f"row index out of range 0..{total - 1}: {int(rows[0])}..{int(rows[-1])}")
         starts = np.array([seg[0] for seg in plan], dtype=np.int64)
         which = np.searchsorted(starts, rows, side="right") - 1
-        for k in np.unique(which):
+        contiguous = rows.size > 0 and out[0].flags.c_contiguous
+        pending = np.ones(rows.size, dtype=bool)
+        if contiguous:
+            # The common case in one loop over the rows, Python ints only: each clip's chunk
+            # bytes straight from the page cache (per-segment numpy calls cost more than the copy).
+            expected = out[0].nbytes
+            first = np.array([seg[3] - seg[0] for seg in plan], dtype=np.int64)
+            for p, (k, r) in enumerate(zip(which.tolist(), (rows + first[which]).tolist())):
+                ds, fast, mapped = self._resolve(name, k)
+                if mapped is None:
+                    continue
+                mm, offsets = mapped
+                offset = offsets[r]
+                if offset == -1:
+                    offset = offsets[r] = self._chunk_offset(ds, r, expected, mm.size)
+                if offset >= 0:
+                    np.copyto(out[p].reshape(-1).view(np.uint8), mm[offset : offset + expected])
+                    pending[p] = False
+        for k in np.unique(which[pending]):
             v0, _, ref, s0 = plan[int(k)]
-            positions = np.flatnonzero(which == k)
+            positions = np.flatnonzero((which == k) & pending)
             local = rows[positions] - v0 + s0
-            ds = self._dataset(ref)
-            if self._is_fast(ds) and all(out[p].flags.c_contiguous for p in positions[:1]):
+            ds, fast, _ = self._resolve(name, int(k))
+            if fast and contiguous:  # chunks the memory map cannot serve: HDF5's raw chunk read
                 expected = out[0].nbytes
                 zeros = (0,) * (len(out.shape) - 1)
                 dsid = ds.id
-                mapped = self._chunk_map(ds)
                 for p, r in zip(positions, local):
                     target = out[p].reshape(-1).view(np.uint8)
-                    if mapped is not None:  # the chunk's bytes straight from the page cache
-                        mm, offsets = mapped
-                        offset = offsets[r]
-                        if offset == -1:
-                            try:
-                                info = dsid.get_chunk_info_by_coord((int(r),) + zeros)
-                                ok = (info.byte_offset is not None and info.size == expected
-                                      and info.filter_mask == 0 and info.byte_offset + expected <= mm.size)
-                                offset = offsets[r] = info.byte_offset if ok else -2
-                            except (OSError, RuntimeError, ValueError):
-                                offset = offsets[r] = -2
-                        if offset >= 0:
-                            np.copyto(target, mm[offset : offset + expected])
-                            continue
                     try:
                         mask, data = dsid.read_direct_chunk((int(r),) + zeros, out=target)
                     except (OSError, RuntimeError, ValueError):  # e.g. an unallocated chunk

@@ -18,7 +18,7 @@ from .distributed import resolve_device
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "constant")
 # Fields that may change when a run is resumed (they do not change the result on CPU).
-RESUME_MAY_CHANGE = ("store", "workers", "device")
+RESUME_MAY_CHANGE = ("store", "workers", "device", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,13 @@ class TrainConfig:
         (0.5 reaches every offset; 0 turns it off); training only
     percentiles : view normalisation percentiles (see :mod:`advaudio.views`)
     seed : seed of every random choice
-    workers : DataLoader worker processes (0: read in the training process)
+    workers : DataLoader worker processes (0: read in the training process; None: sized to
+        the CPUs, see :func:`advaudio.data.default_workers`)
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``/``"cuda:N"``
-    amp : mixed precision (float16 autocast + GradScaler) when on CUDA
+    amp : mixed precision when on CUDA: bfloat16 autocast where the GPU supports it,
+        else float16 autocast with a GradScaler
+    channels_last : on CUDA, keep the model and its input batches in the NHWC memory
+        format (cuDNN's fast convolutions under mixed precision); ignored on CPU
     extra_sources : model-space inputs (adversarial shards) mixed into training batches
     mix : fraction of each training batch taken from ``extra_sources``
     init_checkpoint : start from this checkpoint's weights and view (fine-tuning)
@@ -80,9 +84,10 @@ class TrainConfig:
     time_shift: float = 0.5
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = True
     extra_sources: tuple[ModelSpaceSource, ...] = ()
     mix: float = 0.0
     init_checkpoint: str | None = None
@@ -102,6 +107,8 @@ class TrainConfig:
             put("init_checkpoint", str(self.init_checkpoint))
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
         for name in ("lr", "weight_decay"):

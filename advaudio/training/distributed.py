@@ -64,10 +64,23 @@ def resolve_device(device: str | torch.device, *, check_available: bool = True) 
     return dev
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type on ``device``: bfloat16 where the GPU computes in it
+    (Ampere and later: float32's range, so no loss scaling), else float16; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def needs_grad_scaler(device: torch.device, amp: bool) -> bool:
+    """Whether training with ``amp`` on ``device`` scales the loss (float16 only: its range is small)."""
+    return bool(amp) and amp_dtype(device) == torch.float16
+
+
 def autocast(device: torch.device, enabled: bool):
-    """float16 autocast on CUDA when ``enabled``; a no-op context elsewhere."""
+    """Autocast to :func:`amp_dtype` on CUDA when ``enabled``; a no-op context elsewhere."""
     if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type="cuda", dtype=amp_dtype(device))
     return contextlib.nullcontext()
 
 

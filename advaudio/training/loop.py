@@ -45,7 +45,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from advaudio.data import StoreBatches, derive_seed, make_loader, to_device
+from advaudio.data import StoreBatches, default_workers, derive_seed, make_loader, to_device
 from advaudio.errors import ParameterError
 from advaudio.models import Classifier, create_model, model_from_config
 from advaudio.progress import progress_bar
@@ -55,7 +55,8 @@ from advaudio.views import View, fit_view
 
 from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
 from .config import RESUME_MAY_CHANGE, TrainConfig
-from .distributed import Distributed, autocast, convert_sync_batchnorm, resolve_device, setup_distributed
+from .distributed import (Distributed, autocast, convert_sync_batchnorm, needs_grad_scaler, resolve_device,
+                          setup_distributed)
 from .evaluation import recalibrate_bn, run_evaluation
 from .splits import FoldSplit, split_by_fold
 
@@ -126,6 +127,7 @@ class _Run:
     scheduler: Any
     scaler: torch.amp.GradScaler
     use_amp: bool
+    memory_format: torch.memory_format = torch.contiguous_format
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     recalibrated: bool = False
@@ -279,8 +281,9 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     val_rows, test_rows = ctx.share(split.val), ctx.share(split.test)
     val_ds = StoreBatches(store, view, val_rows, batch_size=eval_bs) if val_rows.size else None
     test_ds = StoreBatches(store, view, test_rows, batch_size=eval_bs) if test_rows.size else None
-    train_loader = make_loader(train_ds, workers=config.workers, device=device)
-    val_loader = make_loader(val_ds, workers=min(config.workers, 1), device=device) if val_ds else None
+    workers = loader_workers(config, device)
+    train_loader = make_loader(train_ds, workers=workers, device=device)
+    val_loader = make_loader(val_ds, workers=min(workers, 1), device=device) if val_ds else None
 
     optimizer = _build_optimizer(model, config)
     use_amp = bool(config.amp and device.type == "cuda")
@@ -288,11 +291,12 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
                model=model, net=net, train_ds=train_ds, train_loader=train_loader, val_ds=val_ds,
                val_loader=val_loader, test_ds=test_ds, optimizer=optimizer,
                scheduler=_build_scheduler(optimizer, config, len(train_ds)),
-               scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp)
+               scaler=torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, use_amp)), use_amp=use_amp,
+               memory_format=memory_format(config, device))
     if saved is not None:
         run.optimizer.load_state_dict(saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
-        if use_amp and saved.get("scaler"):
+        if run.scaler.is_enabled() and saved.get("scaler"):
             run.scaler.load_state_dict(saved["scaler"])
         set_rng_states(saved["rng"])
         run.history = list(saved["history"])
@@ -344,7 +348,7 @@ def _build_model(config: TrainConfig, store: Store, view: View, device: torch.de
     if min(view.output_shape[1:]) < min_size:
         raise ParameterError(f"{config.model} needs inputs of at least {min_size}×{min_size}; the view gives "
                              f"{view.output_shape[1]}×{view.output_shape[2]} (raise --input-size)")
-    model.to(device)
+    model.to(device, memory_format=memory_format(config, device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if not ctx.enabled:
@@ -353,6 +357,17 @@ def _build_model(config: TrainConfig, store: Store, view: View, device: torch.de
 
     model = convert_sync_batchnorm(model, device)
     return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
+    """NHWC on CUDA when ``config.channels_last`` (cuDNN's tensor-core convolutions want it);
+    NCHW on CPU, where oneDNN reorders NHWC inputs of these small convolutions at a loss."""
+    return torch.channels_last if config.channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+def loader_workers(config: TrainConfig, device: torch.device) -> int:
+    """``config.workers``, or when None :func:`advaudio.data.default_workers` for ``device``."""
+    return default_workers(device) if config.workers is None else int(config.workers)
 
 
 def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -388,9 +403,16 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
     t0 = time.perf_counter()
     bar = progress_bar(total=len(train_ds), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                        enabled=progress, leave=False)
+    # Sums stay on the device: reading one back waits for the GPU, so that happens only for a
+    # callback, a progress-bar refresh (at most every 0.5 s) and at the end of the epoch.
+    loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+    correct_acc = torch.zeros((), dtype=torch.int64, device=device)
+    shown = t0
     for step, batch in enumerate(run.train_loader):
         batch = to_device(batch, device)
         x, y = batch["x"], batch["y"]
+        if run.memory_format is not torch.contiguous_format:
+            x = x.contiguous(memory_format=run.memory_format)
         n = y.shape[0]
         # DDP: the share's summed loss over global batch / world, so DDP's gradient average is the global mean.
         denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
@@ -399,25 +421,33 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
             loss = run.model.training_loss(output, y, label_smoothing=config.label_smoothing,
                                            denominator=denominator)
         run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        if run.scaler.is_enabled():
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            loss.backward()
+            run.optimizer.step()
         run.scheduler.step()
-        loss_value = float(loss.detach())
-        if denominator is None:
-            loss_sum += loss_value * n
-        else:  # the share's summed loss, and its mean for the callback
-            loss_sum += loss_value * denominator
-            loss_value = loss_value * denominator / max(n, 1)
-        correct += int((run.model.main_logits(output).detach().argmax(1) == y).sum())
+        loss_detached = loss.detach()
+        # the share's summed loss (DDP) or the batch's
+        loss_acc += loss_detached.double() * (n if denominator is None else denominator)
+        correct_acc += (run.model.main_logits(output).detach().argmax(1) == y).sum()
         seen += n
-        elapsed = time.perf_counter() - t0
-        # refresh=False: the bar redraws on update() at its own pace (every 30 s in a log)
-        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}",
-                        sps=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
         bar.update(1)
+        now = time.perf_counter()
+        if progress and now - shown >= 0.5:
+            shown = now
+            loss_sum, correct = float(loss_acc), int(correct_acc)
+            # refresh=False: the bar redraws on update() at its own pace (every 30 s in a log)
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}",
+                            sps=f"{seen * ctx.world_size / max(now - t0, 1e-9):.0f}", refresh=False)
         if callback is not None:
+            loss_value = float(loss_detached)
+            if denominator is not None:  # the mean over the share
+                loss_value = loss_value * denominator / max(n, 1)
             callback({"epoch": epoch + 1, "batch": step + 1, "batches": len(train_ds), "loss": loss_value})
+    loss_sum, correct = float(loss_acc), int(correct_acc)
     bar.close()
     if ctx.enabled:  # global sums: the same numbers on every rank
         total = ctx.all_reduce([loss_sum, correct, seen])
@@ -450,7 +480,7 @@ def _final_test(run: _Run) -> dict[str, Any]:
         run.train_ds.set_epoch(config.epochs)
         recalibrate_bn(run.model, run.train_loader, device=run.device, amp=run.use_amp)
         run.recalibrated = True
-    test_loader = (make_loader(run.test_ds, workers=min(config.workers, 1), device=run.device)
+    test_loader = (make_loader(run.test_ds, workers=min(loader_workers(config, run.device), 1), device=run.device)
                    if run.test_ds else None)
     test = run_evaluation(run.model, test_loader, run.test_ds, device=run.device, classes=run.store.classes,
                           amp=run.use_amp, distributed=run.ctx)
