@@ -1,0 +1,179 @@
+"""Per-clip minimal budget of a fixed-budget attack: a batched search with one ε bracket per clip.
+
+Every attacked clip ``i`` keeps a bracket ``(lo_i, hi_i]``: the attack at ``hi_i``
+fooled it, at ``lo_i`` it did not (``lo_i`` starts at ``eps_low``).  Each round
+attacks all unfinished clips at once, each at its own ε (:mod:`~advaudio.attacks.stepping`):
+
+* no success yet: ε ×= ``GROWTH`` (up to ``eps_high``; a clip not fooled there
+  has minimal budget +inf);
+* no failure yet: ε /= ``GROWTH`` (down to ``eps_low``, or ``eps_high·2⁻²⁰``);
+* bracketed: the geometric mid-point, until ``hi - lo <= max(atol, rtol·hi)``.
+
+The search starts at ``eps_high / 16`` and goes *down* from successes because,
+with early stopping, a success far above a clip's minimal ε costs a few steps while
+every failure costs all ``steps``.  A clip leaves the batch when its bracket meets
+the tolerance (or after ``max_iter`` probes, then ``converged`` is False).  Its
+minimal budget is ``hi_i``; the budget at the threshold is their inverted-CDF
+quantile and the fooling-rate curve their empirical CDF
+(:func:`~advaudio.attacks.tuning.minimisation_budget`), exactly as for minimisation
+attacks — so job-array slices merge exactly.
+
+A clip's probes depend on its own outcomes only, and its random start on its own
+seed (``sample_ids``), so a clip gets the same minimal budget in any batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from advaudio.attacks._model import BOUNDS, CountingModel, attack_mode, batched_logits
+from advaudio.attacks.engine import Prepared
+from advaudio.attacks.results import AttackResult, Note, perturbation_norms
+from advaudio.attacks.stepping import gradient_attack, unit_noise
+
+__all__ = ["GROWTH", "START_DIVISOR", "per_clip_search", "step_settings"]
+
+#: Bracket growth / shrink factor per probe before a clip is bracketed.
+GROWTH = 4.0
+#: The first probe is at ``eps_high / START_DIVISOR``.
+START_DIVISOR = 16.0
+#: Descending stops at ``eps_high * FLOOR`` when ``eps_low`` is 0.
+FLOOR = 2.0**-20
+
+
+def step_settings(prep: Prepared) -> dict[str, Any]:
+    """steps, relative step size and random start of a fixed-budget attack's config."""
+    p = prep.config.params
+    return {"steps": int(getattr(p, "steps", 1)), "rel_stepsize": float(p.step_size),
+            "random_start": bool(p.random_start)}
+
+
+def sample_seeds(seed: int, sample_ids: np.ndarray) -> list[int]:
+    """Random-start seed of each clip, from the run's seed and the clip's id (its store row)."""
+    return [int(np.random.SeedSequence([seed, 0x5EED, int(i)]).generate_state(1)[0]) for i in sample_ids]
+
+
+def attack_at(prep: Prepared, counter: CountingModel, sel: torch.Tensor, eps: torch.Tensor, *,
+              noise: torch.Tensor | None, early_stop: bool, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The attack on rows ``sel`` at per-row ``eps``, in chunks of the batch size:
+    (adversarial, success, gradient steps each row ran before its success)."""
+    s = step_settings(prep)
+    classes = prep.targets if prep.targeted else prep.labels
+    advs, oks, runs = [], [], []
+    for a in range(0, len(sel), prep.batch_size):
+        rows = sel[a:a + prep.batch_size]
+        r = gradient_attack(counter, prep.x[rows], classes[rows], eps[a:a + prep.batch_size],
+                            targeted=prep.targeted, norm=prep.config.params.norm,
+                            steps=steps or s["steps"], rel_stepsize=s["rel_stepsize"],
+                            noise=None if noise is None else noise[rows], early_stop=early_stop)
+        advs.append(r.adversarial)
+        oks.append(r.success)
+        runs.append(r.steps_run)
+    if not advs:
+        none = torch.zeros(0, dtype=torch.long, device=prep.device)
+        return prep.x[:0], none.bool(), none
+    return torch.cat(advs), torch.cat(oks), torch.cat(runs)
+
+
+def per_clip_search(
+    prep: Prepared,
+    *,
+    sample_ids: np.ndarray,
+    rtol: float,
+    atol: float,
+    eps_low: float,
+    eps_high: float,
+    max_iter: int,
+    early_stop: bool,
+) -> tuple[AttackResult, bool, int]:
+    """Run the search; returns the result (``minimal_budget`` set), whether every clip
+    converged, and the number of probe rounds."""
+    t0 = time.perf_counter()
+    cfg = prep.config
+    n = len(prep.x)
+    attacked = prep.attacked.cpu().numpy()
+    lo = np.full(n, float(eps_low))
+    hi = np.full(n, np.inf)
+    eps = np.full(n, min(eps_high, max(eps_high / START_DIVISOR, eps_low)))
+    probes = np.zeros(n, dtype=int)
+    finished = ~attacked
+    converged = np.ones(n, dtype=bool)
+    floor = eps_low if eps_low > 0 else eps_high * FLOOR
+    adv = prep.x.clone()
+    s = step_settings(prep)
+    noise = None
+    if s["random_start"]:
+        noise = unit_noise(tuple(prep.x.shape[1:]), norm=cfg.params.norm,
+                           seeds=sample_seeds(cfg.seed, sample_ids), device=prep.device)
+    counter = CountingModel(prep.model)
+    rounds = 0
+    with attack_mode(prep.model):
+        counter.eval()
+        while not finished.all():
+            rounds += 1
+            idx = np.flatnonzero(~finished)
+            sel = torch.as_tensor(idx, device=prep.device)
+            e = torch.as_tensor(eps[idx], dtype=prep.x.dtype, device=prep.device)
+            out, ok_t, run_t = attack_at(prep, counter, sel, e, noise=noise, early_stop=early_stop)
+            ok = ok_t.cpu().numpy()  # one host sync per probe round
+            won = idx[ok]
+            adv[sel[torch.as_tensor(ok, device=prep.device)]] = out[ok_t]
+            hi[won] = eps[won]
+            lost = idx[~ok]
+            lo[lost] = eps[lost]
+            probes[idx] += 1
+            for i in idx:
+                tol = max(atol, rtol * hi[i])
+                if not np.isfinite(hi[i]):  # never fooled yet: grow
+                    if eps[i] >= eps_high:
+                        finished[i] = True
+                    else:
+                        eps[i] = min(eps[i] * GROWTH, eps_high)
+                elif hi[i] - lo[i] <= tol or (lo[i] <= eps_low and hi[i] <= floor):
+                    finished[i] = True
+                else:
+                    if lo[i] <= eps_low:  # nothing failed yet: shrink
+                        c = hi[i] / GROWTH
+                    else:
+                        c = math.sqrt(lo[i] * hi[i])
+                    c = max(c, floor)
+                    eps[i] = c if c > lo[i] else 0.5 * (lo[i] + hi[i])
+                if not finished[i] and probes[i] >= max_iter:
+                    finished[i] = True
+                    converged[i] = False
+        pred = batched_logits(prep.model, adv, prep.batch_size).argmax(1)
+    success_t = (pred == prep.targets if prep.targeted else pred != prep.labels) & prep.attacked
+    success = success_t.cpu().numpy()
+    # A clip whose stored adversarial does not verify (a numerical edge) counts as not fooled.
+    unverified = int((np.isfinite(hi) & attacked & ~success).sum())
+    hi[~success] = np.inf
+    adv[~success_t] = prep.x[~success_t]
+    pred = torch.where(success_t, pred, prep.clean_pred)
+    minimal = np.where(attacked, hi, np.nan)
+    notes = list(prep.notes)
+    if unverified:
+        notes.append(Note("unverified", f"{unverified} clip(s) whose adversarial did not verify: not fooled",
+                          {"count": unverified}))
+    if not converged[attacked].all():
+        k = int((~converged & attacked).sum())
+        notes.append(Note("search-max-iter", f"{k} clip(s) stopped after max_iter={max_iter} probes with a "
+                          "bracket wider than the tolerance", {"count": k, "max_iter": max_iter}))
+    x_np, adv_np = prep.x.cpu().numpy(), adv.cpu().numpy()
+    norms = perturbation_norms(x_np, adv_np)
+    result = AttackResult(
+        attack=prep.spec.name, kind=prep.spec.kind, norm=cfg.params.norm, epsilon=None,
+        targeted=prep.targeted, target_rule=cfg.target_rule if prep.targeted else None,
+        config=dict(cfg.to_dict(), targeted=prep.targeted, early_stop=early_stop),
+        adversarial=adv_np, labels=prep.labels.cpu().numpy(), clean_predicted=prep.clean_pred.cpu().numpy(),
+        predicted=pred.cpu().numpy(),
+        targets=prep.targets.cpu().numpy() if prep.targets is not None else None,
+        attacked=attacked, success=success, **norms,
+        queries=counter.queries, gradient_queries=counter.gradient_queries,
+        wall_time_s=time.perf_counter() - t0 + prep.prep_time_s, notes=notes, minimal_budget=minimal,
+    )
+    return result, bool(converged[attacked].all()), rounds
