@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 FIXED_BUDGET = "fixed-budget"
+#: Budget searches of fixed-budget attacks, the first the default (:func:`~advaudio.attacks.tune_budget`).
+SEARCHES = ("per-clip", "bisection")
 MINIMISATION = "minimisation"
 TARGET_RULES = ("random", "least-likely")
 START_RULES = ("nearest", "noise")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from advaudio.attacks.engine import execute, prepare
-from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, AttackConfig
+from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCHES, AttackConfig
 from advaudio.attacks.results import AttackResult, Note, TuningResult
 from advaudio.attacks.search import per_clip_search
 from advaudio.errors import ParameterError
@@ -42,8 +42,6 @@ __all__ = ["MinimisationBudget", "fooling_rate_curve", "minimisation_budget", "q
 
 # ε-bracketing of fixed-budget attacks starts at eps_high / 2**GROWTH_DOUBLINGS.
 GROWTH_DOUBLINGS = 8
-#: Budget searches of fixed-budget attacks (:func:`tune_budget`), the first the default.
-SEARCHES = ("per-clip", "bisection")
 
 
 def quantile_budget(norms: Any, fooling_rate: float) -> tuple[float, bool]:
