@@ -34,7 +34,7 @@ import torch
 from advaudio.attacks._model import BOUNDS, CountingModel, attack_mode, batched_logits
 from advaudio.attacks.engine import Prepared
 from advaudio.attacks.results import AttackResult, Note, perturbation_norms
-from advaudio.attacks.stepping import gradient_attack, unit_noise
+from advaudio.attacks.stepping import gradient_attack, margins, unit_noise
 
 __all__ = ["GROWTH", "START_DIVISOR", "per_clip_search", "step_settings"]
 
@@ -42,6 +42,13 @@ __all__ = ["GROWTH", "START_DIVISOR", "per_clip_search", "step_settings"]
 GROWTH = 4.0
 #: The first probe is at ``eps_high / START_DIVISOR``.
 START_DIVISOR = 16.0
+#: Probes go this many rtol past the margin line's zero: outside a bracket, inside one.
+OVERSHOOT = 1.0
+OVERSHOOT_IN = 0.5
+#: Guesses that land on the same side this many times in a row give way to bisection.
+STREAK = 2
+#: Bracketed clips keep stepping after a success to measure the margin at hi.
+FULL_MARGIN = True
 #: Descending stops at ``eps_high * FLOOR`` when ``eps_low`` is 0.
 FLOOR = 2.0**-20
 
@@ -59,9 +66,20 @@ def sample_seeds(seed: int, sample_ids: np.ndarray) -> list[int]:
 
 
 def attack_at(prep: Prepared, counter: CountingModel, sel: torch.Tensor, eps: torch.Tensor, *,
-              noise: torch.Tensor | None, early_stop: bool, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              noise: torch.Tensor | None, early_stop: bool, steps: int | None = None,
+              full_margin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The attack on rows ``sel`` at per-row ``eps``, in chunks of the batch size:
-    (adversarial, success, gradient steps each row ran before its success)."""
+    (adversarial, success, best margin); rows where ``full_margin`` is True keep
+    stepping after their success (see :func:`~advaudio.attacks.stepping.gradient_attack`)."""
+    if full_margin is not None and bool(full_margin.any()) and not bool(full_margin.all()):
+        parts = [attack_at(prep, counter, sel[m], eps[m], noise=noise, early_stop=early_stop, steps=steps,
+                           full_margin=m.new_full((int(m.sum()),), flag))
+                 for m, flag in ((~full_margin, False), (full_margin, True))]
+        order = torch.cat([(~full_margin).nonzero().flatten(), full_margin.nonzero().flatten()])
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(len(order), device=order.device)
+        return tuple(torch.cat([a[k] for a in parts])[inv] for k in range(3))  # type: ignore[return-value]
+    full = bool(full_margin.all()) if full_margin is not None and len(full_margin) else False
     s = step_settings(prep)
     classes = prep.targets if prep.targeted else prep.labels
     advs, oks, runs = [], [], []
@@ -70,14 +88,59 @@ def attack_at(prep: Prepared, counter: CountingModel, sel: torch.Tensor, eps: to
         r = gradient_attack(counter, prep.x[rows], classes[rows], eps[a:a + prep.batch_size],
                             targeted=prep.targeted, norm=prep.config.params.norm,
                             steps=steps or s["steps"], rel_stepsize=s["rel_stepsize"],
-                            noise=None if noise is None else noise[rows], early_stop=early_stop)
+                            noise=None if noise is None else noise[rows], early_stop=early_stop,
+                            full_margin=full)
         advs.append(r.adversarial)
         oks.append(r.success)
-        runs.append(r.steps_run)
+        runs.append(r.margin)
     if not advs:
-        none = torch.zeros(0, dtype=torch.long, device=prep.device)
+        none = torch.zeros(0, device=prep.device)
         return prep.x[:0], none.bool(), none
     return torch.cat(advs), torch.cat(oks), torch.cat(runs)
+
+
+def next_probe(*, lo: float, hi: float, m_lo: float, m_hi: float, lo_prev: float, m_prev: float, eps_low: float,
+               eps_high: float, floor: float, rtol: float, atol: float, tried: float,
+               streak: int = 0) -> float | None:
+    """A clip's next ε, or None when its search is over.
+
+    ``lo``/``hi``: largest failing / smallest fooling ε so far (``hi`` inf: none fooled);
+    ``m_lo``, ``m_prev``: the best margins (:func:`~advaudio.attacks.stepping.margins`)
+    at ``lo`` and at the failure before it, ``lo_prev`` (first: the clean input, 0).
+    The zero of the line through the two failures is where the margin would reach 0;
+    the probe goes a little past it (so that a success there leaves a narrow bracket)
+    but never within the tolerance of ``hi`` (a failure there ends the search) and
+    never out of the bracket's inner 90 %; without two points: ×/÷ ``GROWTH``.
+    When the line's guesses land on the same side twice in a row (``streak``: +k
+    after k successes, -k after k failures) the bracket is bisected instead, so a
+    curved margin costs at most a bisection's probes.
+    """
+    if not math.isfinite(hi):
+        if tried >= eps_high:
+            return None  # not fooled at the largest ε
+        guess = _zero(lo_prev, m_prev, lo, m_lo)
+        c = lo * GROWTH if guess is None else min(max(guess * (1 + OVERSHOOT * rtol), lo * (1 + 2 * rtol)), lo * GROWTH)
+        return min(c, eps_high)
+    tol = max(atol, rtol * hi)
+    if hi - lo <= tol or (lo <= eps_low and hi <= floor):
+        return None
+    if lo <= eps_low:  # nothing failed yet: shrink
+        return max(hi / GROWTH, floor)
+    if math.isfinite(m_hi) and m_hi > 0 and m_lo < 0:  # interpolate between the two sides
+        guess = lo + (hi - lo) * (-m_lo) / (m_hi - m_lo)
+    else:
+        guess = _zero(lo_prev, m_prev, lo, m_lo)
+    if guess is None or abs(streak) >= STREAK:
+        return math.sqrt(lo * hi)
+    inner = 0.05 * (hi - lo)
+    return min(max(guess * (1 + OVERSHOOT_IN * rtol), lo + inner), hi - max(tol, inner))
+
+
+def _zero(e0: float, m0: float, e1: float, m1: float) -> float | None:
+    """Where the line through (e0, m0) and (e1, m1), m0 < 0 and rising, reaches margin 0."""
+    if not (e1 > e0 and m1 > m0 and m0 < 0 and math.isfinite(m0) and math.isfinite(m1)):
+        return None
+    return e1 + (e1 - e0) * (-m1) / (m1 - m0)
 
 
 def per_clip_search(
@@ -112,40 +175,48 @@ def per_clip_search(
                            seeds=sample_seeds(cfg.seed, sample_ids), device=prep.device)
     counter = CountingModel(prep.model)
     rounds = 0
+    classes = prep.targets if prep.targeted else prep.labels
     with attack_mode(prep.model):
         counter.eval()
+        clean = batched_logits(prep.model, prep.x, prep.batch_size)
+        m_lo = margins(clean, classes, targeted=prep.targeted).cpu().numpy().astype(np.float64)
+        m_prev = m_lo.copy()  # margin at the failure before lo (first: the clean input, ε = 0)
+        lo_prev = np.zeros(n)
+        m_hi = np.full(n, np.nan)  # margin at hi where measured over every step
+        streak = np.zeros(n, dtype=int)  # +k: the last k probes fooled the clip, -k: failed
         while not finished.all():
             rounds += 1
             idx = np.flatnonzero(~finished)
             sel = torch.as_tensor(idx, device=prep.device)
             e = torch.as_tensor(eps[idx], dtype=prep.x.dtype, device=prep.device)
-            out, ok_t, run_t = attack_at(prep, counter, sel, e, noise=noise, early_stop=early_stop)
+            # Bracketed clips keep stepping after a success: the margin reached at hi makes
+            # the next probe an interpolation instead of an extrapolation.
+            bracketed = torch.as_tensor(np.isfinite(hi[idx]) & (lo[idx] > eps_low), device=prep.device)
+            out, ok_t, margin_t = attack_at(prep, counter, sel, e, noise=noise, early_stop=early_stop,
+                                            full_margin=bracketed if early_stop and FULL_MARGIN else None)
             ok = ok_t.cpu().numpy()  # one host sync per probe round
+            margin = margin_t.cpu().numpy().astype(np.float64)
             won = idx[ok]
             adv[sel[torch.as_tensor(ok, device=prep.device)]] = out[ok_t]
             hi[won] = eps[won]
-            lost = idx[~ok]
-            lo[lost] = eps[lost]
+            m_hi[won] = np.where(bracketed.cpu().numpy()[ok], margin[ok], np.nan)
+            lost, m_lost = idx[~ok], margin[~ok]
+            lo_prev[lost], m_prev[lost] = lo[lost], m_lo[lost]
+            lo[lost], m_lo[lost] = eps[lost], m_lost
+            streak[won] = np.maximum(streak[won], 0) + 1
+            streak[lost] = np.minimum(streak[lost], 0) - 1
             probes[idx] += 1
             for i in idx:
-                tol = max(atol, rtol * hi[i])
-                if not np.isfinite(hi[i]):  # never fooled yet: grow
-                    if eps[i] >= eps_high:
-                        finished[i] = True
-                    else:
-                        eps[i] = min(eps[i] * GROWTH, eps_high)
-                elif hi[i] - lo[i] <= tol or (lo[i] <= eps_low and hi[i] <= floor):
+                c = next_probe(lo=lo[i], hi=hi[i], m_lo=m_lo[i], m_hi=m_hi[i], lo_prev=lo_prev[i], m_prev=m_prev[i],
+                               eps_low=eps_low, eps_high=eps_high, floor=floor, rtol=rtol, atol=atol,
+                               tried=eps[i], streak=int(streak[i]))
+                if c is None:
                     finished[i] = True
-                else:
-                    if lo[i] <= eps_low:  # nothing failed yet: shrink
-                        c = hi[i] / GROWTH
-                    else:
-                        c = math.sqrt(lo[i] * hi[i])
-                    c = max(c, floor)
-                    eps[i] = c if c > lo[i] else 0.5 * (lo[i] + hi[i])
-                if not finished[i] and probes[i] >= max_iter:
+                elif probes[i] >= max_iter:
                     finished[i] = True
                     converged[i] = False
+                else:
+                    eps[i] = c
         pred = batched_logits(prep.model, adv, prep.batch_size).argmax(1)
     success_t = (pred == prep.targets if prep.targeted else pred != prep.labels) & prep.attacked
     success = success_t.cpu().numpy()

@@ -37,11 +37,12 @@ __all__ = ["StepResult", "gradient_attack", "unit_noise"]
 
 @dataclass(frozen=True)
 class StepResult:
-    """Adversarial inputs, per-sample success of the returned input, and steps run."""
+    """Adversarial inputs, per-sample success of the returned input, steps run and best margin."""
 
     adversarial: torch.Tensor
     success: torch.Tensor
     steps_run: torch.Tensor  # (N,) gradient steps each sample took
+    margin: torch.Tensor  # (N,) best margin over the iterates (> 0: goal reached), see margins()
 
 
 def unit_noise(shape: tuple[int, ...], *, norm: str, seeds: list[int], device: torch.device) -> torch.Tensor:
@@ -61,6 +62,14 @@ def unit_noise(shape: tuple[int, ...], *, norm: str, seeds: list[int], device: t
     return torch.stack(out).to(device)
 
 
+def margins(logits: torch.Tensor, classes: torch.Tensor, *, targeted: bool) -> torch.Tensor:
+    """How far each sample is past its goal: ``z_target - max_other`` (targeted) or
+    ``max_other - z_label`` (untargeted); > 0 where the goal is reached."""
+    own = logits.gather(1, classes.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, classes.view(-1, 1), float("-inf")).amax(1)
+    return own - other if targeted else other - own
+
+
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.ndim - 1)))
 
@@ -77,6 +86,7 @@ def gradient_attack(
     rel_stepsize: float = 1.0,
     noise: torch.Tensor | None = None,
     early_stop: bool = True,
+    full_margin: bool = False,
     compact_every: int | None = None,
 ) -> StepResult:
     """``steps`` gradient steps from ``x0`` (or ``x0 + ε·noise``) within each sample's ε-ball.
@@ -86,7 +96,9 @@ def gradient_attack(
         classes: the target class (``targeted``) or the true label per sample.
         epsilon: ``(N,)`` budget per sample in ``norm`` (``"linf"`` or ``"l2"``).
         noise: ``(N, ...)`` unit random-start draws (:func:`unit_noise`); None: no random start.
-        early_stop: stop each sample at its first successful iterate.
+        early_stop: return each sample's first successful iterate and stop stepping it.
+        full_margin: with ``early_stop``, keep stepping successful samples (their output
+            stays the first successful iterate) so that ``margin`` is the best over every step.
         compact_every: drop finished samples from the batch every this many steps.
     """
     if compact_every is None:
@@ -100,6 +112,8 @@ def gradient_attack(
     done = torch.zeros(n, dtype=torch.bool, device=x0.device)
     steps_run = torch.zeros(n, dtype=torch.long, device=x0.device)
     active = torch.arange(n, device=x0.device)
+    out = x.clone() if full_margin else x  # full_margin: the first successful iterate per sample
+    best = torch.full((n,), float("-inf"), device=x0.device)
 
     def reached(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         pred = logits.argmax(1)
@@ -114,6 +128,7 @@ def gradient_attack(
             logits = model(xa)
             loss = F.cross_entropy(logits, cls, reduction="sum")
         (grad,) = torch.autograd.grad(loss, xa)
+        best[active] = torch.maximum(best[active], margins(logits.detach().float(), cls, targeted=targeted))
         if norm == "linf":
             grad = grad.sign()
         else:
@@ -128,14 +143,24 @@ def gradient_attack(
         new = (x0[active] + delta).clamp(*BOUNDS)
         if early_stop:
             hit = reached(logits.detach(), cls)  # the iterate this step started from
-            new = torch.where(hit.view(shape), xd, new)
+            first = hit & ~done[active]
+            if full_margin:  # the output is the first success; the trajectory goes on
+                out[active] = torch.where(first.view(shape), xd, out[active])
+            else:
+                new = torch.where(hit.view(shape), xd, new)
             done[active] |= hit
-            steps_run[active] += (~hit).long()
+            steps_run[active] += (~done[active]).long()
         else:
             steps_run[active] += 1
         x[active] = new
-        if early_stop and ((t + 1) % compact_every == 0):
+        if early_stop and not full_margin and ((t + 1) % compact_every == 0):
             active = active[~done[active]]  # the one host sync, every compact_every steps
     with torch.no_grad():
-        success = reached(model(x), classes) if n else done
-    return StepResult(adversarial=x.detach(), success=success, steps_run=steps_run)
+        final = model(x) if n else None
+        if n:
+            best = torch.maximum(best, margins(final.float(), classes, targeted=targeted))
+        if full_margin and early_stop and n:
+            x = torch.where(done.view(shape), out, x)
+            final = model(x)
+    success = reached(final, classes) if n else done
+    return StepResult(adversarial=x.detach(), success=success, steps_run=steps_run, margin=best)
