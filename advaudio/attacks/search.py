@@ -119,6 +119,7 @@ def next_probe(*, lo: float, hi: float, m_lo: float, m_hi: float, lo_prev: float
         if tried >= eps_high:
             return None  # not fooled at the largest ε
         guess = _zero(lo_prev, m_prev, lo, m_lo)
+        guess = None if guess is None else _on_grid(guess, rtol)
         c = lo * GROWTH if guess is None else min(max(guess * (1 + OVERSHOOT * rtol), lo * (1 + 2 * rtol)), lo * GROWTH)
         return min(c, eps_high)
     tol = max(atol, rtol * hi)
@@ -132,8 +133,16 @@ def next_probe(*, lo: float, hi: float, m_lo: float, m_hi: float, lo_prev: float
         guess = _zero(lo_prev, m_prev, lo, m_lo)
     if guess is None or abs(streak) >= STREAK:
         return math.sqrt(lo * hi)
+    guess = _on_grid(guess, rtol)
     inner = 0.05 * (hi - lo)
     return min(max(guess * (1 + OVERSHOOT_IN * rtol), lo + inner), hi - max(tol, inner))
+
+
+def _on_grid(value: float, rtol: float) -> float:
+    """``value`` rounded to a log grid of step rtol/4: margins differ in their last bits
+    between batch sizes, and a guess on the grid does not, so slices agree with one run."""
+    q = math.log1p(max(rtol, 1e-3) / 4)
+    return math.exp(round(math.log(value) / q) * q) if value > 0 else value
 
 
 def _zero(e0: float, m0: float, e1: float, m1: float) -> float | None:
