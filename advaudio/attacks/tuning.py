@@ -99,7 +99,8 @@ def minimisation_budget(result: AttackResult, fooling_rate: float) -> Minimisati
     return MinimisationBudget(
         budget=budget, reached=reached, within_budget=within,
         fooling_rate=float(within[result.attacked].mean()),
-        evaluations=[(float(v), float((k + 1) / len(norms))) for k, v in enumerate(finite)],
+        evaluations=[(float(v), float(np.searchsorted(finite, v, side="right") / len(norms)))
+                     for v in np.unique(finite)],  # ties (same minimal ε) are one step of the CDF
         reason=reason, stats=result.stats(within),
     )
 
