@@ -260,10 +260,6 @@ def attack_stage(
                                        sample_ids=rows, batch_size=config.batch_size, seed=config.seed)
         for record in records:
             record["checks"] = [c for c in evaluation["checks"] if record["attack"] in c["attacks"]]
-        if progress:
-            for c in evaluation["checks"]:
-                if c["status"] == "warn":
-                    print(f"warning: evaluation check {c['check']} failed: {c['text']}", file=sys.stderr, flush=True)
     document = {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": ckpt_sha,
@@ -283,6 +279,12 @@ def attack_stage(
     document["results_path"] = str(results_path)
     return document
 
+
+
+def check_warnings(document: dict[str, Any]) -> list[str]:
+    """One line per failed evaluation check of a results document (none: all passed or not run)."""
+    checks = (document.get("evaluation") or {}).get("checks") or []
+    return [f"warning: evaluation check {c['check']} failed: {c['text']}" for c in checks if c["status"] != "pass"]
 
 
 def format_table(document: dict[str, Any]) -> str:

@@ -523,7 +523,7 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     minimal perturbations. Prints a table and writes
     attack-round<K>-<split>.json beside the checkpoint.
     """
-    from advaudio.adversarial import AttackStageConfig, attack_stage, format_table, parse_slice
+    from advaudio.adversarial import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
     from advaudio.attacks import Note
 
     config = AttackStageConfig(
@@ -537,6 +537,8 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     for record in doc["attacks"]:
         for note in record.get("notes", []):
             click.echo(f"  {record['attack']}: {Note.from_json(note).text}")
+    for line in check_warnings(doc):  # a failed evaluation check is never silent
+        click.echo(line, err=True)
     click.echo(doc["results_path"])
 
 

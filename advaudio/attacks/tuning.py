@@ -1,6 +1,12 @@
 """Budget tuning: the smallest budget at which an attack reaches a fooling rate.
 
-Fixed-budget attacks (:func:`tune_budget`): bisection over ε on ``[eps_low,
+Fixed-budget attacks, ``search="per-clip"`` (the default): every clip's minimal ε
+(:mod:`advaudio.attacks.search`), the budget their inverted-CDF quantile and the
+fooling-rate curve their empirical CDF, as for minimisation attacks below; slices
+of a job array merge exactly.  On the test CNN and a width-1/4 resnet18 it took
+0.3–0.65× the gradient steps of the bisection (``benchmarks/bench_budget_search.py``).
+
+Fixed-budget attacks, ``search="bisection"``: bisection over ε on ``[eps_low,
 eps_high]`` assuming the fooling rate is monotone in ε (the seed, targets and PGD
 random start are held fixed, so each probe differs only in ε).  The bracket is found
 by doubling ε from ``eps_low`` (or ``eps_high / 2**8`` when ``eps_low`` is 0) until the
