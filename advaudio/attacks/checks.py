@@ -82,7 +82,7 @@ def evaluation_checks(
     sample_ids: Any = None,
     batch_size: int = 256,
     seed: int = 0,
-    subset: int = 32,
+    subset: int = 16,
     robust_epsilons: Mapping[str, tuple[float, ...]] = ROBUST_EPSILONS,
 ) -> dict[str, Any]:
     """The checks that apply to ``tunings`` (attack name → result on ``inputs``) and robust accuracy."""
