@@ -48,7 +48,10 @@ class AttackStageConfig:
     target_rule : ``"random"`` (seeded other class) or ``"least-likely"``
     slice : ``(i, n)``: attack only the i-th of n contiguous parts of the rows (job arrays)
     attack_params : per-attack parameter overrides, e.g. ``{"pgd": {"steps": 20}}``
-    rtol : relative tolerance of the ε bisection of fixed-budget attacks
+    rtol : relative tolerance of the ε search of fixed-budget attacks
+    search : budget search of fixed-budget attacks: ``"per-clip"`` (every clip's minimal ε;
+        slices merge exactly) or ``"bisection"`` (the batch's fooling rate bisected)
+    checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
     """
 
     attacks: tuple[str, ...] = ("pgd", "cw")
@@ -62,6 +65,8 @@ class AttackStageConfig:
     slice: tuple[int, int] | None = None
     attack_params: dict = field(default_factory=dict)
     rtol: float = 0.05
+    search: str = "per-clip"
+    checks: bool = True
 
     def __post_init__(self):
         from advaudio.attacks.params import PARAMS
@@ -72,6 +77,11 @@ class AttackStageConfig:
         repeated = sorted({a for a in self.attacks if self.attacks.count(a) > 1})
         if repeated:  # the second run would only redo (and overwrite) the first
             raise ParameterError(f"attack(s) {', '.join(repeated)} given more than once")
+
+        from advaudio.attacks.params import SEARCHES
+
+        if self.search not in SEARCHES:
+            raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         if self.split not in SPLITS:
             raise ParameterError(f"split must be one of {SPLITS}, got {self.split!r}")
         if not 0.0 < self.fooling_rate <= 1.0:
@@ -191,6 +201,7 @@ def attack_stage(
     targets = choose_targets(model, inputs, labels, rule=config.target_rule,
                              num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
     records = []
+    tunings = {}
     for name in config.attacks:
         attack_config = config.attack_config(name)
         if progress:
@@ -198,7 +209,8 @@ def attack_stage(
                   file=sys.stderr, flush=True)
         tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
                              fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
-                             batch_size=config.batch_size)
+                             batch_size=config.batch_size, search=config.search, sample_ids=rows)
+        tunings[name] = tuning
         result = tuning.result
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
                                  slice=config.slice)
@@ -219,6 +231,8 @@ def attack_stage(
                 "within_budget": np.asarray(within, bool),
                 **{k: getattr(result, k).astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
             }
+            if result.minimal_budget is not None:  # per-clip search: what an exact merge needs
+                arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
             attrs = {
                 "attack": name, "attack_config": result.config, "kind": tuning.kind, "norm": tuning.norm,
                 "budget": float(tuning.budget), "fooling_rate": float(tuning.fooling_rate),
@@ -229,6 +243,7 @@ def attack_stage(
                 "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
                 "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
                 "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
+                "search": tuning.search,
             }
             shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
         record = tuning.to_dict()
@@ -241,6 +256,14 @@ def attack_stage(
         })
         records.append(record)
 
+    evaluation = None
+    if config.checks:
+        from advaudio.attacks.checks import evaluation_checks
+
+        evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
+                                       sample_ids=rows, batch_size=config.batch_size, seed=config.seed)
+        for record in records:
+            record["checks"] = [c for c in evaluation["checks"] if record["attack"] in c["attacks"]]
     document = {
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": ckpt_sha,
@@ -253,12 +276,19 @@ def attack_stage(
         "device": str(dev),
         "wall_time_s": time.perf_counter() - t_stage,
         "attacks": records,
+        "evaluation": evaluation,
     }
     results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
     st.write_json_atomic(results_path, document)
     document["results_path"] = str(results_path)
     return document
 
+
+
+def check_warnings(document: dict[str, Any]) -> list[str]:
+    """One line per failed evaluation check of a results document (none: all passed or not run)."""
+    checks = (document.get("evaluation") or {}).get("checks") or []
+    return [f"warning: evaluation check {c['check']} failed: {c['text']}" for c in checks if c["status"] != "pass"]
 
 
 def format_table(document: dict[str, Any]) -> str:

@@ -483,6 +483,12 @@ _ATTACK_OPTIONS = [
 ]
 
 
+def _searches() -> tuple[str, ...]:
+    from advaudio.attacks.params import SEARCHES
+
+    return SEARCHES
+
+
 def _with(options):
     def wrap(fn):
         for option in reversed(options):
@@ -504,25 +510,31 @@ def _with(options):
               help="Attack only the I-th of N parts of the clips (job arrays); merge with `store merge`.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Directory of the results JSON [default: the checkpoint's].")
+@click.option("--search", type=click.Choice(_searches()), default=_default(AttackStageConfig, "search"),
+              show_default=True, help="Budget search of fixed-budget attacks: every clip's minimal ε "
+              "(slices merge exactly) or bisection of the batch's fooling rate.")
+@click.option("--checks/--no-checks", default=True, show_default=True,
+              help="Run the evaluation checks (Carlini et al. 2019) after the attacks.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_computes
 def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
-           split, round_, slice_, out_dir, progress):
+           split, round_, slice_, out_dir, search, checks, progress):
     """Tune attacks on a checkpoint to a fooling rate; write adversarial shards into the store.
 
-    For fixed-budget attacks (fgsm, bim, pgd) ε is bisected until the fooling
-    rate reaches the threshold; for minimisation attacks (deepfool, cw, ead,
+    For fixed-budget attacks (fgsm, bim, pgd) every clip's minimal ε is searched
+    (or, --search bisection, ε is bisected until the batch's fooling rate reaches
+    the threshold); for minimisation attacks (deepfool, cw, ead,
     boundary, hopskipjump) the budget is the quantile of the per-sample
     minimal perturbations. Prints a table and writes
     attack-round<K>-<split>.json beside the checkpoint.
     """
-    from advaudio.adversarial import AttackStageConfig, attack_stage, format_table, parse_slice
+    from advaudio.adversarial import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
     from advaudio.attacks import Note
 
     config = AttackStageConfig(
         attacks=_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
         round=round_, seed=seed, target_rule=target_rule, slice=parse_slice(slice_),
-        attack_params=_attack_params(params),
+        attack_params=_attack_params(params), search=search, checks=checks,
     )
     doc = attack_stage(config, checkpoint=checkpoint, store=store_path, out_dir=out_dir, device=device,
                        progress=progress)
@@ -530,6 +542,8 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     for record in doc["attacks"]:
         for note in record.get("notes", []):
             click.echo(f"  {record['attack']}: {Note.from_json(note).text}")
+    for line in check_warnings(doc):  # a failed evaluation check is never silent
+        click.echo(line, err=True)
     click.echo(doc["results_path"])
 
 

@@ -31,7 +31,11 @@ Budgets. A slice tunes its budget on its own clips.
   batch's summed loss. boundary and hopskipjump take starting points from
   the attacked batch and random draws seeded per batch, so a slice is a valid
   run on its clips but not the same draws as one unsliced run.
-* Fixed-budget attacks (fgsm, bim, pgd): each slice bisects its own ε, so the
+* Fixed-budget attacks (fgsm, bim, pgd) tuned by the per-clip search (the
+  default; their shards hold ``minimal_budget``): a clip's minimal ε depends on
+  that clip only (its probes, its seeded random start), so they merge like
+  minimisation attacks: the quantile of the union, exactly as one unsliced run.
+* Fixed-budget attacks tuned by ``--search bisection``: each slice bisects its own ε, so the
   slices' examples are made at different budgets, which one run never does.
   When every slice ended at the same ε the set merges as is; otherwise merging
   is refused unless ``allow_mixed_budgets``, which keeps every slice's
@@ -323,6 +327,8 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
         "attacked": np.zeros(n, bool), "success": np.zeros(n, bool), "within_budget": np.zeros(n, bool),
         "l1": np.zeros(n), "l2": np.zeros(n), "linf": np.zeros(n), "snr_db": np.full(n, np.inf),
     }
+    if "minimal_budget" in like:  # per-clip search: excluded clips have no minimal budget
+        arrays["minimal_budget"] = np.full(n, np.nan)
     if sorted(arrays) != sorted(like):
         raise StoreError(f"{why}; the other slices hold datasets {sorted(like)}, which this merge cannot rebuild")
     return {k: np.asarray(arrays[k], dtype=like[k].dtype) for k in like}
@@ -420,12 +426,13 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         targets=arrays.get("target"), attacked=attacked, success=success,
         **{k: arrays[k].astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
         queries=0, gradient_queries=0, wall_time_s=0.0,
+        minimal_budget=arrays["minimal_budget"].astype(np.float64) if "minimal_budget" in arrays else None,
     )
     notes = _union_notes(slices, n_excluded, total)
     budgets = [float(sl.attr("budget")) for sl in shards]
     attack_config = first.attr("attack_config")
     evaluations: list[list[float]]
-    if kind == FIXED_BUDGET:
+    if kind == FIXED_BUDGET and result.minimal_budget is None:  # slices bisected their own ε
         mixed = len(set(budgets)) > 1
         if mixed and not allow_mixed_budgets:
             listed = ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
@@ -466,8 +473,10 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         mb = minimisation_budget(result, threshold)  # exactly as one run over all clips
         budget, reached, within, reason, stats = mb.budget, mb.reached, mb.within_budget, mb.reason, mb.stats
         evaluations = [[e, r] for e, r in mb.evaluations]
-        budget_source = "quantile of the union's minimal norms"
-        tolerance, converged = None, True
+        budget_source = ("quantile of the union's per-clip minimal budgets" if kind == FIXED_BUDGET
+                         else "quantile of the union's minimal norms")
+        tolerance = records[0].get("tolerance") if kind == FIXED_BUDGET else None
+        converged = all(bool(r.get("converged", True)) for sl, r in zip(slices, records) if not sl.empty)
     fooling_rate = float(within[attacked].mean())
     arrays["within_budget"] = within
     notes.append(_merged_note(len(slices)))

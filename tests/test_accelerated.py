@@ -13,7 +13,7 @@ import torch
 
 from advaudio.data import StoreBatches, batch_sizes, default_workers, make_loader, to_device
 from advaudio.errors import ParameterError
-from advaudio.store import Store, read_rows
+from advaudio.store import read_rows
 from advaudio.training import TrainConfig, load_checkpoint, train
 from advaudio.training.distributed import amp_dtype, autocast, needs_grad_scaler
 from advaudio.training.loop import loader_workers, memory_format

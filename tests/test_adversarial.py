@@ -83,9 +83,13 @@ def test_shards_replay_to_their_recorded_predictions(trained, attacked):
         # The recorded budget is the one the results JSON reports, and it holds.
         assert attrs["budget"] == pytest.approx(record["budget"])
         assert attrs["checkpoint_sha256"] == st.sha256_file(ckpt_path)
-        within = norms[record["norm"]][success]
-        if record["kind"] == "fixed-budget":
-            assert np.all(within <= record["budget"] * (1 + 1e-4) + 1e-6)
+        if record["kind"] == "fixed-budget":  # per-clip search: each clip within its minimal ε
+            with h5py.File(path, "r") as f:
+                within_budget, minimal = f["within_budget"][:], f["minimal_budget"][:]
+            assert record["search"] == "per-clip" and np.all(minimal[success] <= record["budget"]) == \
+                bool(within_budget[success].all())
+            assert np.all(norms[record["norm"]][within_budget] <= record["budget"] * (1 + 1e-4) + 1e-6)
+            assert np.all(norms[record["norm"]][success] <= minimal[success] * (1 + 1e-4) + 1e-6)
         fooled = success.sum() / max(1, int(np.asarray(h5py.File(path, "r")["attacked"][:]).sum()))
         assert fooled >= 0.75 or not record["reached"]
 

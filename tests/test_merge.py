@@ -204,7 +204,7 @@ def test_default_batches_merge_to_float32_rounding(trained, tmp_path):
 def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_path):
     store, ckpt = workspace(trained, tmp_path)
     docs = [attack(store, ckpt, attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, rtol=0.2, split="train",
-                   slice=(i, 2)) for i in range(2)]
+                   slice=(i, 2), search="bisection", checks=False) for i in range(2)]
     budgets = [d["attacks"][0]["budget"] for d in docs]
     assert budgets[0] != budgets[1]  # each slice bisected its own ε
     with pytest.raises(StoreError, match=r"fixed-budget attack and its slices tuned different linf budgets"):
@@ -224,6 +224,27 @@ def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_pa
     assert [e for e, _ in rec["evaluations"]] == common and common
     for e, rate in rec["evaluations"]:
         assert rate == pytest.approx((n[0] * curves[0][e] + n[1] * curves[1][e]) / sum(n))
+
+
+def test_per_clip_search_slices_of_3_merge_to_the_unsliced_run_exactly(trained, tmp_path):
+    """pgd with the per-clip ε search: a clip's probes and random start are its own, so 3 slices merged
+    hold the unsliced run's minimal budgets, budget, CDF and within-budget flags exactly."""
+    kw = dict(attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, fooling_rate=0.8, split="train",
+              limit=24, checks=False)
+    store_a, ckpt_a = workspace(trained, tmp_path / "a")
+    (whole,) = attack(store_a, ckpt_a, **kw)["attacks"]
+    store_b, ckpt_b = workspace(trained, tmp_path / "b")
+    for i in range(3):
+        attack(store_b, ckpt_b, slice=(i, 3), **kw)
+    (rec,) = merge_results(store_b, round=0, split="train")["attacks"]
+    a, _ = read_shard(whole["shard"])
+    b, attrs = read_shard(rec["shard"])
+    for key in ("minimal_budget", "within_budget", "success", "clean_index", "target", "predicted"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_allclose(a["adversarial"], b["adversarial"], atol=1e-6)
+    assert rec["budget"] == whole["budget"] and rec["evaluations"] == whole["evaluations"]
+    assert rec["fooling_rate"] == whole["fooling_rate"] and whole["search"] == "per-clip"
+    assert attrs["budget_source"] == "quantile of the union's per-clip minimal budgets"
 
 
 def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, tmp_path):

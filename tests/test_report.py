@@ -361,3 +361,18 @@ def test_figure_functions_take_missing_values(tmp_path):
     assert p.stat().st_size > 0
     with pytest.raises(ValueError):
         figures.adversarial_grid(np.zeros((2, 8, 8)), {"x": np.zeros((2, 8, 9))}, tmp_path / "g.png")
+
+
+def test_evaluation_checks_and_robust_accuracy_are_shown_per_round(run):
+    (r,) = run["json"]["runs"]
+    tests = [ev for ev in r["evaluation"] if ev["split"] == "test"]
+    assert [ev["round"] for ev in tests] == [0, 1]
+    md = Path(run["md"]).read_text()
+    assert "## Evaluation checks" in md and "## Robust accuracy at fixed ε" in md
+    for ev in tests:
+        doc = json.loads(Path(ev["source"]).read_text())
+        assert ev["checks"] == doc["evaluation"]["checks"] and ev["checks"]
+        for c in ev["checks"]:  # every check recorded in the results is a PASS / WARN row
+            status = "PASS" if c["status"] == "pass" else "WARN"
+            assert f"| {c['check']} | {', '.join(c['attacks'])} | {status} |" in md
+        assert set(ev["robust_accuracy"]) == {"linf", "l2"}  # fgsm: linf, deepfool: l2

@@ -446,7 +446,7 @@ def _run_experiment(tmp_path: Path, **variables: str) -> list[dict]:
 def test_experiment_script_chains_every_stage_with_afterok(tmp_path):
     run_dir = str(tmp_path / "run")
     jobs = _run_experiment(tmp_path, RUN_DIR=run_dir, ATTACKS="deepfool,pgd", ROUNDS="1", ARRAY_SIZE="3",
-                           PARTITION="cpu", ACCOUNT="proj", TRAIN_RESOURCES="-p gpu --gres=gpu:2 -c 8",
+                           FIXED_BUDGET_ATTACKS="pgd", PARTITION="cpu", ACCOUNT="proj", TRAIN_RESOURCES="-p gpu --gres=gpu:2 -c 8",
                            BATCH_SIZE="16", EPOCHS="5", ATTACK_ARGS="-p pgd.steps=20 -p deepfool.steps=30")
     by_name = {j["name"].removeprefix("advaudio-"): j for j in jobs}
     assert list(by_name) == [
@@ -468,7 +468,7 @@ def test_experiment_script_chains_every_stage_with_afterok(tmp_path):
         assert "--partition=cpu" in job["args"] and "--account=proj" in job["args"]
         assert ("--kill-on-invalid-dep=yes" in job["args"]) == bool(job["after"])
     assert "--gres=gpu:2" in by_name["train"]["args"] and "-p" in by_name["train"]["args"]
-    # Minimisation attacks are sliced over the array; pgd (fixed budget) runs whole, as one slice.
+    # Attacks are sliced over the array; pgd, named in FIXED_BUDGET_ATTACKS, runs whole, as one slice.
     env = {k: j["env"] for k, j in by_name.items()}
     assert by_name["attack-r00-test"]["array"] == "0-2" and env["attack-r00-test"]["SLICES"] == "3"
     assert env["attack-r00-test"]["ATTACKS"] == "deepfool" and env["attack-r00-test-whole"]["ATTACKS"] == "pgd"

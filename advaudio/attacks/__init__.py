@@ -10,6 +10,9 @@ Modules, in the order a run uses them:
 ``gradient``     fixed-budget specs: fgsm, bim, pgd
 ``minimisation`` minimisation specs: deepfool, cw, ead
 ``decision``     decision-based specs and their starting points: boundary, hopskipjump
+``stepping``     fgsm/bim/pgd with one ε per sample and early stopping (torch)
+``search``       the per-clip minimal-ε search of fixed-budget attacks
+``checks``       evaluation checks (Carlini et al. 2019), robust accuracy at fixed ε
 ``targets``      :func:`choose_targets`
 ``engine``       :func:`run_attack`: clean classification, chunks, verification
 ``tuning``       :func:`tune_budget`, :func:`fooling_rate_curve`,
@@ -37,6 +40,7 @@ cw          minimisation l2                 yes      L2CarliniWagnerAttack; samp
                                                      the target are retried with a larger
                                                      constant (``const_retries``) — noted
 ead         minimisation l1 (L2 also kept)  yes      EADAttack, same retry rule as cw
+fmn         minimisation l2 (or linf, l1)   yes      L2FMNAttack / LInfFMNAttack / L1FMNAttack
 boundary    minimisation l2                 yes      BoundaryAttack (decision-based), from
                                                      starting points (see ``decision``)
 hopskipjump minimisation l2 (or linf)       yes      HopSkipJumpAttack (decision-based), idem
@@ -61,6 +65,7 @@ from advaudio.attacks.params import (
     DeepFoolParams,
     EADParams,
     FGSMParams,
+    FMNParams,
     HopSkipJumpParams,
     PGDParams,
 )
@@ -84,6 +89,7 @@ __all__ = [
     "DeepFoolParams",
     "EADParams",
     "FGSMParams",
+    "FMNParams",
     "HopSkipJumpParams",
     "Note",
     "PGDParams",

@@ -32,7 +32,11 @@ gradient_queries / attacked samples (PGD with 40 steps: 40).  Foolbox evaluates 
 batches, so samples that are already done still count.  The clean classification and
 the final verification are not counted.
 
-Performance: fixed-budget attacks also go through Foolbox.  eagerpy's gradient calls
+The per-clip budget search of fixed-budget attacks runs its own torch loop with one ε
+per sample (:mod:`advaudio.attacks.stepping`, Foolbox's algorithm); :func:`run_attack`
+at one ε and the bisection go through Foolbox.
+
+Performance: fixed-budget attacks at one ε also go through Foolbox.  eagerpy's gradient calls
 ``loss.backward()``, which computes every weight gradient too; runs therefore freeze
 the model's parameters (``requires_grad`` off, restored afterwards), which brings
 Foolbox's PGD to the cost of a hand-written torch loop (``benchmarks/bench_attack.py``:

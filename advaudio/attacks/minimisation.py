@@ -1,4 +1,4 @@
-"""Minimisation attacks that search each sample's smallest perturbation: DeepFool, CW, EAD.
+"""Minimisation attacks that search each sample's smallest perturbation: DeepFool, CW, EAD, FMN.
 
 DeepFool always runs untargeted: Foolbox accepts a targeted criterion but only walks
 to the nearest boundary (noted).  CW and EAD binary-search the constant c; samples
@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any
 
 from advaudio.attacks.base import AttackSpec
-from advaudio.attacks.params import AttackParams, CarliniWagnerParams, DeepFoolParams, EADParams
+from advaudio.attacks.params import AttackParams, CarliniWagnerParams, DeepFoolParams, EADParams, FMNParams
 from advaudio.attacks.results import Note
 
 
@@ -128,3 +128,15 @@ class EAD(ConstSearchAttack):
             decision_rule=params.decision_rule,
             abort_early=True,
         )
+
+
+class FastMinimumNorm(MinimisationAttack):
+    """Foolbox's ``L2FMNAttack`` / ``LInfFMNAttack`` / ``L1FMNAttack``, targeted where asked."""
+
+    params_type = FMNParams
+    description = "fast minimum-norm attack (Pintor et al. 2021): ε adapted along one gradient trajectory"
+
+    def attack(self, fb, params):
+        cls = {"l2": fb.attacks.L2FMNAttack, "linf": fb.attacks.LInfFMNAttack, "l1": fb.attacks.L1FMNAttack}
+        return cls[params.norm](steps=params.steps, max_stepsize=params.max_stepsize, gamma=params.gamma,
+                                binary_search_steps=params.binary_search_steps)

@@ -36,11 +36,14 @@ __all__ = [
     "DeepFoolParams",
     "EADParams",
     "FGSMParams",
+    "FMNParams",
     "HopSkipJumpParams",
     "PGDParams",
 ]
 
 FIXED_BUDGET = "fixed-budget"
+#: Budget searches of fixed-budget attacks, the first the default (:func:`~advaudio.attacks.tune_budget`).
+SEARCHES = ("per-clip", "bisection")
 MINIMISATION = "minimisation"
 TARGET_RULES = ("random", "least-likely")
 START_RULES = ("nearest", "noise")
@@ -240,6 +243,28 @@ class EADParams(_ConstSearchParams):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FMNParams(AttackParams):
+    """fmn: fast minimum-norm attack (Pintor et al. 2021): ``steps`` steps of at most
+    ``max_stepsize`` (cosine-annealed), ε adapted by ``gamma`` per step; the L1 / L∞
+    variants project by ``binary_search_steps`` bisection steps."""
+
+    attack: ClassVar[str] = "fmn"
+    kind: ClassVar[str] = MINIMISATION
+    norms: ClassVar[tuple[str, ...]] = ("l2", "linf", "l1")
+
+    steps: int = 100
+    max_stepsize: float = 1.0
+    gamma: float = 0.05
+    binary_search_steps: int = 10
+
+    def _check(self) -> None:
+        _require(self.max_stepsize > 0, self.attack, "max_stepsize", "> 0", self.max_stepsize)
+        _require(0 < self.gamma < 1, self.attack, "gamma", "in (0, 1)", self.gamma)
+        _require(self.binary_search_steps >= 1, self.attack, "binary_search_steps", ">= 1",
+                 self.binary_search_steps)
+
+
+@dataclass(frozen=True, kw_only=True)
 class _DecisionParams(AttackParams):
     """Decision-based attacks: starting points by ``start_rule`` from the pool or
     ``noise_draws`` seeded uniform-noise images."""
@@ -287,7 +312,7 @@ class HopSkipJumpParams(_DecisionParams):
 #: Attack name → its parameter dataclass.
 PARAMS: dict[str, type[AttackParams]] = {
     cls.attack: cls
-    for cls in (FGSMParams, BIMParams, PGDParams, DeepFoolParams, CarliniWagnerParams, EADParams,
+    for cls in (FGSMParams, BIMParams, PGDParams, DeepFoolParams, CarliniWagnerParams, EADParams, FMNParams,
                 BoundaryParams, HopSkipJumpParams)
 }
 

@@ -7,13 +7,14 @@ from typing import Any
 from advaudio.attacks.base import AttackSpec
 from advaudio.attacks.decision import Boundary, HopSkipJump
 from advaudio.attacks.gradient import BIM, FGSM, PGD
-from advaudio.attacks.minimisation import EAD, CarliniWagnerL2, DeepFool
+from advaudio.attacks.minimisation import EAD, CarliniWagnerL2, DeepFool, FastMinimumNorm
 from advaudio.attacks.params import PARAMS, AttackConfig
 from advaudio.errors import ParameterError
 
 ATTACKS: dict[str, AttackSpec] = {
     spec.name: spec
-    for spec in (FGSM(), BIM(), PGD(), DeepFool(), CarliniWagnerL2(), EAD(), Boundary(), HopSkipJump())
+    for spec in (FGSM(), BIM(), PGD(), DeepFool(), CarliniWagnerL2(), EAD(), FastMinimumNorm(), Boundary(),
+                 HopSkipJump())
 }
 assert list(ATTACKS) == list(PARAMS), "every parameter dataclass has its spec, in the same order"
 

@@ -134,6 +134,9 @@ class AttackResult:
     gradient_queries: int
     wall_time_s: float
     notes: list[Note] = field(default_factory=list)
+    #: per-clip search of a fixed-budget attack: the smallest ε found to fool each
+    #: sample (+inf: not fooled up to the largest ε tried, nan: excluded); else None
+    minimal_budget: np.ndarray | None = None
 
     @property
     def n_attacked(self) -> int:
@@ -168,7 +171,12 @@ class AttackResult:
 
     def budget_norms(self) -> np.ndarray:
         """Per-sample perturbation norm in the budget norm: +inf for failures, nan for
-        excluded samples (for minimisation attacks, the minimal perturbations)."""
+        excluded samples (for minimisation attacks, the minimal perturbations; for a
+        per-clip search, :attr:`minimal_budget`)."""
+        if self.minimal_budget is not None:
+            v = np.asarray(self.minimal_budget, dtype=np.float64).copy()
+            v[~self.attacked] = np.nan
+            return v
         v = self.norm_values().astype(np.float64).copy()
         v[~self.success] = np.inf
         v[~self.attacked] = np.nan
@@ -236,6 +244,11 @@ class TuningResult:
     result: AttackResult | None
     within_budget: np.ndarray | None
     notes: list[Note] = field(default_factory=list)
+    #: how the budget was found: "per-clip" (fixed-budget, per-clip ε search),
+    #: "bisection" (fixed-budget, the batch's fooling rate bisected), "minimisation"
+    search: str = "bisection"
+    #: evaluation checks (:mod:`advaudio.attacks.checks`), as JSON records
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = {

@@ -1,6 +1,12 @@
 """Budget tuning: the smallest budget at which an attack reaches a fooling rate.
 
-Fixed-budget attacks (:func:`tune_budget`): bisection over ε on ``[eps_low,
+Fixed-budget attacks, ``search="per-clip"`` (the default): every clip's minimal ε
+(:mod:`advaudio.attacks.search`), the budget their inverted-CDF quantile and the
+fooling-rate curve their empirical CDF, as for minimisation attacks below; slices
+of a job array merge exactly.  On the test CNN and a width-1/4 resnet18 it took
+0.3–0.65× the gradient steps of the bisection (``benchmarks/bench_budget_search.py``).
+
+Fixed-budget attacks, ``search="bisection"``: bisection over ε on ``[eps_low,
 eps_high]`` assuming the fooling rate is monotone in ε (the seed, targets and PGD
 random start are held fixed, so each probe differs only in ε).  The bracket is found
 by doubling ε from ``eps_low`` (or ``eps_high / 2**8`` when ``eps_low`` is 0) until the
@@ -33,8 +39,9 @@ import torch
 from torch import nn
 
 from advaudio.attacks.engine import execute, prepare
-from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, AttackConfig
+from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCHES, AttackConfig
 from advaudio.attacks.results import AttackResult, Note, TuningResult
+from advaudio.attacks.search import per_clip_search
 from advaudio.errors import ParameterError
 
 __all__ = ["MinimisationBudget", "fooling_rate_curve", "minimisation_budget", "quantile_budget", "tune_budget"]
@@ -98,7 +105,8 @@ def minimisation_budget(result: AttackResult, fooling_rate: float) -> Minimisati
     return MinimisationBudget(
         budget=budget, reached=reached, within_budget=within,
         fooling_rate=float(within[result.attacked].mean()),
-        evaluations=[(float(v), float((k + 1) / len(norms))) for k, v in enumerate(finite)],
+        evaluations=[(float(v), float(np.searchsorted(finite, v, side="right") / len(norms)))
+                     for v in np.unique(finite)],  # ties (same minimal ε) are one step of the CDF
         reason=reason, stats=result.stats(within),
     )
 
@@ -152,10 +160,18 @@ def tune_budget(
     targets: Any = None,
     batch_size: int = 256,
     starting_pool: Any = None,
+    search: str = "per-clip",
+    early_stop: bool = True,
+    sample_ids: Any = None,
 ) -> TuningResult:
     """Smallest budget at which the attack reaches ``fooling_rate`` (module docstring).
 
-    Fixed-budget attacks: a doubling bracket, then bisection over ε in
+    Fixed-budget attacks, ``search="per-clip"`` (default): every clip's minimal ε
+    within the tolerance (:mod:`advaudio.attacks.search`; ``early_stop`` stops a
+    clip's inner iterations at its first success; ``sample_ids``, default
+    ``arange(N)``, seed each clip's random start, so pass store rows to make
+    slices agree); the budget is their quantile, as for minimisation attacks.
+    ``search="bisection"``: a doubling bracket, then bisection over ε in
     ``[eps_low, eps_high]`` (default ``eps_high``: the largest meaningful perturbation
     in the norm — 1 for L∞, √(C·H·W) for L2), stopping when ``hi - lo <= max(atol, rtol·hi)`` or after
     ``max_iter`` probes.  Minimisation attacks: one run, the inverted-CDF quantile of
@@ -166,6 +182,8 @@ def tune_budget(
         raise ParameterError(f"fooling_rate must be in (0, 1], got {fooling_rate}")
     if rtol < 0 or atol < 0 or (rtol == 0 and atol == 0):
         raise ParameterError("tolerances must be >= 0 and not both 0")
+    if search not in SEARCHES:
+        raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
     prep = prepare(model, inputs, labels, config=config, targets=targets,
                     batch_size=batch_size, starting_pool=starting_pool)
     spec, cfg = prep.spec, prep.config
@@ -191,13 +209,31 @@ def tune_budget(
             reached=mb.reached, reason=mb.reason, evaluations=mb.evaluations, stats=mb.stats,
             queries=res.queries, gradient_queries=res.gradient_queries,
             wall_time_s=time.perf_counter() - t0, tolerance=None, converged=True,
-            result=res, within_budget=mb.within_budget, notes=list(res.notes),
+            result=res, within_budget=mb.within_budget, notes=list(res.notes), search="minimisation",
         )
 
     hi = _default_eps_high(cfg.params.norm, prep.x) if eps_high is None else float(eps_high)
     lo = float(eps_low)
     if not 0 <= lo < hi:
         raise ParameterError(f"need 0 <= eps_low < eps_high, got {lo}, {hi}")
+    if search == "per-clip":
+        ids = np.arange(len(prep.x)) if sample_ids is None else np.asarray(sample_ids).reshape(-1)
+        if len(ids) != len(prep.x):
+            raise ParameterError(f"sample_ids has {len(ids)} entries for {len(prep.x)} inputs")
+        res, converged, _ = per_clip_search(prep, sample_ids=ids, rtol=rtol, atol=atol, eps_low=lo,
+                                            eps_high=hi, max_iter=max_iter, early_stop=early_stop)
+        mb = minimisation_budget(res, fooling_rate)
+        reason = mb.reason
+        if reason is not None:
+            reason += f" (probed up to ε={hi:g})"
+        return TuningResult(
+            **base, budget=mb.budget, fooling_rate=mb.fooling_rate, success_rate=res.success_rate,
+            reached=mb.reached, reason=reason, evaluations=mb.evaluations, stats=mb.stats,
+            queries=res.queries, gradient_queries=res.gradient_queries,
+            wall_time_s=time.perf_counter() - t0, tolerance={"rtol": rtol, "atol": atol},
+            converged=converged, result=res, within_budget=mb.within_budget, notes=list(res.notes),
+            search="per-clip",
+        )
     evaluations: list[tuple[float, float]] = []
     totals = {"q": 0, "g": 0}
 

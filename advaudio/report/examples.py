@@ -58,7 +58,7 @@ def _read_shard(path: Path) -> dict[str, Any]:
 
     shard = AdversarialShard.open(path)
     d = shard.read([k for k in ("adversarial", "clean_index", "label", "target", "predicted", "attacked",
-                                "success", "within_budget") if k in shard])
+                                "success", "within_budget", "minimal_budget") if k in shard])
     d["adversarial"] = np.asarray(d["adversarial"], np.float32)
     d["file"] = path
     d["view"] = shard.attr("view")
@@ -160,6 +160,8 @@ def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, lis
                 d = index[attack][2]
                 if "attacked" in d and not bool(d["attacked"][info["sample"]]):
                     continue  # misclassified when clean: not perturbed, nothing to hear
+                if "minimal_budget" in d and not np.isfinite(d["minimal_budget"][info["sample"]]):
+                    continue  # per-clip search, never fooled: the shard holds the clean input
                 prefix = f"{safe_name(run.label)}-r{rnd:02d}-{safe_name(clip['clip_id'])}-{safe_name(attack)}"
                 try:
                     res = listen_one(info["shard"], out_dir / "audio", sample=info["sample"], store=store,

@@ -9,9 +9,11 @@ feature store they were made from (public format, readable with plain h5py)::
     attacked (clean prediction was correct), success (fooled at all),
     within_budget (fooled within the tuned budget) (bool),
     l1, l2, linf, snr_db (float64)
+    minimal_budget (float64, optional) per-clip minimal ε of a fixed-budget attack's
+                 per-clip search (+inf: never fooled, nan: not attacked)
     attrs: attack, attack_config, kind, norm, budget, fooling_rate, threshold,
            targeted, round, split, slice, checkpoint, checkpoint_sha256,
-           store_fingerprint, view, test_fold, seed, versions, notes
+           store_fingerprint, view, test_fold, seed, versions, notes[, search]
            (+ merged_from, slice_budgets, budget_source[, slice_versions] in a merged shard)
     <name>.sha256   sha256 of the shard, committed before the shard itself
 

@@ -69,9 +69,10 @@ TRAIN_LIMIT=${TRAIN_LIMIT:-$([ "$synthetic" = 1 ] && echo 120 || echo)} # clips 
 ARRAY_SIZE=${ARRAY_SIZE:-2}               # slices (array tasks) per attack run
 ATTACK_BATCH_SIZE=${ATTACK_BATCH_SIZE:-64}
 ATTACK_ARGS=${ATTACK_ARGS:-}              # e.g. "-p cw.steps=200 -p cw.binary_search_steps=5"
-# Fixed-budget attacks bisect ε on their own clips, so slices would end at
-# different ε: they run as one task (array of 1) unless ALLOW_MIXED_BUDGETS=1.
-FIXED_BUDGET_ATTACKS=${FIXED_BUDGET_ATTACKS:-fgsm,bim,pgd}
+# Attacks run as one task (array of 1): none by default, since the per-clip ε search
+# of fixed-budget attacks merges exactly; name fgsm,bim,pgd here when ATTACK_ARGS has
+# `--search bisection` (slices would bisect different ε), unless ALLOW_MIXED_BUDGETS=1.
+FIXED_BUDGET_ATTACKS=${FIXED_BUDGET_ATTACKS:-}
 ALLOW_MIXED_BUDGETS=${ALLOW_MIXED_BUDGETS:-0}
 # --- rounds -------------------------------------------------------------------------
 ROUNDS=${ROUNDS:-1}                       # retraining rounds

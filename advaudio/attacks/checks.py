@@ -1,0 +1,163 @@
+"""Evaluation checks (Carlini et al. 2019, "On Evaluating Adversarial Robustness") and robust accuracy.
+
+Run on the attacks of one stage, on the same clips; each check is a JSON record
+``{"check", "status": "pass"|"warn", "attacks", "text", **numbers}``.  A failed
+check is a symptom of gradient masking or an under-run attack, never silent:
+
+``success-at-large-eps``  (a) the success rate over every ε tried is ≥ 99 %.
+``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd) fools at least as many
+                          clips as one FGSM step at the same ε (its tuned budget).
+``more-steps-no-gain``    (c) twice the steps at the tuned budget raise the fooling
+                          rate by < 2 pp (on at most ``subset`` clips).
+``black-box-not-better``  (d) a decision-based attack's budget is not below the best
+                          white-box budget of the same norm.
+
+:func:`robust_accuracy`: for each ε of a norm, the fraction of all clips that every
+attack of that norm fails to fool within ε (clips misclassified when clean count as
+not robust) — each clip facing the worst attack run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from advaudio.attacks._model import CountingModel, attack_mode
+from advaudio.attacks.engine import prepare
+from advaudio.attacks.params import AttackConfig
+from advaudio.attacks.results import TuningResult
+from advaudio.attacks.search import attack_at, sample_seeds, step_settings
+from advaudio.attacks.stepping import unit_noise
+
+__all__ = ["DECISION_BASED", "ROBUST_EPSILONS", "evaluation_checks", "robust_accuracy"]
+
+DECISION_BASED = ("boundary", "hopskipjump")
+ITERATIVE = ("bim", "pgd")
+MIN_SUCCESS = 0.99
+MAX_STEP_GAIN = 0.02
+#: ε per norm at which robust accuracy is reported (inputs in [0, 1]).
+ROBUST_EPSILONS: dict[str, tuple[float, ...]] = {
+    "linf": (1 / 255, 2 / 255, 4 / 255, 8 / 255),
+    "l2": (0.25, 0.5, 1.0, 2.0),
+    "l1": (2.0, 5.0, 10.0, 20.0),
+}
+
+
+def _check(name: str, ok: bool, attacks: list[str], text: str, **numbers: Any) -> dict[str, Any]:
+    return {"check": name, "status": "pass" if ok else "warn", "attacks": attacks, "text": text, **numbers}
+
+
+def _fooled_at(model, x, y, config: AttackConfig, eps: float, *, targets, sample_ids, batch_size,
+               steps: int | None = None, rows: np.ndarray | None = None) -> tuple[float, int]:
+    """Fooling rate and gradient queries of ``config`` at one ε on ``rows`` (default: every attacked clip)."""
+    prep = prepare(model, x, y, config=config, targets=targets, batch_size=batch_size, starting_pool=None)
+    idx = np.flatnonzero(prep.attacked.cpu().numpy())
+    if rows is not None:
+        idx = np.intersect1d(idx, rows)
+    if len(idx) == 0:
+        return math.nan, 0
+    noise = None
+    if step_settings(prep)["random_start"]:
+        noise = unit_noise(tuple(prep.x.shape[1:]), norm=config.params.norm,
+                           seeds=sample_seeds(config.seed, sample_ids), device=prep.device)
+    counter = CountingModel(model)
+    sel = torch.as_tensor(idx, device=prep.device)
+    with attack_mode(model):
+        _, ok, _ = attack_at(prep, counter, sel, torch.full((len(idx),), float(eps), device=prep.device),
+                             noise=noise, early_stop=True, steps=steps)
+    return float(ok.float().mean()), counter.gradient_queries
+
+
+def evaluation_checks(
+    model: nn.Module,
+    inputs: Any,
+    labels: Any,
+    tunings: Mapping[str, TuningResult],
+    *,
+    targets: Any = None,
+    sample_ids: Any = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    subset: int = 16,
+    robust_epsilons: Mapping[str, tuple[float, ...]] = ROBUST_EPSILONS,
+) -> dict[str, Any]:
+    """The checks that apply to ``tunings`` (attack name → result on ``inputs``) and robust accuracy."""
+    ids = np.arange(len(labels)) if sample_ids is None else np.asarray(sample_ids)
+    checks: list[dict[str, Any]] = []
+    done = {n: t for n, t in tunings.items() if t.result is not None}
+    for name, t in done.items():
+        ok = t.success_rate >= MIN_SUCCESS
+        checks.append(_check("success-at-large-eps", ok, [name],
+                             f"{name}: success rate {t.success_rate:.3f} over every ε tried "
+                             f"({'≥' if ok else '<'} {MIN_SUCCESS})", success_rate=t.success_rate))
+    for name, t in done.items():
+        if name not in ITERATIVE or not (t.reached and math.isfinite(t.budget)):
+            continue
+        cfg = AttackConfig.from_dict({k: v for k, v in t.result.config.items()
+                                      if k != "early_stop"})
+        fgsm = AttackConfig.create("fgsm", norm=cfg.params.norm, targeted=cfg.targeted,
+                                   target_rule=cfg.target_rule, seed=cfg.seed)
+        rate_fgsm, _ = _fooled_at(model, inputs, labels, fgsm, t.budget, targets=targets, sample_ids=ids,
+                                  batch_size=batch_size)
+        ok = t.fooling_rate >= rate_fgsm
+        checks.append(_check("iterative-beats-fgsm", ok, [name, "fgsm"],
+                             f"{name} fools {t.fooling_rate:.3f} at ε={t.budget:.4g}, one FGSM step "
+                             f"{rate_fgsm:.3f}", epsilon=t.budget, rate=t.fooling_rate, rate_fgsm=rate_fgsm))
+        steps = step_settings_of(cfg)
+        rng = np.random.default_rng(seed)
+        att = np.flatnonzero(t.result.attacked)
+        rows = np.sort(rng.choice(att, size=min(subset, len(att)), replace=False))
+        base, _ = _fooled_at(model, inputs, labels, cfg, t.budget, targets=targets, sample_ids=ids,
+                             batch_size=batch_size, rows=rows)
+        more, _ = _fooled_at(model, inputs, labels, cfg, t.budget, targets=targets, sample_ids=ids,
+                             batch_size=batch_size, rows=rows, steps=2 * steps)
+        gain = more - base
+        ok = gain < MAX_STEP_GAIN
+        checks.append(_check("more-steps-no-gain", ok, [name],
+                             f"{name} at ε={t.budget:.4g} on {len(rows)} clips: {steps} steps fool {base:.3f}, "
+                             f"{2 * steps} steps {more:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g})",
+                             epsilon=t.budget, steps=steps, rate=base, rate_doubled=more, clips=len(rows)))
+    for name, t in done.items():
+        if name not in DECISION_BASED:
+            continue
+        white = {n: w for n, w in done.items() if n not in DECISION_BASED and w.norm == t.norm}
+        if not white:
+            continue
+        # a white-box attack that never reached the threshold has no budget: +inf
+        reach = {n: (w.budget if w.reached else math.inf) for n, w in white.items()}
+        best_name = min(reach, key=reach.get)
+        best = reach[best_name]
+        ok = not (t.reached and t.budget < best)
+        checks.append(_check("black-box-not-better", ok, [name, *white],
+                             f"{name} ({t.norm}) budget {t.budget:.4g} vs best white-box {best_name} {best:.4g}",
+                             budget=t.budget, white_box_budget=best if math.isfinite(best) else None,
+                             white_box=best_name))
+    return {"checks": checks, "robust_accuracy": robust_accuracy(done, robust_epsilons=robust_epsilons)}
+
+
+def step_settings_of(config: AttackConfig) -> int:
+    return int(getattr(config.resolved().params, "steps", 1))
+
+
+def robust_accuracy(tunings: Mapping[str, TuningResult], *,
+                    robust_epsilons: Mapping[str, tuple[float, ...]] = ROBUST_EPSILONS) -> dict[str, Any]:
+    """Per norm: ``{"attacks", "epsilons", "accuracy"}``, each clip facing the worst attack of that norm."""
+    out: dict[str, Any] = {}
+    by_norm: dict[str, list[str]] = {}
+    for name, t in tunings.items():
+        if t.result is not None and t.norm in robust_epsilons:
+            by_norm.setdefault(t.norm, []).append(name)
+    for norm, names in by_norm.items():
+        worst = None
+        for n in names:
+            r = tunings[n].result
+            v = np.where(r.attacked, np.nan_to_num(r.budget_norms(), nan=0.0), 0.0)  # misclassified: 0
+            worst = v if worst is None else np.minimum(worst, v)
+        eps = [float(e) for e in robust_epsilons[norm]]
+        out[norm] = {"attacks": names, "epsilons": eps,
+                     "accuracy": [float((worst > e).mean()) for e in eps]}
+    return out

@@ -1,0 +1,189 @@
+"""Per-clip minimal-ε search, per-sample gradient steps, fmn and the evaluation checks.
+
+The same tiny 2-layer CNN as test_attacks (1×16×16 inputs, a bright square per
+class), trained for about a second; 16 held-out clips.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advaudio.attacks import AttackConfig, run_attack, tune_budget
+from advaudio.attacks._model import attack_mode
+from advaudio.attacks.checks import evaluation_checks, robust_accuracy
+from advaudio.attacks.stepping import gradient_attack
+
+NUM_CLASSES = 4
+
+
+def _data(n, gen):
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
+    x = torch.rand(n, 1, 16, 16, generator=gen) * 0.3
+    for i in range(n):
+        r, c = divmod(int(y[i]), 2)
+        x[i, 0, r * 8 + 2: r * 8 + 6, c * 8 + 2: c * 8 + 6] += 0.6
+    return x.clamp(0, 1), y
+
+
+def _net():
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(64, NUM_CLASSES),
+    )
+
+
+class Masked(nn.Module):
+    """The model behind an input quantiser: its input gradient is 0 (gradient masking)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 8) / 8)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    xt, yt = _data(512, gen)
+    model = _net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        i = torch.randint(0, len(xt), (64,), generator=gen)
+        loss = nn.functional.cross_entropy(model(xt[i]), yt[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x, y = _data(16, gen)
+    yield model, x, y
+    torch.set_num_threads(before)
+
+
+def test_per_sample_steps_equal_foolbox_at_a_common_eps(setup):
+    model, x, y = setup
+    ref = run_attack(model, x, y, config=AttackConfig.create("bim", steps=5, step_size=0.2), epsilon=0.1)
+    with attack_mode(model):
+        ours = gradient_attack(model, x, torch.as_tensor(ref.targets), torch.full((16,), 0.1), targeted=True,
+                               steps=5, rel_stepsize=0.2, early_stop=False)
+    np.testing.assert_allclose(ours.adversarial.numpy(), ref.adversarial, atol=1e-6)
+    np.testing.assert_array_equal(ours.success.numpy(), ref.success)
+    # per-sample ε: each sample stays within its own ball
+    eps = torch.linspace(0.5, 8.0, 16)
+    with attack_mode(model):
+        r = gradient_attack(model, x, y, eps, targeted=False, norm="l2", steps=5, rel_stepsize=0.3)
+    l2 = (r.adversarial - x).flatten(1).norm(dim=1)
+    assert torch.all(l2 <= eps * (1 + 1e-5)) and r.success.any()
+
+
+def test_per_clip_search_matches_a_brute_force_sweep_and_the_bisection(setup):
+    model, x, y = setup
+    cfg = AttackConfig.create("bim", steps=5, seed=2)
+    rtol, step = 0.05, 0.004
+    tune = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, rtol=rtol, eps_high=0.5)
+    assert tune.search == "per-clip" and tune.converged and tune.reached
+    minimal = tune.result.minimal_budget
+    # brute force: every clip at every ε of a fine grid (same targets, early stopping)
+    grid = step * np.arange(1, 126)
+    targets = torch.as_tensor(tune.result.targets)
+    with attack_mode(model):
+        fooled = np.stack([gradient_attack(model, x, targets, torch.full((16,), float(e)), targeted=True,
+                                           steps=5, rel_stepsize=0.2).success.numpy() for e in grid])
+    first = np.where(fooled.any(0), grid[np.argmax(fooled, axis=0)], np.inf)
+    for i in range(16):  # each clip's minimal ε within the tolerance (plus the grid's step)
+        assert abs(minimal[i] - first[i]) <= rtol * minimal[i] + step + 1e-9, (i, minimal[i], first[i])
+    # the quantile equals the batch bisection's budget within the tolerance
+    bis = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, rtol=rtol, eps_high=0.5, search="bisection")
+    assert abs(tune.budget - bis.budget) <= rtol * max(tune.budget, bis.budget) + 1e-9
+    # the fooling-rate curve is the exact empirical CDF of the minimal budgets
+    for e, rate in tune.evaluations:
+        assert rate == pytest.approx(np.mean(minimal <= e))
+    # fewer gradient steps than the bisection
+    assert tune.gradient_queries < bis.gradient_queries
+
+
+def test_per_clip_search_is_the_same_in_any_batch(setup):
+    model, x, y = setup
+    cfg = AttackConfig.create("pgd", steps=10, seed=3)
+    whole = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, sample_ids=np.arange(16) + 100)
+    parts = [tune_budget(model, x[s], y[s], config=cfg, fooling_rate=0.8, sample_ids=np.arange(16)[s] + 100,
+                         targets=whole.result.targets[s], batch_size=3)
+             for s in (slice(0, 5), slice(5, 11), slice(11, 16))]
+    np.testing.assert_array_equal(np.concatenate([p.result.minimal_budget for p in parts]),
+                                  whole.result.minimal_budget)
+
+
+def test_fmn_reaches_its_targets(setup):
+    model, x, y = setup
+    for norm in ("l2", "linf"):
+        tune = tune_budget(model, x, y, config=AttackConfig.create("fmn", norm=norm, steps=50), fooling_rate=0.9)
+        res = tune.result
+        assert tune.reached and res.targeted and res.success.mean() >= 0.9
+        with torch.no_grad():
+            pred = model(torch.from_numpy(res.adversarial)).argmax(1).numpy()
+        np.testing.assert_array_equal(pred[res.success], res.targets[res.success])
+        norms = res.budget_norms()
+        assert tune.budget == pytest.approx(np.sort(norms)[math.ceil(0.9 * 16) - 1])
+
+
+def _status(evaluation, check):
+    return [c["status"] for c in evaluation["checks"] if c["check"] == check]
+
+
+def test_evaluation_checks_pass_on_a_normal_run(setup):
+    model, x, y = setup
+    tunings = {name: tune_budget(model, x, y, config=AttackConfig.create(name, norm="l2", **kw), fooling_rate=0.8)
+               for name, kw in (("pgd", {"steps": 20}), ("hopskipjump",
+                                {"steps": 8, "gradient_eval_steps": 40, "max_gradient_eval_steps": 160}))}
+    ev = evaluation_checks(model, x, y, tunings, targets=tunings["pgd"].result.targets)
+    assert _status(ev, "success-at-large-eps") == ["pass", "pass"]
+    assert _status(ev, "iterative-beats-fgsm") == ["pass"]
+    assert _status(ev, "more-steps-no-gain") == ["pass"]
+    assert _status(ev, "black-box-not-better") == ["pass"]
+    ra = ev["robust_accuracy"]["l2"]
+    worst = np.minimum(tunings["pgd"].result.budget_norms(), tunings["hopskipjump"].result.budget_norms())
+    assert ra["accuracy"] == [float((worst > e).mean()) for e in ra["epsilons"]]
+
+
+def test_evaluation_checks_fail_on_purpose(setup):
+    model, x, y = setup
+    # (a) a budget range too small to fool every clip
+    small = {"pgd": tune_budget(model, x, y, config=AttackConfig.create("pgd", steps=10), fooling_rate=0.5,
+                                eps_high=0.12)}
+    assert small["pgd"].success_rate < 0.99
+    assert _status(evaluation_checks(model, x, y, small, targets=small["pgd"].result.targets),
+                   "success-at-large-eps") == ["warn"]
+    # (b), (c) an under-run iterative attack: 2 steps of 0.05·ε reach a tenth of the ball
+    weak = {"bim": tune_budget(model, x, y, config=AttackConfig.create("bim", steps=2, step_size=0.05),
+                               fooling_rate=0.5, eps_high=4.0)}
+    ev = evaluation_checks(model, x, y, weak, targets=weak["bim"].result.targets)
+    assert _status(ev, "iterative-beats-fgsm") == ["warn"]
+    assert _status(ev, "more-steps-no-gain") == ["warn"]
+    # (d) a masked gradient: the decision-based attack beats the white-box one
+    masked = Masked(model).eval()
+    runs = {name: tune_budget(masked, x, y, config=AttackConfig.create(name, norm="l2", **kw), fooling_rate=0.5)
+            for name, kw in (("pgd", {"steps": 10}), ("hopskipjump",
+                             {"steps": 8, "gradient_eval_steps": 40, "max_gradient_eval_steps": 160}))}
+    ev = evaluation_checks(masked, x, y, runs, targets=runs["pgd"].result.targets)
+    assert _status(ev, "black-box-not-better") == ["warn"]
+    assert "warn" in _status(ev, "success-at-large-eps")
+
+
+def test_robust_accuracy_counts_misclassified_clips_as_not_robust(setup):
+    model, x, y = setup
+    wrong = (y + 1) % NUM_CLASSES
+    wrong[8:] = y[8:]  # half the labels wrong: those clips are excluded from the attack
+    t = tune_budget(model, x, wrong, config=AttackConfig.create("pgd", steps=10), fooling_rate=0.5)
+    ra = robust_accuracy({"pgd": t}, robust_epsilons={"linf": (0.0, 1.0)})
+    assert ra["linf"]["accuracy"][0] == pytest.approx(0.5)  # the 8 attacked clips, at ε = 0
+    assert ra["linf"]["accuracy"][1] == pytest.approx(np.mean(np.nan_to_num(t.result.budget_norms()) > 1.0))
