@@ -29,7 +29,6 @@ from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
-SPLITS = ("test", "train")
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,8 @@ class AttackStageConfig:
 
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
-        if self.split not in SPLITS:
-            raise ParameterError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.split not in layout.SPLITS:
+            raise ParameterError(f"split must be one of {layout.SPLITS}, got {self.split!r}")
         if not 0.0 < self.fooling_rate <= 1.0:
             raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
         if self.limit is not None and self.limit < 1:

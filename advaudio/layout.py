@@ -30,6 +30,8 @@ METRICS_NAME = "metrics.json"
 #: The options ``advaudio rounds`` ran a run directory with (a rerun must use the same).
 ROUNDS_OPTIONS_NAME = "rounds.json"
 #: Every attack results file, sliced or not.
+SPLITS = ("test", "train")  # a checkpoint's held-out fold and its training folds
+
 ATTACK_RESULTS_GLOB = "attack-round*-*.json"
 
 _SLICE = r"(?:-slice(?P<i>\d{3,})of(?P<n>\d{3,}))?"

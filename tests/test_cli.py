@@ -18,7 +18,8 @@ from advaudio.training import TrainConfig
 
 
 def _params(command: str) -> dict[str, click.Parameter]:
-    return {p.name: p for p in cli.commands[command].params}
+    with click.Context(cli) as ctx:
+        return {p.name: p for p in cli.get_command(ctx, command).params}
 
 
 def _defaults(cls) -> dict:
@@ -49,6 +50,19 @@ def test_list_defaults_and_choices_come_from_the_registries():
     assert list(_params("featurize")["dataset"].type.choices) == list(DATASETS)
     assert list(_params("train")["model"].type.choices) == list_models()
     assert list(_params("demo")["model"].type.choices) == list_models()
+
+
+def test_every_command_is_registered_and_a_path_query_stays_light():
+    import subprocess
+    import sys
+
+    with click.Context(cli) as ctx:
+        assert all(isinstance(cli.get_command(ctx, name), click.Command) for name in cli.list_commands(ctx))
+    code = ("import sys; from advaudio.cli import main; main(['path', 'checkpoint', 'run', '--round', '2']);"
+            "print(sorted(m for m in ('torch', 'librosa', 'dask', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["run/round02/checkpoint.pt", "[]"]
 
 
 def test_the_demo_sizes_itself_to_the_dataset():
