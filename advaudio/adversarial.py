@@ -155,6 +155,27 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": sys.version.split()[0]}
 
 
+def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt_sha: str,
+                        results_path: Path) -> None:
+    """StoreError if a shard this run would replace is described by another run's results file.
+
+    A shard's name says (round, split, checkpoint, attack), not where its results
+    JSON lives: ``attack --out elsewhere`` would otherwise replace a shard that
+    the first results file still describes (other clips, another budget).
+    """
+    mine = str(results_path.resolve())
+    for name in config.attacks:
+        stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
+                                 slice=config.slice)
+        path = st.shard_path(feature_store.directory, stem)
+        if not path.is_file():
+            continue
+        owner = st.AdversarialShard.open(path).attr("results")
+        if owner and owner != mine and Path(owner).is_file():
+            raise StoreError(f"{path} belongs to the results in {owner}; attack with --out "
+                             f"{Path(owner).parent} to redo that run, or remove {owner} first")
+
+
 def attack_stage(
     config: AttackStageConfig,
     *,
@@ -195,6 +216,9 @@ def attack_stage(
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     model = ckpt.model
+
+    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
+    _check_shard_owners(feature_store, config, ckpt_sha, results_path)
 
     # Targets keyed by store row: a clip gets the same target in every slice and attack.
     targets = choose_targets(model, inputs, labels, rule=config.target_rule,
@@ -242,7 +266,7 @@ def attack_stage(
                 "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
                 "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
                 "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
-                "search": tuning.search,
+                "search": tuning.search, "results": str(results_path.resolve()),
             }
             shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
         record = tuning.to_dict()
@@ -277,7 +301,6 @@ def attack_stage(
         "attacks": records,
         "evaluation": evaluation,
     }
-    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
     st.write_json_atomic(results_path, document)
     document["results_path"] = str(results_path)
     return document

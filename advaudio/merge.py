@@ -482,6 +482,7 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
     notes.append(_merged_note(len(slices)))
 
     attrs = dict(first.attrs or {})
+    attrs.pop("results", None)  # the first slice's results file: the merged set is described by the merge's
     attrs.update({
         "attack_config": attack_config, "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1],
         "notes": [n.to_json() for n in notes], "merged_from": slice_info, "slice_budgets": budgets,

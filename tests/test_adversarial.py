@@ -178,3 +178,23 @@ def test_attack_parameters_are_refused_before_any_work(tmp_path, capsys, param, 
     config = AttackStageConfig(attacks=("pgd", "cw"), seed=4, attack_params={"cw": {"steps": 3, "seed": 5}})
     assert config.attack_config("pgd").seed == 4 and config.attack_config("pgd").params.steps == 40
     assert config.attack_config("cw").seed == 5 and config.attack_config("cw").params.steps == 3
+
+
+def test_a_shard_described_by_another_results_file_is_not_replaced(trained, tmp_path):
+    """`attack --out elsewhere` would replace a shard whose first results file still describes it."""
+    store_dir, ckpt = trained
+    first = attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=4),
+                         checkpoint=ckpt, out_dir=tmp_path / "a", progress=False)
+    shard = Path(first["attacks"][0]["shard"])
+    before = st.sha256_file(shard)
+    with pytest.raises(StoreError, match="belongs to the results in .*attack-round05-test.json"):
+        attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2),
+                     checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
+    assert st.sha256_file(shard) == before and not (tmp_path / "b" / "attack-round05-test.json").exists()
+    again = attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=4),
+                         checkpoint=ckpt, out_dir=tmp_path / "a", progress=False)  # the same run may redo it
+    assert again["attacks"][0]["n_samples"] == 4
+    (tmp_path / "a" / "attack-round05-test.json").unlink()  # its results gone: the shard is free again
+    attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2),
+                 checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
+    assert st.AdversarialShard.open(shard).size == 2
