@@ -15,6 +15,7 @@ Shards are written through :func:`advaudio.store.write_adversarial_shard`
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from advaudio import layout
+from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
@@ -81,16 +82,13 @@ class AttackStageConfig:
 
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
-        if self.split not in layout.SPLITS:
-            raise ParameterError(f"split must be one of {layout.SPLITS}, got {self.split!r}")
+        validation.choice("split", self.split, layout.SPLITS)
         if not 0.0 < self.fooling_rate <= 1.0:
             raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
-        if self.limit is not None and self.limit < 1:
-            raise ParameterError(f"limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise ParameterError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.round < 0:
-            raise ParameterError(f"round must be >= 0, got {self.round}")
+        if self.limit is not None:
+            validation.integer("limit", self.limit)
+        validation.integer("batch_size", self.batch_size)
+        validation.integer("round", self.round, minimum=0)
         if self.slice is not None:
             i, n = self.slice
             if not (n >= 1 and 0 <= i < n):
@@ -155,6 +153,17 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": sys.version.split()[0]}
 
 
+def _describes(results: Path, shard: Path) -> bool:
+    """Whether the results file ``results`` exists and lists ``shard`` (a copied store's shards name
+    the results of the store they were copied from, which describe those other files)."""
+    try:
+        document = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return False
+    target = str(shard.resolve())
+    return any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", []))
+
+
 def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt_sha: str,
                         results_path: Path) -> None:
     """StoreError if a shard this run would replace is described by another run's results file.
@@ -171,7 +180,7 @@ def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt
         if not path.is_file():
             continue
         owner = st.AdversarialShard.open(path).attr("results")
-        if owner and owner != mine and Path(owner).is_file():
+        if owner and owner != mine and _describes(Path(owner), path):
             raise StoreError(f"{path} belongs to the results in {owner}; attack with --out "
                              f"{Path(owner).parent} to redo that run, or remove {owner} first")
 

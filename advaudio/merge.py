@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from advaudio import layout
+from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.attacks.results import Note, excluded_note
 from advaudio.errors import ParameterError, StoreError
@@ -547,12 +547,8 @@ def merge_results(
     and ``written`` says whether it was (re)written. Everything is checked
     before the first file is written.
     """
-    from advaudio.adversarial import SPLITS
-
-    if split not in SPLITS:
-        raise ParameterError(f"split must be one of {SPLITS}, got {split!r}")
-    if round < 0:
-        raise ParameterError(f"round must be >= 0, got {round}")
+    validation.choice("split", split, layout.SPLITS)
+    validation.integer("round", round, minimum=0)
     if checkpoint_sha is not None:
         checkpoint_sha = checkpoint_sha.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{4,64}", checkpoint_sha):

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from advaudio import layout
+from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
@@ -57,12 +57,11 @@ class RetrainConfig:
     def __post_init__(self):
         if not 0.0 < self.mix < 1.0:
             raise ParameterError(f"mix must be in (0, 1), got {self.mix}")
-        if self.mode not in MODES:
-            raise ParameterError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ParameterError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise ParameterError(f"lr must be positive, got {self.lr}")
+        validation.choice("mode", self.mode, MODES)
+        if self.epochs is not None:
+            validation.integer("epochs", self.epochs)
+        if self.lr is not None:
+            validation.finite_float("lr", self.lr, positive=True)
 
 
 def checkpoint_round(checkpoint) -> int:
@@ -304,8 +303,7 @@ def run_rounds(
     from advaudio.training.loop import _kill_point as kill_point
 
     run_dir = Path(run_dir)
-    if rounds < 1:
-        raise ParameterError(f"rounds must be >= 1, got {rounds}")
+    validation.integer("rounds", rounds)
     if not is_complete_run(run_dir):
         raise StoreError(f"{run_dir} holds no complete round-0 run (checkpoint.pt + metrics.json); "
                          "run `advaudio train --out RUN_DIR` first")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
 
 from advaudio.data import ModelSpaceSource
+from advaudio import validation
 from advaudio.errors import ParameterError, check_known_fields
 from advaudio.views import DEFAULT_PERCENTILES, parse_input_size, parse_view
 
@@ -105,24 +104,15 @@ class TrainConfig:
         put("extra_sources", tuple(ModelSpaceSource.from_dict(s) for s in self.extra_sources))
         if self.init_checkpoint is not None:
             put("init_checkpoint", str(self.init_checkpoint))
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
-            value = getattr(self, name)
-            if name == "workers" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        for name in ("lr", "weight_decay"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ParameterError(f"{name} must be a non-negative number, got {value!r}")
-        if self.lr <= 0:
-            raise ParameterError(f"lr must be positive, got {self.lr}")
-        if not self.width > 0:
-            raise ParameterError(f"width must be positive, got {self.width}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ParameterError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        validation.integer("epochs", self.epochs)
+        validation.integer("batch_size", self.batch_size)
+        if self.workers is not None:
+            validation.integer("workers", self.workers, minimum=0)
+        validation.finite_float("lr", self.lr, positive=True)
+        validation.finite_float("weight_decay", self.weight_decay, minimum=0)
+        validation.finite_float("width", self.width, positive=True)
+        validation.choice("optimizer", self.optimizer, OPTIMIZERS)
+        validation.choice("schedule", self.schedule, SCHEDULES)
         checks = (("val_fraction", 0, 1, True), ("warmup_fraction", 0, 1, False),
                   ("label_smoothing", 0, 1, True), ("time_shift", 0, 1, False), ("mix", 0, 1, True))
         for name, lo, hi, open_hi in checks:
