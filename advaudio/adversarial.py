@@ -153,24 +153,37 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": sys.version.split()[0]}
 
 
-def _describes(results: Path, shard: Path) -> bool:
-    """Whether the results file ``results`` exists and lists ``shard`` (a copied store's shards name
-    the results of the store they were copied from, which describe those other files)."""
+def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack: str) -> bool:
+    """Whether the results file ``results`` exists, lists ``shard`` and was made with other settings
+    for ``attack`` than ``config`` (then replacing the shard would leave that file describing other data).
+
+    A copied store's shards name the results of the store they were copied from, which list those
+    other files; a rerun with the same settings rewrites the same clips and budget.
+    """
     try:
         document = json.loads(results.read_text())
     except (OSError, ValueError):
         return False
     target = str(shard.resolve())
-    return any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", []))
+    if not any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", [])):
+        return False
+
+    def settings(d: dict) -> dict:
+        d = dict(d)
+        d.pop("attacks", None)
+        d.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
+        d["attack_params"] = (d.get("attack_params") or {}).get(attack)
+        return st.jsonable(d)
+
+    return settings(document.get("config") or {}) != settings(config.to_dict())
 
 
 def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt_sha: str,
                         results_path: Path) -> None:
-    """StoreError if a shard this run would replace is described by another run's results file.
+    """StoreError if a shard this run would replace is described by another run's results file
+    that was made with other settings (``attack --out elsewhere --limit ...``).
 
-    A shard's name says (round, split, checkpoint, attack), not where its results
-    JSON lives: ``attack --out elsewhere`` would otherwise replace a shard that
-    the first results file still describes (other clips, another budget).
+    A shard's name says (round, split, checkpoint, attack), not where its results JSON lives.
     """
     mine = str(results_path.resolve())
     for name in config.attacks:
@@ -180,9 +193,9 @@ def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt
         if not path.is_file():
             continue
         owner = st.AdversarialShard.open(path).attr("results")
-        if owner and owner != mine and _describes(Path(owner), path):
-            raise StoreError(f"{path} belongs to the results in {owner}; attack with --out "
-                             f"{Path(owner).parent} to redo that run, or remove {owner} first")
+        if owner and owner != mine and _owner_differs(Path(owner), path, config, name):
+            raise StoreError(f"{path} belongs to the results in {owner}, made with other settings; attack "
+                             f"with --out {Path(owner).parent} to redo that run, or remove {owner} first")
 
 
 def attack_stage(

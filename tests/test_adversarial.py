@@ -187,7 +187,7 @@ def test_a_shard_described_by_another_results_file_is_not_replaced(trained, tmp_
                          checkpoint=ckpt, out_dir=tmp_path / "a", progress=False)
     shard = Path(first["attacks"][0]["shard"])
     before = st.sha256_file(shard)
-    with pytest.raises(StoreError, match="belongs to the results in .*attack-round05-test.json"):
+    with pytest.raises(StoreError, match=r"belongs to the results in .*attack-round05-test\.json, made with other"):
         attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2),
                      checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
     assert st.sha256_file(shard) == before and not (tmp_path / "b" / "attack-round05-test.json").exists()
@@ -198,3 +198,6 @@ def test_a_shard_described_by_another_results_file_is_not_replaced(trained, tmp_
     attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2),
                  checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
     assert st.AdversarialShard.open(shard).size == 2
+    # the same settings from a third directory rewrite the same clips: allowed
+    attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2, batch_size=1),
+                 checkpoint=ckpt, out_dir=tmp_path / "c", progress=False)

@@ -67,6 +67,16 @@ def _assert_same_run(out, reference, *, roots=None):
     assert got["complete"] and "test" in got and load_checkpoint(out / "checkpoint.pt").complete
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run here, in this process or a killed subprocess (OMP_NUM_THREADS=1), computes with one thread:
+    weights are compared bit for bit, and float sums split over other thread counts round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def reference(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
