@@ -19,3 +19,15 @@ def store(tmp_path_factory):
     )
     result = featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False)
     return Store(result.store_dir)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A command run in-process (CliRunner, main([...])) sets torch's threads for its stage
+    (advaudio.threads); put them back so that no later test computes with another count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
