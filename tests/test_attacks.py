@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from tiny_cnn import NUM_CLASSES, make_net, trained_model
+
 from advaudio.attacks import (
     ATTACKS,
     FIXED_BUDGET,
@@ -31,7 +33,6 @@ from advaudio.attacks import (
 )
 from advaudio.errors import ParameterError
 
-NUM_CLASSES = 4
 RATE = 0.8
 
 # Small but sufficient settings per attack (defaults are sized for real spectrograms).
@@ -47,23 +48,6 @@ FAST = {
 }
 
 
-def _data(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
-    x = torch.rand(n, 1, 16, 16, generator=gen) * 0.3
-    for i in range(n):
-        r, c = divmod(int(y[i]), 2)
-        x[i, 0, r * 8 + 2 : r * 8 + 6, c * 8 + 2 : c * 8 + 6] += 0.6
-    return x.clamp(0, 1), y
-
-
-def _net() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(64, NUM_CLASSES),
-    )
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     before = torch.get_num_threads()
@@ -74,19 +58,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def setup(one_thread):
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    xt, yt = _data(512, gen)
-    model = _net()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        i = torch.randint(0, len(xt), (64,), generator=gen)
-        loss = nn.functional.cross_entropy(model(xt[i]), yt[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    x, y = _data(16, gen)
+    model, x, y = trained_model()
     with torch.no_grad():
         assert (model(x).argmax(1) == y).all(), "the tiny model should be accurate"
     return model, x, y
@@ -142,7 +114,7 @@ def test_registry_declares_kind_norm_and_targeting():
     cfg = AttackConfig.create("pgd", epsilon=0.1)
     assert AttackConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ParameterError):
-        run_attack(_net(), torch.zeros(1, 1, 16, 16), [0], config=AttackConfig.create("nope"))
+        run_attack(make_net(), torch.zeros(1, 1, 16, 16), [0], config=AttackConfig.create("nope"))
     with pytest.raises(ParameterError):
         AttackConfig.create("cw", norm="linf")
 

@@ -13,29 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from tiny_cnn import NUM_CLASSES, trained_model
+
 from advaudio.attacks import AttackConfig, run_attack, tune_budget
 from advaudio.attacks._model import attack_mode
 from advaudio.attacks.checks import evaluation_checks, robust_accuracy
 from advaudio.attacks.stepping import gradient_attack
-
-NUM_CLASSES = 4
-
-
-def _data(n, gen):
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
-    x = torch.rand(n, 1, 16, 16, generator=gen) * 0.3
-    for i in range(n):
-        r, c = divmod(int(y[i]), 2)
-        x[i, 0, r * 8 + 2: r * 8 + 6, c * 8 + 2: c * 8 + 6] += 0.6
-    return x.clamp(0, 1), y
-
-
-def _net():
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(64, NUM_CLASSES),
-    )
 
 
 class Masked(nn.Module):
@@ -53,19 +36,7 @@ class Masked(nn.Module):
 def setup():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    xt, yt = _data(512, gen)
-    model = _net()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        i = torch.randint(0, len(xt), (64,), generator=gen)
-        loss = nn.functional.cross_entropy(model(xt[i]), yt[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    x, y = _data(16, gen)
+    model, x, y = trained_model()
     yield model, x, y
     torch.set_num_threads(before)
 
