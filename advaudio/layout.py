@@ -127,3 +127,47 @@ def parse_shard_stem(stem: str) -> ShardStem | None:
     """Inverse of :func:`shard_stem`; None for any other stem."""
     m = _SHARD.match(stem)
     return ShardStem(int(m["round"]), m["split"], m["sha"], m["attack"], _parsed_slice(m)) if m else None
+
+
+# --------------------------------------------------------------------------- #
+# Study directories (``advaudio study``)
+# --------------------------------------------------------------------------- #
+#: A study directory::
+#:
+#:     STUDY_DIR/study.json                       the study as resolved (what `run` ran)
+#:     STUDY_DIR/stores/<dataset>-<fingerprint>/  one feature store per dataset
+#:     STUDY_DIR/cells/<cell id>/run/             the cell's run directory (train + rounds, as above)
+#:     STUDY_DIR/cells/<cell id>/cell.json        the cell's summary, written last: the cell is done
+#:     STUDY_DIR/cells/<cell id>/state.json       running / failed, with the reason
+#:     STUDY_DIR/cells/<cell id>/cell.log         the cell's progress output
+#:     STUDY_DIR/report/                          `advaudio study report`
+STUDY_NAME = "study.json"
+CELL_SUMMARY_NAME = "cell.json"
+CELL_STATE_NAME = "state.json"
+CELL_LOG_NAME = "cell.log"
+
+
+def study_stores_dir(study_dir: str | os.PathLike) -> Path:
+    """Where a study's feature stores live (the featurize cache)."""
+    return Path(study_dir) / "stores"
+
+
+def study_cell_dir(study_dir: str | os.PathLike, cell_id: str) -> Path:
+    """Directory of one cell of a study."""
+    return Path(study_dir) / "cells" / cell_id
+
+
+def study_cell_dirs(study_dir: str | os.PathLike) -> list[Path]:
+    """Every cell directory of a study, sorted (whatever its state)."""
+    cells = Path(study_dir) / "cells"
+    return sorted(p for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []
+
+
+def cell_run_dir(cell_dir: str | os.PathLike) -> Path:
+    """The run directory of a cell (``advaudio rounds`` layout)."""
+    return Path(cell_dir) / "run"
+
+
+def study_report_dir(study_dir: str | os.PathLike) -> Path:
+    """Default directory of ``advaudio study report``."""
+    return Path(study_dir) / "report"

@@ -1,0 +1,250 @@
+"""A study cell's files: the one writer and reader of ``cell.json`` and ``state.json``.
+
+``cell.json`` is a cell's summary, written atomically as the cell's last step: its
+presence (with the cell's fingerprint) is what "done" means. It holds what the
+study report needs, copied from the run directory's own files, with the path of each
+source so every number can be traced back::
+
+    format "advaudio-study-cell", version 1
+    cell_id, fingerprint            the cell's name and the hash of everything it ran with
+    key                             dataset, model, view, width, input_size, seed, test_fold, attacked
+    config                          train / attack / rounds configuration as run
+    run_dir                         the cell's run directory
+    rounds[]                        per round K (0: clean training):
+        round, checkpoint, checkpoint_sha256, metrics (path), test_accuracy, test_clips
+        attacks{name}               attacks on the test fold (attacked cells only):
+            attack, kind, norm, search, threshold, budget, reached, fooling_rate,
+            clip_rows[]             store rows of the attacked clips (correctly classified)
+            minimal_norms[]         per attacked clip, in ``norm``; null: not fooled at any budget tried
+            checks[]                evaluation checks {check, status, text}
+            results, shard          the attack results JSON and the adversarial shard
+            wall_time_s, gradient_steps
+    wall_time_s                     {"train": …, "rounds": …, "total": …}, measured
+    versions, finished
+
+``state.json`` says a cell is running (host, pid, start time) or failed (the reason
+and the log's path); it is advisory, ``cell.json`` alone decides "done".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advaudio import layout
+from advaudio.errors import StoreError
+from advaudio.store import write_json_atomic
+
+FORMAT = "advaudio-study-cell"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """One attack on a cell's test fold in one round (see the module docstring)."""
+
+    attack: str
+    kind: str
+    norm: str
+    search: str
+    threshold: float
+    budget: float
+    reached: bool
+    fooling_rate: float
+    clip_rows: np.ndarray  # int64, store rows of the attacked clips
+    minimal_norms: np.ndarray  # float64, +inf: not fooled at any budget tried
+    checks: tuple[dict, ...] = ()
+    results: str = ""
+    shard: str = ""
+    wall_time_s: float = math.nan
+    gradient_steps: float = math.nan
+
+    def __post_init__(self):
+        object.__setattr__(self, "clip_rows", np.asarray(self.clip_rows, np.int64).reshape(-1))
+        norms = np.asarray([math.inf if v is None else v for v in np.asarray(self.minimal_norms, object).reshape(-1)],
+                           np.float64)
+        object.__setattr__(self, "minimal_norms", norms)
+        object.__setattr__(self, "checks", tuple(dict(c) for c in self.checks))
+        if len(self.clip_rows) != len(self.minimal_norms):
+            raise StoreError(f"attack {self.attack}: {len(self.clip_rows)} clip rows but "
+                             f"{len(self.minimal_norms)} minimal norms")
+        if np.isnan(self.minimal_norms).any():
+            raise StoreError(f"attack {self.attack}: minimal norms hold NaN (only attacked clips belong here)")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["clip_rows"] = self.clip_rows.tolist()
+        d["minimal_norms"] = [None if not math.isfinite(v) else float(v) for v in self.minimal_norms]
+        d["checks"] = list(self.checks)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "AttackOutcome":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def failed_checks(self) -> list[dict]:
+        return [c for c in self.checks if c.get("status") != "pass"]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """One round of a cell: its checkpoint, clean test accuracy, and the attacks on its test fold."""
+
+    round: int
+    checkpoint: str
+    checkpoint_sha256: str
+    metrics: str
+    test_accuracy: float
+    test_clips: int
+    attacks: dict[str, AttackOutcome] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "attacks"}
+        d["attacks"] = {name: a.to_json() for name, a in self.attacks.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RoundOutcome":
+        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "attacks"}
+        return cls(**values, attacks={n: AttackOutcome.from_json(a) for n, a in (d.get("attacks") or {}).items()})
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """What a finished cell produced (``cell.json``)."""
+
+    cell_id: str
+    fingerprint: str
+    key: dict[str, Any]
+    config: dict[str, Any]
+    run_dir: str
+    rounds: tuple[RoundOutcome, ...]
+    wall_time_s: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    finished: float = 0.0
+    path: str = ""  # where it was read from (not written)
+
+    def round(self, k: int) -> RoundOutcome | None:
+        return next((r for r in self.rounds if r.round == k), None)
+
+    @property
+    def last_round(self) -> RoundOutcome:
+        return max(self.rounds, key=lambda r: r.round)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "cell_id": self.cell_id, "fingerprint": self.fingerprint,
+                "key": self.key, "config": self.config, "run_dir": self.run_dir,
+                "rounds": [r.to_json() for r in self.rounds], "wall_time_s": self.wall_time_s,
+                "versions": self.versions, "finished": self.finished}
+
+
+def summary_path(cell_dir: str | os.PathLike) -> Path:
+    return Path(cell_dir) / layout.CELL_SUMMARY_NAME
+
+
+def write_cell_summary(cell_dir: str | os.PathLike, summary: CellSummary) -> Path:
+    """Commit ``cell.json`` atomically (a kill leaves either no file or the whole one)."""
+    path = summary_path(cell_dir)
+    write_json_atomic(path, summary.to_json())
+    return path
+
+
+def read_cell_summary(cell_dir: str | os.PathLike) -> CellSummary | None:
+    """The summary of a finished cell; None when the cell has none (not done).
+
+    A file that is not a cell summary (another format, a newer version, damaged JSON)
+    is a StoreError naming it.
+    """
+    path = summary_path(cell_dir)
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is not a readable cell summary ({exc})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise StoreError(f"{path} is not an advaudio study cell summary")
+    if int(d.get("version", 0)) > VERSION:
+        raise StoreError(f"{path} has cell-summary version {d.get('version')}; this advaudio reads up to {VERSION}")
+    try:
+        return CellSummary(cell_id=d["cell_id"], fingerprint=d["fingerprint"], key=d["key"], config=d["config"],
+                           run_dir=d["run_dir"], rounds=tuple(RoundOutcome.from_json(r) for r in d["rounds"]),
+                           wall_time_s=d.get("wall_time_s") or {}, versions=d.get("versions") or {},
+                           finished=float(d.get("finished") or 0.0), path=str(path))
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"{path} is an incomplete cell summary (missing {exc})") from None
+
+
+# --------------------------------------------------------------------------- #
+# state.json
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class CellState:
+    """``running`` or ``failed`` (with ``reason``); ``done`` and ``pending`` are not written."""
+
+    status: str
+    host: str = ""
+    pid: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    reason: str = ""
+    log: str = ""
+
+    @property
+    def alive(self) -> bool | None:
+        """For ``running``: whether its process still exists (None: on another host, unknown)."""
+        if self.status != "running":
+            return False
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def state_path(cell_dir: str | os.PathLike) -> Path:
+    return Path(cell_dir) / layout.CELL_STATE_NAME
+
+
+def log_path(cell_dir: str | os.PathLike) -> Path:
+    return Path(cell_dir) / layout.CELL_LOG_NAME
+
+
+def mark_running(cell_dir: str | os.PathLike) -> None:
+    write_json_atomic(state_path(cell_dir), {"status": "running", "host": socket.gethostname(), "pid": os.getpid(),
+                                              "started": time.time(), "log": str(log_path(cell_dir))})
+
+
+def mark_failed(cell_dir: str | os.PathLike, reason: str) -> None:
+    before = read_cell_state(cell_dir)
+    write_json_atomic(state_path(cell_dir), {"status": "failed", "host": socket.gethostname(), "pid": os.getpid(),
+                                              "started": before.started if before else 0.0, "ended": time.time(),
+                                              "reason": reason, "log": str(log_path(cell_dir))})
+
+
+def clear_state(cell_dir: str | os.PathLike) -> None:
+    state_path(cell_dir).unlink(missing_ok=True)
+
+
+def read_cell_state(cell_dir: str | os.PathLike) -> CellState | None:
+    path = state_path(cell_dir)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return CellState(status="failed", reason=f"{path} is damaged")
+    return CellState(**{k: d[k] for k in CellState.__dataclass_fields__ if k in d})
