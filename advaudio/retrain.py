@@ -208,6 +208,10 @@ def retrain(
     records = inspect_shards([Path(s) for s in shards], store=feature_store,
                              held_out_folds={int(f) for f in held_out}, view=ckpt.view.to_dict(),
                              checkpoint_sha=st.sha256_file(checkpoint))
+    if records and all(r["successful"] == 0 for r in records):  # nothing adversarial to mix in
+        raise StoreError(f"the round-{source_round} training-split attacks fooled none of their clips "
+                         f"({', '.join(r['attack'] for r in records)}; a model that classifies few training "
+                         "clips correctly leaves little to attack): nothing to retrain with")
     lr = config.lr if config.lr is not None else (base.lr / 10 if config.mode == "fine-tune" else base.lr)
     new_config = dataclasses.replace(
         base,

@@ -27,6 +27,7 @@ COMMANDS = {
     "rounds": "retrain:rounds",
     "demo": "demo:demo",
     "report": "report:report",
+    "study": "study:study",
     "listen": "report:listen",
     "path": "path:path_",
 }

@@ -1,0 +1,299 @@
+"""A study's cells: the grid expanded (:func:`expand_cells`) and one cell run (:func:`run_cell`).
+
+A cell is one (dataset × model × view × width × input size × seed × test fold).
+Its fingerprint hashes everything its results depend on — the feature store's
+fingerprint, the training configuration and, for an attacked cell, the attacks and
+rounds — and ends its directory name, so a changed parameter makes a new cell and
+never mixes with old results, while cells it does not touch keep theirs (the
+training of a cell whose fold is not attacked does not depend on the attacks).
+
+:func:`run_cell` trains (resuming a killed run from its last epoch), runs the
+rounds of an attacked cell through :func:`advaudio.retrain.run_rounds` (which
+skips finished steps), and commits ``cell.json`` last (:mod:`~advaudio.study.cellfile`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from advaudio import layout
+from advaudio import store as st
+from advaudio.errors import AdvaudioError, StoreError
+from advaudio.study import cellfile
+from advaudio.study.spec import StudySpec, check_folds, dataset_folds
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a study, with the store it reads."""
+
+    dataset: str  # the [data.<name>] of the study
+    model: str
+    view: str
+    width: float
+    input_size: tuple[int, int] | None
+    seed: int
+    test_fold: int
+    attacked: bool
+    store_dir: str
+    store_fingerprint: str
+    fingerprint: str = ""
+
+    @property
+    def cell_id(self) -> str:
+        size = "none" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
+        return (f"{self.dataset}-{self.model}-{self.view.replace('+', '_')}-w{self.width:g}-{size}-s{self.seed}"
+                f"-f{self.test_fold}-{self.fingerprint[:8]}")
+
+    @property
+    def key(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "view": self.view, "width": self.width,
+                "input_size": list(self.input_size) if self.input_size else None, "seed": self.seed,
+                "test_fold": self.test_fold, "attacked": self.attacked}
+
+    def directory(self, spec: StudySpec) -> Path:
+        return layout.study_cell_dir(spec.directory, self.cell_id)
+
+
+def train_config(spec: StudySpec, cell: Cell, *, device: str | None = None):
+    """The :class:`~advaudio.training.TrainConfig` of ``cell``."""
+    from advaudio.training import TrainConfig
+
+    values = {"workers": 0, **spec.train}  # cells run side by side: no loader processes unless asked
+    return TrainConfig(store=cell.store_dir, view=cell.view, model=cell.model, width=cell.width,
+                       input_size=cell.input_size, test_fold=cell.test_fold, seed=cell.seed,
+                       device=device or spec.run.device, **values)
+
+
+def attack_config(spec: StudySpec, cell: Cell):
+    """The :class:`~advaudio.adversarial.AttackStageConfig` of ``cell``'s rounds (the grid's seed)."""
+    return dataclasses.replace(spec.attack, seed=cell.seed)
+
+
+def _fingerprint(spec: StudySpec, cell: Cell) -> str:
+    config = train_config(spec, cell, device="cpu").to_dict()
+    for k in ("store", "device", "workers"):  # where and how fast, not what
+        config.pop(k, None)
+    parts: dict[str, Any] = {"store": cell.store_fingerprint, "train": config, "attacked": cell.attacked}
+    if cell.attacked:
+        attack = attack_config(spec, cell).to_dict()
+        attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
+        parts.update(attack=attack, train_limit=spec.train_limit, rounds=spec.rounds,
+                     retrain=dataclasses.asdict(spec.retrain))
+    return st.fingerprint(parts)
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """A dataset's store: where it is, its fingerprint, its folds, and whether it is complete."""
+
+    name: str
+    store_dir: Path
+    fingerprint: str
+    folds: list[int]
+    clips: int
+    complete: bool
+
+
+def plan_stores(spec: StudySpec) -> dict[str, StorePlan]:
+    """Every dataset's store, resolved (reads the datasets' metadata, computes nothing)."""
+    from advaudio.featurize import plan_featurize
+
+    plans = {}
+    for data in spec.data:
+        plan = plan_featurize(data.featurize, cache=layout.study_stores_dir(spec.directory))
+        folds = sorted({int(c.fold) for c in plan.table.clips})
+        check_folds(spec, data, folds)
+        plans[data.name] = StorePlan(data.name, plan.store_dir, plan.fingerprint, folds, len(plan.table),
+                                     plan.complete)
+    return plans
+
+
+def expand_cells(spec: StudySpec, stores: dict[str, StorePlan] | None = None) -> list[Cell]:
+    """The study's cells in a stable order (dataset, model, view, width, size, seed, fold)."""
+    stores = stores or plan_stores(spec)
+    cells = []
+    for data in spec.data:
+        sp = stores[data.name]
+        attacked = set(spec.protocol.attacked_folds(sp.folds))
+        for model in spec.grid.models:
+            for view in spec.grid.views:
+                for width in spec.grid.widths:
+                    for size in spec.grid.input_sizes:
+                        for seed in spec.grid.seeds:
+                            for fold in spec.protocol.test_folds(sp.folds):
+                                cell = Cell(data.name, model, view, width, size, seed, fold, fold in attacked,
+                                            str(sp.store_dir), sp.fingerprint)
+                                cells.append(dataclasses.replace(cell, fingerprint=_fingerprint(spec, cell)))
+    return cells
+
+
+def find_cell(cells: list[Cell], cell_id: str) -> Cell:
+    for cell in cells:
+        if cell.cell_id == cell_id:
+            return cell
+    raise AdvaudioError(f"no cell {cell_id!r} in this study (`advaudio study plan FILE` lists them)")
+
+
+# --------------------------------------------------------------------------- #
+# Running a cell
+# --------------------------------------------------------------------------- #
+class _Tee(io.TextIOBase):
+    """Writes to the cell's log and, when asked, to the console as well."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self) -> bool:  # progress bars draw as lines in a log
+        return False
+
+
+@contextlib.contextmanager
+def _logged(path: Path, echo: bool) -> Iterator[None]:
+    with open(path, "a", buffering=1) as log:
+        err = _Tee(log, sys.stderr) if echo else _Tee(log)
+        out = _Tee(log, sys.stdout) if echo else _Tee(log)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            yield
+
+
+def run_cell(spec: StudySpec, cell: Cell, *, device: str | None = None, echo: bool = True,
+             progress: bool = True) -> cellfile.CellSummary:
+    """Run ``cell`` to the end (resuming where a killed run stopped) and commit its ``cell.json``.
+
+    The feature store must be complete (:func:`advaudio.study.runner.featurize_study`).
+    A finished cell is not rerun: its summary is returned. On an error the cell is
+    marked failed (``state.json``: the reason, the log) and the error is raised.
+    """
+    from advaudio.adversarial import AttackStageConfig  # noqa: F401  (import cost paid here, not per step)
+    from advaudio.retrain import is_complete_run, run_rounds
+    from advaudio.training import train
+
+    directory = cell.directory(spec)
+    done = cellfile.read_cell_summary(directory)
+    if done is not None and done.fingerprint == cell.fingerprint:
+        return done
+    directory.mkdir(parents=True, exist_ok=True)
+    run_dir = layout.cell_run_dir(directory)
+    cellfile.mark_running(directory)
+    t0 = time.perf_counter()
+    try:
+        with _logged(cellfile.log_path(directory), echo):
+            print(f"== cell {cell.cell_id} ({time.strftime('%Y-%m-%d %H:%M:%S')})", file=sys.stderr)
+            if not is_complete_run(run_dir):
+                train(train_config(spec, cell, device=device), out_dir=run_dir,
+                      resume=layout.checkpoint_path(run_dir).is_file(), progress=progress)
+            if cell.attacked:
+                run_rounds(run_dir, rounds=spec.rounds, attack_config=attack_config(spec, cell),
+                           retrain_config=spec.retrain, train_limit=spec.train_limit,
+                           device=device or spec.run.device, progress=progress)
+            summary = summarise(spec, cell, session_seconds=time.perf_counter() - t0)
+            cellfile.write_cell_summary(directory, summary)
+            print(f"== cell {cell.cell_id} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc) or type(exc).__name__)
+        cellfile.mark_failed(directory, f"{type(exc).__name__}: {reason}".splitlines()[0][:500])
+        raise
+    cellfile.clear_state(directory)
+    return cellfile.read_cell_summary(directory)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot read ({exc})") from None
+
+
+def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(store rows, per-clip minimal norm) of the attacked clips of a shard; +inf: never fooled."""
+    shard = st.AdversarialShard.open(shard_path)
+    norm = str(shard.attr("norm"))
+    keys = ["clean_index", "attacked", "success", norm]
+    if "minimal_budget" in shard:
+        keys.append("minimal_budget")
+    a = shard.read(keys)
+    attacked = np.asarray(a["attacked"], bool)
+    if "minimal_budget" in a:  # a fixed-budget attack's per-clip search
+        norms = np.asarray(a["minimal_budget"], np.float64)
+    else:  # a minimisation attack: the norm of its adversarial, where it succeeded
+        norms = np.where(np.asarray(a["success"], bool), np.asarray(a[norm], np.float64), np.inf)
+    return np.asarray(a["clean_index"], np.int64)[attacked], norms[attacked]
+
+
+def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutcome], float]:
+    document = _read_json(results_path)
+    outcomes = {}
+    for r in document.get("attacks", []):
+        if not r.get("shard"):
+            continue
+        rows, norms = _clip_norms(Path(r["shard"]))
+        outcomes[r["attack"]] = cellfile.AttackOutcome(
+            attack=r["attack"], kind=r.get("kind", ""), norm=r["norm"], search=r.get("search", ""),
+            threshold=float(r["threshold"]), budget=float(r["budget"]) if r.get("budget") is not None else math.nan,
+            reached=bool(r.get("reached")), fooling_rate=float(r.get("fooling_rate") or math.nan),
+            clip_rows=rows, minimal_norms=norms,
+            checks=[{k: c.get(k) for k in ("check", "status", "text")} for c in r.get("checks") or []],
+            results=str(results_path.resolve()), shard=str(Path(r["shard"]).resolve()),
+            wall_time_s=float(r.get("wall_time_s") or math.nan),
+            gradient_steps=float(r["gradient_queries"]) / max(1, int(r.get("n_attacked") or 1)))
+    return outcomes, float(document.get("wall_time_s") or 0.0)
+
+
+def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan) -> cellfile.CellSummary:
+    """The summary of a cell whose run directory is complete, read from its files."""
+    import advaudio
+
+    run_dir = layout.cell_run_dir(cell.directory(spec))
+    rounds, train_s, attack_s = [], 0.0, 0.0
+    for k in range(spec.rounds + 1 if cell.attacked else 1):
+        metrics_file = layout.metrics_path(run_dir, round=k)
+        metrics = _read_json(metrics_file)
+        if not metrics.get("complete"):
+            raise StoreError(f"{metrics_file} is not a complete run")
+        train_s += float(metrics.get("wall_seconds") or 0.0)
+        attacks = {}
+        if cell.attacked:
+            attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test"))
+            attack_s += seconds
+            if k < spec.rounds:
+                train_doc = _read_json(layout.attack_results_path(run_dir, round=k, split="train"))
+                attack_s += float(train_doc.get("wall_time_s") or 0.0)
+        checkpoint = layout.checkpoint_path(run_dir, round=k)
+        rounds.append(cellfile.RoundOutcome(
+            round=k, checkpoint=str(checkpoint.resolve()), checkpoint_sha256=st.sha256_file(checkpoint),
+            metrics=str(metrics_file.resolve()), test_accuracy=float(metrics["test_accuracy"]),
+            test_clips=int(metrics["test"]["n"]), attacks=attacks))
+    config = {"train": train_config(spec, cell).to_dict()}
+    if cell.attacked:
+        config.update(attack=attack_config(spec, cell).to_dict(), train_limit=spec.train_limit,
+                      rounds=spec.rounds, retrain=dataclasses.asdict(spec.retrain))
+    import torch
+
+    return cellfile.CellSummary(
+        cell_id=cell.cell_id, fingerprint=cell.fingerprint, key=cell.key, config=st.jsonable(config),
+        run_dir=str(run_dir.resolve()), rounds=tuple(rounds),
+        wall_time_s={"train": train_s, "attack": attack_s, "total": train_s + attack_s,
+                     "last_session": session_seconds},
+        versions={"advaudio": advaudio.__version__, "torch": torch.__version__}, finished=time.time())

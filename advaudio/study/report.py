@@ -1,0 +1,48 @@
+"""``advaudio study report``: the finished cells of a study → the paper's tables (:mod:`advaudio.report.study`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from advaudio import layout
+from advaudio.errors import AdvaudioError
+
+
+def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
+                 resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Path:
+    """Write the study's report from its done cells; returns the path of ``study.md``.
+
+    Cells not done are listed as missing in the report's protocol section; a study
+    with no done cell is an error.
+    """
+    from advaudio.report.study import write_study_report
+    from advaudio.study.runner import plan_study
+    from advaudio.study.spec import read_study
+
+    spec = read_study(study_file)
+    plan = plan_study(spec)
+    summaries = [s.summary for s in plan.statuses if s.summary is not None]
+    if not summaries:
+        raise AdvaudioError(f"no cell of {study_file} is done yet (`advaudio study status {study_file}`)")
+    protocol = {
+        "study": spec.name,
+        "study_file": str(spec.path),
+        "datasets": {name: {"clips": sp.clips, "folds": sp.folds,
+                            "test_folds": spec.protocol.test_folds(sp.folds),
+                            "attacked_folds": spec.protocol.attacked_folds(sp.folds), "store": str(sp.store_dir)}
+                     for name, sp in plan.stores.items()},
+        "seeds": list(spec.grid.seeds),
+        "attacks": list(spec.attack.attacks),
+        "fooling_rate": spec.attack.fooling_rate,
+        "test_clips": spec.attack.limit,
+        "train_clips": spec.train_limit,
+        "rounds": spec.rounds,
+        "retrain": {"mix": spec.retrain.mix, "mode": spec.retrain.mode, "epochs": spec.retrain.epochs},
+        "cells": len(plan.cells),
+        "missing_cells": [f"{s.cell.cell_id} ({s.status}{': ' + s.reason if s.reason else ''})"
+                          for s in plan.statuses if s.summary is None],
+    }
+    out = Path(out_dir) if out_dir is not None else layout.study_report_dir(spec.directory)
+    return write_study_report(summaries, out, title=f"Study {spec.name}", protocol=protocol,
+                              resamples=resamples, confidence=confidence, seed=seed)
