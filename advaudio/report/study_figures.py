@@ -96,9 +96,10 @@ def heat_map(
         ax.set_yticks(range(n_rows), list(row_labels))
         ax.tick_params(length=0)
         bar = fig.colorbar(image, ax=ax, shrink=0.9)
-        if log:
-            ticks = bar.get_ticks()
-            bar.set_ticks(ticks, labels=[f"{math.exp(t):.3g}" for t in ticks])
+        if log:  # ticks at round ratios (×½, ×1, ×2 …), not at round logarithms
+            nice = [f * 10.0**e for e in range(-3, 4) for f in (1.0, 2.0, 5.0)]
+            ticks = [t for t in nice if lo <= math.log(t) <= hi]
+            bar.set_ticks([math.log(t) for t in ticks], labels=[f"{t:g}" for t in ticks])
         bar.set_label(colorbar_label)
     ax.set_title(title)
     return _save(fig, path)

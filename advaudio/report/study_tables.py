@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from advaudio.errors import ParameterError
 from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
-from advaudio.study.cellfile import AttackOutcome, CellSummary
+if TYPE_CHECKING:  # imported where used: the study package may import the report
+    from advaudio.study.cellfile import AttackOutcome, CellSummary
 
 __all__ = ["ROW_KEY", "STUDY_COLUMNS", "Accuracy", "AttackRow", "StudyRow", "StudyTables", "cell_source",
            "study_tables", "tidy_values"]
@@ -163,6 +164,8 @@ def _row_key(s: CellSummary) -> tuple:
 
 
 def _unique_cells(summaries: Iterable[CellSummary]) -> list[CellSummary]:
+    from advaudio.study.cellfile import CellSummary
+
     seen: dict[tuple, CellSummary] = {}
     for s in summaries:
         if not isinstance(s, CellSummary):
@@ -239,7 +242,8 @@ def _attack_row(row_label: str, name: str, cells: Sequence[CellSummary], warning
 
 def _build_row(key: tuple, cells: list[CellSummary], warnings: list[str], **settings) -> StudyRow:
     dataset, model, view, width, input_size = key
-    label = " · ".join(str(k) for k in key if k is not None)
+    label = StudyRow(dataset=dataset, model=model, view=view, width=width, input_size=input_size, cells=(),
+                     before=Accuracy((), ()), after=None, change=None).label
     # clean accuracy: one value per (seed, test fold); the attacked cell's round 0 when both exist
     per_fold: dict[tuple, CellSummary] = {}
     for s in sorted(cells, key=lambda s: not s.key.get("attacked")):

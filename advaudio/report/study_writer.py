@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from advaudio.report.study_tables import (STUDY_COLUMNS, Accuracy, StudyRow, Stu
                                           study_tables, tidy_values)
 from advaudio.report.writer import _remove_stale
 from advaudio.store import jsonable
-from advaudio.study.cellfile import CellSummary
+if TYPE_CHECKING:
+    from advaudio.study.cellfile import CellSummary
 
 __all__ = ["STUDY_REPORT_FORMAT", "STUDY_REPORT_VERSION", "fmt_accuracy", "fmt_budget", "fmt_ratio_interval",
            "write_study_report"]
