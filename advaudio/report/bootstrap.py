@@ -268,8 +268,9 @@ def ratio_interval(
         raise ParameterError("ratio_interval needs attacked clips in both rounds")
     b, b_ok = quantile_budget(col_b, threshold)
     a, a_ok = quantile_budget(col_a, threshold)
-    ratio = (a / b if a_ok else math.inf) if b_ok else math.nan
-    lower = a / b if (b_ok and not a_ok and math.isfinite(a)) else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):  # a budget of 0 (a clip fooled unperturbed) divides
+        ratio = float(np.float64(a) / b if a_ok else math.inf) if b_ok else math.nan
+        lower = float(np.float64(a) / b) if (b_ok and not a_ok and math.isfinite(a)) else math.nan
 
     def statistic(block: np.ndarray) -> np.ndarray:
         return _ratio(_subset_budget(block[:, :, 1], threshold), _subset_budget(block[:, :, 0], threshold))

@@ -242,7 +242,7 @@ def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, mi
     blocks: list[Block] = [("h2", "Protocol")]
     items = []
     for key, value in (protocol or {}).items():
-        items.append(f"{key}: {value if isinstance(value, str) else json.dumps(jsonable(value), sort_keys=True)}")
+        items.append(f"{key}: {value if isinstance(value, str) else json.dumps(jsonable(value), sort_keys=True, default=str)}")
     for dataset, rows in tables.datasets.items():
         cells = [s for r in rows for s in r.cells]
         attacked = [s for s in cells if s.key.get("attacked")]
@@ -405,7 +405,7 @@ def write_study_report(
         "missing": list(missing),
         "warnings": [f"cell not finished: {m}" for m in missing] + list(tables.warnings),
     }
-    (out_dir / "study.json").write_text(json.dumps(jsonable(document), indent=1, allow_nan=False) + "\n",
+    (out_dir / "study.json").write_text(json.dumps(jsonable(document), indent=1, allow_nan=False, default=str) + "\n",
                                         encoding="utf-8")
     with open(out_dir / "study.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(STUDY_COLUMNS))
