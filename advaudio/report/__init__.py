@@ -18,6 +18,16 @@ module                                  holds
 :mod:`advaudio.report.render`           formatting helpers; blocks → Markdown and HTML
 :mod:`advaudio.report.document`         the report's sections as blocks
 :mod:`advaudio.report.writer`           :func:`write_report`, the entry point
+:mod:`advaudio.report.bootstrap`        percentile-bootstrap intervals of the budget at the
+                                        threshold (stratified by cell) and of the
+                                        after/before ratio (paired); :func:`mean_std`
+:mod:`advaudio.report.study_tables`     :func:`study_tables`: the study's rows per dataset
+                                        from the cells' ``cell.json`` summaries, and
+                                        :func:`tidy_values` (:data:`STUDY_COLUMNS`)
+:mod:`advaudio.report.study_figures`    heat maps (model × view) and fooling-rate curves
+                                        from per-clip minimal norms
+:mod:`advaudio.report.study_writer`     :func:`write_study_report`, the study report's
+                                        entry point
 ======================================  ================================================
 
 :func:`write_report` writes ``report.md``, ``report.html`` (self-contained apart
@@ -26,16 +36,27 @@ from the PNGs it links relatively), ``figures/*.png``, ``report.json`` and
 model, view, split, attack, metric — with the file and the JSON pointer it was
 read from, or ``derived``), and ``audio/*.wav`` for runs on the ``stft`` view.
 Its command line is ``advaudio report``.
+
+:func:`write_study_report` writes the study report (``advaudio study report``):
+``study.md``, ``study.html``, ``study.csv``, ``study.json`` and ``figures/*.png``
+from the finished cells of a study, every number with the ``cell.json`` it came from.
 """
 
 from advaudio.report.analysis import (FIXED_BUDGET, MINIMISATION, VALUE_COLUMNS, analyse, fooling_rate_at,
                                       resolve_pointer)
 from advaudio.report.discovery import AttackEntry, MetricsEntry, ReportData, RunData, collect_runs
 from advaudio.report.render import Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio, render_html, render_markdown
+from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
+from advaudio.report.study_tables import STUDY_COLUMNS, StudyRow, StudyTables, study_tables, tidy_values
+from advaudio.report.study_writer import STUDY_REPORT_FORMAT, STUDY_REPORT_VERSION, write_study_report
 from advaudio.report.writer import REPORT_FORMAT, REPORT_VERSION, write_report
 
 __all__ = [
     "AttackEntry", "FIXED_BUDGET", "Link", "MINIMISATION", "MetricsEntry", "REPORT_FORMAT", "REPORT_VERSION",
     "ReportData", "RunData", "VALUE_COLUMNS", "analyse", "collect_runs", "fmt_num", "fmt_pct", "fmt_pp",
     "fmt_ratio", "fooling_rate_at", "render_html", "render_markdown", "resolve_pointer", "write_report",
+    # the study report
+    "BudgetInterval", "RatioInterval", "STUDY_COLUMNS", "STUDY_REPORT_FORMAT", "STUDY_REPORT_VERSION", "StudyRow",
+    "StudyTables", "budget_interval", "mean_std", "ratio_interval", "study_tables", "tidy_values",
+    "write_study_report",
 ]
