@@ -69,7 +69,7 @@ def heat_map(
         lo, hi = ctr - span, ctr + span
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    shown = np.clip(np.where(np.isinf(c), np.sign(c) * np.inf, c), lo, hi)  # ±inf at the scale's ends
+    shown = np.clip(c, lo, hi)  # ±inf at the scale's ends
     shown[np.isnan(c)] = np.nan
     n_rows, n_cols = v.shape
     fig = Figure(figsize=(1.9 * max(1, n_cols) + 2.6, 0.62 * max(1, n_rows) + 1.6), layout="constrained")

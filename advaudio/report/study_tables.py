@@ -160,7 +160,8 @@ def _row_key(s: CellSummary) -> tuple:
     missing = [k for k in ROW_KEY + ("seed", "test_fold") if k not in s.key]
     if missing:
         raise ParameterError(f"{cell_source(s)}: the cell's key lacks {', '.join(missing)}")
-    return tuple(s.key[k] for k in ROW_KEY)
+    # JSON gives input_size back as a list
+    return tuple(tuple(v) if isinstance(v, list) else v for v in (s.key[k] for k in ROW_KEY))
 
 
 def _unique_cells(summaries: Iterable[CellSummary]) -> list[CellSummary]:

@@ -266,13 +266,16 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
     import advaudio
 
     run_dir = layout.cell_run_dir(cell.directory(spec))
-    rounds, train_s, attack_s = [], 0.0, 0.0
+    rounds, train_s, attack_s, retrain_s = [], 0.0, 0.0, 0.0
     for k in range(spec.rounds + 1 if cell.attacked else 1):
         metrics_file = layout.metrics_path(run_dir, round=k)
         metrics = _read_json(metrics_file)
         if not metrics.get("complete"):
             raise StoreError(f"{metrics_file} is not a complete run")
-        train_s += float(metrics.get("wall_seconds") or 0.0)
+        if k == 0:
+            train_s += float(metrics.get("wall_seconds") or 0.0)
+        else:
+            retrain_s += float(metrics.get("wall_seconds") or 0.0)
         attacks = {}
         if cell.attacked:
             attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test"))
@@ -294,6 +297,7 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
     return cellfile.CellSummary(
         cell_id=cell.cell_id, fingerprint=cell.fingerprint, key=cell.key, config=st.jsonable(config),
         run_dir=str(run_dir.resolve()), rounds=tuple(rounds),
-        wall_time_s={"train": train_s, "attack": attack_s, "total": train_s + attack_s,
-                     "last_session": session_seconds},
+        # measured by the stages themselves, so a resumed cell still counts the steps of its first session
+        wall_time_s={"train": train_s, "rounds": attack_s + retrain_s, "attack": attack_s, "retrain": retrain_s,
+                     "total": train_s + attack_s + retrain_s, "last_session": session_seconds},
         versions={"advaudio": advaudio.__version__, "torch": torch.__version__}, finished=time.time())

@@ -54,7 +54,7 @@ fooling_rate = 0.9                    # budgets are tuned to this fooling rate
 test_clips = 12                       # clips attacked on the test fold (omit: all)
 train_clips = 24                      # training clips attacked per round for retraining (omit: all)
 [attacks.params.pgd]
-steps = 10
+steps = 20                            # the evaluation checks warn when doubling the steps still helps
 
 [rounds]                              # advaudio.retrain.RetrainConfig
 count = 1                             # attack → retrain → attack rounds

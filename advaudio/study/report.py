@@ -16,7 +16,7 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
     Cells not done are listed as missing in the report's protocol section; a study
     with no done cell is an error.
     """
-    from advaudio.report.study import write_study_report
+    from advaudio.report import write_study_report
     from advaudio.study.runner import plan_study
     from advaudio.study.spec import read_study
 
@@ -40,9 +40,9 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
         "rounds": spec.rounds,
         "retrain": {"mix": spec.retrain.mix, "mode": spec.retrain.mode, "epochs": spec.retrain.epochs},
         "cells": len(plan.cells),
-        "missing_cells": [f"{s.cell.cell_id} ({s.status}{': ' + s.reason if s.reason else ''})"
-                          for s in plan.statuses if s.summary is None],
     }
+    missing = [f"{s.cell.cell_id} ({s.status}{': ' + s.reason if s.reason else ''})"
+               for s in plan.statuses if s.summary is None]
     out = Path(out_dir) if out_dir is not None else layout.study_report_dir(spec.directory)
     return write_study_report(summaries, out, title=f"Study {spec.name}", protocol=protocol,
-                              resamples=resamples, confidence=confidence, seed=seed)
+                              missing=missing, resamples=resamples, confidence=confidence, seed=seed)
