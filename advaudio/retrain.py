@@ -307,7 +307,7 @@ def run_rounds(
     from advaudio.training.loop import _kill_point as kill_point
 
     run_dir = Path(run_dir)
-    validation.integer("rounds", rounds)
+    validation.integer("rounds", rounds, minimum=0)  # 0: only the attack on the test fold
     if not is_complete_run(run_dir):
         raise StoreError(f"{run_dir} holds no complete round-0 run (checkpoint.pt + metrics.json); "
                          "run `advaudio train --out RUN_DIR` first")

@@ -492,3 +492,69 @@ def test_experiment_script_chains_every_stage_with_afterok(tmp_path):
         tmp_path, RUN_DIR=run_dir, ATTACKS="deepfool", ROUNDS="1", ARRAY_SIZE="2")}
     assert "featurize" not in again and "train" not in again
     assert again["attack-r00-test"]["after"] == [] and "attack-r00-test-whole" not in again
+
+
+STUDY = """
+[study]
+name = "slurm-study"
+[data.synth]
+dataset = "synthetic"
+options = { clips_per_class = 6, n_classes = 3, duration = 0.5, n_folds = 3 }
+shard_size = 6
+[data.synth.features]
+representations = ["stft"]
+n_fft = 512
+hop_length = 256
+[grid]
+models = ["resnet18"]
+views = ["stft"]
+widths = [0.125]
+input_sizes = ["32x32"]
+[train]
+epochs = 2
+batch_size = 8
+[protocol]
+cv = [2, 3]
+attack_folds = [3]
+[attacks]
+names = ["deepfool"]
+test_clips = 6
+checks = false
+[attacks.params.deepfool]
+steps = 10
+[rounds]
+count = 0
+[run]
+out = "slurm.study"
+executor = "slurm"
+threads = 1
+featurize_workers = 0
+[run.slurm]
+resources = "--time=00:10:00"
+"""
+
+
+def test_study_runs_as_a_slurm_job_chain(local_slurm, tmp_path):
+    """`advaudio study run` with the slurm executor: featurize → one job per cell → report, all from the file."""
+    from advaudio.study.runner import plan_study
+    from advaudio.study.spec import read_study
+
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(STUDY.replace("[run.slurm]", f'[run.slurm]\npython = "{sys.executable}"'))
+    env = _job_env()
+    proc = subprocess.run([sys.executable, "-m", "advaudio", "study", "run", str(study_file)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    m = re.search(r"featurize (\d+), 2 cell\(s\), report (\d+)", proc.stderr)
+    assert m, proc.stderr
+    assert wait_for_job(m.group(2), timeout=600) == "COMPLETED"
+    plan = plan_study(read_study(study_file))
+    logs = "\n".join(p.read_text() for p in (tmp_path / "slurm.study" / "slurm-logs").glob("*.out"))
+    assert plan.counts()["done"] == 2, logs
+    assert (tmp_path / "slurm.study" / "report" / "study.md").is_file(), logs
+    attacked = [s.summary for s in plan.statuses if s.cell.attacked]
+    assert len(attacked) == 1 and "deepfool" in attacked[0].rounds[0].attacks
+    # submitting again resubmits no finished cell
+    again = subprocess.run([sys.executable, "-m", "advaudio", "study", "run", str(study_file)], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and ", 0 cell(s)," in again.stderr, again.stderr
