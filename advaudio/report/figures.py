@@ -182,6 +182,7 @@ def fooling_rate_curves(
     steps: Mapping[str, bool] | None = None,
     thresholds: Mapping[str, float] | None = None,
     budgets: Mapping[str, Mapping[str, float | None]] | None = None,
+    dashed: Sequence[str] = (),
     title: str = "Fooling rate against the perturbation budget",
 ) -> Path:
     """Per attack (one panel each), fooling rate against ε, one line per round.
@@ -195,6 +196,7 @@ def fooling_rate_curves(
         (drawn as a step function)
     thresholds : attack → fooling-rate threshold (dashed horizontal line)
     budgets : attack → line label → budget (dotted vertical line in the line's colour)
+    dashed : line labels drawn dashed (e.g. the rounds after retraining); the others solid
     """
     attacks = list(curves)
     fig, axes = _panel_grid(len(attacks))
@@ -205,14 +207,14 @@ def fooling_rate_curves(
         drawn = 0
         for k, (label, pts) in enumerate(lines.items()):
             pts = sorted((float(e), float(r)) for e, r in pts if _finite(e) and _finite(r))
-            color = f"C{k % 10}"
+            color, style = f"C{k % 10}", "--" if label in dashed else "-"
             if pts:
                 x, y = zip(*pts)
                 if step:
                     x, y = (x[0],) + x, (0.0,) + y  # the CDF is 0 left of the smallest norm
-                    ax.step(x, y, where="post", color=color, label=label)
+                    ax.step(x, y, where="post", color=color, linestyle=style, label=label)
                 else:
-                    ax.plot(x, y, marker=".", color=color, label=label)
+                    ax.plot(x, y, marker=".", color=color, linestyle=style, label=label)
                 drawn += 1
             b = ((budgets or {}).get(attack) or {}).get(label)
             if _finite(b):

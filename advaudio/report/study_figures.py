@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from advaudio.report.figures import _finite, _no_data, _panel_grid, _save, _wide
+from advaudio.report.figures import _no_data, _save, fooling_rate_curves
 
 __all__ = ["ecdf_points", "fooling_rate_ecdfs", "heat_map"]
 
@@ -139,37 +139,6 @@ def fooling_rate_ecdfs(
     thresholds : attack → fooling-rate threshold (a grey dashed horizontal line)
     budgets : attack → label → budget (a dotted vertical line in the line's colour); None: not reached
     """
-    attacks = list(curves)
-    fig, axes = _panel_grid(len(attacks))
-    for ax, attack in zip(axes, attacks):
-        lines = curves[attack]
-        points = {label: ecdf_points(n) for label, n in lines.items()}
-        eps_all = [e for pts in points.values() for e, _ in pts]
-        drawn = 0
-        for k, (label, pts) in enumerate(points.items()):
-            color = f"C{k % 10}"
-            style = "--" if label in dashed else "-"
-            if pts:
-                x, y = zip(*pts)
-                ax.step((x[0],) + x, (0.0,) + y, where="post", color=color, linestyle=style, label=label)
-                drawn += 1
-            b = ((budgets or {}).get(attack) or {}).get(label)
-            if _finite(b):
-                ax.axvline(float(b), color=color, linestyle=":", linewidth=1)
-        if drawn == 0:
-            _no_data(ax, "no clip fooled")
-        else:
-            if _wide(eps_all):
-                ax.set_xscale("log")
-            ax.set_ylim(-0.02, 1.02)
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize="x-small", loc="lower right")
-        thr = (thresholds or {}).get(attack)
-        if _finite(thr):
-            ax.axhline(float(thr), color="0.3", linestyle="--", linewidth=1)
-        norm = (norms or {}).get(attack)
-        ax.set_xlabel(f"ε ({norm})" if norm else "ε")
-        ax.set_ylabel("fooling rate")
-        ax.set_title(attack)
-    fig.suptitle(title)
-    return _save(fig, path)
+    points = {attack: {label: ecdf_points(n) for label, n in lines.items()} for attack, lines in curves.items()}
+    return fooling_rate_curves(points, path, norms=norms, steps={a: True for a in points}, thresholds=thresholds,
+                               budgets=budgets, dashed=dashed, title=title)

@@ -1,8 +1,28 @@
-"""The paper's study as one command: a grid of datasets × models × views × seeds × folds.
+"""The paper's study as one command: a grid of datasets × models × views × seeds × CV folds.
+
+A study file (TOML) is read and checked (:mod:`~advaudio.study.spec`), expanded into
+cells (:mod:`~advaudio.study.cells`), run where the file says
+(:mod:`~advaudio.study.runner`, :mod:`~advaudio.study.slurm`) and reported
+(:mod:`~advaudio.study.report`, the tables themselves in :mod:`advaudio.report.study_tables`).
 
 =====================================  ==============================================
 module                                 holds
 =====================================  ==============================================
+:mod:`advaudio.study.spec`             :func:`read_study`: the TOML file → :class:`StudySpec`
+                                       (the stages' own config classes), every key checked
+:mod:`advaudio.study.cells`            :class:`Cell`, :func:`expand_cells` (fingerprints),
+                                       :func:`run_cell` (train → rounds → ``cell.json``)
 :mod:`advaudio.study.cellfile`         ``cell.json`` / ``state.json``: a cell's summary and state
+:mod:`advaudio.study.runner`           :func:`plan_study`, :func:`run_study`: local and Dask executors
+:mod:`advaudio.study.slurm`            the SLURM executor: featurize → a job per cell → report
+:mod:`advaudio.study.costs`            each cell's work and its estimated / measured time
+:mod:`advaudio.study.examples`         ``advaudio study init``'s commented example files
+:mod:`advaudio.study.report`           ``advaudio study report``: done cells → the report
 =====================================  ==============================================
+
+Directory names: :mod:`advaudio.layout` (``study_*``).
 """
+
+from advaudio.study.spec import StudySpec, read_study
+
+__all__ = ["StudySpec", "read_study"]

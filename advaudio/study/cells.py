@@ -31,7 +31,7 @@ from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import AdvaudioError, StoreError
 from advaudio.study import cellfile
-from advaudio.study.spec import StudySpec, check_folds, dataset_folds
+from advaudio.study.spec import StudySpec, check_folds
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,6 @@ def run_cell(spec: StudySpec, cell: Cell, *, device: str | None = None, echo: bo
     A finished cell is not rerun: its summary is returned. On an error the cell is
     marked failed (``state.json``: the reason, the log) and the error is raised.
     """
-    from advaudio.adversarial import AttackStageConfig  # noqa: F401  (import cost paid here, not per step)
     from advaudio.retrain import is_complete_run, run_rounds
     from advaudio.training import train
 

@@ -158,7 +158,7 @@ def _run_local(spec: StudySpec, todo: list[Cell], *, progress: bool, echo: bool,
         if progress:
             _say(f"[{i}/{len(todo)}] {cell.cell_id} … (log: {cellfile.log_path(cell.directory(spec))})")
         try:
-            run_cell(spec, cell, echo=echo, progress=progress and echo)
+            run_cell(spec, cell, echo=echo, progress=True)  # the log gets status lines either way
         except AdvaudioError as exc:
             if progress:
                 _say(f"[{i}/{len(todo)}] {cell.cell_id} failed: {exc}")
@@ -190,7 +190,7 @@ def _cell_task(study_file: str, cell_id: str, threads: int | None, gpu_slot: boo
     cell = find_cell(expand_cells(spec), cell_id)
     t = time.perf_counter()
     try:
-        run_cell(spec, cell, device=device, echo=False, progress=False)
+        run_cell(spec, cell, device=device, echo=False, progress=True)
     except AdvaudioError as exc:
         return {"cell": cell_id, "ok": False, "reason": str(exc), "seconds": time.perf_counter() - t}
     except Exception as exc:  # a bug: the traceback goes to the cell's log, the reason to the caller

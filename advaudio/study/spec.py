@@ -406,7 +406,7 @@ def _check_grid_against_data(where: _Where, spec: StudySpec) -> None:
         for view in spec.grid.views:
             missing = [r for r in parse_view(view) if r not in stored]
             if missing:
-                raise where.error(f"[grid] views", f"view {view!r} needs {', '.join(missing)}, which "
+                raise where.error("[grid] views", f"view {view!r} needs {', '.join(missing)}, which "
                                                     f"[data.{data.name}] does not featurize (features.representations "
                                                     f"= {sorted(stored)})")
     from advaudio.models import create_model
@@ -421,14 +421,6 @@ def _check_grid_against_data(where: _Where, spec: StudySpec) -> None:
         outside = sorted(set(spec.protocol.attack_folds) - set(spec.protocol.cv))
         if outside:
             raise where.error("[protocol] attack_folds", f"fold(s) {outside} are not among the cv folds {list(spec.protocol.cv)}")
-
-
-def dataset_folds(spec: StudySpec, data: DataSpec) -> list[int]:
-    """The folds of ``data``'s clip table (reads the dataset's metadata; cheap)."""
-    from advaudio.featurize import plan_featurize
-
-    table = plan_featurize(data.featurize, cache=spec.directory / "stores").table
-    return sorted({int(c.fold) for c in table.clips})
 
 
 def check_folds(spec: StudySpec, data: DataSpec, available: list[int]) -> None:
