@@ -140,11 +140,14 @@ def parse_shard_stem(stem: str) -> ShardStem | None:
 #:     STUDY_DIR/cells/<cell id>/cell.json        the cell's summary, written last: the cell is done
 #:     STUDY_DIR/cells/<cell id>/state.json       running / failed, with the reason
 #:     STUDY_DIR/cells/<cell id>/cell.log         the cell's progress output
+#:     STUDY_DIR/cells/<cell id>/cell.lock        held while a process runs the cell
 #:     STUDY_DIR/report/                          `advaudio study report`
 STUDY_NAME = "study.json"
 CELL_SUMMARY_NAME = "cell.json"
 CELL_STATE_NAME = "state.json"
 CELL_LOG_NAME = "cell.log"
+#: held (flock) by the process running the cell: a second run of the same cell is refused
+CELL_LOCK_NAME = "cell.lock"
 
 
 def study_stores_dir(study_dir: str | os.PathLike) -> Path:

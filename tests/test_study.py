@@ -311,3 +311,18 @@ def test_a_failed_cell_is_reported_with_its_reason_and_log(tmp_path, tiny_study)
 
 def test_example_text_names_its_file():
     assert "advaudio study run my.toml" in example_study("synthetic", file="my.toml")
+
+
+def test_a_cell_another_process_runs_is_left_to_it(tmp_path):
+    from advaudio import store as st
+    from advaudio.errors import StoreError
+    from advaudio.study.cells import expand_cells, run_cell
+
+    spec = read_study(_write(tmp_path))
+    cell = expand_cells(spec)[0]
+    directory = cell.directory(spec)
+    directory.mkdir(parents=True)
+    with st.exclusive_lock(directory / layout.CELL_LOCK_NAME, what="the test's cell"):
+        with pytest.raises(StoreError, match="another run"):
+            run_cell(spec, cell, echo=False)
+    assert cellfile.read_cell_state(directory) is None  # not marked failed: it is not this run's to mark

@@ -183,18 +183,29 @@ def run_cell(spec: StudySpec, cell: Cell, *, device: str | None = None, echo: bo
     """Run ``cell`` to the end (resuming where a killed run stopped) and commit its ``cell.json``.
 
     The feature store must be complete (:func:`advaudio.study.runner.featurize_study`).
-    A finished cell is not rerun: its summary is returned. On an error the cell is
-    marked failed (``state.json``: the reason, the log) and the error is raised.
+    A finished cell is not rerun: its summary is returned. A cell that another process
+    is running (it holds ``cell.lock``) is a StoreError, and is left to that process.
+    On an error the cell is marked failed (``state.json``: the reason, the log) and
+    the error is raised.
     """
-    from advaudio.retrain import is_complete_run, run_rounds
-    from advaudio.training import train
-
     directory = cell.directory(spec)
     done = cellfile.read_cell_summary(directory)
     if done is not None and done.fingerprint == cell.fingerprint:
         return done
     directory.mkdir(parents=True, exist_ok=True)
     run_dir = layout.cell_run_dir(directory)
+    with st.exclusive_lock(directory / layout.CELL_LOCK_NAME, what=f"cell {cell.cell_id}"):
+        done = cellfile.read_cell_summary(directory)  # finished by another run while this one waited?
+        if done is not None and done.fingerprint == cell.fingerprint:
+            return done
+        return _run_locked(spec, cell, directory, run_dir, device=device, echo=echo, progress=progress)
+
+
+def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, device: str | None, echo: bool,
+                progress: bool) -> cellfile.CellSummary:
+    from advaudio.retrain import is_complete_run, run_rounds
+    from advaudio.training import train
+
     cellfile.mark_running(directory)
     t0 = time.perf_counter()
     try:
