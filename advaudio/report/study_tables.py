@@ -160,8 +160,9 @@ def _row_key(s: CellSummary) -> tuple:
     missing = [k for k in ROW_KEY + ("seed", "test_fold") if k not in s.key]
     if missing:
         raise ParameterError(f"{cell_source(s)}: the cell's key lacks {', '.join(missing)}")
-    # JSON gives input_size back as a list
-    return tuple(tuple(v) if isinstance(v, list) else v for v in (s.key[k] for k in ROW_KEY))
+    # input sizes as "HxW" (JSON gives them back as lists): hashable, and read as a user writes them
+    return tuple(("x".join(str(int(d)) for d in v) if isinstance(v, (list, tuple)) else v) if k == "input_size"
+                 else v for k, v in ((k, s.key[k]) for k in ROW_KEY))
 
 
 def _unique_cells(summaries: Iterable[CellSummary]) -> list[CellSummary]:
