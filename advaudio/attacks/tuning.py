@@ -44,7 +44,8 @@ from advaudio.attacks.results import AttackResult, Note, TuningResult
 from advaudio.attacks.search import per_clip_search
 from advaudio.errors import ParameterError
 
-__all__ = ["MinimisationBudget", "fooling_rate_curve", "minimisation_budget", "quantile_budget", "tune_budget"]
+__all__ = ["MinimisationBudget", "budget_low", "fooling_rate_curve", "minimisation_budget", "quantile_budget",
+           "tune_budget"]
 
 # ε-bracketing of fixed-budget attacks starts at eps_high / 2**GROWTH_DOUBLINGS.
 GROWTH_DOUBLINGS = 8
@@ -111,6 +112,16 @@ def minimisation_budget(result: AttackResult, fooling_rate: float) -> Minimisati
     )
 
 
+def budget_low(result: AttackResult, fooling_rate: float) -> float | None:
+    """The lower end of the budget's bracket: the quantile of the per-clip lower bounds
+    ``minimal_budget_low`` (the true quantile of the minimal budgets lies in ``(low, budget]``:
+    order statistics are monotone in every clip); None without lower bounds or attacked clips."""
+    if result.minimal_budget_low is None or not result.attacked.any():
+        return None
+    low, _ = quantile_budget(np.asarray(result.minimal_budget_low, np.float64)[result.attacked], fooling_rate)
+    return None if math.isnan(low) else low
+
+
 def fooling_rate_curve(
     model: nn.Module,
     inputs: Any,
@@ -163,6 +174,7 @@ def tune_budget(
     search: str = "per-clip",
     early_stop: bool = True,
     sample_ids: Any = None,
+    precision: str = "quantile",
 ) -> TuningResult:
     """Smallest budget at which the attack reaches ``fooling_rate`` (module docstring).
 
@@ -221,8 +233,10 @@ def tune_budget(
         if len(ids) != len(prep.x):
             raise ParameterError(f"sample_ids has {len(ids)} entries for {len(prep.x)} inputs")
         res, converged, _ = per_clip_search(prep, sample_ids=ids, rtol=rtol, atol=atol, eps_low=lo,
-                                            eps_high=hi, max_iter=max_iter, early_stop=early_stop)
+                                            eps_high=hi, max_iter=max_iter, early_stop=early_stop,
+                                            precision=precision, fooling_rate=fooling_rate)
         mb = minimisation_budget(res, fooling_rate)
+        low = budget_low(res, fooling_rate)
         reason = mb.reason
         if reason is not None:
             reason += f" (probed up to ε={hi:g})"
@@ -230,7 +244,8 @@ def tune_budget(
             **base, budget=mb.budget, fooling_rate=mb.fooling_rate, success_rate=res.success_rate,
             reached=mb.reached, reason=reason, evaluations=mb.evaluations, stats=mb.stats,
             queries=res.queries, gradient_queries=res.gradient_queries,
-            wall_time_s=time.perf_counter() - t0, tolerance={"rtol": rtol, "atol": atol},
+            wall_time_s=time.perf_counter() - t0,
+            tolerance={"rtol": rtol, "atol": atol, "precision": precision, "budget_low": low},
             converged=converged, result=res, within_budget=mb.within_budget, notes=list(res.notes),
             search="per-clip",
         )
