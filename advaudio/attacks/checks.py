@@ -8,7 +8,7 @@ check is a symptom of gradient masking or an under-run attack, never silent:
 ``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd) fools at least as many
                           clips as one FGSM step at the same ε (its tuned budget).
 ``more-steps-no-gain``    (c) twice the steps at the tuned budget raise the fooling
-                          rate by < 2 pp (on at most ``subset`` clips).
+                          rate by < 2 pp or by one clip (on at most ``subset`` clips).
 ``black-box-not-better``  (d) a decision-based attack's budget is not below the best
                           white-box budget of the same norm.
 
@@ -99,7 +99,7 @@ def evaluation_checks(
         if name not in ITERATIVE or not (t.reached and math.isfinite(t.budget)):
             continue
         cfg = AttackConfig.from_dict({k: v for k, v in t.result.config.items()
-                                      if k != "early_stop"})
+                                      if k not in ("early_stop", "precision")})  # the search's, not the attack's
         fgsm = AttackConfig.create("fgsm", norm=cfg.params.norm, targeted=cfg.targeted,
                                    target_rule=cfg.target_rule, seed=cfg.seed)
         rate_fgsm, _ = _fooled_at(model, inputs, labels, fgsm, t.budget, targets=targets, sample_ids=ids,
@@ -117,10 +117,12 @@ def evaluation_checks(
         more, _ = _fooled_at(model, inputs, labels, cfg, t.budget, targets=targets, sample_ids=ids,
                              batch_size=batch_size, rows=rows, steps=2 * steps)
         gain = more - base
-        ok = gain < MAX_STEP_GAIN
+        # The budget is some clip's minimal ε (the quantile clip), so one clip of the subset may
+        # sit right at it: a single clip's flip is not a symptom.
+        ok = gain < MAX_STEP_GAIN or round(gain * len(rows)) <= 1
         checks.append(_check("more-steps-no-gain", ok, [name],
                              f"{name} at ε={t.budget:.4g} on {len(rows)} clips: {steps} steps fool {base:.3f}, "
-                             f"{2 * steps} steps {more:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g})",
+                             f"{2 * steps} steps {more:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g} pp or one clip)",
                              epsilon=t.budget, steps=steps, rate=base, rate_doubled=more, clips=len(rows)))
     for name, t in done.items():
         if name not in DECISION_BASED:

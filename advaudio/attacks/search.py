@@ -339,9 +339,12 @@ def _quantile_rounds(run: _Probes, *, rtol: float, atol: float, eps_low: float, 
     fooled — ×``GROWTH`` up to ``eps_high`` (so +inf keeps meaning "not fooled up to
     eps_high"); bracket reaching above ``B`` — at ``B`` (a failure puts it above the
     quantile for good); reaching below ``L`` — at ``L`` (a success puts it below for good);
-    inside ``[L, B]`` and around the round's ε* — at ε*, the geometric mid-point of
-    ``(L, B)`` (first descent: an estimate from the steps the successes took).  Stops
-    when ``B - L <= max(atol, rtol·B)``.  Returns (per-clip converged, budget converged).
+    inside ``[L, B]`` and around the round's ε* — at ε*.  ε* is the k-th smallest of the
+    clips' estimates of their minimal ε (bracketed: the zero of the margin line through
+    their last two failures; fooled only: ``ESTIMATE_SCALE`` × the distance their first
+    successful iterate travelled), kept in the inner 80 % of ``(L, B)``; after ``STREAK``
+    rounds on one side of the quantile, the geometric mid-point.  Stops when
+    ``B - L <= max(atol, rtol·B)``.  Returns (per-clip converged, budget converged).
     """
     prep = run.prep
     n = len(prep.x)
@@ -357,20 +360,40 @@ def _quantile_rounds(run: _Probes, *, rtol: float, atol: float, eps_low: float, 
     eps0 = min(eps_high, max(eps_high / START_DIVISOR, eps_low))
     idx = np.flatnonzero(att)
     eps = np.full(len(idx), eps0)
+    star, streak = None, 0  # streak: +k/-k, the last k ε* fell above/below the quantile
+    classes = prep.targets if prep.targeted else prep.labels
+    clean = batched_logits(prep.model, prep.x, prep.batch_size)
+    m_lo = margins(clean, classes, targeted=prep.targeted).cpu().numpy().astype(np.float64)
+    m_prev, lo_prev = m_lo.copy(), np.zeros(n)  # the failure before lo (first: the clean input)
     while len(idx):
-        run.probe(idx, eps)
+        prev_lo, prev_m = lo[idx].copy(), m_lo[idx].copy()
+        ok, margin = run.probe(idx, eps)
+        lost = idx[~ok]
+        lo_prev[lost], m_prev[lost], m_lo[lost] = prev_lo[~ok], prev_m[~ok], margin[~ok]
         tried[idx] = np.maximum(tried[idx], eps)
         L = float(np.sort(lo[att])[k - 1])
         B = float(np.sort(hi[att])[k - 1])
-        done_q = math.isfinite(B) and B - L <= max(atol, rtol * B)
+        if star is not None:
+            side = 1 if B <= star else -1
+            streak = streak + side if streak * side > 0 else side
+        tol = max(atol, rtol * B) * (1 + 1e-9)  # B, L are probed values: rounding is no width
         star = None
-        if math.isfinite(B) and not done_q:
-            if L <= eps_low:  # nothing failed near the quantile yet: estimate it from the steps taken
-                est = np.where(np.isfinite(hi), hi * np.minimum(1.0, np.maximum(run.steps_at_hi, 1) * rel), np.inf)
-                guess = float(np.sort(est[att])[k - 1]) * ESTIMATE_SCALE
-                star = min(max(guess, B / GROWTH**2, floor), B * (1 - 2 * rtol))
-            else:
-                star = math.sqrt(L * B)
+        if math.isfinite(B) and B - L > tol:
+            # The clips' own estimates (how far their first successful iterate travelled) give the
+            # quantile's; after STREAK rounds on one side of it, bisect instead.
+            est = np.full(n, np.inf)
+            f = np.isfinite(hi)
+            est[f] = hi[f] * np.minimum(1.0, np.maximum(run.steps_at_hi[f], 1) * rel) * ESTIMATE_SCALE
+            for i in np.flatnonzero(f & (lo > eps_low)):
+                z = _zero(lo_prev[i], m_prev[i], lo[i], m_lo[i])
+                est[i] = z if z is not None else math.sqrt(lo[i] * hi[i])
+            est[f] = np.clip(est[f], lo[f], hi[f])
+            guess = float(np.sort(est[att])[k - 1])
+            low_end = L + 0.1 * (B - L) if L > eps_low else max(B / GROWTH**2, floor)
+            if abs(streak) >= STREAK or not math.isfinite(guess):
+                guess = math.sqrt(L * B) if L > eps_low else B / GROWTH
+            # at most B(1 - rtol): a failure there closes the bracket
+            star = min(max(guess, low_end), B - max(0.1 * (B - L), 0.999 * max(atol, rtol * B)))
         want = np.full(n, np.nan)
         grow = att & ~np.isfinite(hi) & (tried < eps_high)
         want[grow] = np.minimum(np.maximum(tried[grow], lo[grow]) * GROWTH, eps_high)
@@ -387,4 +410,4 @@ def _quantile_rounds(run: _Probes, *, rtol: float, atol: float, eps_low: float, 
         eps = want[idx]
     L = float(np.sort(lo[att])[k - 1]) if n_att else 0.0
     B = float(np.sort(hi[att])[k - 1]) if n_att else math.inf
-    return converged, bool(converged[att].all()) and (not math.isfinite(B) or B - L <= max(atol, rtol * B))
+    return converged, bool(converged[att].all()) and (not math.isfinite(B) or B - L <= max(atol, rtol * B) * (1 + 1e-9))
