@@ -336,8 +336,8 @@ def _quantile_rounds(run: _Probes, *, rtol: float, atol: float, eps_low: float, 
 
     ``L``/``B`` are the k-th smallest ``lo``/``hi`` (k = ⌈fooling_rate·attacked⌉); the true
     quantile of the minimal budgets lies in ``(L, B]``.  Each round probes, per clip: not yet
-    fooled — ×``GROWTH`` up to ``eps_high`` (so +inf keeps meaning "not fooled up to
-    eps_high"); bracket reaching above ``B`` — at ``B`` (a failure puts it above the
+    fooled — up as in ``precision="clip"`` to ``eps_high`` (so +inf keeps meaning "not fooled
+    up to eps_high"); bracket reaching above ``B`` — at ``B`` (a failure puts it above the
     quantile for good); reaching below ``L`` — at ``L`` (a success puts it below for good);
     inside ``[L, B]`` and around the round's ε* — at ε*.  ε* is the k-th smallest of the
     clips' estimates of their minimal ε (bracketed: the zero of the margin line through
@@ -395,8 +395,12 @@ def _quantile_rounds(run: _Probes, *, rtol: float, atol: float, eps_low: float, 
             # at most B(1 - rtol): a failure there closes the bracket
             star = min(max(guess, low_end), B - max(0.1 * (B - L), 0.999 * max(atol, rtol * B)))
         want = np.full(n, np.nan)
-        grow = att & ~np.isfinite(hi) & (tried < eps_high)
-        want[grow] = np.minimum(np.maximum(tried[grow], lo[grow]) * GROWTH, eps_high)
+        # not fooled yet: up as in precision "clip" (the margin line's zero, at most ×GROWTH), since at
+        # large ε a few fixed-size steps can overshoot and miss a clip they fool at a smaller one
+        for i in np.flatnonzero(att & ~np.isfinite(hi) & (tried < eps_high)):
+            want[i] = next_probe(lo=lo[i], hi=math.inf, m_lo=m_lo[i], m_hi=math.nan, lo_prev=lo_prev[i],
+                                 m_prev=m_prev[i], eps_low=eps_low, eps_high=eps_high, floor=floor, rtol=rtol,
+                                 atol=atol, tried=tried[i])
         if star is not None:
             relevant = att & np.isfinite(hi) & (hi > L) & (lo < B)
             up = relevant & (hi > B)

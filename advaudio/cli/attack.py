@@ -77,7 +77,8 @@ ATTACK_OPTIONS = [
     click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "fooling_rate"), show_default=True,
                  help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
     click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
-    click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+    click.option("--batch-size", type=BatchSize(), default=config_default(AttackStageConfig, "batch_size"),
+                 show_default="auto",
                  help="Clips per attack call: a number, or auto (64 on CPU; on CUDA the largest batch that fits "
                       "in half the device's free memory, at most 1024; the size used is in the results JSON)."),
     click.option("--target-rule", type=click.Choice(_target_rules()), default=config_default(AttackStageConfig, "target_rule"),
