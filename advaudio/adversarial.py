@@ -42,7 +42,9 @@ class AttackStageConfig:
     fooling_rate : threshold the budget is tuned to (fraction of attacked samples)
     split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (its training folds)
     limit : attack at most this many clips (an evenly spaced subset, stable across runs)
-    batch_size : samples per attack call (bigger is faster on a GPU)
+    batch_size : samples per attack call; None (default): automatic — 64 on CPU, on CUDA the
+        largest that fits in a safe fraction of the device's free memory
+        (:func:`~advaudio.attacks.engine.auto_batch_size`); the size used is in the results
     round : retraining round the shards belong to (0: the model trained on clean data)
     seed : seeds targets, random starts and noise
     target_rule : ``"random"`` (seeded other class) or ``"least-likely"``
@@ -51,6 +53,10 @@ class AttackStageConfig:
     rtol : relative tolerance of the ε search of fixed-budget attacks
     search : budget search of fixed-budget attacks: ``"per-clip"`` (every clip's minimal ε;
         slices merge exactly) or ``"bisection"`` (the batch's fooling rate bisected)
+    precision : where the per-clip search's tolerance applies: ``"quantile"`` (the budget only:
+        clips far from it keep coarse brackets; fewest steps), ``"clip"`` (every clip's minimal ε;
+        batch-independent, so slices merge to exactly an unsliced run); None (default):
+        ``"clip"`` for a slice, ``"quantile"`` otherwise
     checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
     """
 
@@ -58,7 +64,7 @@ class AttackStageConfig:
     fooling_rate: float = 0.9
     split: str = "test"
     limit: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     round: int = 0
     seed: int = 0
     target_rule: str = "random"
@@ -67,6 +73,7 @@ class AttackStageConfig:
     rtol: float = 0.05
     search: str = "per-clip"
     checks: bool = True
+    precision: str | None = None
 
     def __post_init__(self):
         from advaudio.attacks.params import PARAMS
@@ -87,7 +94,12 @@ class AttackStageConfig:
             raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
         if self.limit is not None:
             validation.integer("limit", self.limit)
-        validation.integer("batch_size", self.batch_size)
+        if self.batch_size is not None:
+            validation.integer("batch_size", self.batch_size)
+        from advaudio.attacks.search import PRECISIONS
+
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         validation.integer("round", self.round, minimum=0)
         if self.slice is not None:
             i, n = self.slice
@@ -106,6 +118,13 @@ class AttackStageConfig:
         # the stage's seed and target rule, unless the attack's own parameters set them
         values = {"seed": self.seed, "target_rule": self.target_rule, **self.attack_params.get(name, {})}
         return AttackConfig.create(name, **values)
+
+    def search_precision(self) -> str:
+        """The per-clip search's precision: the configured one, else "clip" for a slice
+        (its clips' brackets then do not depend on the other slices) and "quantile" otherwise."""
+        if self.precision is not None:
+            return self.precision
+        return "clip" if self.slice is not None else "quantile"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -173,6 +192,8 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
         d.pop("attacks", None)
         d.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
         d["attack_params"] = (d.get("attack_params") or {}).get(attack)
+        # the precision a run used (None: chosen by slicing), so older files without it compare equal
+        d["precision"] = d.get("precision") or ("clip" if d.get("slice") else "quantile")
         return st.jsonable(d)
 
     return settings(document.get("config") or {}) != settings(config.to_dict())
@@ -216,6 +237,7 @@ def attack_stage(
     and the shard's path.
     """
     from advaudio.attacks import choose_targets, tune_budget
+    from advaudio.attacks.engine import auto_batch_size
     from advaudio.training import load_checkpoint, resolve_device
 
     t_stage = time.perf_counter()
@@ -245,6 +267,8 @@ def attack_stage(
     # Targets keyed by store row: a clip gets the same target in every slice and attack.
     targets = choose_targets(model, inputs, labels, rule=config.target_rule,
                              num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
+    batch_size = config.batch_size or auto_batch_size(model, inputs[:1].to(dev))
+    precision = config.search_precision()
     records = []
     tunings = {}
     for name in config.attacks:
@@ -254,7 +278,8 @@ def attack_stage(
                   file=sys.stderr, flush=True)
         tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
                              fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
-                             batch_size=config.batch_size, search=config.search, sample_ids=rows)
+                             batch_size=batch_size, search=config.search, sample_ids=rows,
+                             precision=precision)
         tunings[name] = tuning
         result = tuning.result
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
@@ -278,6 +303,8 @@ def attack_stage(
             }
             if result.minimal_budget is not None:  # per-clip search: what an exact merge needs
                 arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
+            if result.minimal_budget_low is not None:  # and how precise each clip's value is
+                arrays["minimal_budget_low"] = np.asarray(result.minimal_budget_low, np.float64)
             attrs = {
                 "attack": name, "attack_config": result.config, "kind": tuning.kind, "norm": tuning.norm,
                 "budget": float(tuning.budget), "fooling_rate": float(tuning.fooling_rate),
@@ -290,6 +317,10 @@ def attack_stage(
                 "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
                 "search": tuning.search, "results": str(results_path.resolve()),
             }
+            if tuning.search == "per-clip":
+                attrs["precision"] = precision
+                low = (tuning.tolerance or {}).get("budget_low")
+                attrs["budget_low"] = float(low) if low is not None else float("nan")
             shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
         record = tuning.to_dict()
         record.update({
@@ -306,7 +337,7 @@ def attack_stage(
         from advaudio.attacks.checks import evaluation_checks
 
         evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
-                                       sample_ids=rows, batch_size=config.batch_size, seed=config.seed)
+                                       sample_ids=rows, batch_size=batch_size, seed=config.seed)
         for record in records:
             record["checks"] = [c for c in evaluation["checks"] if record["attack"] in c["attacks"]]
     document = {
@@ -319,6 +350,8 @@ def attack_stage(
         "clean_test_accuracy": (ckpt.test or {}).get("accuracy"),
         "config": config.to_dict(),
         "device": str(dev),
+        "batch_size": batch_size,  # the size used (config.batch_size None: chosen for the device)
+        "precision": precision,
         "wall_time_s": time.perf_counter() - t_stage,
         "attacks": records,
         "evaluation": evaluation,

@@ -32,9 +32,15 @@ Budgets. A slice tunes its budget on its own clips.
   the attacked batch and random draws seeded per batch, so a slice is a valid
   run on its clips but not the same draws as one unsliced run.
 * Fixed-budget attacks (fgsm, bim, pgd) tuned by the per-clip search (the
-  default; their shards hold ``minimal_budget``): a clip's minimal ε depends on
-  that clip only (its probes, its seeded random start), so they merge like
-  minimisation attacks: the quantile of the union, exactly as one unsliced run.
+  default; their shards hold ``minimal_budget`` and ``minimal_budget_low``, each
+  clip's bracket): they merge like minimisation attacks, the quantile of the
+  union. With ``precision="clip"`` (the stage's default for slices) a clip's
+  bracket depends on that clip only (its probes, its seeded random start), so
+  the merge equals one unsliced run exactly. With ``precision="quantile"`` a
+  slice refined only the clips near its own quantile: the merged budget is
+  still an upper bound of the union's quantile, the union's lower bounds give
+  its bracket (``tolerance.budget_low``), and when that is wider than the
+  tolerance the record says so (``converged`` False, a ``merged-precision`` note).
 * Fixed-budget attacks tuned by ``--search bisection``: each slice bisects its own ε, so the
   slices' examples are made at different budgets, which one run never does.
   When every slice ended at the same ε the set merges as is; otherwise merging
@@ -327,8 +333,9 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
         "attacked": np.zeros(n, bool), "success": np.zeros(n, bool), "within_budget": np.zeros(n, bool),
         "l1": np.zeros(n), "l2": np.zeros(n), "linf": np.zeros(n), "snr_db": np.full(n, np.inf),
     }
-    if "minimal_budget" in like:  # per-clip search: excluded clips have no minimal budget
-        arrays["minimal_budget"] = np.full(n, np.nan)
+    for name in ("minimal_budget", "minimal_budget_low"):  # per-clip search: excluded clips have none
+        if name in like:
+            arrays[name] = np.full(n, np.nan)
     if sorted(arrays) != sorted(like):
         raise StoreError(f"{why}; the other slices hold datasets {sorted(like)}, which this merge cannot rebuild")
     return {k: np.asarray(arrays[k], dtype=like[k].dtype) for k in like}
@@ -427,6 +434,8 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         **{k: arrays[k].astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
         queries=0, gradient_queries=0, wall_time_s=0.0,
         minimal_budget=arrays["minimal_budget"].astype(np.float64) if "minimal_budget" in arrays else None,
+        minimal_budget_low=(arrays["minimal_budget_low"].astype(np.float64) if "minimal_budget_low" in arrays
+                            else None),
     )
     notes = _union_notes(slices, n_excluded, total)
     budgets = [float(sl.attr("budget")) for sl in shards]
@@ -477,6 +486,9 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
                          else "quantile of the union's minimal norms")
         tolerance = records[0].get("tolerance") if kind == FIXED_BUDGET else None
         converged = all(bool(r.get("converged", True)) for sl, r in zip(slices, records) if not sl.empty)
+        if kind == FIXED_BUDGET and result.minimal_budget_low is not None:
+            tolerance, converged = _union_precision(result, threshold, budget, records, slices, notes,
+                                                    tolerance, converged)
     fooling_rate = float(within[attacked].mean())
     arrays["within_budget"] = within
     notes.append(_merged_note(len(slices)))
@@ -502,6 +514,33 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
         "merged_from": {"budget_source": budget_source, "slices": slice_info},
     })
     return _Merged(stem=stem, arrays=arrays, attrs=attrs, record=record)
+
+
+def _union_precision(result, threshold: float, budget: float, records: list[dict], slices: list[_Slice],
+                     notes: list[Note], tolerance: dict | None, converged: bool) -> tuple[dict, bool]:
+    """The merged budget's bracket ``(budget_low, budget]`` from the union's per-clip lower bounds.
+
+    A slice searched with ``precision="quantile"`` tightened only the clips near its own
+    quantile, so the union's bracket can be wider than the tolerance: then ``converged`` is
+    False and a ``merged-precision`` note says how wide (``precision="clip"`` slices, the
+    stage's default for slices, always meet it)."""
+    from advaudio.attacks.tuning import budget_low
+
+    low = budget_low(result, threshold)
+    used = [r for sl, r in zip(slices, records) if not sl.empty]
+    modes = sorted({str((r.get("tolerance") or {}).get("precision", "clip")) for r in used})
+    tol = dict(tolerance or {})
+    tol.update(budget_low=low, precision=modes[0] if len(modes) == 1 else "mixed")
+    rtol, atol = float(tol.get("rtol", 0.0) or 0.0), float(tol.get("atol", 0.0) or 0.0)
+    if low is not None and math.isfinite(budget) and budget - low > max(atol, rtol * budget) + 1e-12:
+        converged = False
+        width = (budget - low) / budget
+        notes.append(Note("merged-precision",
+                          f"the union's budget is known to {100 * width:.1f} % (in ({low:.6g}, {budget:.6g}]), "
+                          f"wider than the tolerance {100 * rtol:g} %: slices searched with precision "
+                          f"{'/'.join(modes)} refined only the clips near their own quantile",
+                          {"budget_low": low, "width": width}))
+    return tol, converged
 
 
 def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:

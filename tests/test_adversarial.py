@@ -201,3 +201,44 @@ def test_a_shard_described_by_another_results_file_is_not_replaced(trained, tmp_
     # the same settings from a third directory rewrite the same clips: allowed
     attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2, batch_size=1),
                  checkpoint=ckpt, out_dir=tmp_path / "c", progress=False)
+
+
+def test_the_stage_records_its_batch_size_precision_and_per_clip_brackets(trained, attacked):
+    """batch_size None: chosen for the device (64 on CPU) and recorded; the per-clip search's
+    precision (unsliced: "quantile") and each clip's bracket are in the results and the shard."""
+    assert AttackStageConfig().batch_size is None
+    assert attacked["batch_size"] == 64 and attacked["config"]["batch_size"] is None
+    assert attacked["precision"] == "quantile"
+    (pgd,) = [r for r in attacked["attacks"] if r["attack"] == "pgd"]
+    tol = pgd["tolerance"]
+    assert tol["precision"] == "quantile" and tol["budget_low"] < pgd["budget"]
+    assert pgd["budget"] - tol["budget_low"] <= tol["rtol"] * pgd["budget"] * (1 + 1e-9) and pgd["converged"]
+    with h5py.File(pgd["shard"], "r") as f:
+        lo, hi, att = f["minimal_budget_low"][:], f["minimal_budget"][:], f["attacked"][:]
+        assert f.attrs["precision"] == "quantile" and f.attrs["budget_low"] == tol["budget_low"]
+    assert np.all(lo[att] < hi[att]) and np.all(np.isnan(lo[~att]))
+    k = int(np.ceil(0.75 * att.sum() - 1e-9))
+    assert np.sort(lo[att])[k - 1] == tol["budget_low"] and np.sort(hi[att])[k - 1] == pgd["budget"]
+    # a slice defaults to "clip" (batch-independent brackets), an explicit precision wins
+    assert AttackStageConfig(slice=(0, 2)).search_precision() == "clip"
+    assert AttackStageConfig(slice=(0, 2), precision="quantile").search_precision() == "quantile"
+    with pytest.raises(ParameterError, match="precision"):
+        AttackStageConfig(precision="exact")
+    with pytest.raises(ParameterError, match="batch_size"):
+        AttackStageConfig(batch_size=0)
+
+
+def test_cli_batch_size_is_auto_or_a_positive_integer(trained, tmp_path):
+    store_dir, ckpt = trained
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["attack", "--checkpoint", str(ckpt), "--batch-size", "many"])
+    assert bad.exit_code == 2 and "neither auto nor an integer" in bad.output
+    bad = runner.invoke(cli, ["attack", "--checkpoint", str(ckpt), "--batch-size", "0"])
+    assert bad.exit_code == 2 and "must be auto or >= 1" in bad.output
+    for value, expected in (("auto", 64), ("5", 5)):
+        out = tmp_path / value
+        res = runner.invoke(cli, ["attack", "--checkpoint", str(ckpt), "--attacks", "fgsm", "--limit", "6",
+                                  "--batch-size", value, "--no-checks", "--no-progress", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(next(out.glob("attack-*.json")).read_text())
+        assert doc["batch_size"] == expected

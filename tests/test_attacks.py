@@ -421,3 +421,34 @@ def test_notes_are_structured_and_old_plain_strings_still_read():
     assert Note.from_json(note.text) == note  # a results file written before notes had codes
     old = Note.from_json("targets given by the caller")
     assert (old.code, old.text, dict(old.counts)) == ("note", "targets given by the caller", {})
+
+
+def test_auto_batch_size_on_cpu_is_the_cpu_batch():
+    from advaudio.attacks.engine import CPU_BATCH, auto_batch_size
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    assert auto_batch_size(model, torch.rand(1, 1, 4, 4)) == CPU_BATCH
+    assert auto_batch_size(model, torch.rand(1, 4, 4), cpu_batch=7) == 7
+    with pytest.raises(ParameterError, match="auto_batch_size"):
+        auto_batch_size(model, torch.rand(1, 1, 4, 4), memory_fraction=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_batch_size_on_cuda_fits_the_free_memory():
+    from advaudio.attacks.engine import auto_batch_size
+    from advaudio.models import create_model
+
+    model = create_model("resnet18", in_channels=1, num_classes=10, width=0.5).cuda().eval()
+    x = torch.rand(1, 1, 128, 128, device="cuda")
+    n = auto_batch_size(model, x, max_batch=4096)
+    assert 8 <= n <= 4096 and n % 8 == 0
+    # one forward + backward at the chosen size stays within the free memory it was sized to
+    free, _ = torch.cuda.mem_get_info()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    xb = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model(xb).logsumexp(1).sum().backward()
+    assert torch.cuda.max_memory_allocated() - base <= free
+    assert auto_batch_size(model, x, max_batch=16) == 16

@@ -230,7 +230,7 @@ def test_per_clip_search_slices_of_3_merge_to_the_unsliced_run_exactly(trained, 
     """pgd with the per-clip ε search: a clip's probes and random start are its own, so 3 slices merged
     hold the unsliced run's minimal budgets, budget, CDF and within-budget flags exactly."""
     kw = dict(attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, fooling_rate=0.8, split="train",
-              limit=24, checks=False)
+              limit=24, checks=False, precision="clip")
     store_a, ckpt_a = workspace(trained, tmp_path / "a")
     (whole,) = attack(store_a, ckpt_a, **kw)["attacks"]
     store_b, ckpt_b = workspace(trained, tmp_path / "b")
@@ -239,12 +239,43 @@ def test_per_clip_search_slices_of_3_merge_to_the_unsliced_run_exactly(trained, 
     (rec,) = merge_results(store_b, round=0, split="train")["attacks"]
     a, _ = read_shard(whole["shard"])
     b, attrs = read_shard(rec["shard"])
-    for key in ("minimal_budget", "within_budget", "success", "clean_index", "target", "predicted"):
+    for key in ("minimal_budget", "minimal_budget_low", "within_budget", "success", "clean_index", "target",
+                "predicted"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     np.testing.assert_allclose(a["adversarial"], b["adversarial"], atol=1e-6)
     assert rec["budget"] == whole["budget"] and rec["evaluations"] == whole["evaluations"]
     assert rec["fooling_rate"] == whole["fooling_rate"] and whole["search"] == "per-clip"
+    assert rec["tolerance"] == whole["tolerance"] and rec["converged"] == whole["converged"]
     assert attrs["budget_source"] == "quantile of the union's per-clip minimal budgets"
+
+
+def test_quantile_precision_slices_merge_to_an_honest_bracket(trained, tmp_path):
+    """Slices searched with precision "quantile" refined only the clips near their own quantile:
+    the merge's bracket (budget_low, budget] comes from the union's per-clip lower bounds and
+    holds the quantile of a run that refined every clip; a bracket wider than the tolerance
+    is reported, never passed off as converged."""
+    kw = dict(attacks=("bim",), attack_params={"bim": {"steps": 5}}, fooling_rate=0.8, split="train",
+              limit=24, checks=False)
+    store_a, ckpt_a = workspace(trained, tmp_path / "a")
+    (exact,) = attack(store_a, ckpt_a, precision="clip", **kw)["attacks"]
+    store_b, ckpt_b = workspace(trained, tmp_path / "b")
+    for i in range(3):
+        doc = attack(store_b, ckpt_b, slice=(i, 3), precision="quantile", **kw)
+        assert doc["precision"] == "quantile" and doc["attacks"][0]["tolerance"]["precision"] == "quantile"
+    (rec,) = merge_results(store_b, round=0, split="train")["attacks"]
+    b, attrs = read_shard(rec["shard"])
+    lo, hi = b["minimal_budget_low"], b["minimal_budget"]
+    att = b["attacked"].astype(bool)
+    assert np.all(lo[att] < hi[att]) and np.all(np.isnan(lo[~att]))
+    low, budget, rtol = rec["tolerance"]["budget_low"], rec["budget"], rec["tolerance"]["rtol"]
+    k = int(np.ceil(0.8 * att.sum() - 1e-9))
+    assert budget == np.sort(hi[att])[k - 1] and low == np.sort(lo[att])[k - 1]
+    # the run that refined every clip agrees within both brackets' widths (a clip's success is not
+    # always monotone in ε, so single clips may disagree)
+    assert abs(exact["budget"] - budget) <= (budget - low) + rtol * exact["budget"] + 1e-12
+    wide = budget - low > rtol * budget
+    assert rec["converged"] == (not wide) and rec["tolerance"]["precision"] == "quantile"
+    assert any(n["code"] == "merged-precision" for n in rec["notes"]) == wide
 
 
 def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, tmp_path):

@@ -19,6 +19,7 @@ from advaudio.attacks import AttackConfig, run_attack, tune_budget
 from advaudio.attacks._model import attack_mode
 from advaudio.attacks.checks import evaluation_checks, robust_accuracy
 from advaudio.attacks.stepping import gradient_attack
+from advaudio.errors import ParameterError
 
 
 class Masked(nn.Module):
@@ -61,7 +62,7 @@ def test_per_clip_search_matches_a_brute_force_sweep_and_the_bisection(setup):
     model, x, y = setup
     cfg = AttackConfig.create("bim", steps=5, seed=2)
     rtol, step = 0.05, 0.004
-    tune = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, rtol=rtol, eps_high=0.5)
+    tune = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, rtol=rtol, eps_high=0.5, precision="clip")
     assert tune.search == "per-clip" and tune.converged and tune.reached
     minimal = tune.result.minimal_budget
     # brute force: every clip at every ε of a fine grid (same targets, early stopping)
@@ -86,12 +87,69 @@ def test_per_clip_search_matches_a_brute_force_sweep_and_the_bisection(setup):
 def test_per_clip_search_is_the_same_in_any_batch(setup):
     model, x, y = setup
     cfg = AttackConfig.create("pgd", steps=10, seed=3)
-    whole = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, sample_ids=np.arange(16) + 100)
+    whole = tune_budget(model, x, y, config=cfg, fooling_rate=0.8, sample_ids=np.arange(16) + 100,
+                        precision="clip")
     parts = [tune_budget(model, x[s], y[s], config=cfg, fooling_rate=0.8, sample_ids=np.arange(16)[s] + 100,
-                         targets=whole.result.targets[s], batch_size=3)
+                         targets=whole.result.targets[s], batch_size=3, precision="clip")
              for s in (slice(0, 5), slice(5, 11), slice(11, 16))]
     np.testing.assert_array_equal(np.concatenate([p.result.minimal_budget for p in parts]),
                                   whole.result.minimal_budget)
+    np.testing.assert_array_equal(np.concatenate([p.result.minimal_budget_low for p in parts]),
+                                  whole.result.minimal_budget_low)
+
+
+def _brute_force(model, x, targets, grid, *, steps, rel_stepsize):
+    """Each clip's smallest ε of ``grid`` at which the early-stopped attack fools it (+inf: none)."""
+    with attack_mode(model):
+        fooled = np.stack([gradient_attack(model, x, targets, torch.full((len(x),), float(e)), targeted=True,
+                                           steps=steps, rel_stepsize=rel_stepsize).success.numpy() for e in grid])
+    return np.where(fooled.any(0), grid[np.argmax(fooled, axis=0)], np.inf), fooled
+
+
+def test_quantile_precision_brackets_the_brute_force_quantile_with_fewer_steps(setup):
+    model, x, y = setup
+    cfg = AttackConfig.create("bim", steps=5, seed=2)
+    rtol, step, q = 0.05, 0.002, 0.8
+    tune = tune_budget(model, x, y, config=cfg, fooling_rate=q, rtol=rtol, eps_high=0.5)  # the default precision
+    assert tune.tolerance["precision"] == "quantile" and tune.converged and tune.reached
+    res = tune.result
+    hi, lo = res.minimal_budget, res.minimal_budget_low
+    first, fooled = _brute_force(model, x, torch.as_tensor(res.targets), step * np.arange(1, 251),
+                                 steps=5, rel_stepsize=0.2)
+    # every clip's bracket holds its brute-force minimal ε (within the grid's step)
+    assert np.all(lo < first + 1e-9) and np.all(first <= hi + step + 1e-9), np.c_[lo, first, hi]
+    # the budget's bracket: (L, B] holds the brute-force quantile and is within the tolerance
+    low, budget = tune.tolerance["budget_low"], tune.budget
+    true_q = np.sort(first)[math.ceil(q * 16) - 1]
+    assert low - step < true_q <= budget + step and budget - low <= rtol * budget + 1e-12
+    # at the budget the fooling rate reaches the threshold (brute force at the nearest grid point above)
+    assert fooled[np.searchsorted(step * np.arange(1, 251), budget - 1e-12)].mean() >= q
+    # clips far from the quantile keep coarse brackets: fewer steps than every clip refined
+    clip = tune_budget(model, x, y, config=cfg, fooling_rate=q, rtol=rtol, eps_high=0.5, precision="clip")
+    assert tune.gradient_queries < clip.gradient_queries
+    assert abs(tune.budget - clip.budget) <= rtol * max(tune.budget, clip.budget) + 1e-9
+    assert np.sum(hi - lo > rtol * hi + 1e-12) > 0  # some bracket left wide, on purpose
+
+
+def test_quantile_precision_grows_unfooled_clips_to_eps_high(setup):
+    model, x, y = setup
+    # a threshold reached by some clips only: the others are still probed up to eps_high,
+    # so +inf keeps meaning "not fooled at any ε tried"
+    cfg = AttackConfig.create("bim", steps=5)
+    tune = tune_budget(model, x, y, config=cfg, fooling_rate=0.2, eps_high=0.12)
+    res = tune.result
+    never = ~np.isfinite(res.minimal_budget)
+    assert tune.reached and never.any() and np.all(res.minimal_budget_low[never] == 0.12)
+    with attack_mode(model):
+        r = gradient_attack(model, x[never], torch.as_tensor(res.targets[never]), torch.full((int(never.sum()),), 0.12),
+                            targeted=True, steps=5, rel_stepsize=0.2)
+    assert not r.success.any()
+
+
+def test_precision_is_checked(setup):
+    model, x, y = setup
+    with pytest.raises(ParameterError, match="precision"):
+        tune_budget(model, x, y, config=AttackConfig.create("bim"), precision="exact")
 
 
 def test_fmn_reaches_its_targets(setup):

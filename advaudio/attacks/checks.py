@@ -8,13 +8,14 @@ check is a symptom of gradient masking or an under-run attack, never silent:
 ``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd) fools at least as many
                           clips as one FGSM step at the same ε (its tuned budget).
 ``more-steps-no-gain``    (c) twice the steps at the tuned budget raise the fooling
-                          rate by < 2 pp (on at most ``subset`` clips).
+                          rate by < 2 pp or by one clip (on at most ``subset`` clips).
 ``black-box-not-better``  (d) a decision-based attack's budget is not below the best
                           white-box budget of the same norm.
 
 :func:`robust_accuracy`: for each ε of a norm, the fraction of all clips that every
 attack of that norm fails to fool within ε (clips misclassified when clean count as
-not robust) — each clip facing the worst attack run.
+not robust) — each clip facing the worst attack run; with per-clip brackets wider than
+the tolerance, a lower bound beside it.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def evaluation_checks(
         if name not in ITERATIVE or not (t.reached and math.isfinite(t.budget)):
             continue
         cfg = AttackConfig.from_dict({k: v for k, v in t.result.config.items()
-                                      if k != "early_stop"})
+                                      if k not in ("early_stop", "precision")})  # the search's, not the attack's
         fgsm = AttackConfig.create("fgsm", norm=cfg.params.norm, targeted=cfg.targeted,
                                    target_rule=cfg.target_rule, seed=cfg.seed)
         rate_fgsm, _ = _fooled_at(model, inputs, labels, fgsm, t.budget, targets=targets, sample_ids=ids,
@@ -116,10 +117,12 @@ def evaluation_checks(
         more, _ = _fooled_at(model, inputs, labels, cfg, t.budget, targets=targets, sample_ids=ids,
                              batch_size=batch_size, rows=rows, steps=2 * steps)
         gain = more - base
-        ok = gain < MAX_STEP_GAIN
+        # The budget is some clip's minimal ε (the quantile clip), so one clip of the subset may
+        # sit right at it: a single clip's flip is not a symptom.
+        ok = gain < MAX_STEP_GAIN or round(gain * len(rows)) <= 1
         checks.append(_check("more-steps-no-gain", ok, [name],
                              f"{name} at ε={t.budget:.4g} on {len(rows)} clips: {steps} steps fool {base:.3f}, "
-                             f"{2 * steps} steps {more:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g})",
+                             f"{2 * steps} steps {more:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g} pp or one clip)",
                              epsilon=t.budget, steps=steps, rate=base, rate_doubled=more, clips=len(rows)))
     for name, t in done.items():
         if name not in DECISION_BASED:
@@ -145,19 +148,32 @@ def step_settings_of(config: AttackConfig) -> int:
 
 def robust_accuracy(tunings: Mapping[str, TuningResult], *,
                     robust_epsilons: Mapping[str, tuple[float, ...]] = ROBUST_EPSILONS) -> dict[str, Any]:
-    """Per norm: ``{"attacks", "epsilons", "accuracy"}``, each clip facing the worst attack of that norm."""
+    """Per norm: ``{"attacks", "epsilons", "accuracy", "accuracy_low"}``, each clip facing the
+    worst attack of that norm.
+
+    ``accuracy``: clips whose smallest fooling budget (over the attacks) exceeds ε.  A per-clip
+    search brackets each clip's minimal ε in ``(minimal_budget_low, minimal_budget]``; where a
+    bracket contains ε (``precision="quantile"`` leaves clips far from the budget coarse) the
+    clip's outcome at ε is unknown, so ``accuracy_low`` counts only the clips every attack is
+    known to fail on at ε (its lower bound ≥ ε): the attacks' robust accuracy lies in
+    ``[accuracy_low, accuracy]`` (equal for minimisation attacks and tight brackets).
+    """
     out: dict[str, Any] = {}
     by_norm: dict[str, list[str]] = {}
     for name, t in tunings.items():
         if t.result is not None and t.norm in robust_epsilons:
             by_norm.setdefault(t.norm, []).append(name)
     for norm, names in by_norm.items():
-        worst = None
+        worst = worst_low = None
         for n in names:
             r = tunings[n].result
             v = np.where(r.attacked, np.nan_to_num(r.budget_norms(), nan=0.0), 0.0)  # misclassified: 0
+            low = v if r.minimal_budget_low is None else np.where(r.attacked, np.nan_to_num(
+                np.asarray(r.minimal_budget_low, np.float64), nan=0.0), 0.0)
             worst = v if worst is None else np.minimum(worst, v)
+            worst_low = low if worst_low is None else np.minimum(worst_low, low)
         eps = [float(e) for e in robust_epsilons[norm]]
         out[norm] = {"attacks": names, "epsilons": eps,
-                     "accuracy": [float((worst > e).mean()) for e in eps]}
+                     "accuracy": [float((worst > e).mean()) for e in eps],
+                     "accuracy_low": [float(((worst_low >= e) & (worst > e)).mean()) for e in eps]}
     return out

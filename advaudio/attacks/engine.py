@@ -73,7 +73,50 @@ from advaudio.attacks.results import AttackResult, Note, excluded_note, perturba
 from advaudio.attacks.targets import targets_from
 from advaudio.errors import ParameterError
 
-__all__ = ["Prepared", "execute", "prepare", "run_attack"]
+__all__ = ["Prepared", "auto_batch_size", "execute", "prepare", "run_attack"]
+
+#: auto_batch_size: the CPU batch, the CUDA cap, the share of free memory used, the probe batch.
+CPU_BATCH = 64
+MAX_BATCH = 1024
+MEMORY_FRACTION = 0.5
+PROBE_BATCH = 8
+
+
+def auto_batch_size(model: nn.Module, example: torch.Tensor, *, cpu_batch: int = CPU_BATCH,
+                    max_batch: int = MAX_BATCH, memory_fraction: float = MEMORY_FRACTION,
+                    probe_batch: int = PROBE_BATCH) -> int:
+    """Samples per attack call for ``model`` on its device.
+
+    CPU (or any device but CUDA): ``cpu_batch``.  CUDA: one forward and input-gradient
+    backward at ``probe_batch`` copies of ``example`` (one input, ``(1, C, H, W)`` or
+    ``(C, H, W)``) measures the peak memory per sample (``torch.cuda.max_memory_allocated``);
+    the batch is the largest that fits in ``memory_fraction`` of the device's free memory
+    (the rest: the attack's own copies of inputs and iterates, the allocator's slack), a
+    multiple of 8 when at least 8, between 1 and ``max_batch``.
+    """
+    if cpu_batch < 1 or max_batch < 1 or probe_batch < 1 or not 0 < memory_fraction <= 1:
+        raise ParameterError("auto_batch_size needs batches >= 1 and 0 < memory_fraction <= 1")
+    device = model_device(model)
+    if device.type != "cuda":
+        return cpu_batch
+    x1 = example.reshape(1, *example.shape[-3:]) if example.ndim >= 3 else example
+    torch.cuda.synchronize(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with attack_mode(model):
+        x = x1.to(device=device, dtype=torch.float32).expand(probe_batch, *x1.shape[1:]).clone()
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x)
+            (grad,) = torch.autograd.grad(logits.float().logsumexp(1).sum(), x)
+        del logits, grad, x
+    torch.cuda.synchronize(device)
+    per_sample = max(1.0, (torch.cuda.max_memory_allocated(device) - base) / probe_batch)
+    n = int(memory_fraction * free // per_sample)
+    if n >= 8:
+        n -= n % 8
+    return max(1, min(max_batch, n))
 
 
 @dataclass

@@ -137,6 +137,9 @@ class AttackResult:
     #: per-clip search of a fixed-budget attack: the smallest ε found to fool each
     #: sample (+inf: not fooled up to the largest ε tried, nan: excluded); else None
     minimal_budget: np.ndarray | None = None
+    #: per-clip search: the largest ε found not to fool each sample (its minimal ε lies in
+    #: ``(minimal_budget_low, minimal_budget]``; ``eps_low`` where no probe failed); else None
+    minimal_budget_low: np.ndarray | None = None
 
     @property
     def n_attacked(self) -> int:

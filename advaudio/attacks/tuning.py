@@ -1,10 +1,14 @@
 """Budget tuning: the smallest budget at which an attack reaches a fooling rate.
 
 Fixed-budget attacks, ``search="per-clip"`` (the default): every clip's minimal ε
-(:mod:`advaudio.attacks.search`), the budget their inverted-CDF quantile and the
-fooling-rate curve their empirical CDF, as for minimisation attacks below; slices
-of a job array merge exactly.  On the test CNN and a width-1/4 resnet18 it took
-0.3–0.65× the gradient steps of the bisection (``benchmarks/bench_budget_search.py``).
+bracketed (:mod:`advaudio.attacks.search`), the budget their inverted-CDF quantile and
+the fooling-rate curve their empirical CDF, as for minimisation attacks below.
+``precision="quantile"`` (default) refines only the clips the budget depends on
+(0.12–0.17× the bisection's gradient steps on a width-1/4 resnet18,
+``benchmarks/bench_budget_search.py``); ``precision="clip"`` every clip (0.3–0.65×;
+batch-independent, so slices of a job array merge to exactly one run).  The result's
+``tolerance`` records ``precision`` and ``budget_low``: the true quantile lies in
+``(budget_low, budget]``.
 
 Fixed-budget attacks, ``search="bisection"``: bisection over ε on ``[eps_low,
 eps_high]`` assuming the fooling rate is monotone in ε (the seed, targets and PGD
@@ -41,10 +45,11 @@ from torch import nn
 from advaudio.attacks.engine import execute, prepare
 from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCHES, AttackConfig
 from advaudio.attacks.results import AttackResult, Note, TuningResult
-from advaudio.attacks.search import per_clip_search
+from advaudio.attacks.search import PRECISIONS, per_clip_search
 from advaudio.errors import ParameterError
 
-__all__ = ["MinimisationBudget", "fooling_rate_curve", "minimisation_budget", "quantile_budget", "tune_budget"]
+__all__ = ["MinimisationBudget", "budget_low", "fooling_rate_curve", "minimisation_budget", "quantile_budget",
+           "tune_budget"]
 
 # ε-bracketing of fixed-budget attacks starts at eps_high / 2**GROWTH_DOUBLINGS.
 GROWTH_DOUBLINGS = 8
@@ -111,6 +116,16 @@ def minimisation_budget(result: AttackResult, fooling_rate: float) -> Minimisati
     )
 
 
+def budget_low(result: AttackResult, fooling_rate: float) -> float | None:
+    """The lower end of the budget's bracket: the quantile of the per-clip lower bounds
+    ``minimal_budget_low`` (the true quantile of the minimal budgets lies in ``(low, budget]``:
+    order statistics are monotone in every clip); None without lower bounds or attacked clips."""
+    if result.minimal_budget_low is None or not result.attacked.any():
+        return None
+    low, _ = quantile_budget(np.asarray(result.minimal_budget_low, np.float64)[result.attacked], fooling_rate)
+    return None if math.isnan(low) else low
+
+
 def fooling_rate_curve(
     model: nn.Module,
     inputs: Any,
@@ -163,6 +178,7 @@ def tune_budget(
     search: str = "per-clip",
     early_stop: bool = True,
     sample_ids: Any = None,
+    precision: str = "quantile",
 ) -> TuningResult:
     """Smallest budget at which the attack reaches ``fooling_rate`` (module docstring).
 
@@ -171,7 +187,8 @@ def tune_budget(
     clip's inner iterations at its first success; ``sample_ids``, default
     ``arange(N)``, seed each clip's random start, so pass store rows to make
     slices agree); the budget is their quantile, as for minimisation attacks.
-    ``search="bisection"``: a doubling bracket, then bisection over ε in
+    ``precision``: ``"quantile"`` (the tolerance applies to the budget) or ``"clip"`` (to every
+    clip's minimal ε).  ``search="bisection"``: a doubling bracket, then bisection over ε in
     ``[eps_low, eps_high]`` (default ``eps_high``: the largest meaningful perturbation
     in the norm — 1 for L∞, √(C·H·W) for L2), stopping when ``hi - lo <= max(atol, rtol·hi)`` or after
     ``max_iter`` probes.  Minimisation attacks: one run, the inverted-CDF quantile of
@@ -184,6 +201,8 @@ def tune_budget(
         raise ParameterError("tolerances must be >= 0 and not both 0")
     if search not in SEARCHES:
         raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     prep = prepare(model, inputs, labels, config=config, targets=targets,
                     batch_size=batch_size, starting_pool=starting_pool)
     spec, cfg = prep.spec, prep.config
@@ -221,8 +240,10 @@ def tune_budget(
         if len(ids) != len(prep.x):
             raise ParameterError(f"sample_ids has {len(ids)} entries for {len(prep.x)} inputs")
         res, converged, _ = per_clip_search(prep, sample_ids=ids, rtol=rtol, atol=atol, eps_low=lo,
-                                            eps_high=hi, max_iter=max_iter, early_stop=early_stop)
+                                            eps_high=hi, max_iter=max_iter, early_stop=early_stop,
+                                            precision=precision, fooling_rate=fooling_rate)
         mb = minimisation_budget(res, fooling_rate)
+        low = budget_low(res, fooling_rate)
         reason = mb.reason
         if reason is not None:
             reason += f" (probed up to ε={hi:g})"
@@ -230,7 +251,8 @@ def tune_budget(
             **base, budget=mb.budget, fooling_rate=mb.fooling_rate, success_rate=res.success_rate,
             reached=mb.reached, reason=reason, evaluations=mb.evaluations, stats=mb.stats,
             queries=res.queries, gradient_queries=res.gradient_queries,
-            wall_time_s=time.perf_counter() - t0, tolerance={"rtol": rtol, "atol": atol},
+            wall_time_s=time.perf_counter() - t0,
+            tolerance={"rtol": rtol, "atol": atol, "precision": precision, "budget_low": low},
             converged=converged, result=res, within_budget=mb.within_budget, notes=list(res.notes),
             search="per-clip",
         )

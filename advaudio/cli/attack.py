@@ -12,6 +12,25 @@ from advaudio.adversarial import AttackStageConfig
 from advaudio.layout import SPLITS
 
 
+class BatchSize(click.ParamType):
+    """``auto`` (None: chosen for the device) or a positive integer."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return None
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither auto nor an integer", param, ctx)
+        if n < 1:
+            self.fail(f"must be auto or >= 1, got {n}", param, ctx)
+        return n
+
+
 def parse_attack_params(pairs: tuple[str, ...]) -> dict:
     """``ATTACK.KEY=VALUE`` pairs → ``{attack: {key: value}}``."""
     out: dict = {}
@@ -58,8 +77,10 @@ ATTACK_OPTIONS = [
     click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "fooling_rate"), show_default=True,
                  help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
     click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
-    click.option("--batch-size", type=int, default=config_default(AttackStageConfig, "batch_size"), show_default=True,
-                 help="Clips per attack call."),
+    click.option("--batch-size", type=BatchSize(), default=config_default(AttackStageConfig, "batch_size"),
+                 show_default="auto",
+                 help="Clips per attack call: a number, or auto (64 on CPU; on CUDA the largest batch that fits "
+                      "in half the device's free memory, at most 1024; the size used is in the results JSON)."),
     click.option("--target-rule", type=click.Choice(_target_rules()), default=config_default(AttackStageConfig, "target_rule"),
                  show_default=True, help="Target class of targeted attacks: seeded random other class, "
                                          "or the clean model's least likely class."),
@@ -92,12 +113,15 @@ def _searches() -> tuple[str, ...]:
 @click.option("--search", type=click.Choice(_searches()), default=config_default(AttackStageConfig, "search"),
               show_default=True, help="Budget search of fixed-budget attacks: every clip's minimal ε "
               "(slices merge exactly) or bisection of the batch's fooling rate.")
+@click.option("--precision", type=click.Choice(["auto", "quantile", "clip"]), default="auto", show_default=True,
+              help="Per-clip search: refine only the clips near the budget (quantile: fewest steps), or every "
+                   "clip's minimal ε (clip: slices merge to exactly one run); auto: clip for --slice, else quantile.")
 @click.option("--checks/--no-checks", default=True, show_default=True,
               help="Run the evaluation checks (Carlini et al. 2019) after the attacks.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @computes
 def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
-           split, round_, slice_, out_dir, search, checks, progress):
+           split, round_, slice_, out_dir, search, precision, checks, progress):
     """Tune attacks on a checkpoint to a fooling rate; write adversarial shards into the store.
 
     For fixed-budget attacks (fgsm, bim, pgd) every clip's minimal ε is searched
@@ -114,6 +138,7 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
         attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
         round=round_, seed=seed, target_rule=target_rule, slice=parse_slice(slice_),
         attack_params=parse_attack_params(params), search=search, checks=checks,
+        precision=None if precision == "auto" else precision,
     )
     doc = attack_stage(config, checkpoint=checkpoint, store=store_path, out_dir=out_dir, device=device,
                        progress=progress)

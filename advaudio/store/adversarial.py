@@ -10,10 +10,16 @@ feature store they were made from (public format, readable with plain h5py)::
     within_budget (fooled within the tuned budget) (bool),
     l1, l2, linf, snr_db (float64)
     minimal_budget (float64, optional) per-clip minimal ε of a fixed-budget attack's
-                 per-clip search (+inf: never fooled, nan: not attacked)
+                 per-clip search: the smallest ε found to fool the clip (+inf: never
+                 fooled, nan: not attacked)
+    minimal_budget_low (float64, optional, beside minimal_budget) the largest ε found
+                 not to fool the clip: its minimal ε lies in (low, minimal_budget];
+                 with the search's precision "clip" every bracket meets the tolerance,
+                 with "quantile" only those near the budget (nan: not attacked)
     attrs: attack, attack_config, kind, norm, budget, fooling_rate, threshold,
            targeted, round, split, slice, checkpoint, checkpoint_sha256,
-           store_fingerprint, view, test_fold, seed, versions, notes[, search]
+           store_fingerprint, view, test_fold, seed, versions, notes[, search,
+           precision, budget_low]
            (+ merged_from, slice_budgets, budget_source[, slice_versions] in a merged shard)
     <name>.sha256   sha256 of the shard, committed before the shard itself
 
