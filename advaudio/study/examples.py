@@ -53,6 +53,7 @@ names = ["pgd", "deepfool"]
 fooling_rate = 0.9                    # budgets are tuned to this fooling rate
 test_clips = 12                       # clips attacked on the test fold (omit: all)
 train_clips = 24                      # training clips attacked per round for retraining (omit: all)
+# precision = "clip"                  # the default here: every clip's minimal ε to 5 %, as the bootstrap needs
 [attacks.params.pgd]
 steps = 20                            # the evaluation checks warn when doubling the steps still helps
 

@@ -364,6 +364,9 @@ def _read_attacks(where: _Where, table: dict[str, Any]):
     for key, value in (("test_clips", test_clips), ("train_clips", train_clips)):
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             raise where.error(f"[attacks] {key}", f"must be a positive integer (omit it for every clip), got {value!r}")
+    # The report's bootstrap resamples clips, so every clip's minimal ε must meet the tolerance
+    # ("quantile" precision refines only the clips near the budget: cheaper, but its intervals are bounds).
+    table.setdefault("precision", "clip")
     config = where.build("[attacks]", AttackStageConfig, attacks=names, attack_params=params, limit=test_clips,
                          **table)
     return config, train_clips
