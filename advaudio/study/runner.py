@@ -152,7 +152,8 @@ def run_study(spec: StudySpec, *, executor: str | None = None, cells: list[str] 
 def _run_local(spec: StudySpec, todo: list[Cell], *, progress: bool, echo: bool, keep_going: bool) -> None:
     from advaudio.threads import configure_threads
 
-    configure_threads(spec.run.threads)
+    if spec.run.threads is not None:  # else the command's own choice (--threads, the environment) stands
+        configure_threads(spec.run.threads)
     for i, cell in enumerate(todo, 1):
         t = time.perf_counter()
         if progress:
