@@ -53,6 +53,11 @@ def job_commands(spec: StudySpec, cell_ids: list[str]) -> list[tuple[str, str]]:
     return jobs
 
 
+def log_directory(spec: StudySpec) -> Path:
+    """Where the study's job logs go."""
+    return spec.directory / "slurm-logs"
+
+
 def submit_study(spec: StudySpec, *, cells: list[str] | None = None) -> dict[str, str]:
     """Submit the chain for the cells not done (or ``cells``); returns job name → job id."""
     from advaudio.study.cells import expand_cells, find_cell, plan_stores
@@ -64,7 +69,7 @@ def submit_study(spec: StudySpec, *, cells: list[str] | None = None) -> dict[str
     chosen = [find_cell(all_cells, c) for c in cells] if cells else all_cells
     todo = [c.cell_id for c in chosen if cell_status(spec, c).status != "done"]
     options = spec.run.slurm
-    logs = spec.directory / "slurm-logs"
+    logs = log_directory(spec)
     logs.mkdir(parents=True, exist_ok=True)
     common = [f"--chdir={spec.directory}", "--kill-on-invalid-dep=yes"]
     for key, flag in (("partition", "--partition"), ("account", "--account")):
@@ -90,6 +95,3 @@ def submit_study(spec: StudySpec, *, cells: list[str] | None = None) -> dict[str
           f"logs: {logs}", file=sys.stderr)
     return ids
 
-
-def log_directory(spec: StudySpec) -> Path:
-    return spec.directory / "slurm-logs"

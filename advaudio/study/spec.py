@@ -137,9 +137,6 @@ class StudySpec:
         out = Path(os.path.expanduser(self.run.out))
         return out if out.is_absolute() else (self.path.parent / out)
 
-    def data_spec(self, name: str) -> DataSpec:
-        return next(d for d in self.data if d.name == name)
-
     def to_dict(self) -> dict[str, Any]:
         """What the study runs with, JSON-able (``study.json``)."""
         return {
