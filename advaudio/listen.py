@@ -165,6 +165,9 @@ def resynthesize(
     """
     import librosa
 
+    from advaudio.features.numba_cache import import_librosa_module
+
+    import_librosa_module("librosa.core.spectrum")  # stft/istft/griffinlim's kernels
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     cfg = _features(features)

@@ -115,6 +115,19 @@ def _job_states(job_ids) -> dict[str, str]:
     return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
 
 
+def _wait_for_workers(client, n: int, job_ids, log_dir: Path, *, timeout: float) -> None:
+    """``client.wait_for_workers(n)``; on a timeout, fail with each job's state and the end of its log."""
+    try:
+        client.wait_for_workers(n, timeout=timeout)
+    except TimeoutError as exc:
+        states = _job_states(job_ids)
+        tails = []
+        for job in job_ids:
+            for log in sorted(log_dir.glob(f"*-{job}.*")):
+                tails.append(f"--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        pytest.fail(f"{exc}; job states {states or 'none left in the queue'}\n" + "\n".join(tails))
+
+
 # --- without SLURM --------------------------------------------------------------
 
 def test_cluster_config_rejects_bad_values_in_one_line():
@@ -179,7 +192,7 @@ def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path)
         job_ids = sorted(str(job.job_id) for job in cluster.workers.values())
         assert len(job_ids) == 2
         with Client(cluster) as client:
-            client.wait_for_workers(2, timeout=120)
+            _wait_for_workers(client, 2, job_ids, tmp_path / "logs", timeout=240)
             # Every worker runs inside one of the jobs that sbatch started.
             worker_jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
             assert sorted(worker_jobs.values()) == job_ids

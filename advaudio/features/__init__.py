@@ -25,7 +25,9 @@ Modules:
 * :mod:`~advaudio.features.spectral` -- :func:`stft`, :func:`dwt` (absolute dB, and why);
 * :mod:`~advaudio.features.tonal` -- :func:`chroma`, :func:`tonnetz`;
 * :mod:`~advaudio.features._librosa_cqt` -- the cached-filter copy of librosa 0.11's
-  chromagram that :mod:`~advaudio.features.tonal` uses on that librosa version.
+  chromagram that :mod:`~advaudio.features.tonal` uses on that librosa version;
+* :mod:`~advaudio.features.numba_cache` -- librosa's numba kernels loaded under an
+  inter-process lock, so that workers starting together cannot corrupt their cache.
 """
 
 from __future__ import annotations
@@ -36,10 +38,17 @@ from typing import Any, Callable
 import librosa
 import numpy as np
 
+from advaudio.features import _librosa_cqt
 from advaudio.features.config import FeatureConfig
+from advaudio.features.numba_cache import import_librosa_module
 from advaudio.features.spectral import check_waveform, dwt, n_frames, stft
 from advaudio.features.tonal import C1_HZ, IMPLEMENTATION, N_TONNETZ, chroma, tonnetz
 from advaudio.validation import integer
+
+# The librosa modules whose numba kernels the transforms reach, compiled (first use of an
+# install) or loaded now, under the lock that keeps parallel workers from corrupting the cache.
+for _module in ("librosa.util.utils",) + (() if _librosa_cqt.ACTIVE else ("librosa.feature",)):
+    import_librosa_module(_module)
 
 __all__ = [
     "FeatureConfig",
