@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ def test_kernels_wait_for_the_lock_another_process_holds():
     with open(lock_path, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
-                                 env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                                 env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
         try:
             assert child.stdout.readline().strip() == "ready"
             # Unlocked, the rest of the import takes about a second; locked, it waits.
