@@ -270,9 +270,19 @@ def test_quantile_precision_slices_merge_to_an_honest_bracket(trained, tmp_path)
     low, budget, rtol = rec["tolerance"]["budget_low"], rec["budget"], rec["tolerance"]["rtol"]
     k = int(np.ceil(0.8 * att.sum() - 1e-9))
     assert budget == np.sort(hi[att])[k - 1] and low == np.sort(lo[att])[k - 1]
-    # the run that refined every clip agrees within both brackets' widths (a clip's success is not
-    # always monotone in ε, so single clips may disagree)
-    assert abs(exact["budget"] - budget) <= (budget - low) + rtol * exact["budget"] + 1e-12
+    # The run that refined every clip: BIM's success is not always monotone in ε, so a few clips'
+    # budgets fall outside their bracket (2 of 8 here). With d such clips the k-th smallest budget lies above the
+    # (k-d)-th lower bound and at or below the (k+d)-th upper bound; at least half must agree.
+    e, _ = read_shard(exact["shard"])
+    assert np.array_equal(e["attacked"], b["attacked"])
+    e_hi = e["minimal_budget"][att]
+    outside = int(np.sum(~((lo[att] < e_hi) & (e_hi <= hi[att] * (1 + rtol)))))
+    n = int(att.sum())
+    print(f"quantile run vs per-clip run: {outside} of {n} clips outside their bracket")
+    assert outside <= n // 2
+    lower = np.sort(lo[att])[k - outside - 1] if k - outside >= 1 else -np.inf
+    upper = np.sort(hi[att])[k + outside - 1] * (1 + rtol) if k + outside <= n else np.inf
+    assert lower < exact["budget"] <= upper
     wide = budget - low > rtol * budget
     assert rec["converged"] == (not wide) and rec["tolerance"]["precision"] == "quantile"
     assert any(n["code"] == "merged-precision" for n in rec["notes"]) == wide
