@@ -271,7 +271,7 @@ def test_quantile_precision_slices_merge_to_an_honest_bracket(trained, tmp_path)
     k = int(np.ceil(0.8 * att.sum() - 1e-9))
     assert budget == np.sort(hi[att])[k - 1] and low == np.sort(lo[att])[k - 1]
     # The run that refined every clip: BIM's success is not always monotone in ε, so a few clips'
-    # budgets fall outside their bracket (2 of 8 here). With d such clips the k-th smallest budget lies above the
+    # budgets fall outside their bracket (1-2 of 8 here). With d such clips the k-th smallest budget lies above the
     # (k-d)-th lower bound and at or below the (k+d)-th upper bound; at least half must agree.
     e, _ = read_shard(exact["shard"])
     assert np.array_equal(e["attacked"], b["attacked"])
