@@ -31,7 +31,6 @@ from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
 
 
-
 @dataclass(frozen=True)
 class AttackStageConfig:
     """Configuration of the attack stage.

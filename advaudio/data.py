@@ -53,8 +53,9 @@ the single-process batch, augmentation included.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -100,7 +101,7 @@ class ModelSpaceSource:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | "ModelSpaceSource") -> "ModelSpaceSource":
+    def from_dict(cls, d: Mapping[str, Any] | ModelSpaceSource) -> ModelSpaceSource:
         if isinstance(d, ModelSpaceSource):
             return d
         if isinstance(d, (str, os.PathLike)):
@@ -158,7 +159,7 @@ class PlannedBatch:
     def size(self) -> int:
         return int(self.rows.size + sum(e.size for e in self.extra))
 
-    def share(self, rank: int, world_size: int) -> tuple["PlannedBatch", np.ndarray]:
+    def share(self, rank: int, world_size: int) -> tuple[PlannedBatch, np.ndarray]:
         """Rank ``rank``'s part of the batch and its positions in it (see the module docstring).
 
         Positions count the store rows first, then each extra source's rows, the

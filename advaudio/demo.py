@@ -55,7 +55,7 @@ class DemoConfig:
     seed: int = 0
 
     @classmethod
-    def for_dataset(cls, dataset: str = "synthetic", **given) -> "DemoConfig":
+    def for_dataset(cls, dataset: str = "synthetic", **given) -> DemoConfig:
         """The demo's defaults for ``dataset``, with the parameters in ``given`` that are not None.
 
         The synthetic set gets the small sizes above (minutes on a laptop CPU); a real

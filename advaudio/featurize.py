@@ -17,9 +17,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,6 @@ from advaudio.errors import AdvaudioError, AudioError, ParameterError, StoreErro
 from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
-
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ the node's ``LOCAL_WORLD_SIZE`` ranks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from advaudio.errors import ParameterError
@@ -158,8 +158,8 @@ def configure_threads(threads: int | None = None) -> ThreadChoice:
     Denormal floats are left alone: measured (``benchmarks/bench_threads.py``), flushing
     them changes no step time here, and the demo's fine-tuned weights hold none.
     """
-    from threadpoolctl import threadpool_limits
     import torch
+    from threadpoolctl import threadpool_limits
 
     choice = choose_threads(threads)
     if torch.get_num_threads() != choice.threads:

@@ -15,7 +15,8 @@ advaudio.errors.ParameterError: hop_length must be a positive integer, got 0
 from __future__ import annotations
 
 import math
-from typing import Any, Collection, TypeVar
+from collections.abc import Collection
+from typing import Any, TypeVar
 
 import numpy as np
 

@@ -55,8 +55,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ FIT_CHUNK_CLIPS = 64
 # --------------------------------------------------------------------------- #
 # Names and sizes
 # --------------------------------------------------------------------------- #
-def parse_view(spec: str | Sequence[str] | "View") -> tuple[str, ...]:
+def parse_view(spec: str | Sequence[str] | View) -> tuple[str, ...]:
     """Representation names of a view spec: ``"dwt+chroma"`` → ``("dwt", "chroma")``."""
     if isinstance(spec, View):
         return spec.representations
@@ -265,7 +266,7 @@ class View:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "View":
+    def from_dict(cls, d: Mapping[str, Any]) -> View:
         try:
             names = tuple(d["representations"])
             stats = d["normalisation"]["stats"]

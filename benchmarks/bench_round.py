@@ -44,8 +44,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,9 +275,9 @@ def training_ratio(args, store: Store, device: torch.device, work: Path) -> dict
 
 
 def pipeline_ratio(args, store: Store) -> dict[str, Any]:
+    from bench_input_pipeline import MemoryBatches, _epoch_seconds, _EpochKeys
     from torch.utils.data import DataLoader
 
-    from bench_input_pipeline import MemoryBatches, _EpochKeys, _epoch_seconds
     from advaudio.data import StoreBatches, make_loader
     from advaudio.views import fit_view
 
@@ -307,6 +308,7 @@ def pipeline_ratio(args, store: Store) -> dict[str, Any]:
 
 def attack_ratio(args, store: Store, device: torch.device, checkpoint: Path | None) -> dict[str, Any]:
     from bench_attack import plain_pgd
+
     from advaudio.attacks import AttackConfig, PGDParams, choose_targets, run_attack
     from advaudio.attacks._model import chunk_seed
     from advaudio.training import load_checkpoint

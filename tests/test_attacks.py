@@ -14,9 +14,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from tiny_cnn import NUM_CLASSES, make_net, trained_model
+from torch import nn
 
 from advaudio.attacks import (
     ATTACKS,

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from advaudio.errors import StoreError
-from advaudio.training.checkpoint import content_digest
 from advaudio.models import create_model
 from advaudio.training import (
     CHECKPOINT_FORMAT,
@@ -21,6 +20,7 @@ from advaudio.training import (
     save_checkpoint,
     set_rng_states,
 )
+from advaudio.training.checkpoint import content_digest
 from advaudio.views import View
 
 # save_checkpoint reads only these attributes of a Store.

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import advaudio.store as store_package
-from advaudio.data import (ModelSpaceSource, StoreBatches, batch_sizes, make_loader, plan_epoch,
-                           time_shift_)
+from advaudio.data import ModelSpaceSource, StoreBatches, batch_sizes, make_loader, plan_epoch, time_shift_
 from advaudio.errors import ParameterError, StoreError
 from advaudio.views import fit_view
 

@@ -6,8 +6,8 @@ uninterrupted run: weights bitwise, metrics equal but for wall-clock times.
 """
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advaudio.training import TrainConfig, load_checkpoint, train
-from advaudio.training import loop
+from advaudio.training import TrainConfig, load_checkpoint, loop, train
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2

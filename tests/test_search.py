@@ -11,9 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from tiny_cnn import NUM_CLASSES, trained_model
+from torch import nn
 
 from advaudio.attacks import AttackConfig, run_attack, tune_budget
 from advaudio.attacks._model import attack_mode

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advaudio.errors import ParameterError, StoreError
 import advaudio.views as views
+from advaudio.errors import ParameterError, StoreError
 from advaudio.store import FeatureReader, read_rows
 from advaudio.views import HISTOGRAM_BINS, View, fit_view, parse_input_size, parse_view
 

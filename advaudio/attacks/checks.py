@@ -21,7 +21,8 @@ the tolerance, a lower bound beside it.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

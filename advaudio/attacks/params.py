@@ -112,7 +112,7 @@ class AttackParams:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AttackParams":
+    def from_dict(cls, data: dict[str, Any]) -> AttackParams:
         unknown = sorted(set(data) - set(cls.names()))
         if unknown:
             raise ParameterError(
@@ -121,7 +121,7 @@ class AttackParams:
             )
         return cls(**data)
 
-    def resolved(self) -> "AttackParams":
+    def resolved(self) -> AttackParams:
         """These parameters with defaults that depend on other parameters filled in."""
         return self
 
@@ -170,7 +170,7 @@ class PGDParams(_GradientParams):
     step_size: float | None = None
     random_start: bool = True
 
-    def resolved(self) -> "PGDParams":
+    def resolved(self) -> PGDParams:
         if self.step_size is not None:
             return self
         return dataclasses.replace(self, step_size=2.5 / self.steps)
@@ -363,13 +363,13 @@ class AttackConfig:
         return self.params.attack
 
     @classmethod
-    def create(cls, name: str, /, **values: Any) -> "AttackConfig":
+    def create(cls, name: str, /, **values: Any) -> AttackConfig:
         """Config of attack ``name`` from flat values: shared settings and that attack's parameters."""
         shared = {k: values.pop(k) for k in SHARED_SETTINGS if k in values}
         return cls(params=params_type(name).from_dict(values), **shared)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AttackConfig":
+    def from_dict(cls, data: dict[str, Any]) -> AttackConfig:
         """Inverse of :meth:`to_dict`."""
         values = dict(data)
         if "name" not in values:
@@ -379,7 +379,7 @@ class AttackConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **{k: getattr(self, k) for k in SHARED_SETTINGS}, **self.params.to_dict()}
 
-    def replace(self, **changes: Any) -> "AttackConfig":
+    def replace(self, **changes: Any) -> AttackConfig:
         """A copy with shared settings and/or parameters changed."""
         shared = {k: changes.pop(k) for k in SHARED_SETTINGS if k in changes}
         params = self.params
@@ -387,5 +387,5 @@ class AttackConfig:
             params = type(params).from_dict({**params.to_dict(), **changes})
         return dataclasses.replace(self, params=params, **shared)
 
-    def resolved(self) -> "AttackConfig":
+    def resolved(self) -> AttackConfig:
         return dataclasses.replace(self, params=self.params.resolved())

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Note:
         return {"code": self.code, **self.counts, "text": self.text}
 
     @classmethod
-    def from_json(cls, value: Any) -> "Note":
+    def from_json(cls, value: Any) -> Note:
         """Inverse of :meth:`to_json`; also reads the plain strings of older results files."""
         if isinstance(value, Note):
             return value

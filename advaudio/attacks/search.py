@@ -195,7 +195,6 @@ def per_clip_search(
         raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     t0 = time.perf_counter()
     cfg = prep.config
-    n = len(prep.x)
     attacked = prep.attacked.cpu().numpy()
     s = step_settings(prep)
     noise = None

@@ -6,9 +6,9 @@ import json
 
 import click
 
-from advaudio.errors import ParameterError
-from advaudio.cli._common import computes, split_csv, config_default, with_options
 from advaudio.adversarial import AttackStageConfig
+from advaudio.cli._common import computes, config_default, split_csv, with_options
+from advaudio.errors import ParameterError
 from advaudio.layout import SPLITS
 
 

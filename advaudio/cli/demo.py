@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from advaudio.cli._common import computes, split_csv, config_default
+from advaudio.cli._common import computes, config_default, split_csv
 from advaudio.datasets import DATASETS
 from advaudio.demo import DemoConfig
 from advaudio.models import list_models

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from advaudio.errors import ParameterError
-from advaudio.cli._common import computes, split_csv, config_default, int_csv, key_values
+from advaudio.cli._common import computes, config_default, int_csv, key_values, split_csv
 from advaudio.datasets import DATASETS
+from advaudio.errors import ParameterError
 from advaudio.features import FeatureConfig
 from advaudio.featurize import FeaturizeConfig
 
@@ -80,8 +80,9 @@ def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_p
     resumes: finished shards are kept. The store directory is printed as the
     last line of standard output.
     """
-    from advaudio.featurize import FeaturizeConfig, featurize as run
     from advaudio.features import FeatureConfig
+    from advaudio.featurize import FeaturizeConfig
+    from advaudio.featurize import featurize as run
 
     feature_config = FeatureConfig(
         representations=split_csv(features) or (), sr=sr, n_fft=n_fft, hop_length=hop_length,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from advaudio.cli._common import computes, split_csv, config_default, with_options
+from advaudio.cli._common import computes, config_default, split_csv, with_options
 from advaudio.cli.attack import ATTACK_OPTIONS, parse_attack_params
 from advaudio.retrain import RetrainConfig
 
@@ -39,7 +39,8 @@ def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, 
     are accepted (a shard holding test-fold clips is refused). The new
     checkpoint records the shards, attacks and budgets it saw.
     """
-    from advaudio.retrain import RetrainConfig, retrain as run
+    from advaudio.retrain import RetrainConfig
+    from advaudio.retrain import retrain as run
 
     config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch", lr=lr)
     metrics = run(checkpoint, out_dir=out_dir, config=config, shards=list(shards) or None, round=round_,

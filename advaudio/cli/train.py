@@ -81,7 +81,8 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
     (atomically; --resume continues a killed run to the same weights) and
     OUT/metrics.json. Prints a summary; the checkpoint path is the last line.
     """
-    from advaudio.training import TrainConfig, train as run
+    from advaudio.training import TrainConfig
+    from advaudio.training import train as run
 
     config = TrainConfig(
         store=store_path, view=view, model=model, width=width, input_size=_input_size(input_size),

@@ -12,7 +12,7 @@ of the table is :func:`advaudio.datasets.readers.read_synthetic`.
 from __future__ import annotations
 
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import signal as sps

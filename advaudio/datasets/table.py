@@ -90,7 +90,7 @@ class ClipTable:
         """Labels of all clips, int64 array in table order."""
         return np.array([c.label for c in self.clips], dtype=np.int64)
 
-    def subset(self, *, folds=None, limit_per_class: int | None = None) -> "ClipTable":
+    def subset(self, *, folds=None, limit_per_class: int | None = None) -> ClipTable:
         """A table restricted to some folds and/or a number of clips per class.
 
         Parameters

@@ -32,8 +32,9 @@ Modules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import librosa
 import numpy as np

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from advaudio.errors import ParameterError, check_known_fields
 from advaudio.features.spectral import check_dwt_hop, check_wavelet, check_window
@@ -150,7 +151,7 @@ class FeatureConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureConfig:
         """Rebuild a configuration from :meth:`to_dict` output, also after a JSON round trip.
 
         Missing keys take their defaults; unknown keys raise :class:`ParameterError`.

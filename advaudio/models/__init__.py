@@ -11,12 +11,11 @@ channels and 1000 classes the parameter counts equal the published ones.
 Adding an architecture is one ``@register_model`` factory in a module imported here.
 """
 
-from .base import Classifier
-from .registry import create_model, list_models, model_from_config, model_options, register_model
-
 # Importing the architecture modules registers their factories.
 from .alexnet import AlexNet, alexnet
+from .base import Classifier
 from .googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
+from .registry import create_model, list_models, model_from_config, model_options, register_model
 from .resnet import ResNet, resnet18, resnet34, resnet56
 from .vgg import VGG, vgg16
 

@@ -42,11 +42,17 @@ Its command line is ``advaudio report``.
 from the finished cells of a study, every number with the ``cell.json`` it came from.
 """
 
-from advaudio.report.analysis import (FIXED_BUDGET, MINIMISATION, VALUE_COLUMNS, analyse, fooling_rate_at,
-                                      resolve_pointer)
+from advaudio.report.analysis import (
+                                      FIXED_BUDGET,
+                                      MINIMISATION,
+                                      VALUE_COLUMNS,
+                                      analyse,
+                                      fooling_rate_at,
+                                      resolve_pointer,
+)
+from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
 from advaudio.report.discovery import AttackEntry, MetricsEntry, ReportData, RunData, collect_runs
 from advaudio.report.render import Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio, render_html, render_markdown
-from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
 from advaudio.report.study_tables import STUDY_COLUMNS, StudyRow, StudyTables, study_tables, tidy_values
 from advaudio.report.study_writer import STUDY_REPORT_FORMAT, STUDY_REPORT_VERSION, write_study_report
 from advaudio.report.writer import REPORT_FORMAT, REPORT_VERSION, write_report

@@ -23,9 +23,10 @@ and groups them by round:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from advaudio import layout
 from advaudio.errors import ParameterError

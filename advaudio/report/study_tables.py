@@ -22,11 +22,13 @@ files) it came from. :func:`tidy_values` flattens the tables into rows of
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from advaudio.errors import ParameterError
 from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
+
 if TYPE_CHECKING:  # imported where used: the study package may import the report
     from advaudio.study.cellfile import AttackOutcome, CellSummary
 

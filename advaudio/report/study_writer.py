@@ -15,19 +15,28 @@ import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from advaudio.report.bootstrap import BudgetInterval, RatioInterval
 from advaudio.report.examples import safe_name
 from advaudio.report.render import Block, Link, fmt_num, fmt_pct, render_html, render_markdown
-from advaudio.report.study_tables import (STUDY_COLUMNS, Accuracy, StudyRow, StudyTables, cell_source,
-                                          study_tables, tidy_values)
+from advaudio.report.study_tables import (
+    STUDY_COLUMNS,
+    Accuracy,
+    StudyRow,
+    StudyTables,
+    cell_source,
+    study_tables,
+    tidy_values,
+)
 from advaudio.report.writer import _remove_stale
 from advaudio.store import jsonable
+
 if TYPE_CHECKING:
     from advaudio.study.cellfile import CellSummary
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from advaudio.report.analysis import MINIMISATION, VALUE_COLUMNS, ValueRows, analyse, finite_number
 from advaudio.report.discovery import collect_runs

@@ -20,14 +20,46 @@ Run directories (checkpoints, metrics, attack results) are laid out by
 :mod:`advaudio.layout`.
 """
 
-from advaudio.store.adversarial import (ADVERSARIAL_DIR, AdversarialShard, decode_attr, shard_path, shard_paths,
-                                        write_adversarial_shard)
-from advaudio.store.feature_store import (FORMAT_VERSION, LOCK_NAME, MANIFEST_NAME, MASTER_NAME, SHARD_DIR,
-                                          STAMPS_NAME, Store, StoredRepresentation, check_same_store, link_master,
-                                          read_shard_summary, shard_name, write_feature_shard)
-from advaudio.store.files import (TMP_SUFFIX, atomic_write, commit_file, exclusive_lock, fingerprint, h5_create,
-                                  is_temporary, jsonable, open_h5_read, remove_stale_tmp, sha256_file, tmp_owner,
-                                  tmp_path_for, write_json_atomic, write_text_atomic)
+from advaudio.store.adversarial import (
+                                        ADVERSARIAL_DIR,
+                                        AdversarialShard,
+                                        decode_attr,
+                                        shard_path,
+                                        shard_paths,
+                                        write_adversarial_shard,
+)
+from advaudio.store.feature_store import (
+                                        FORMAT_VERSION,
+                                        LOCK_NAME,
+                                        MANIFEST_NAME,
+                                        MASTER_NAME,
+                                        SHARD_DIR,
+                                        STAMPS_NAME,
+                                        Store,
+                                        StoredRepresentation,
+                                        check_same_store,
+                                        link_master,
+                                        read_shard_summary,
+                                        shard_name,
+                                        write_feature_shard,
+)
+from advaudio.store.files import (
+                                        TMP_SUFFIX,
+                                        atomic_write,
+                                        commit_file,
+                                        exclusive_lock,
+                                        fingerprint,
+                                        h5_create,
+                                        is_temporary,
+                                        jsonable,
+                                        open_h5_read,
+                                        remove_stale_tmp,
+                                        sha256_file,
+                                        tmp_owner,
+                                        tmp_path_for,
+                                        write_json_atomic,
+                                        write_text_atomic,
+)
 from advaudio.store.reader import FeatureReader, read_rows, sorted_unique
 
 __all__ = [

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -101,7 +102,7 @@ class AdversarialShard:
     size: int  # samples (rows of ``adversarial``; 0 when absent)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "AdversarialShard":
+    def open(cls, path: str | os.PathLike) -> AdversarialShard:
         path = Path(path)
         if not path.is_file():
             raise StoreError(f"no adversarial shard at {path}")

@@ -10,8 +10,9 @@ shards) is read with.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -102,7 +103,7 @@ class FeatureReader:
         self._shapes: dict[str, tuple[int, ...]] = {}
 
     # ---- lifecycle ----------------------------------------------------------- #
-    def __enter__(self) -> "FeatureReader":
+    def __enter__(self) -> FeatureReader:
         return self
 
     def __exit__(self, *exc) -> None:

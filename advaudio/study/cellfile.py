@@ -87,7 +87,7 @@ class AttackOutcome:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "AttackOutcome":
+    def from_json(cls, d: dict[str, Any]) -> AttackOutcome:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     @property
@@ -113,7 +113,7 @@ class RoundOutcome:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "RoundOutcome":
+    def from_json(cls, d: dict[str, Any]) -> RoundOutcome:
         values = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "attacks"}
         return cls(**values, attacks={n: AttackOutcome.from_json(a) for n, a in (d.get("attacks") or {}).items()})
 

@@ -21,6 +21,8 @@ Modules, in the order a run uses them:
 The loss is the model's own (:meth:`advaudio.models.Classifier.training_loss`).
 """
 
+from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
+
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -34,8 +36,6 @@ from .checkpoint import (
 from .config import OPTIMIZERS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
 from .distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm, resolve_device, setup_distributed
 from .evaluation import evaluate, recalibrate_bn, run_evaluation, summarize_confusion
-from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
-
 from .loop import train
 from .splits import FoldSplit, split_by_fold
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

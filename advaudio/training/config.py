@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-
-from advaudio.data import ModelSpaceSource
 from advaudio import validation
+from advaudio.data import ModelSpaceSource
 from advaudio.errors import ParameterError, check_known_fields
 from advaudio.views import DEFAULT_PERCENTILES, parse_input_size, parse_view
 
@@ -137,6 +137,6 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         check_known_fields(cls, d, "training parameter(s)")
         return cls(**dict(d))

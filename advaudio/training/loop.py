@@ -37,9 +37,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,16 +48,22 @@ from tqdm.auto import tqdm
 
 from advaudio.data import StoreBatches, default_workers, derive_seed, make_loader, to_device
 from advaudio.errors import ParameterError
+from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.models import Classifier, create_model, model_from_config
 from advaudio.progress import progress_bar
-from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.store import Store, check_same_store, remove_stale_tmp, write_json_atomic
 from advaudio.views import View, fit_view
 
 from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
 from .config import RESUME_MAY_CHANGE, TrainConfig
-from .distributed import (Distributed, autocast, convert_sync_batchnorm, needs_grad_scaler, resolve_device,
-                          setup_distributed)
+from .distributed import (
+    Distributed,
+    autocast,
+    convert_sync_batchnorm,
+    needs_grad_scaler,
+    resolve_device,
+    setup_distributed,
+)
 from .evaluation import recalibrate_bn, run_evaluation
 from .splits import FoldSplit, split_by_fold
 
