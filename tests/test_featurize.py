@@ -53,6 +53,7 @@ def assert_store_matches_direct_computation(store_dir: Path, config: FeaturizeCo
                 np.testing.assert_allclose(f["features"][name][row], array, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.floats
 def test_featurize_on_local_dask_cluster_matches_single_process(tmp_path):
     config = synthetic_config()
     result = featurize(config, cache=tmp_path, workers=2, progress=False)
@@ -131,6 +132,7 @@ def _run_cli(args, **kw):
     return subprocess.run([sys.executable, "-m", "advaudio", *args], capture_output=True, text=True, **kw)
 
 
+@pytest.mark.floats
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     opts = ["-o", "clips_per_class=6", "-o", "n_classes=3", "-o", "duration=1.0",
             "--features", "stft,chroma,tonnetz", "--shard-size", "2", "--workers", "0", "--no-progress"]

@@ -19,6 +19,8 @@ import torch
 
 from advaudio.training import TrainConfig, load_checkpoint, loop, train
 
+pytestmark = pytest.mark.floats  # compares runs: also run under other CPU kernels (.ci/run)
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
 # Every boundary of a 2-epoch run: after each epoch's checkpoint, after the final test

@@ -28,6 +28,8 @@ from advaudio.report import collect_runs
 from advaudio.retrain import find_shards
 from advaudio.training import TrainConfig, train
 
+pytestmark = pytest.mark.floats  # compares runs: also run under other CPU kernels (.ci/run)
+
 SYNTH = {"clips_per_class": 6, "n_classes": 3, "duration": 1.0, "n_folds": 3}
 FLOAT_KEYS = ("adversarial", "l1", "l2", "linf", "snr_db")
 

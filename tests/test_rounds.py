@@ -106,6 +106,7 @@ def test_two_rounds_through_the_cli_and_the_report_agrees(store_dir, tmp_path):
             assert reported("fooling_rate", k, record["attack"]) == pytest.approx(record["fooling_rate"])
 
 
+@pytest.mark.floats
 def test_rounds_resume_after_a_kill(store_dir, tmp_path):
     run = _base_run(tmp_path / "run", store_dir)
     proc = subprocess.Popen([sys.executable, "-m", "advaudio", "rounds", str(run), "--rounds", "1",
@@ -128,6 +129,7 @@ def test_rounds_resume_after_a_kill(store_dir, tmp_path):
     assert json.loads((run / "round01" / "metrics.json").read_text())["complete"]
 
 
+@pytest.mark.floats
 def test_resuming_a_finished_run_leaves_its_checkpoint_unchanged(store_dir, tmp_path):
     run = _base_run(tmp_path / "run", store_dir)
     digest = st.sha256_file(run / "checkpoint.pt")

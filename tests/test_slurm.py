@@ -178,6 +178,7 @@ def test_sbatch_wait_runs_a_trivial_job(local_slurm, tmp_path):
     assert (tmp_path / f"hello-{job_id}.out").read_text().strip() == f"hello from job {job_id} on localhost"
 
 
+@pytest.mark.floats
 def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path):
     t0 = time.perf_counter()
     config = tiny_config()
@@ -360,6 +361,7 @@ def _shard(path) -> tuple[dict, dict]:
         return {k: f[k][:] for k in f}, dict(f.attrs)
 
 
+@pytest.mark.floats
 def test_attack_job_array_and_merge_equal_a_local_run(local_slurm, tmp_path):
     """attack.sbatch as a 2-task job array, merge.sbatch after it (afterok), against one local run."""
     from advaudio.retrain import find_shards
@@ -547,6 +549,7 @@ resources = "--time=00:10:00"
 """
 
 
+@pytest.mark.floats
 def test_study_runs_as_a_slurm_job_chain(local_slurm, tmp_path):
     """`advaudio study run` with the slurm executor: featurize → one job per cell → report, all from the file."""
     from advaudio.study.runner import plan_study

@@ -155,8 +155,10 @@ def tiny_study(tmp_path_factory):
 def test_bad_study_files_fail_in_one_line_before_anything_runs(tmp_path, change, message):
     study_file = _write(tmp_path, TINY.replace(*change))
     result = _advaudio("study", "plan", str(study_file), "--no-probe", cwd=tmp_path, timeout=120)
-    if message is None:  # the control: the unchanged study plans fine
+    if message is None:  # the control: the unchanged study plans fine; no probe, no finished cell: no estimate
         assert result.returncode == 0, result.stderr
+        last = result.stdout.strip().splitlines()[-1]
+        assert "0 done, 8 to run; time to go unknown" in last and "0 s" not in last, last
         return
     assert result.returncode == 2, result.stdout
     lines = result.stderr.strip().splitlines()
@@ -189,6 +191,7 @@ def test_init_writes_every_example_as_a_valid_study(tmp_path, name):
 # --------------------------------------------------------------------------- #
 # Running: killed, resumed, the report
 # --------------------------------------------------------------------------- #
+@pytest.mark.floats
 def test_a_killed_study_resumes_and_finishes_every_cell(tiny_study):
     assert "interrupted" in tiny_study["status_killed"]  # its process died without finishing
     summaries = _summaries(tiny_study["file"])
@@ -274,6 +277,7 @@ def test_a_changed_parameter_reruns_only_the_cells_it_touches(tiny_study, tmp_pa
     assert all(Path(after[c].path).stat().st_mtime_ns == mtimes[c] for c in before)
 
 
+@pytest.mark.floats
 def test_dask_executor_gives_the_local_results_value_by_value(tiny_study, tmp_path):
     study_file = _write(tmp_path, TINY.replace('out = "tiny.study"', 'out = "dask.study"\nexecutor = "dask"'))
     # the same store (same fingerprint) is reused instead of featurizing again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -59,15 +60,26 @@ def plan(study_file, probe):
     click.echo(head)
     click.echo("-" * len(head))
     total = remaining = 0.0
+    unknown = 0  # cells to run without an estimate (no probe, no finished cell of their model)
     for s in p.statuses:
         c = costs[s.cell.cell_id]
-        total += c.seconds if c.seconds == c.seconds else 0.0
-        remaining += 0.0 if s.status == "done" or c.seconds != c.seconds else c.seconds
+        known = math.isfinite(c.seconds)
+        total += c.seconds if known else 0.0
+        if s.status != "done":
+            remaining += c.seconds if known else 0.0
+            unknown += not known
         click.echo(f"{s.cell.cell_id:<62} {s.status:<11} {c.train_samples:>13,} {c.attack_clips:>12,} "
                    f"{format_seconds(c.seconds):>9}  {c.source}")
     counts = p.counts()
-    click.echo(f"{len(p.cells)} cells: {counts['done']} done, {len(p.pending())} to run; estimated "
-               f"{format_seconds(remaining)} to go on this machine ({format_seconds(total)} in all)")
+    to_run = len(p.pending())
+    if unknown == to_run and to_run:
+        time = "time to go unknown (no estimate without --probe or finished cells of the same models)"
+    elif unknown:
+        time = (f"estimated {format_seconds(remaining)} to go on this machine for {to_run - unknown} of them, "
+                f"unknown for {unknown} (no estimate without --probe or finished cells of the same models)")
+    else:
+        time = f"estimated {format_seconds(remaining)} to go on this machine ({format_seconds(total)} in all)"
+    click.echo(f"{len(p.cells)} cells: {counts['done']} done, {to_run} to run; {time}")
 
 
 @study.command()

@@ -16,6 +16,7 @@ from .distributed import resolve_device
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "constant")
+DTYPES = ("float32", "float64")
 # Fields that may change when a run is resumed (they do not change the result on CPU).
 RESUME_MAY_CHANGE = ("store", "workers", "device", "channels_last")
 
@@ -51,6 +52,12 @@ class TrainConfig:
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``/``"cuda:N"``
     amp : mixed precision when on CUDA: bfloat16 autocast where the GPU supports it,
         else float16 autocast with a GradScaler
+    dtype : the precision of the weights, inputs and optimizer: ``"float32"`` (training
+        as usual), or ``"float64"``, a reference run for reproducibility checks. Training
+        small CNNs is chaotic: measured here, changing only the order of float32
+        reductions (threads, SIMD width, DDP ranks) moves a 3-epoch run's logits by up to
+        ~1; in float64 the same reorderings move them by ~1e-11 (``tests/test_ddp.py``).
+        Slower; ``amp`` does not apply; other stages load the checkpoint in float32.
     channels_last : on CUDA, keep the model and its input batches in the NHWC memory
         format (cuDNN's fast convolutions under mixed precision); ignored on CPU
     extra_sources : model-space inputs (adversarial shards) mixed into training batches
@@ -86,6 +93,7 @@ class TrainConfig:
     workers: int | None = None
     device: str = "auto"
     amp: bool = True
+    dtype: str = "float32"
     channels_last: bool = True
     extra_sources: tuple[ModelSpaceSource, ...] = ()
     mix: float = 0.0
@@ -113,6 +121,7 @@ class TrainConfig:
         validation.finite_float("width", self.width, positive=True)
         validation.choice("optimizer", self.optimizer, OPTIMIZERS)
         validation.choice("schedule", self.schedule, SCHEDULES)
+        validation.choice("dtype", self.dtype, DTYPES)
         checks = (("val_fraction", 0, 1, True), ("warmup_fraction", 0, 1, False),
                   ("label_smoothing", 0, 1, True), ("time_shift", 0, 1, False), ("mix", 0, 1, True))
         for name, lo, hi, open_hi in checks:

@@ -140,6 +140,10 @@ class _Run:
     recalibrated: bool = False
 
     @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.config.dtype)
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT_NAME
 
@@ -259,6 +263,10 @@ def _checkpoint_to_resume(out_dir: Path, config: TrainConfig, store: Store, *, r
     check_same_store(store, saved["store"]["fingerprint"], what=f"checkpoint {path}")
     now = config.to_dict()
     before = saved["train_config"]
+    try:  # fields added since the checkpoint was written take their defaults
+        before = TrainConfig.from_dict(before).to_dict()
+    except (ParameterError, TypeError):
+        pass
     changed = sorted(k for k in set(now) | set(before)
                      if k not in RESUME_MAY_CHANGE and now.get(k) != before.get(k))
     if changed:
@@ -293,7 +301,7 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     val_loader = make_loader(val_ds, workers=min(workers, 1), device=device) if val_ds else None
 
     optimizer = _build_optimizer(model, config)
-    use_amp = bool(config.amp and device.type == "cuda")
+    use_amp = bool(config.amp and device.type == "cuda" and config.dtype == "float32")
     run = _Run(config=config, ctx=ctx, device=device, out_dir=out_dir, store=store, split=split, view=view,
                model=model, net=net, train_ds=train_ds, train_loader=train_loader, val_ds=val_ds,
                val_loader=val_loader, test_ds=test_ds, optimizer=optimizer,
@@ -344,6 +352,7 @@ def _build_model(config: TrainConfig, store: Store, view: View, device: torch.de
     torch.manual_seed(config.seed)  # the same initial weights on every rank; DDP broadcasts rank 0's anyway
     model = create_model(config.model, in_channels=1, num_classes=store.num_classes, width=config.width,
                          **config.model_options)
+    model.to(dtype=getattr(torch, config.dtype))  # before loading weights: a float64 run resumes unrounded
     if init is not None:
         other = model_from_config(init["model"]["config"]).config
         if other != model.config:
@@ -416,7 +425,7 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
     correct_acc = torch.zeros((), dtype=torch.int64, device=device)
     shown = t0
     for step, batch in enumerate(run.train_loader):
-        batch = to_device(batch, device)
+        batch = to_device(batch, device, dtype=run.dtype)
         x, y = batch["x"], batch["y"]
         if run.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=run.memory_format)
