@@ -25,7 +25,7 @@ from advaudio.features import FeatureConfig
 from advaudio.featurize import FeaturizeConfig, featurize
 from advaudio.merge import merge_results
 from advaudio.report import collect_runs
-from advaudio.retrain import find_shards
+from advaudio.store import find_shards
 from advaudio.training import TrainConfig, train
 
 pytestmark = pytest.mark.floats  # compares runs: also run under other CPU kernels (.ci/run)

@@ -364,7 +364,7 @@ def _shard(path) -> tuple[dict, dict]:
 @pytest.mark.floats
 def test_attack_job_array_and_merge_equal_a_local_run(local_slurm, tmp_path):
     """attack.sbatch as a 2-task job array, merge.sbatch after it (afterok), against one local run."""
-    from advaudio.retrain import find_shards
+    from advaudio.store import find_shards
 
     t0 = time.perf_counter()
     store_dir, ckpt = _tiny_checkpoint(tmp_path / "slurm")

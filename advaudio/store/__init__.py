@@ -14,6 +14,8 @@ module                                 owns
                                        ``store.h5``'s feature arrays (``Store.reader()``)
 :mod:`advaudio.store.adversarial`      :class:`AdversarialShard`, the writer and reader of
                                        ``adversarial/<name>.h5`` and its checksum
+:mod:`advaudio.store.provenance`       which adversarial shards may enter training
+                                       (:func:`find_shards`, :func:`inspect_shards`)
 =====================================  ==============================================
 
 Run directories (checkpoints, metrics, attack results) are laid out by
@@ -60,12 +62,13 @@ from advaudio.store.files import (
                                         write_json_atomic,
                                         write_text_atomic,
 )
+from advaudio.store.provenance import find_shards, inspect_shards
 from advaudio.store.reader import FeatureReader, read_rows, sorted_unique
 
 __all__ = [
     "ADVERSARIAL_DIR", "AdversarialShard", "FORMAT_VERSION", "FeatureReader", "LOCK_NAME", "MANIFEST_NAME",
     "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX", "atomic_write",
-    "check_same_store", "commit_file", "decode_attr", "exclusive_lock", "fingerprint", "h5_create", "is_temporary",
+    "check_same_store", "commit_file", "decode_attr", "exclusive_lock", "find_shards", "fingerprint", "h5_create", "inspect_shards", "is_temporary",
     "jsonable", "link_master", "open_h5_read", "read_rows", "read_shard_summary", "remove_stale_tmp", "sha256_file",
     "shard_name", "shard_path", "shard_paths", "sorted_unique", "tmp_owner", "tmp_path_for",
     "write_adversarial_shard", "write_feature_shard", "write_json_atomic", "write_text_atomic",

@@ -48,10 +48,11 @@ from tqdm.auto import tqdm
 
 from advaudio.data import StoreBatches, default_workers, derive_seed, make_loader, to_device
 from advaudio.errors import ParameterError
+from advaudio.killpoints import kill_point
 from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.models import Classifier, create_model, model_from_config
 from advaudio.progress import progress_bar
-from advaudio.store import Store, check_same_store, remove_stale_tmp, write_json_atomic
+from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp, write_json_atomic
 from advaudio.views import View, fit_view
 
 from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
@@ -204,7 +205,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
         run.save(epoch=epoch + 1)
         run.write_metrics(None, False)
         ctx.barrier()
-        _kill_point("epoch", epoch + 1)
+        kill_point("epoch", epoch + 1)
         if progress:
             extra = f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
@@ -217,26 +218,14 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
     test = None
     if complete:
         test = _final_test(run)
-        _kill_point("evaluated", len(run.history))
+        kill_point("evaluated", len(run.history))
         run.save(epoch=len(run.history), test=test, bn_recalibrated=run.recalibrated)
         ctx.barrier()
-        _kill_point("final-checkpoint", len(run.history))
+        kill_point("final-checkpoint", len(run.history))
     metrics = run.write_metrics(test, complete)
     ctx.barrier()  # the files exist (and are final) when train() returns on any rank
     run.close()
     return metrics
-
-
-#: Test-only fault injection: called as ``hook(point, epoch)`` at every boundary where a kill
-#: leaves a distinct state on disk ("epoch": checkpoint and metrics of an epoch written;
-#: "evaluated": BN recalibrated and test run, nothing final written; "final-checkpoint": the
-#: final checkpoint written, metrics not yet). None in normal use.
-KILL_POINT_HOOK: Callable[[str, int], None] | None = None
-
-
-def _kill_point(point: str, epoch: int) -> None:
-    if KILL_POINT_HOOK is not None:
-        KILL_POINT_HOOK(point, epoch)
 
 
 def _complete_metrics(path: Path) -> dict[str, Any] | None:
@@ -336,8 +325,6 @@ def _view(config: TrainConfig, store: Store, split: FoldSplit, *, source: Mappin
 
 def _check_extra_sources(config: TrainConfig, store: Store, split: FoldSplit, view: View) -> None:
     """The rules of ``retrain`` for every adversarial input (checksum, range, store, view, no held-out clip)."""
-    from advaudio.retrain import inspect_shards
-
     paths = [Path(s.path) for s in config.extra_sources if s.inputs == "adversarial"]
     if paths:
         summary = split.summary()
