@@ -16,12 +16,12 @@ import torch
 from click.testing import CliRunner
 
 from advaudio import store as st
-from advaudio.adversarial import AttackStageConfig, attack_stage, choose_rows
 from advaudio.attacks import perturbation_norms
 from advaudio.cli import cli, main
 from advaudio.errors import ParameterError, StoreError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
+from advaudio.stages.attack import AttackStageConfig, attack_stage, choose_rows
+from advaudio.stages.featurize import FeaturizeConfig, featurize
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 10, "n_classes": 4, "duration": 1.0}

@@ -434,7 +434,7 @@ def test_store_records_librosa_version_and_chromagram_path(tmp_path, monkeypatch
     import h5py
 
     from advaudio import store as st
-    from advaudio.featurize import FeaturizeConfig, featurize, plan_featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize, plan_featurize
 
     config = FeaturizeConfig(
         dataset="synthetic",

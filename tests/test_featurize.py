@@ -21,7 +21,7 @@ from advaudio.cli import cli, main
 from advaudio.datasets import load_clip, read_dataset
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig, compute_features
-from advaudio.featurize import FeaturizeConfig, featurize, plan_featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize, plan_featurize
 
 ESC10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10"
 SYNTH = {"clips_per_class": 4, "n_classes": 3, "duration": 1.0}

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from advaudio import store as st
-from advaudio.adversarial import AttackStageConfig, attack_stage
 from advaudio.cli import main
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
-from advaudio.merge import merge_results
-from advaudio.report import collect_runs
+from advaudio.reporting import collect_runs
+from advaudio.stages.attack import AttackStageConfig, attack_stage
+from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.merge import merge_results
 from advaudio.store import find_shards
 from advaudio.training import TrainConfig, train
 
@@ -307,7 +307,7 @@ def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, 
 
 def test_slice_notes_union_reads_structured_and_old_plain_string_notes():
     from advaudio.attacks.results import Note, excluded_note
-    from advaudio.merge import _Slice, _union_notes
+    from advaudio.stages.merge import _Slice, _union_notes
 
     pool = Note("starting-points", "boundary starting points (misclassified): 3 nearest from the pool",
                 {"pool": 3, "noise": 0, "noise_draws": 256, "none": 0})

@@ -24,16 +24,7 @@ import soundfile as sf
 import torch
 
 from advaudio.errors import ParameterError
-from advaudio.listen import (
-    clean_audio,
-    db_to_magnitude,
-    listen,
-    model_input_to_db,
-    resynthesize,
-    spectrogram_snr_db,
-    waveform_snr_db,
-)
-from advaudio.report import (
+from advaudio.reporting import (
     VALUE_COLUMNS,
     Link,
     collect_runs,
@@ -45,6 +36,15 @@ from advaudio.report import (
     render_markdown,
     resolve_pointer,
     write_report,
+)
+from advaudio.stages.listen import (
+    clean_audio,
+    db_to_magnitude,
+    listen,
+    model_input_to_db,
+    resynthesize,
+    spectrogram_snr_db,
+    waveform_snr_db,
 )
 from advaudio.store import Store
 from advaudio.views import View, fit_view
@@ -61,9 +61,9 @@ def _snr(ref: np.ndarray, test: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real two-round run directory, its store, and the report written from it."""
-    from advaudio.adversarial import AttackStageConfig, attack_stage
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.attack import AttackStageConfig, attack_stage
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
     from advaudio.training import TrainConfig, train
 
     torch.set_num_threads(1)

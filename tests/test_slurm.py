@@ -27,7 +27,7 @@ from advaudio import store as st
 from advaudio.cluster import ClusterConfig, cluster_job_script, make_cluster
 from advaudio.errors import AdvaudioError, ParameterError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize
 from advaudio.store import Store
 
 pytestmark = pytest.mark.slow

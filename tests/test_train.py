@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _make_store(cache, **options):
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
 
     config = FeaturizeConfig(
         dataset="synthetic",

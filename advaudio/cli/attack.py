@@ -6,10 +6,10 @@ import json
 
 import click
 
-from advaudio.adversarial import AttackStageConfig
 from advaudio.cli._common import computes, config_default, split_csv, with_options
 from advaudio.errors import ParameterError
 from advaudio.layout import SPLITS
+from advaudio.stages.attack import AttackStageConfig
 
 
 class BatchSize(click.ParamType):
@@ -131,8 +131,8 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     minimal perturbations. Prints a table and writes
     attack-round<K>-<split>.json beside the checkpoint.
     """
-    from advaudio.adversarial import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
     from advaudio.attacks import Note
+    from advaudio.stages.attack import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
 
     config = AttackStageConfig(
         attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,

@@ -11,7 +11,7 @@ from advaudio.cli._common import computes, config_default, int_csv, key_values, 
 from advaudio.datasets import DATASETS
 from advaudio.errors import ParameterError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig
+from advaudio.stages.featurize import FeaturizeConfig
 
 
 @click.command()
@@ -81,8 +81,8 @@ def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_p
     last line of standard output.
     """
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig
-    from advaudio.featurize import featurize as run
+    from advaudio.stages.featurize import FeaturizeConfig
+    from advaudio.stages.featurize import featurize as run
 
     feature_config = FeatureConfig(
         representations=split_csv(features) or (), sr=sr, n_fft=n_fft, hop_length=hop_length,

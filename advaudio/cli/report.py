@@ -20,7 +20,7 @@ def report(run_dirs, out_dir, max_clips, no_listen, title):
     writes report.md, report.html, report.json and report.csv (every number,
     with the file it came from) into --out.
     """
-    from advaudio.report import write_report
+    from advaudio.reporting import write_report
 
     md = write_report(list(run_dirs), out_dir, listen=not no_listen, max_clips=max_clips, title=title)
     click.echo(f"numbers: {md.with_suffix('.json')}, {md.with_suffix('.csv')}")
@@ -41,7 +41,7 @@ def report(run_dirs, out_dir, max_clips, no_listen, title):
               help="Dataset root, if it moved since featurization.")
 def listen(shard, out_dir, sample, method, store_path, audio_root):
     """Turn one adversarial example of an stft-view SHARD into WAV files and print its SNR."""
-    from advaudio.listen import listen as run
+    from advaudio.stages.listen import listen as run
 
     r = run(shard, out_dir, sample=sample, store=store_path, method=method, audio_root=audio_root)
     click.echo(f"{r.attack} round {r.round}, clip {r.clip_id} (label {r.label}, target {r.target}, "

@@ -75,8 +75,8 @@ def store_merge(path, round_, split, checkpoint_sha, attack, results_dir, allow_
     unsliced run would (minimisation attacks: budget recomputed over all
     clips). Merging again is harmless. Prints the results path last.
     """
-    from advaudio.adversarial import format_table
-    from advaudio.merge import merge_results
+    from advaudio.stages.attack import format_table
+    from advaudio.stages.merge import merge_results
 
     doc = merge_results(path, round=round_, split=split, checkpoint_sha=checkpoint_sha, attack=attack,
                         results_dir=results_dir, allow_mixed_budgets=allow_mixed_budgets, force=force)

@@ -3,7 +3,7 @@
 A study file (TOML) is read and checked (:mod:`~advaudio.study.spec`), expanded into
 cells (:mod:`~advaudio.study.cells`), run where the file says
 (:mod:`~advaudio.study.runner`, :mod:`~advaudio.study.slurm`) and reported
-(:mod:`~advaudio.study.report`, the tables themselves in :mod:`advaudio.report.study_tables`).
+(:mod:`~advaudio.study.report`, the tables themselves in :mod:`advaudio.reporting.study_tables`).
 
 =====================================  ==============================================
 module                                 holds

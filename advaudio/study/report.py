@@ -1,4 +1,4 @@
-"""``advaudio study report``: the finished cells of a study → the paper's tables (:mod:`advaudio.report.study`)."""
+"""``advaudio study report``: the finished cells of a study → the paper's tables (:mod:`advaudio.reporting.study`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
     Cells not done are listed as missing in the report's protocol section; a study
     with no done cell is an error.
     """
-    from advaudio.report import write_study_report
+    from advaudio.reporting import write_study_report
     from advaudio.study.runner import plan_study
     from advaudio.study.spec import read_study
 

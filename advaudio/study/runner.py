@@ -94,7 +94,7 @@ def write_study_record(spec: StudySpec) -> Path:
 
 def featurize_study(spec: StudySpec, *, progress: bool = True, scheduler: str | None = None) -> dict[str, Path]:
     """Featurize every dataset of the study once (a complete store is reused); name → store."""
-    from advaudio.featurize import featurize
+    from advaudio.stages.featurize import featurize
 
     stores = {}
     for data in spec.data:
@@ -208,7 +208,7 @@ def _run_dask(spec: StudySpec, todo: list[Cell], *, progress: bool, keep_going: 
     import dask
     from distributed import as_completed
 
-    from advaudio.featurize import dask_client
+    from advaudio.stages.featurize import dask_client
 
     if not todo:
         return

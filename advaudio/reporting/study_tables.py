@@ -11,7 +11,7 @@ width, input_size):
 * per attack, the **budget** at the fooling-rate threshold over the pooled
   attacked clips of the attacked cells, before (round 0) and after (last round),
   with stratified bootstrap intervals, and the **after/before ratio** with its
-  paired interval (:mod:`advaudio.report.bootstrap`); the evaluation checks
+  paired interval (:mod:`advaudio.reporting.bootstrap`); the evaluation checks
   that did not pass are counted and listed as warnings.
 
 Every number keeps its sources: the ``cell.json`` files (and the attack results
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from advaudio.errors import ParameterError
-from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
+from advaudio.reporting.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
 
 if TYPE_CHECKING:  # imported where used: the study package may import the report
     from advaudio.study.cellfile import AttackOutcome, CellSummary

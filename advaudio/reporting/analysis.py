@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from advaudio.attacks.results import Note
-from advaudio.report.discovery import AttackEntry, ReportData, RunData
+from advaudio.reporting.discovery import AttackEntry, ReportData, RunData
 
 __all__ = ["VALUE_COLUMNS", "FIXED_BUDGET", "MINIMISATION", "ValueRows", "analyse", "finite_number",
            "fooling_rate_at", "resolve_pointer"]

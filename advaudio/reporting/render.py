@@ -14,7 +14,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from advaudio.report.analysis import finite_number
+from advaudio.reporting.analysis import finite_number
 
 __all__ = ["Block", "Link", "fmt_num", "fmt_pct", "fmt_pp", "fmt_ratio", "render_html", "render_markdown"]
 

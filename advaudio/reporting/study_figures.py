@@ -1,6 +1,6 @@
 """Figures of the study report: pure functions from numbers/arrays to a PNG file.
 
-Drawn like :mod:`advaudio.report.figures` (matplotlib's Agg canvas, never
+Drawn like :mod:`advaudio.reporting.figures` (matplotlib's Agg canvas, never
 ``pyplot``; missing values are marked, never drawn as zeros):
 
 * :func:`heat_map` — a model × view matrix of one number, each cell annotated;
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from advaudio.report.figures import _no_data, _save, fooling_rate_curves
+from advaudio.reporting.figures import _no_data, _save, fooling_rate_curves
 
 __all__ = ["ecdf_points", "fooling_rate_ecdfs", "heat_map"]
 

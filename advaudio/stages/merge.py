@@ -293,8 +293,8 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
     """The shard rows an unsliced run holds for a slice that attacked no clip: clean inputs, not attacked."""
     import torch
 
-    from advaudio.adversarial import choose_rows, split_rows
     from advaudio.attacks import choose_targets
+    from advaudio.stages.attack import choose_rows, split_rows
     from advaudio.training import load_checkpoint
 
     doc, rec = sl.document or {}, sl.record or {}

@@ -6,27 +6,27 @@ and how much larger a budget does the attacker then need?*
 ======================================  ================================================
 module                                  holds
 ======================================  ================================================
-:mod:`advaudio.report.discovery`        :func:`collect_runs`: the ``metrics.json`` and
+:mod:`advaudio.reporting.discovery`        :func:`collect_runs`: the ``metrics.json`` and
                                         attack results below run directories, grouped
                                         by round (:class:`RunData`, :class:`ReportData`)
-:mod:`advaudio.report.analysis`         :func:`analyse`: accuracy per round, budgets,
+:mod:`advaudio.reporting.analysis`         :func:`analyse`: accuracy per round, budgets,
                                         before/after comparisons, :func:`fooling_rate_at`,
                                         the tidy value rows (:data:`VALUE_COLUMNS`)
-:mod:`advaudio.report.examples`         the paper's Fig. 1 per round and the listening
+:mod:`advaudio.reporting.examples`         the paper's Fig. 1 per round and the listening
                                         WAVs, read from the adversarial shards
-:mod:`advaudio.report.figures`          pure functions from numbers/arrays to PNG files
-:mod:`advaudio.report.render`           formatting helpers; blocks → Markdown and HTML
-:mod:`advaudio.report.document`         the report's sections as blocks
-:mod:`advaudio.report.writer`           :func:`write_report`, the entry point
-:mod:`advaudio.report.bootstrap`        percentile-bootstrap intervals of the budget at the
+:mod:`advaudio.reporting.figures`          pure functions from numbers/arrays to PNG files
+:mod:`advaudio.reporting.render`           formatting helpers; blocks → Markdown and HTML
+:mod:`advaudio.reporting.document`         the report's sections as blocks
+:mod:`advaudio.reporting.writer`           :func:`write_report`, the entry point
+:mod:`advaudio.reporting.bootstrap`        percentile-bootstrap intervals of the budget at the
                                         threshold (stratified by cell) and of the
                                         after/before ratio (paired); :func:`mean_std`
-:mod:`advaudio.report.study_tables`     :func:`study_tables`: the study's rows per dataset
+:mod:`advaudio.reporting.study_tables`     :func:`study_tables`: the study's rows per dataset
                                         from the cells' ``cell.json`` summaries, and
                                         :func:`tidy_values` (:data:`STUDY_COLUMNS`)
-:mod:`advaudio.report.study_figures`    heat maps (model × view) and fooling-rate curves
+:mod:`advaudio.reporting.study_figures`    heat maps (model × view) and fooling-rate curves
                                         from per-clip minimal norms
-:mod:`advaudio.report.study_writer`     :func:`write_study_report`, the study report's
+:mod:`advaudio.reporting.study_writer`     :func:`write_study_report`, the study report's
                                         entry point
 ======================================  ================================================
 
@@ -42,7 +42,7 @@ Its command line is ``advaudio report``.
 from the finished cells of a study, every number with the ``cell.json`` it came from.
 """
 
-from advaudio.report.analysis import (
+from advaudio.reporting.analysis import (
                                       FIXED_BUDGET,
                                       MINIMISATION,
                                       VALUE_COLUMNS,
@@ -50,12 +50,12 @@ from advaudio.report.analysis import (
                                       fooling_rate_at,
                                       resolve_pointer,
 )
-from advaudio.report.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
-from advaudio.report.discovery import AttackEntry, MetricsEntry, ReportData, RunData, collect_runs
-from advaudio.report.render import Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio, render_html, render_markdown
-from advaudio.report.study_tables import STUDY_COLUMNS, StudyRow, StudyTables, study_tables, tidy_values
-from advaudio.report.study_writer import STUDY_REPORT_FORMAT, STUDY_REPORT_VERSION, write_study_report
-from advaudio.report.writer import REPORT_FORMAT, REPORT_VERSION, write_report
+from advaudio.reporting.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
+from advaudio.reporting.discovery import AttackEntry, MetricsEntry, ReportData, RunData, collect_runs
+from advaudio.reporting.render import Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio, render_html, render_markdown
+from advaudio.reporting.study_tables import STUDY_COLUMNS, StudyRow, StudyTables, study_tables, tidy_values
+from advaudio.reporting.study_writer import STUDY_REPORT_FORMAT, STUDY_REPORT_VERSION, write_study_report
+from advaudio.reporting.writer import REPORT_FORMAT, REPORT_VERSION, write_report
 
 __all__ = [
     "AttackEntry", "FIXED_BUDGET", "Link", "MINIMISATION", "MetricsEntry", "REPORT_FORMAT", "REPORT_VERSION",

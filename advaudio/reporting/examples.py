@@ -3,7 +3,7 @@
 The test-fold shards of a round are read through :class:`advaudio.store.AdversarialShard`,
 checked against their feature store (:func:`advaudio.store.check_same_store`), and
 the clean inputs read through ``Store.reader()``; the audio goes through
-:func:`advaudio.listen.listen`.
+:func:`advaudio.stages.listen.listen`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from advaudio.errors import StoreError
-from advaudio.report.discovery import AttackEntry, RunData
-from advaudio.report.render import fmt_num
+from advaudio.reporting.discovery import AttackEntry, RunData
+from advaudio.reporting.render import fmt_num
 
 __all__ = ["round_examples", "safe_name"]
 
@@ -69,7 +69,7 @@ def _read_shard(path: Path) -> dict[str, Any]:
 def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, listen: bool,
                    warnings: list[str]) -> dict[str, Any] | None:
     """Fig. 1 grid (and WAVs for an stft view) for the test-split shards of one round."""
-    from advaudio.report import figures
+    from advaudio.reporting import figures
     from advaudio.store import check_same_store
     from advaudio.views import View
 
@@ -153,7 +153,7 @@ def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, lis
     result = {"round": rnd, "figure": str(fig_path.relative_to(out_dir)), "clips": clips, "listening": [],
               "view": view.name}
     if listen and tuple(view.representations) == ("stft",):
-        from advaudio.listen import listen as listen_one
+        from advaudio.stages.listen import listen as listen_one
 
         for clip in clips:
             for attack, info in clip["attacks"].items():

@@ -76,11 +76,11 @@ class DemoConfig:
 def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str = "auto",
              progress: bool = True) -> Path:
     """Run the whole loop under ``out``; returns the path of ``report.md``."""
-    from advaudio.adversarial import AttackStageConfig
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
-    from advaudio.report import write_report
-    from advaudio.retrain import RetrainConfig, is_complete_run, run_rounds
+    from advaudio.reporting import write_report
+    from advaudio.stages.attack import AttackStageConfig
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.retrain import RetrainConfig, is_complete_run, run_rounds
     from advaudio.training import TrainConfig, train
 
     t0 = time.perf_counter()

@@ -6,9 +6,9 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from advaudio.report.analysis import finite_number
-from advaudio.report.discovery import ReportData
-from advaudio.report.render import Block, Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio
+from advaudio.reporting.analysis import finite_number
+from advaudio.reporting.discovery import ReportData
+from advaudio.reporting.render import Block, Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio
 
 __all__ = ["HOW_TO_READ", "build_blocks"]
 

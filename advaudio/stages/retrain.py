@@ -198,11 +198,11 @@ def run_rounds(
     """Attack-on-test → attack-on-train → retrain → … for ``rounds`` rounds (resumable).
 
     ``run_dir`` must hold a complete round-0 run (``advaudio train --out RUN_DIR``).
-    ``attack_config`` (:class:`advaudio.adversarial.AttackStageConfig`) sets the
+    ``attack_config`` (:class:`advaudio.stages.attack.AttackStageConfig`) sets the
     attacks, threshold and test-split limit; ``train_limit`` caps the clips
     attacked on the training folds. Returns the per-step log.
     """
-    from advaudio.adversarial import attack_stage
+    from advaudio.stages.attack import attack_stage
 
     run_dir = Path(run_dir)
     validation.integer("rounds", rounds, minimum=0)  # 0: only the attack on the test fold

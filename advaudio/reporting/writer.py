@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advaudio.report.analysis import MINIMISATION, VALUE_COLUMNS, ValueRows, analyse, finite_number
-from advaudio.report.discovery import collect_runs
-from advaudio.report.document import build_blocks
-from advaudio.report.examples import round_examples, safe_name
-from advaudio.report.render import render_html, render_markdown
+from advaudio.reporting.analysis import MINIMISATION, VALUE_COLUMNS, ValueRows, analyse, finite_number
+from advaudio.reporting.discovery import collect_runs
+from advaudio.reporting.document import build_blocks
+from advaudio.reporting.examples import round_examples, safe_name
+from advaudio.reporting.render import render_html, render_markdown
 from advaudio.store import jsonable
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "write_report"]
@@ -24,7 +24,7 @@ REPORT_VERSION = 1
 
 def _make_figures(analysis: dict, out_dir: Path) -> dict[str, Any]:
     """Accuracy, budget and fooling-rate figures; returns their paths relative to ``out_dir``."""
-    from advaudio.report import figures
+    from advaudio.reporting import figures
 
     fig_dir = out_dir / "figures"
     runs = analysis["runs"]
