@@ -159,7 +159,8 @@ ROUND_KILLS = [("attack-test", 0), ("attack-train", 0), ("epoch", 1), ("evaluate
 
 def _rounds(run_dir):
     from advaudio.stages.attack import AttackStageConfig
-    from advaudio.stages.retrain import RetrainConfig, run_rounds
+    from advaudio.stages.retrain import RetrainConfig
+    from advaudio.stages.rounds import run_rounds
 
     return run_rounds(run_dir, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), fooling_rate=0.6, limit=4),
                       retrain_config=RetrainConfig(epochs=1), train_limit=8, device="cpu", progress=False)
@@ -217,7 +218,8 @@ def test_rounds_resume_exactly_from_every_step(base_run, reference_rounds, kill_
 def test_rounds_refuses_a_rerun_with_other_options(reference_rounds, tmp_path):
     from advaudio.errors import ParameterError
     from advaudio.stages.attack import AttackStageConfig
-    from advaudio.stages.retrain import RetrainConfig, run_rounds
+    from advaudio.stages.retrain import RetrainConfig
+    from advaudio.stages.rounds import run_rounds
 
     run = tmp_path / "run"
     shutil.copytree(reference_rounds, run)

@@ -69,7 +69,8 @@ def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rul
     rerunning the command resumes at the step where it stopped.
     """
     from advaudio.stages.attack import AttackStageConfig
-    from advaudio.stages.retrain import RetrainConfig, run_rounds
+    from advaudio.stages.retrain import RetrainConfig
+    from advaudio.stages.rounds import run_rounds
 
     attack_config = AttackStageConfig(attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, limit=limit,
                                       batch_size=batch_size, seed=seed, target_rule=target_rule,

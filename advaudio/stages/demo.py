@@ -80,7 +80,8 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
     from advaudio.reporting import write_report
     from advaudio.stages.attack import AttackStageConfig
     from advaudio.stages.featurize import FeaturizeConfig, featurize
-    from advaudio.stages.retrain import RetrainConfig, is_complete_run, run_rounds
+    from advaudio.stages.retrain import RetrainConfig
+    from advaudio.stages.rounds import is_complete_run, run_rounds
     from advaudio.training import TrainConfig, train
 
     t0 = time.perf_counter()

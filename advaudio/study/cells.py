@@ -8,7 +8,7 @@ never mixes with old results, while cells it does not touch keep theirs (the
 training of a cell whose fold is not attacked does not depend on the attacks).
 
 :func:`run_cell` trains (resuming a killed run from its last epoch), runs the
-rounds of an attacked cell through :func:`advaudio.stages.retrain.run_rounds` (which
+rounds of an attacked cell through :func:`advaudio.stages.rounds.run_rounds` (which
 skips finished steps), and commits ``cell.json`` last (:mod:`~advaudio.study.cellfile`).
 """
 
@@ -204,7 +204,7 @@ def run_cell(spec: StudySpec, cell: Cell, *, device: str | None = None, echo: bo
 
 def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, device: str | None, echo: bool,
                 progress: bool) -> cellfile.CellSummary:
-    from advaudio.stages.retrain import is_complete_run, run_rounds
+    from advaudio.stages.rounds import is_complete_run, run_rounds
     from advaudio.training import train
 
     cellfile.mark_running(directory)
