@@ -17,7 +17,7 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
     with no done cell is an error.
     """
     from advaudio.reporting import write_study_report
-    from advaudio.study.runner import plan_study
+    from advaudio.study.plan import plan_study
     from advaudio.study.spec import read_study
 
     spec = read_study(study_file)

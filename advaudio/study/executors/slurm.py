@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 from advaudio.errors import AdvaudioError
+from advaudio.study.cells import Cell
+from advaudio.study.plan import StudyPlan
 from advaudio.study.spec import StudySpec
 
 
@@ -58,16 +60,15 @@ def log_directory(spec: StudySpec) -> Path:
     return spec.directory / "slurm-logs"
 
 
-def submit_study(spec: StudySpec, *, cells: list[str] | None = None) -> dict[str, str]:
-    """Submit the chain for the cells not done (or ``cells``); returns job name → job id."""
-    from advaudio.study.cells import expand_cells, find_cell, plan_stores
-    from advaudio.study.runner import cell_status
+def run(plan: StudyPlan, todo: list[Cell], *, progress: bool, echo: bool, keep_going: bool) -> None:
+    """Submit the chain for ``todo`` (a featurize job first: this executor featurizes on the cluster)."""
+    submit_study(plan.spec, [c.cell_id for c in todo], progress=progress)
 
+
+def submit_study(spec: StudySpec, todo: list[str], *, progress: bool = True) -> dict[str, str]:
+    """Submit the featurize job, a job per cell of ``todo`` (ids) and the report job; job name → job id."""
     if shutil.which("sbatch") is None:
         raise AdvaudioError("executor 'slurm' needs sbatch, which is not on PATH (not a SLURM login node?)")
-    all_cells = expand_cells(spec, plan_stores(spec))
-    chosen = [find_cell(all_cells, c) for c in cells] if cells else all_cells
-    todo = [c.cell_id for c in chosen if cell_status(spec, c).status != "done"]
     options = spec.run.slurm
     logs = log_directory(spec)
     logs.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,8 @@ def submit_study(spec: StudySpec, *, cells: list[str] | None = None) -> dict[str
     cell_jobs = [ids[n] for n, _ in jobs[1:-1]] or [ids["featurize"]]
     ids[name] = _sbatch([*common, f"--job-name=advaudio-study-{name}", f"--output={logs}/{name}-%j.out",
                          f"--dependency=afterany:{':'.join(cell_jobs)}", *resources("report_resources")], command)
-    print(f"submitted {len(ids)} jobs: featurize {ids['featurize']}, {len(todo)} cell(s), report {ids['report']}; "
-          f"logs: {logs}", file=sys.stderr)
+    if progress:
+        print(f"submitted {len(ids)} jobs: featurize {ids['featurize']}, {len(todo)} cell(s), report "
+              f"{ids['report']}; logs: {logs}", file=sys.stderr)
     return ids
 
