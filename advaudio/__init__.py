@@ -17,7 +17,7 @@ Stages (one per command; each reads and writes only files):
 :mod:`~advaudio.stages.featurize`, training (:func:`advaudio.training.train`),
 :mod:`~advaudio.stages.attack` (attack), :mod:`~advaudio.stages.merge` (job-array slices),
 :mod:`~advaudio.stages.retrain` (retrain, rounds), :mod:`~advaudio.reporting`,
-:mod:`~advaudio.stages.listen`, :mod:`~advaudio.stages.demo`; :mod:`~advaudio.cli` parses and calls them.
+:mod:`~advaudio.reporting.listening`, :mod:`~advaudio.stages.demo`; :mod:`~advaudio.cli` parses and calls them.
 
 Shared helpers: :mod:`~advaudio.errors`, :mod:`~advaudio.validation`,
 :mod:`~advaudio.threads`, :mod:`~advaudio.progress`, :mod:`~advaudio.cluster`.

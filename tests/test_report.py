@@ -37,7 +37,7 @@ from advaudio.reporting import (
     resolve_pointer,
     write_report,
 )
-from advaudio.stages.listen import (
+from advaudio.reporting.listening import (
     clean_audio,
     db_to_magnitude,
     listen,

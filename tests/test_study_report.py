@@ -203,10 +203,10 @@ def test_percentile_interval_and_mean_std():
 # --------------------------------------------------------------------------- #
 # a study of known numbers, as cell.json files
 # --------------------------------------------------------------------------- #
-from advaudio.reporting.study_figures import ecdf_points, heat_map  # noqa: E402
-from advaudio.reporting.study_tables import study_tables, tidy_values  # noqa: E402
-from advaudio.reporting.study_writer import write_study_report  # noqa: E402
 from advaudio.study.cellfile import AttackOutcome, CellSummary, RoundOutcome, read_cell_summary, write_cell_summary  # noqa: E402
+from advaudio.study.figures import ecdf_points, heat_map  # noqa: E402
+from advaudio.study.report_writer import write_study_report  # noqa: E402
+from advaudio.study.tables import study_tables, tidy_values  # noqa: E402
 
 ATTACK_NORMS = {"pgd": ("linf", "fixed-budget"), "deepfool": ("l2", "minimisation")}
 RESAMPLES = 200

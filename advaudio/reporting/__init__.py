@@ -1,4 +1,4 @@
-"""The report stage: run directories → Markdown, HTML, figures, JSON/CSV and WAV files.
+"""The run report: run directories → Markdown, HTML, figures, JSON/CSV and WAV files.
 
 The question answered: *how much clean accuracy does adversarial training cost,
 and how much larger a budget does the attacker then need?*
@@ -21,13 +21,7 @@ module                                  holds
 :mod:`advaudio.reporting.bootstrap`        percentile-bootstrap intervals of the budget at the
                                         threshold (stratified by cell) and of the
                                         after/before ratio (paired); :func:`mean_std`
-:mod:`advaudio.reporting.study_tables`     :func:`study_tables`: the study's rows per dataset
-                                        from the cells' ``cell.json`` summaries, and
-                                        :func:`tidy_values` (:data:`STUDY_COLUMNS`)
-:mod:`advaudio.reporting.study_figures`    heat maps (model × view) and fooling-rate curves
-                                        from per-clip minimal norms
-:mod:`advaudio.reporting.study_writer`     :func:`write_study_report`, the study report's
-                                        entry point
+:mod:`advaudio.reporting.listening`        adversarial STFT inputs back to audio (WAVs)
 ======================================  ================================================
 
 :func:`write_report` writes ``report.md``, ``report.html`` (self-contained apart
@@ -35,11 +29,8 @@ from the PNGs it links relatively), ``figures/*.png``, ``report.json`` and
 ``report.csv`` (every number shown, in a tidy layout: one row per run, round,
 model, view, split, attack, metric — with the file and the JSON pointer it was
 read from, or ``derived``), and ``audio/*.wav`` for runs on the ``stft`` view.
-Its command line is ``advaudio report``.
-
-:func:`write_study_report` writes the study report (``advaudio study report``):
-``study.md``, ``study.html``, ``study.csv``, ``study.json`` and ``figures/*.png``
-from the finished cells of a study, every number with the ``cell.json`` it came from.
+Its command line is ``advaudio report``. The study report (``advaudio study report``)
+is :mod:`advaudio.study.report_writer`, built on these pieces.
 """
 
 from advaudio.reporting.analysis import (
@@ -53,16 +44,11 @@ from advaudio.reporting.analysis import (
 from advaudio.reporting.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
 from advaudio.reporting.discovery import AttackEntry, MetricsEntry, ReportData, RunData, collect_runs
 from advaudio.reporting.render import Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio, render_html, render_markdown
-from advaudio.reporting.study_tables import STUDY_COLUMNS, StudyRow, StudyTables, study_tables, tidy_values
-from advaudio.reporting.study_writer import STUDY_REPORT_FORMAT, STUDY_REPORT_VERSION, write_study_report
 from advaudio.reporting.writer import REPORT_FORMAT, REPORT_VERSION, write_report
 
 __all__ = [
     "AttackEntry", "FIXED_BUDGET", "Link", "MINIMISATION", "MetricsEntry", "REPORT_FORMAT", "REPORT_VERSION",
     "ReportData", "RunData", "VALUE_COLUMNS", "analyse", "collect_runs", "fmt_num", "fmt_pct", "fmt_pp",
     "fmt_ratio", "fooling_rate_at", "render_html", "render_markdown", "resolve_pointer", "write_report",
-    # the study report
-    "BudgetInterval", "RatioInterval", "STUDY_COLUMNS", "STUDY_REPORT_FORMAT", "STUDY_REPORT_VERSION", "StudyRow",
-    "StudyTables", "budget_interval", "mean_std", "ratio_interval", "study_tables", "tidy_values",
-    "write_study_report",
+    "BudgetInterval", "RatioInterval", "budget_interval", "mean_std", "ratio_interval",
 ]

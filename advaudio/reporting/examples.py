@@ -3,7 +3,7 @@
 The test-fold shards of a round are read through :class:`advaudio.store.AdversarialShard`,
 checked against their feature store (:func:`advaudio.store.check_same_store`), and
 the clean inputs read through ``Store.reader()``; the audio goes through
-:func:`advaudio.stages.listen.listen`.
+:func:`advaudio.reporting.listening.listen`.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, lis
     result = {"round": rnd, "figure": str(fig_path.relative_to(out_dir)), "clips": clips, "listening": [],
               "view": view.name}
     if listen and tuple(view.representations) == ("stft",):
-        from advaudio.stages.listen import listen as listen_one
+        from advaudio.reporting.listening import listen as listen_one
 
         for clip in clips:
             for attack, info in clip["attacks"].items():

@@ -3,7 +3,7 @@
 A study file (TOML) is read and checked (:mod:`~advaudio.study.spec`), expanded into
 cells (:mod:`~advaudio.study.cells`), planned (:mod:`~advaudio.study.plan`), run where
 the file says (:mod:`~advaudio.study.runner`, :mod:`~advaudio.study.executors`) and reported
-(:mod:`~advaudio.study.report`, the tables themselves in :mod:`advaudio.reporting.study_tables`).
+(:mod:`~advaudio.study.report`, the tables themselves in :mod:`advaudio.study.tables`).
 
 =====================================  ==============================================
 module                                 holds

@@ -2,7 +2,7 @@
 
 ``out_dir`` receives ``study.md`` and ``study.html`` (the same blocks, see
 :mod:`advaudio.reporting.render`), ``study.csv`` and ``study.json`` (every number,
-tidy: :data:`~advaudio.reporting.study_tables.STUDY_COLUMNS`, with the ``cell.json``
+tidy: :data:`~advaudio.study.tables.STUDY_COLUMNS`, with the ``cell.json``
 and attack results files it came from) and ``figures/*.png`` (heat maps per
 dataset, fooling-rate curves per attacked cell). Its command line is
 ``advaudio study report``.
@@ -25,7 +25,9 @@ import numpy as np
 from advaudio.reporting.bootstrap import BudgetInterval, RatioInterval
 from advaudio.reporting.examples import safe_name
 from advaudio.reporting.render import Block, Link, fmt_num, fmt_pct, render_html, render_markdown
-from advaudio.reporting.study_tables import (
+from advaudio.reporting.writer import _remove_stale
+from advaudio.store import jsonable
+from advaudio.study.tables import (
     STUDY_COLUMNS,
     Accuracy,
     StudyRow,
@@ -34,8 +36,6 @@ from advaudio.reporting.study_tables import (
     study_tables,
     tidy_values,
 )
-from advaudio.reporting.writer import _remove_stale
-from advaudio.store import jsonable
 
 if TYPE_CHECKING:
     from advaudio.study.cellfile import CellSummary
@@ -147,7 +147,7 @@ def _grid(rows: list[StudyRow]) -> tuple[list[str], list[str], dict[tuple[str, s
 
 
 def _heat(rows: list[StudyRow], value, text, path: Path, **kw) -> Path:
-    from advaudio.reporting.study_figures import heat_map
+    from advaudio.study.figures import heat_map
 
     names, views, cell = _grid(rows)
     v = np.full((len(names), len(views)), np.nan)
@@ -181,7 +181,7 @@ def _ratio_text(r: StudyRow, attack: str) -> str:
 
 def _make_figures(tables: StudyTables, out_dir: Path) -> dict[str, dict[str, Any]]:
     """Per dataset its heat maps, and the fooling-rate curves of its attacked cells (paths relative to out_dir)."""
-    from advaudio.reporting.study_figures import fooling_rate_ecdfs
+    from advaudio.study.figures import fooling_rate_ecdfs
 
     fig_dir = out_dir / "figures"
     rel = lambda p: str(Path(p).relative_to(out_dir))  # noqa: E731
