@@ -152,4 +152,8 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
             click.echo(f"  {record['attack']}: {Note.from_json(note).text}")
     for line in check_warnings(doc):  # a failed evaluation check is never silent
         click.echo(line, err=True)
+    if doc.get("plugins"):
+        from advaudio.plugins import format_records
+
+        click.echo(f"plugins: {format_records(doc['plugins'])}")
     click.echo(doc["results_path"])
