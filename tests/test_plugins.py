@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -262,14 +265,44 @@ def test_the_defense_loss_sees_the_inputs(store, installed, tmp_path, monkeypatc
 # --------------------------------------------------------------------------- every command, in subprocesses
 
 
+def _readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Plugins\n")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _readme_commands() -> dict[str, list[str]]:
+    """The README's plugin example: the commands of its bash block, by command name."""
+    block = _readme_section().split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = {}
+    for line in block.splitlines():
+        inner = re.search(r"\$\((advaudio .*?) \| tail -n 1\)", line)
+        words = shlex.split(inner.group(1) if inner else line)
+        if words and words[0] == "advaudio":
+            commands[words[1]] = words[1:]
+    return commands
+
+
+def test_the_readme_quotes_the_example_plugin():
+    pyproject = (PLUGIN_SOURCE / "pyproject.toml").read_text()
+    entry_points = pyproject[pyproject.index("[project.entry-points"):pyproject.index("[tool.setuptools]")].strip()
+    section = _readme_section()
+    assert entry_points in section
+    models = (PLUGIN_SOURCE / "advaudio_example_plugin" / "models.py").read_text()
+    factory = models[models.index("def tiny("):].strip()
+    assert textwrap.indent(factory, "  ") in section
+    assert set(_readme_commands()) == {"featurize", "train", "attack"}
+
+
 @pytest.mark.slow
-def test_plugins_in_every_command_and_an_uninstalled_one_named(plugin_site, tmp_path):
-    """featurize on Dask workers, train (and under torchrun), attack, evaluate; then without the plugin."""
+def test_the_readme_example_in_every_command_and_an_uninstalled_plugin_named(plugin_site, tmp_path):
+    """The README's commands: featurize on Dask workers, train (and under torchrun), attack, evaluate;
+    then evaluate without the plugin."""
     site = plugin_site
-    out = _advaudio("featurize", "--dataset", "tones", "--features", "stft,envelope", "--n-fft", "512",
-                    "--hop-length", "256", "--workers", "2", "--cache", "cache", "--no-progress",
-                    site=site, cwd=tmp_path)
+    commands = _readme_commands()
+    out = _advaudio(*commands["featurize"], "--no-progress", site=site, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert "--workers" in commands["featurize"] and commands["featurize"][-1] == "2"  # Dask worker processes
     store = tmp_path / out.stdout.splitlines()[-1]
     import h5py
 
@@ -279,30 +312,33 @@ def test_plugins_in_every_command_and_an_uninstalled_one_named(plugin_site, tmp_
     assert [(p["group"], p["name"], p["distribution"], p["version"]) for p in config["plugins"]] == [
         ("advaudio.datasets", "tones", DIST, VERSION), ("advaudio.representations", "envelope", DIST, VERSION)]
 
-    train = ["train", "--store", str(store), "--view", "envelope", "--model", "tiny", "--input-size", "16x16",
-             "--batch-size", "6", "--lr", "0.01", "--workers", "0", "--no-progress"]
-    out = _advaudio(*train, "--epochs", "20", "--out", "run", site=site, cwd=tmp_path)
+    train = [str(store) if w == "$STORE" else w for w in commands["train"]]
+    run = tmp_path / train[train.index("--out") + 1]
+    out = _advaudio(*train, "--workers", "0", "--no-progress", site=site, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["plugins"] == [{"group": "advaudio.models", "name": "tiny", "distribution": DIST, "version": VERSION}]
     assert ckpt["model"]["config"]["name"] == "tiny"
     # torchrun ranks find the plugin by themselves
+    ddp = list(train)
+    ddp[ddp.index("--epochs") + 1], ddp[ddp.index("--out") + 1] = "1", "ddp"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           "-m", "advaudio", *train, "--epochs", "1", "--out", "ddp"], capture_output=True, text=True,
-                          env=_env(site),
-                          cwd=tmp_path, timeout=300)
+                           "-m", "advaudio", *ddp, "--workers", "0", "--no-progress"], capture_output=True, text=True, env=_env(site), cwd=tmp_path,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["distributed"]["world_size"] == 2
 
     log = tmp_path / "calls.jsonl"
-    out = _advaudio("attack", "--checkpoint", "run/checkpoint.pt", "--attacks", "mifgsm,onestep", "-p",
-                    "mifgsm.decay=0.5", "--no-progress", "--no-checks", site=site, cwd=tmp_path,
+    attack = commands["attack"]
+    checkpoint = attack[attack.index("--checkpoint") + 1]
+    out = _advaudio(*attack, "--no-progress", "--no-checks", site=site, cwd=tmp_path,
                     ADVAUDIO_EXAMPLE_PLUGIN_LOG=str(log))
     assert out.returncode == 0, out.stderr
-    doc = json.loads((tmp_path / "run" / "attack-round00-test.json").read_text())
+    doc = json.loads((run / "attack-round00-test.json").read_text())
     records = {r["attack"]: r for r in doc["attacks"]}
     assert records["mifgsm"]["search"] == "per-clip" and records["mifgsm"]["config"]["decay"] == 0.5
     assert records["onestep"]["search"] == "bisection"
+    assert "bisection-one-epsilon" in [n["code"] for n in records["onestep"]["notes"]]
     assert {(p["group"], p["name"]) for p in doc["plugins"]} == {
         ("advaudio.models", "tiny"), ("advaudio.datasets", "tones"), ("advaudio.representations", "envelope"),
         ("advaudio.attacks", "mifgsm"), ("advaudio.attacks", "onestep")}
@@ -311,13 +347,13 @@ def test_plugins_in_every_command_and_an_uninstalled_one_named(plugin_site, tmp_
     assert any(c["attack"] == "mifgsm" and len(c["epsilons"]) > 1 for c in calls)  # its own step, per clip
     assert "plugins: tiny (models: advaudio-example-plugin 0.1.0)" in out.stdout
 
-    out = _advaudio("evaluate", "--checkpoint", "run/checkpoint.pt", site=site, cwd=tmp_path)
+    out = _advaudio("evaluate", "--checkpoint", checkpoint, site=site, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     # The plugin uninstalled: one line naming the distribution, exit status 2.
-    out = _advaudio("evaluate", "--checkpoint", "run/checkpoint.pt", site=None, cwd=tmp_path)
+    out = _advaudio("evaluate", "--checkpoint", checkpoint, site=None, cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
-        f"advaudio: error: checkpoint run/checkpoint.pt: model 'tiny' comes from distribution {DIST} "
+        f"advaudio: error: checkpoint {checkpoint}: model 'tiny' comes from distribution {DIST} "
         f"(version {VERSION}), which is not installed: pip install {DIST}"]
 
 
