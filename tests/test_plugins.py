@@ -175,6 +175,7 @@ def test_the_per_clip_search_runs_the_plugins_own_step(installed, tmp_path, monk
     from advaudio_example_plugin.attacks import mifgsm
 
     from advaudio.attacks import AttackConfig, tune_budget
+    from advaudio.attacks.checks import evaluation_checks
 
     log = tmp_path / "calls.jsonl"
     monkeypatch.setenv("ADVAUDIO_EXAMPLE_PLUGIN_LOG", str(log))
@@ -197,6 +198,11 @@ def test_the_per_clip_search_runs_the_plugins_own_step(installed, tmp_path, monk
                    step_size=0.25, decay=1.0)
     assert bool(again.success.all())
     np.testing.assert_allclose(again.adversarial.numpy(), res.adversarial[fooled], atol=1e-5)
+    # The evaluation checks of an iterative attack rerun that same step (twice the steps, one FGSM step).
+    before = len(_log(log))
+    checks = evaluation_checks(model, x, y, {"mifgsm": tune}, targets=res.targets, batch_size=256)["checks"]
+    assert {c["check"] for c in checks} == {"success-at-large-eps", "iterative-beats-fgsm", "more-steps-no-gain"}
+    assert any(len(c["epsilons"]) == 1 for c in _log(log)[before:])  # at the budget
 
 
 def test_an_attack_with_one_epsilon_per_call_is_bisected_and_says_so(installed, tmp_path, monkeypatch):
@@ -431,3 +437,19 @@ def test_a_study_of_plugins_on_the_dask_executor(plugin_site, tmp_path):
     assert out.returncode == 2 and out.stderr.splitlines() == [
         "advaudio: error: plug.toml: [data.tones.features]: unknown representation 'envelope'; choose from stft, "
         "dwt, chroma, tonnetz"]
+
+
+def test_recorded_plugins_are_checked_against_what_is_installed(installed):
+    record = {"group": "advaudio.models", "name": "tiny", "distribution": DIST, "version": VERSION}
+    plugins.require([record], where="checkpoint c.pt")  # installed, same version: silent
+    with pytest.warns(plugins.PluginWarning, match=r"^checkpoint c.pt: model 'tiny' was made with "
+                                                   r"advaudio-example-plugin 0.0.9; 0.1.0 is installed$"):
+        plugins.require([{**record, "version": "0.0.9"}], where="checkpoint c.pt")
+    with pytest.raises(PluginError, match=r"^checkpoint c.pt: model 'tiny' comes from distribution other-dist "
+                                          r"\(version 2.0\), which is not installed \(installed: distribution "
+                                          r"advaudio-example-plugin \(version 0.1.0\)\): pip install other-dist$"):
+        plugins.require([{**record, "distribution": "other-dist", "version": "2.0"}], where="checkpoint c.pt")
+    plugins.require([{**record, "name": "gone"}], where="c", groups=("advaudio.attacks",))  # other groups: skipped
+    assert plugins.used([("advaudio.models", "tiny"), ("advaudio.models", "resnet18"), ("advaudio.models", "tiny"),
+                         ("advaudio.attacks", "mifgsm")]) == [record, {**record, "group": "advaudio.attacks",
+                                                                        "name": "mifgsm"}]
