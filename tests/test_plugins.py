@@ -317,6 +317,10 @@ def test_the_readme_example_in_every_command_and_an_uninstalled_plugin_named(plu
         assert f["features/envelope"].shape[1] == 8
     assert [(p["group"], p["name"], p["distribution"], p["version"]) for p in config["plugins"]] == [
         ("advaudio.datasets", "tones", DIST, VERSION), ("advaudio.representations", "envelope", DIST, VERSION)]
+    out = _advaudio("store", "info", str(store), site=site, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (f"plugins      tones (datasets: {DIST} {VERSION}), envelope (representations: {DIST} {VERSION})"
+            in out.stdout.splitlines())
 
     train = [str(store) if w == "$STORE" else w for w in commands["train"]]
     run = tmp_path / train[train.index("--out") + 1]

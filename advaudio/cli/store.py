@@ -43,6 +43,10 @@ def store_info(path, as_json, verify):
         for adv in info["adversarial_shards"]:
             click.echo(f"  {adv}")
         click.echo(f"size         {info['size_bytes'] / 2**20:.1f} MiB")
+        if (info.get("config") or {}).get("plugins"):  # made with a plugin's reader or representations
+            from advaudio.plugins import format_records
+
+            click.echo(f"plugins      {format_records(info['config']['plugins'])}")
         click.echo(f"errors       {len(info['errors'])}")
         for err in info["errors"]:
             click.echo(f"  {err['path']}: {err['reason']}")
