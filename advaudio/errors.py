@@ -39,3 +39,7 @@ def check_known_fields(cls, data, what: str) -> None:
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ParameterError(f"unknown {what}: {', '.join(unknown)}")
+
+
+class PluginError(AdvaudioError):
+    """A plugin (an entry point of an installed distribution) is missing, broken or not what its group expects."""

@@ -5,7 +5,13 @@ advaudio: :class:`PGDParams` has ``steps`` but no ``regularization``, and a key 
 attack does not take is a :class:`~advaudio.errors.ParameterError` naming the ones it
 does.  Values are checked for type and range when a dataclass is built, so a
 configuration that exists is one that can run.  This module imports neither torch
-nor Foolbox: the CLI reads names and defaults from it cheaply.
+nor Foolbox at import time; :data:`PARAMS` (name → dataclass) is a view of the one
+attack registry (:mod:`advaudio.attacks.registry`), imported on first use.
+
+A plugin attack (:mod:`advaudio.plugins`) declares its parameters as a frozen,
+keyword-only dataclass subclassing :class:`AttackParams` (``attack``, ``kind`` and
+``norms`` as class variables; a fixed-budget one with an ``epsilon`` field), so that
+``-p name.key=value`` and a study's ``[attacks.params.name]`` reach it like any other.
 
 Step sizes: for fgsm/bim/pgd ``step_size`` is *relative to ε* (Foolbox's
 ``rel_stepsize``), so the trajectory scales with the budget during bisection; for cw
@@ -18,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,6 +52,8 @@ FIXED_BUDGET = "fixed-budget"
 #: Budget searches of fixed-budget attacks, the first the default (:func:`~advaudio.attacks.tune_budget`).
 SEARCHES = ("per-clip", "bisection")
 MINIMISATION = "minimisation"
+#: The kinds an attack can be (a plugin's params_type says which).
+KINDS = (FIXED_BUDGET, MINIMISATION)
 TARGET_RULES = ("random", "least-likely")
 START_RULES = ("nearest", "noise")
 DECISION_RULES = ("EN", "L1")
@@ -309,19 +318,45 @@ class HopSkipJumpParams(_DecisionParams):
             _require(getattr(self, name) >= 1, self.attack, name, ">= 1", getattr(self, name))
 
 
-#: Attack name → its parameter dataclass.
-PARAMS: dict[str, type[AttackParams]] = {
-    cls.attack: cls
-    for cls in (FGSMParams, BIMParams, PGDParams, DeepFoolParams, CarliniWagnerParams, EADParams, FMNParams,
-                BoundaryParams, HopSkipJumpParams)
-}
+class _ParamsView(Mapping):
+    """Attack name → its parameter dataclass: a read-only view of the one attack registry
+    (:data:`advaudio.attacks.registry.ATTACKS`, whose specs carry their dataclasses).
+
+    The registry is imported on first use, so importing this module stays cheap.
+    Membership and iteration read plugin metadata only; looking a plugin up loads it.
+    """
+
+    @staticmethod
+    def _registry():
+        from advaudio.attacks.registry import ATTACKS
+
+        return ATTACKS
+
+    def __getitem__(self, name: str) -> type[AttackParams]:
+        return self._registry()[name].params_type
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry()
+
+    def __iter__(self):
+        return iter(self._registry())
+
+    def __len__(self) -> int:
+        return len(self._registry())
+
+    def __repr__(self) -> str:
+        return f"PARAMS({list(self)!r})"
+
+
+#: Attack name → its parameter dataclass (a view of the attack registry).
+PARAMS: Mapping[str, type[AttackParams]] = _ParamsView()
 
 
 def params_type(name: str) -> type[AttackParams]:
     """The parameter dataclass of attack ``name``."""
     try:
         return PARAMS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ParameterError(f"unknown attack {name!r}; known: {', '.join(PARAMS)}") from None
 
 
@@ -348,8 +383,10 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.params, AttackParams) or type(self.params) not in PARAMS.values():
-            raise ParameterError(f"params must be one of {', '.join(c.__name__ for c in PARAMS.values())}")
+        known = isinstance(self.params, AttackParams) and self.params.attack in PARAMS
+        if not known or type(self.params) is not PARAMS[self.params.attack]:
+            raise ParameterError(f"params must be the parameter dataclass of a registered attack "
+                                 f"({', '.join(PARAMS)}), got {type(self.params).__name__}")
         owner = self.params.attack
         hints = typing.get_type_hints(AttackConfig)
         for name in SHARED_SETTINGS:

@@ -48,21 +48,25 @@ def parse_attack_params(pairs: tuple[str, ...]) -> dict:
 
 
 def _attack_params_help() -> str:
-    """Every attack's parameters with their defaults, from the parameter dataclasses."""
-    from advaudio.attacks.params import PARAMS, SHARED_SETTINGS
+    """Every built-in attack's parameters with their defaults, from the parameter dataclasses;
+    plugins by name only (listing them must not import them: a broken one would break the command)."""
+    from advaudio.attacks.params import SHARED_SETTINGS
+    from advaudio.attacks.registry import ATTACKS, BUILTIN
 
     listing = "; ".join(
-        f"{name}: " + ", ".join(f"{k}={'auto' if v is None else v}" for k, v in cls().to_dict().items())
-        for name, cls in PARAMS.items()
+        f"{name}: " + ", ".join(f"{k}={'auto' if v is None else v}" for k, v in spec.params_type().to_dict().items())
+        for name, spec in BUILTIN.items()
     )
+    plugins = list(ATTACKS.plugins())
+    extra = f" Plugin attacks ({', '.join(plugins)}) take the fields of their own parameter dataclass." if plugins else ""
     return ("Attack parameter, repeatable, e.g. -p pgd.steps=20 -p cw.binary_search_steps=5. "
-            f"Each attack takes {', '.join(SHARED_SETTINGS)} and its own (defaults): {listing}.")
+            f"Each attack takes {', '.join(SHARED_SETTINGS)} and its own (defaults): {listing}.{extra}")
 
 
 def _attack_names() -> str:
     from advaudio.attacks.params import PARAMS
 
-    return ", ".join(PARAMS)
+    return ", ".join(PARAMS)  # built-ins and plugins, from metadata
 
 
 def _target_rules() -> list[str]:
@@ -148,4 +152,8 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
             click.echo(f"  {record['attack']}: {Note.from_json(note).text}")
     for line in check_warnings(doc):  # a failed evaluation check is never silent
         click.echo(line, err=True)
+    if doc.get("plugins"):
+        from advaudio.plugins import format_records
+
+        click.echo(f"plugins: {format_records(doc['plugins'])}")
     click.echo(doc["results_path"])

@@ -25,7 +25,7 @@ def store_info(path, as_json, verify):
 
     s = Store(path, check=not verify)  # --verify lists what is damaged instead of stopping at it
     info = s.info()
-    info.pop("config") if not as_json else None
+    config = info.pop("config") if not as_json else info["config"]
     if verify:
         info["verify"] = s.verify()
     if as_json:
@@ -43,6 +43,10 @@ def store_info(path, as_json, verify):
         for adv in info["adversarial_shards"]:
             click.echo(f"  {adv}")
         click.echo(f"size         {info['size_bytes'] / 2**20:.1f} MiB")
+        if config.get("plugins"):  # made with a plugin's reader or representations
+            from advaudio.plugins import format_records
+
+            click.echo(f"plugins      {format_records(config['plugins'])}")
         click.echo(f"errors       {len(info['errors'])}")
         for err in info["errors"]:
             click.echo(f"  {err['path']}: {err['reason']}")

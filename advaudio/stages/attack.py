@@ -354,11 +354,21 @@ def attack_stage(
         "wall_time_s": time.perf_counter() - t_stage,
         "attacks": records,
         "evaluation": evaluation,
+        "plugins": stage_plugins(ckpt, feature_store, config.attacks),
     }
     st.write_json_atomic(results_path, document)
     document["results_path"] = str(results_path)
     return document
 
+
+
+def stage_plugins(ckpt, feature_store: st.Store, attacks) -> list[dict[str, str]]:
+    """The plugins behind a results document: the checkpoint's (model, defense), the store's
+    (dataset reader, representations) and the attacks' own, each with its distribution and version."""
+    from advaudio.plugins import merge_records, used
+
+    return merge_records(ckpt.raw.get("plugins"), feature_store.config.get("plugins"),
+                         used(("advaudio.attacks", name) for name in attacks))
 
 
 def check_warnings(document: dict[str, Any]) -> list[str]:

@@ -28,7 +28,7 @@ from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
 from advaudio.errors import AdvaudioError, AudioError, ParameterError, StoreError
-from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
+from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance, representation_plugins
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
 
@@ -142,6 +142,9 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         "format_version": st.FORMAT_VERSION,
         **provenance(),  # transform version, librosa version, chromagram path
     }
+    plugins = featurize_plugins(config)
+    if plugins:  # a plugin's version is part of what decides the numbers; absent key: built-ins only
+        store_config["plugins"] = plugins
     fp = st.fingerprint({"config": store_config, "inputs": table.fingerprint_items()})
     store_dir = Path(cache) / f"{config.dataset}-{fp}"
     shard_files, tasks = [], []
@@ -162,6 +165,14 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         tasks=tasks,
         complete=(store_dir / st.MASTER_NAME).is_file(),
     )
+
+
+def featurize_plugins(config: FeaturizeConfig) -> list[dict[str, str]]:
+    """The plugins (dataset reader, representations) ``config`` uses, as the store records them."""
+    from advaudio.datasets import DATASETS
+
+    reader = DATASETS.plugin(config.dataset)
+    return ([reader.record()] if reader else []) + representation_plugins(config.features.representations)
 
 
 # glibc mallopt parameters (malloc.h)

@@ -659,6 +659,8 @@ def merge_results(
     records.update(merged)
     order = list(base.get("config", {}).get("attacks") or [])
     names = sorted(records, key=lambda a: (order.index(a) if a in order else len(order), a))
+    from advaudio.plugins import merge_records
+
     docs = {sl.results_path: sl.document for _, _, slices in slice_sets for sl in slices}  # one per results file
     devices = sorted({str(d.get("device")) for d in docs.values() if d})
     document = {k: base.get(k) for k in ("checkpoint", "checkpoint_sha256", "model", "view", "store",
@@ -669,6 +671,8 @@ def merge_results(
         "wall_time_s": sum(float((d or {}).get("wall_time_s") or 0.0) for d in docs.values()),
         "attacks": [{k: v for k, v in records[a].items() if k != "written"} for a in names],
         "merged_from": {"results": sorted(str(p) for p in docs if p is not None)},
+        # the slices' plugins (model, store, attacks), each once
+        "plugins": merge_records(*((d or {}).get("plugins") for d in docs.values()), (previous or {}).get("plugins")),
     })
     st.write_json_atomic(results_path, document)
     out = dict(document)

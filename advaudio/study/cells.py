@@ -92,7 +92,20 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
         attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
         parts.update(attack=attack, train_limit=spec.train_limit, rounds=spec.rounds,
                      retrain=dataclasses.asdict(spec.retrain))
+    plugins = cell_plugins(spec, cell)
+    if plugins:  # a plugin's version decides results too (the key is absent for built-ins only)
+        parts["plugins"] = plugins
     return st.fingerprint(parts)
+
+
+def cell_plugins(spec: StudySpec, cell: Cell) -> list[dict[str, str]]:
+    """The plugins a cell's results depend on besides its store's: model, defense and, when attacked, attacks."""
+    from advaudio.plugins import used
+
+    entries = [("advaudio.models", cell.model), ("advaudio.defenses", spec.train.get("defense", "none"))]
+    if cell.attacked:
+        entries += [("advaudio.attacks", name) for name in spec.attack.attacks]
+    return used(entries)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class TrainConfig:
     model : architecture name (``advaudio.models.list_models()``)
     width : channel-width multiplier of the model (1.0: the published widths)
     model_options : extra architecture options (e.g. ``{"dropout": 0.3}``)
+    defense : what each training step minimises (:mod:`advaudio.training.defenses`):
+        ``"none"`` (clean training) or an installed defense plugin
+    defense_options : the defense's options (e.g. ``{"epsilon": 0.03}``)
     input_size : model input ``(H, W)``; None keeps the store's bands × frames
     test_fold : fold held out for testing; None: the highest fold of the store
     val_fold : a fold held out for validation (exclusive with ``val_fraction``)
@@ -75,6 +78,8 @@ class TrainConfig:
     model: str = "resnet18"
     width: float = 1.0
     model_options: dict = field(default_factory=dict)
+    defense: str = "none"
+    defense_options: dict = field(default_factory=dict)
     input_size: tuple[int, int] | None = (128, 128)
     test_fold: int | None = None
     val_fold: int | None = None
@@ -108,6 +113,8 @@ class TrainConfig:
         put("model", str(self.model).strip().lower())
         put("input_size", parse_input_size(self.input_size))
         put("model_options", dict(self.model_options or {}))
+        put("defense", str(self.defense).strip().lower())
+        put("defense_options", dict(self.defense_options or {}))
         put("percentiles", tuple(float(p) for p in self.percentiles))
         put("extra_sources", tuple(ModelSpaceSource.from_dict(s) for s in self.extra_sources))
         if self.init_checkpoint is not None:
@@ -137,12 +144,19 @@ class TrainConfig:
         if self.extra_sources and self.mix == 0:
             raise ParameterError("extra_sources need mix > 0 (the fraction of each batch they fill)")
         resolve_device(self.device, check_available=False)
+        from .defenses import check_options
+
+        check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["input_size"] = list(self.input_size) if self.input_size else None
         d["percentiles"] = list(self.percentiles)
         d["extra_sources"] = [s.to_dict() for s in self.extra_sources]
+        if self.defense == "none" and not self.defense_options:
+            # Clean training is what every run was before defenses existed: leaving the keys out
+            # keeps the hash of every earlier run and study cell (from_dict fills them back in).
+            del d["defense"], d["defense_options"]
         return d
 
     @classmethod

@@ -51,12 +51,14 @@ from advaudio.errors import ParameterError
 from advaudio.killpoints import kill_point
 from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.models import Classifier, create_model, model_from_config
+from advaudio.plugins import require
 from advaudio.progress import progress_bar
 from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp, write_json_atomic
 from advaudio.views import View, fit_view
 
-from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
+from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states, training_plugins
 from .config import RESUME_MAY_CHANGE, TrainConfig
+from .defenses import Defense, NoDefense, StepContext, create_defense
 from .distributed import (
     Distributed,
     autocast,
@@ -136,6 +138,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     use_amp: bool
     memory_format: torch.memory_format = torch.contiguous_format
+    defense: Defense = field(default_factory=NoDefense)  # the loss each step minimises
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     recalibrated: bool = False
@@ -272,6 +275,9 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     if config.init_checkpoint is not None and saved is None:
         init = read_checkpoint(config.init_checkpoint)
         check_same_store(store, init["store"]["fingerprint"], what=f"init checkpoint {config.init_checkpoint}")
+        require(init.get("plugins") or [], where=f"init checkpoint {config.init_checkpoint}")
+    if saved is not None:
+        require(saved.get("plugins") or [], where=f"checkpoint {out_dir / CHECKPOINT_NAME}")
     view = _view(config, store, split, source=saved or init)
     _check_extra_sources(config, store, split, view)
     model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
@@ -296,7 +302,8 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
                val_loader=val_loader, test_ds=test_ds, optimizer=optimizer,
                scheduler=_build_scheduler(optimizer, config, len(train_ds)),
                scaler=torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, use_amp)), use_amp=use_amp,
-               memory_format=memory_format(config, device))
+               memory_format=memory_format(config, device),
+               defense=create_defense(config.defense, **config.defense_options))
     if saved is not None:
         run.optimizer.load_state_dict(saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
@@ -419,10 +426,15 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
         n = y.shape[0]
         # DDP: the share's summed loss over global batch / world, so DDP's gradient average is the global mean.
         denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
+        # The defense sees the inputs (an on-the-fly attack perturbs them); "none" is net(x) and its loss.
+        step_context = StepContext(classifier=run.model, epoch=epoch, step=step, seed=config.seed, rank=ctx.rank,
+                                   label_smoothing=config.label_smoothing, denominator=denominator)
         with autocast(device, run.use_amp):
-            output = run.net(x)
-            loss = run.model.training_loss(output, y, label_smoothing=config.label_smoothing,
-                                           denominator=denominator)
+            loss = run.defense.loss(run.net, x, y, step_context=step_context)
+        output = step_context.output
+        if output is None:
+            raise ParameterError(f"defense {config.defense!r} did not set step_context.output (the output whose "
+                                 "logits count as training accuracy)")
         run.optimizer.zero_grad(set_to_none=True)
         if run.scaler.is_enabled():
             run.scaler.scale(loss).backward()
@@ -516,6 +528,7 @@ def _metrics(run: _Run, test: Mapping[str, Any] | None, complete: bool) -> dict[
         "round": int(config.provenance.get("round", 0)),
         "world_size": run.ctx.world_size,
         "distributed": run.ctx.to_dict(),
+        "plugins": training_plugins(run.model, config),
     }
     if test is not None:
         out["test"] = dict(test)
