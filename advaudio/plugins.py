@@ -250,7 +250,9 @@ class Registry(Mapping[str, T], Generic[T]):
         return out
 
 
-def _registry(group: str) -> Registry:
+def registry(group: str) -> Registry:
+    """The registry of ``group``, its owning module imported on first use (by name: plugins is the
+    layer every owner registers with)."""
     if group not in _registries:
         if group not in GROUPS:
             raise PluginError(f"unknown plugin group {group!r}")
@@ -264,7 +266,7 @@ def used(entries: Iterable[tuple[str, str | None]]) -> list[dict[str, str]]:
     for group, name in entries:
         if name is None:
             continue
-        info = _registry(group).plugin(name)
+        info = registry(group).plugin(name)
         if info is not None and info.record() not in out:
             out.append(info.record())
     return out
@@ -283,7 +285,7 @@ def require(records: Iterable[Mapping[str, Any]], *, where: str, groups: Iterabl
             continue
         dist, version = r.get("distribution", "?"), r.get("version", "?")
         kind = group.rpartition(".")[2].rstrip("s")
-        info = _registry(group).plugin(name)
+        info = registry(group).plugin(name)
         if info is None or info.distribution.lower() != str(dist).lower():
             also = f" (installed: {info.describe()})" if info is not None else ""
             raise PluginError(f"{where}: {kind} {name!r} comes from distribution {dist} (version {version}), which "

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from advaudio import plugins
 from advaudio.errors import ParameterError
 
 __all__ = [
@@ -318,37 +319,48 @@ class HopSkipJumpParams(_DecisionParams):
             _require(getattr(self, name) >= 1, self.attack, name, ">= 1", getattr(self, name))
 
 
-class _ParamsView(Mapping):
-    """Attack name → its parameter dataclass: a read-only view of the one attack registry
-    (:data:`advaudio.attacks.registry.ATTACKS`, whose specs carry their dataclasses).
+#: The built-in attacks' parameter dataclasses, in the order listings show them (the registry's
+#: specs carry the same classes: :mod:`advaudio.attacks.registry` checks it).
+BUILTIN_PARAMS: dict[str, type[AttackParams]] = {
+    cls.attack: cls
+    for cls in (FGSMParams, BIMParams, PGDParams, DeepFoolParams, CarliniWagnerParams, EADParams, FMNParams,
+                BoundaryParams, HopSkipJumpParams)
+}
+_GROUP = "advaudio.attacks"
 
-    The registry is imported on first use, so importing this module stays cheap.
-    Membership and iteration read plugin metadata only; looking a plugin up loads it.
+
+class _ParamsView(Mapping):
+    """Attack name → its parameter dataclass: the built-ins' from :data:`BUILTIN_PARAMS`, a plugin's
+    from its spec in the attack registry (found by group through :mod:`advaudio.plugins`).
+
+    Membership and iteration read plugin metadata only and import no torch, so ``--help``
+    stays cheap; looking a plugin up loads it.
     """
 
-    @staticmethod
-    def _registry():
-        from advaudio.attacks.registry import ATTACKS
-
-        return ATTACKS
-
     def __getitem__(self, name: str) -> type[AttackParams]:
-        return self._registry()[name].params_type
+        if isinstance(name, str) and name in BUILTIN_PARAMS:
+            return BUILTIN_PARAMS[name]
+        if name not in self:
+            raise KeyError(name)
+        return plugins.registry(_GROUP)[name].params_type
+
+    def _plugin_names(self) -> list[str]:
+        return sorted({info.name for info in plugins.declared(_GROUP)} - set(BUILTIN_PARAMS))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._registry()
+        return isinstance(name, str) and (name in BUILTIN_PARAMS or name in self._plugin_names())
 
     def __iter__(self):
-        return iter(self._registry())
+        return iter([*BUILTIN_PARAMS, *self._plugin_names()])
 
     def __len__(self) -> int:
-        return len(self._registry())
+        return len(BUILTIN_PARAMS) + len(self._plugin_names())
 
     def __repr__(self) -> str:
         return f"PARAMS({list(self)!r})"
 
 
-#: Attack name → its parameter dataclass (a view of the attack registry).
+#: Attack name → its parameter dataclass: built-ins and plugins.
 PARAMS: Mapping[str, type[AttackParams]] = _ParamsView()
 
 

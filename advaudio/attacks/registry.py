@@ -17,7 +17,7 @@ from advaudio.attacks.base import AttackSpec
 from advaudio.attacks.decision import Boundary, HopSkipJump
 from advaudio.attacks.gradient import BIM, FGSM, PGD
 from advaudio.attacks.minimisation import EAD, CarliniWagnerL2, DeepFool, FastMinimumNorm
-from advaudio.attacks.params import FIXED_BUDGET, KINDS, AttackConfig, AttackParams
+from advaudio.attacks.params import BUILTIN_PARAMS, FIXED_BUDGET, KINDS, AttackConfig, AttackParams
 from advaudio.errors import ParameterError, PluginError
 from advaudio.plugins import PluginInfo, Registry
 
@@ -51,6 +51,8 @@ def _plugin_spec(obj: Any, info: PluginInfo) -> AttackSpec:
         raise PluginError(f"{where}: its default parameters do not build ({exc})") from None
     return spec
 
+
+assert {name: spec.params_type for name, spec in BUILTIN.items()} == BUILTIN_PARAMS, "one list of built-ins"
 
 #: Attack name → spec: the built-ins, then the installed plugins (loaded on first lookup).
 ATTACKS: Registry[AttackSpec] = Registry("advaudio.attacks", BUILTIN, what="attack", adapt=_plugin_spec)
