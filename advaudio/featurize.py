@@ -303,21 +303,39 @@ def featurize(
     integer("workers", workers, minimum=0)
     plan = plan_featurize(config, cache=cache)
     if plan.complete:
-        store = st.Store(plan.store_dir)
-        return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
-                               len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+        store = st.Store(plan.store_dir)  # checked: a damaged store is refused, never reused
+        if store.sealed:
+            return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                                   len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
     (plan.store_dir / st.SHARD_DIR).mkdir(parents=True, exist_ok=True)
     # One featurize run per store at a time: a second is told another is active (no work done twice).
     with st.exclusive_lock(plan.store_dir / st.LOCK_NAME, what=f"store {plan.store_dir}"):
         plan = plan_featurize(config, cache=cache)  # what is left now that no one else writes
         if plan.complete:  # another run finished it while this one waited
             store = st.Store(plan.store_dir)
-            return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
-                                   len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+            if store.sealed:
+                return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                                       len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+            # An earlier release's store (its shards just checked against its manifest):
+            # linked again, it records the digests of store.h5 and of its manifest.
+            if progress:
+                print(f"{plan.store_dir}: recording the checksums of {st.MASTER_NAME} and {st.MANIFEST_NAME} "
+                      "(written by an earlier release)", file=sys.stderr)
         st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
         st.remove_stale_tmp(plan.store_dir)
         return _run_plan(plan, config, workers=workers, scheduler=scheduler, cluster=cluster, progress=progress,
                          t0=t0)
+
+
+def _linked_digests(store_dir: Path) -> dict[str, str]:
+    """Shard → sha256 in the store's manifest, when a readable one is left from an earlier link."""
+    path = store_dir / st.MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return {e["file"]: e["sha256"] for e in st.check_manifest(st.read_json_strict(path, what="manifest"), path)}
+    except StoreError:
+        return {}  # damaged too: the shards are hashed afresh
 
 
 def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, scheduler: str | None, cluster,
@@ -344,14 +362,20 @@ def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, sch
                 digests[done["shard"]] = done["sha256"]
                 bar.update(len(task.table))
 
-    # Shards finished by an earlier, interrupted run are hashed from their files.
+    # Shards finished by an earlier, interrupted run are hashed from their files, and checked against
+    # the manifest of an earlier link when there is one (store.h5 deleted to be relinked).
+    previous = _linked_digests(plan.store_dir)
     manifest_shards, errors = [], []
     for shard, rel in enumerate(plan.shard_files):
         summary = st.read_shard_summary(plan.store_dir / rel)
         if summary["attrs"].get("fingerprint") != plan.fingerprint:
             raise StoreError(f"{plan.store_dir / rel} belongs to another store; delete it and rerun")
-        manifest_shards.append({"file": rel, "clips": summary["clips"],
-                                "sha256": digests.get(shard) or st.sha256_file(plan.store_dir / rel)})
+        digest = digests.get(shard) or st.sha256_file(plan.store_dir / rel)
+        if shard not in digests and previous.get(rel, digest) != digest:
+            raise StoreError(f"checksum mismatch: {plan.store_dir / rel} differs from its sha256 in "
+                             f"{plan.store_dir / st.MANIFEST_NAME}; delete the shard and rerun to featurize "
+                             "its clips again")
+        manifest_shards.append({"file": rel, "clips": summary["clips"], "sha256": digest})
         errors.extend({"index": i, "clip_id": c, "path": p, "reason": r} for i, c, p, r in summary["errors"])
     attrs = {
         "classes": json.dumps(list(plan.table.classes)),
