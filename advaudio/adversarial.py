@@ -15,7 +15,6 @@ Shards are written through :func:`advaudio.store.write_adversarial_shard`
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -29,6 +28,7 @@ import torch
 from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, write_attack_results
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,8 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
     other files; a rerun with the same settings rewrites the same clips and budget.
     """
     try:
-        document = json.loads(results.read_text())
-    except (OSError, ValueError):
+        document = read_attack_results(results)
+    except StoreError:  # gone or damaged: it describes nothing this run could contradict
         return False
     target = str(shard.resolve())
     if not any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", [])):
@@ -355,7 +355,7 @@ def attack_stage(
         "attacks": records,
         "evaluation": evaluation,
     }
-    st.write_json_atomic(results_path, document)
+    write_attack_results(results_path, document)
     document["results_path"] = str(results_path)
     return document
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from advaudio import layout
 from advaudio import store as st
-from advaudio.errors import AdvaudioError, ParameterError
+from advaudio.errors import AdvaudioError, DamagedFileError, DatasetError, ParameterError
 from advaudio.study import cellfile
 from advaudio.study.cells import Cell, StorePlan, expand_cells, find_cell, plan_stores, run_cell
 from advaudio.study.spec import EXECUTORS, StudySpec, read_study
@@ -62,6 +62,9 @@ def cell_status(spec: StudySpec, cell: Cell) -> CellStatus:
     directory = cell.directory(spec)
     try:
         summary = cellfile.read_cell_summary(directory)
+    except DamagedFileError as exc:
+        return CellStatus(cell, "failed", f"{exc}; `advaudio study run` sets it aside and recomputes the summary",
+                          str(cellfile.log_path(directory)))
     except AdvaudioError as exc:
         return CellStatus(cell, "failed", str(exc), str(cellfile.log_path(directory)))
     if summary is not None and summary.fingerprint == cell.fingerprint:
@@ -98,8 +101,11 @@ def featurize_study(spec: StudySpec, *, progress: bool = True, scheduler: str | 
 
     stores = {}
     for data in spec.data:
-        result = featurize(data.featurize, cache=layout.study_stores_dir(spec.directory),
-                           workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
+        try:
+            result = featurize(data.featurize, cache=layout.study_stores_dir(spec.directory),
+                               workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
+        except DatasetError as exc:
+            raise ParameterError(f"{spec.path}: [data.{data.name}]: {exc}") from None
         if result.failed and progress:
             print(f"{data.name}: {result.failed} clip(s) could not be featurized "
                   f"(`advaudio store info {result.store_dir}`)", file=sys.stderr)
