@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
-from advaudio.errors import AdvaudioError, AudioError, ParameterError, StoreError
+from advaudio.errors import AdvaudioError, AudioError, DatasetError, ParameterError, StoreError
 from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
@@ -121,6 +122,16 @@ def _load_table(config: FeaturizeConfig) -> ClipTable:
         table = table.subset(folds=config.folds, limit_per_class=config.limit_per_class)
     if len(table) == 0:
         raise AdvaudioError(f"dataset {config.dataset!r} has no clips to featurize")
+    where = f"dataset {config.dataset!r}" + (f" at {config.root}" if config.root else "")
+    for name in table.classes:
+        # A class name is a line of `store info`, a row of the report's CSV and a label of its figures.
+        if not name.strip() or any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise DatasetError(f"{where}: class name {name!r} is empty or holds a control character (a newline, "
+                               "a tab); rename it (its folder, or its entry in the metadata)")
+    present = sorted({table.classes[c.label] for c in table.clips})
+    if len(present) < 2:
+        raise DatasetError(f"{where} has clips of {len(present)} class ({', '.join(map(repr, present))}): a classifier "
+                           "needs at least 2 (the folder layout: one sub-folder per class)")
     return table
 
 
