@@ -71,10 +71,11 @@ from advaudio.store.schema import Fields
 from advaudio.store.sealed import DIGEST_KEY, read_json_strict, read_sealed_json, set_aside, write_sealed_json
 
 __all__ = [
-    "ADVERSARIAL_DIR", "AdversarialShard", "DIGEST_KEY", "FORMAT_VERSION", "Fields", "FeatureReader", "LOCK_NAME", "MANIFEST_NAME",
-    "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX", "atomic_write",
-    "check_manifest", "check_same_store", "commit_file", "decode_attr", "exclusive_lock", "fingerprint", "h5_create", "is_temporary",
-    "jsonable", "link_master", "open_h5_read", "read_json_strict", "read_rows", "read_sealed_json", "read_shard_summary", "remove_stale_tmp", "set_aside", "sha256_file",
+    "ADVERSARIAL_DIR", "AdversarialShard", "DIGEST_KEY", "FORMAT_VERSION", "Fields", "FeatureReader", "LOCK_NAME",
+    "MANIFEST_NAME", "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX",
+    "atomic_write", "check_manifest", "check_same_store", "commit_file", "decode_attr", "exclusive_lock",
+    "fingerprint", "h5_create", "is_temporary", "jsonable", "link_master", "open_h5_read", "read_json_strict",
+    "read_rows", "read_sealed_json", "read_shard_summary", "remove_stale_tmp", "set_aside", "sha256_file",
     "shard_name", "shard_path", "shard_paths", "sorted_unique", "tmp_owner", "tmp_path_for",
     "write_adversarial_shard", "write_feature_shard", "write_json_atomic", "write_sealed_json", "write_text_atomic",
 ]

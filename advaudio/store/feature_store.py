@@ -57,7 +57,7 @@ from advaudio.store.files import (
 )
 from advaudio.store.reader import FeatureReader
 from advaudio.store.schema import Fields
-from advaudio.store.sealed import DIGEST_KEY, ContentDigest, read_json_strict
+from advaudio.store.sealed import DIGEST_KEY, ContentDigest, parse_json_strict
 
 FORMAT_VERSION = 1
 MASTER_NAME = "store.h5"
@@ -290,11 +290,14 @@ class Store:
     Parameters
     ----------
     path : directory of the store, or its ``store.h5``
-    check : check every feature shard against the manifest on open (the default): a
-        cheap check of size and modification time recorded when the shard was
-        written, and its sha256 when those differ (once per process). A damaged
-        shard is a StoreError naming it. ``False`` (``store info --verify``)
-        opens a damaged store to list what is wrong with it.
+    check : refuse a damaged store on open (the default): ``store.h5`` against the
+        digest of its content, ``manifest.json`` against the digest in ``store.h5``
+        and its schema, every feature shard against the manifest — a cheap check of
+        size and modification time recorded when the shard was written, and its
+        sha256 when those differ (once per process). A damaged file is a
+        DamagedFileError (a StoreError) naming it. ``False`` (``store info
+        --verify``) opens a damaged store anyway and lists what is wrong with it in
+        :attr:`problems` (and :meth:`verify`).
     """
 
     def __init__(self, path: str | os.PathLike, *, check: bool = True):
@@ -331,7 +334,7 @@ class Store:
             self._damaged(f"checksum mismatch: {MANIFEST_NAME}",
                           f"checksum mismatch: {manifest_path} differs from the digest recorded in {MASTER_NAME}")
         try:
-            self.manifest = read_json_strict(manifest_path, what="manifest")
+            self.manifest = parse_json_strict(raw, path=manifest_path, what="manifest")
             self.shard_entries = check_manifest(self.manifest, manifest_path)
             if self.manifest.get("fingerprint") != self.fingerprint:
                 raise DamagedFileError(f"manifest {manifest_path} is damaged: its fingerprint "

@@ -6,7 +6,7 @@ rate belongs, a manifest whose ``shards`` is not a list — whether the file has
 checksum or not (files of earlier releases have none). Readers check the keys they
 use and leave the others alone, so a newer writer's extra keys are no error.
 
->>> Fields({"test": {"accuracy": 7.5}}, path="run/metrics.json", what="metrics file").at("test").rate("accuracy")
+>>> Fields({"test": {"accuracy": 7.5}}, path="run/metrics.json", what="metrics file").mapping("test").rate("accuracy")
 Traceback (most recent call last):
 ...
 advaudio.errors.DamagedFileError: metrics file run/metrics.json is damaged: test.accuracy must be a number in [0, 1], got 7.5

@@ -45,7 +45,7 @@ import numpy as np
 from advaudio.errors import DamagedFileError, StoreError
 from advaudio.store.files import jsonable, write_text_atomic
 
-__all__ = ["DIGEST_KEY", "ContentDigest", "json_digest", "read_json_strict", "read_sealed_json", "seal",
+__all__ = ["DIGEST_KEY", "ContentDigest", "json_digest", "parse_json_strict", "read_json_strict", "read_sealed_json", "seal",
            "set_aside", "write_sealed_json"]
 
 #: Where a sealed file keeps its digest: a JSON key, an HDF5 attribute, a checkpoint key.
@@ -100,6 +100,11 @@ def read_json_strict(path: str | os.PathLike, *, what: str) -> Any:
         raise StoreError(f"no {what} at {path}") from None
     except OSError as exc:
         raise StoreError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return parse_json_strict(raw, path=path, what=what)
+
+
+def parse_json_strict(raw: bytes, *, path: str | os.PathLike, what: str) -> Any:
+    """The JSON value of a file's bytes ``raw`` (read from ``path``), as :func:`read_json_strict`."""
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
