@@ -28,6 +28,15 @@ class StoreError(AdvaudioError):
     """A feature store, shard or checkpoint is missing, incomplete or does not fit."""
 
 
+class DamagedFileError(StoreError):
+    """A file a stage trusts fails its checksum or its schema: damaged, truncated or edited.
+
+    The message names the file and what is wrong with it. Callers that can do without
+    the file (``report`` skips it with a warning, ``study run`` sets a damaged
+    ``cell.json`` aside and recomputes it) catch this class, never a plain StoreError.
+    """
+
+
 def check_known_fields(cls, data, what: str) -> None:
     """Raise ParameterError naming every key of ``data`` that is not a field of dataclass ``cls``.
 

@@ -157,6 +157,25 @@ def test_a_slice_run_twice_adds_no_samples(merged, tmp_path):
     assert len(np.unique(arrays["clean_index"])) == len(arrays["clean_index"]) == 6
 
 
+def test_a_damaged_slice_results_file_is_named_not_called_missing(merged, tmp_path, capsys):
+    """Issue 18: a truncated slice JSON made the merge say a present slice was missing."""
+    store = tmp_path / "cache" / merged["store"].name
+    shutil.copytree(merged["store"], store)
+    shutil.copytree(merged["ckpt"].parent, tmp_path / "run")
+    damaged = tmp_path / "run" / "attack-round00-test-slice001of002.json"
+    damaged.write_text(damaged.read_text()[:500])
+    with pytest.raises(StoreError, match=rf"attack results file {damaged} is damaged: not readable JSON .*; "
+                                         r"rerun slice 1/2") as info:
+        merge_results(store, round=0, split="test", results_dir=tmp_path / "run")
+    assert "missing" not in str(info.value)
+    with pytest.raises(SystemExit) as exit_info:  # a --results-dir that does not exist is said to be missing
+        main(["store", "merge", str(store), "--round", "0", "--split", "test", "--results-dir",
+              str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"no results directory at {tmp_path / 'nowhere'}" in err
+    assert err.count("\n") == 1
+
+
 def test_incomplete_or_inconsistent_sets_are_refused(trained, tmp_path, capsys):
     store, ckpt = workspace(trained, tmp_path)
     attack(store, ckpt, slice=(0, 3))
@@ -303,6 +322,11 @@ def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, 
     for key in RECORD_KEYS:
         assert mrec[key] == lrec[key], key
     assert [s["file"] is None for s in mrec["merged_from"]["slices"]] == [i in empty for i in range(6)]
+    # Issue 18: the results file is such a slice's only trace; truncated, it is named, the slice not called missing
+    damaged = Path(docs[empty[0]]["results_path"])
+    damaged.write_text(damaged.read_text()[:300])
+    with pytest.raises(StoreError, match=rf"{damaged} is damaged: not readable JSON .*rerun slice {empty[0]}/6"):
+        merge_results(store, round=0, split="test")
 
 
 def test_slice_notes_union_reads_structured_and_old_plain_string_notes():

@@ -33,6 +33,7 @@ from advaudio.errors import ParameterError
 
 __all__ = [
     "FIXED_BUDGET",
+    "MAX_EVALUATIONS_PER_CLIP",
     "MINIMISATION",
     "PARAMS",
     "SHARED_SETTINGS",
@@ -60,6 +61,13 @@ START_RULES = ("nearest", "noise")
 DECISION_RULES = ("EN", "L1")
 #: Settings of :class:`AttackConfig` that every attack takes beside its own parameters.
 SHARED_SETTINGS = ("targeted", "target_rule", "seed")
+#: Probes of a fixed-budget attack's ε search per clip, at most (``tune_budget``'s ``max_iter``).
+SEARCH_PROBES = 20
+#: Model evaluations per clip (gradients or forward queries) of one budget search above which the
+#: attack stage refuses to start unless told to (``allow_expensive``). Generous: Foolbox's research
+#: defaults stay below it (CW 9 × 1000 steps with a retry: 27 000; HopSkipJump 64 steps of 10 000
+#: gradient samples: about 640 000), while a run above it takes days per thousand clips on a GPU.
+MAX_EVALUATIONS_PER_CLIP = 1_000_000
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
@@ -117,6 +125,14 @@ class AttackParams:
     def _check(self) -> None:
         """Ranges particular to one attack (after the types and the common ranges)."""
 
+    def evaluations(self) -> int:
+        """Model evaluations (gradients or forward queries) one run costs per clip, at most."""
+        return int(getattr(self, "steps", 1))
+
+    def cost_text(self) -> str:
+        """How :meth:`evaluations` is counted, for messages (``"steps=40"``)."""
+        return f"steps={getattr(self, 'steps', 1)}"
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -157,6 +173,12 @@ class FGSMParams(_GradientParams):
 
     step_size: float = 1.0
     random_start: bool = False
+
+    def evaluations(self) -> int:
+        return 1
+
+    def cost_text(self) -> str:
+        return "one step"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,6 +223,12 @@ class DeepFoolParams(AttackParams):
     def _check(self) -> None:
         _require(self.candidates >= 2, self.attack, "candidates", ">= 2", self.candidates)
 
+    def evaluations(self) -> int:
+        return self.steps * self.candidates  # a gradient per candidate class per step
+
+    def cost_text(self) -> str:
+        return f"steps={self.steps} × candidates={self.candidates}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class _ConstSearchParams(AttackParams):
@@ -226,6 +254,14 @@ class _ConstSearchParams(AttackParams):
                  self.binary_search_steps)
         _require(self.initial_const > 0, self.attack, "initial_const", "> 0", self.initial_const)
         _require(self.const_retries >= 0, self.attack, "const_retries", ">= 0", self.const_retries)
+
+    def evaluations(self) -> int:
+        # every retry doubles the steps: 1 + 2 + 4 … times the first search's
+        return self.binary_search_steps * self.steps * (2 ** (self.const_retries + 1) - 1)
+
+    def cost_text(self) -> str:
+        return (f"binary_search_steps={self.binary_search_steps} × steps={self.steps}"
+                + (f", const_retries={self.const_retries} doubling the steps" if self.const_retries else ""))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -300,6 +336,12 @@ class BoundaryParams(_DecisionParams):
     steps: int = 5000
     step_size: float = 1e-2
 
+    def evaluations(self) -> int:
+        return 2 * self.steps  # a candidate and its spherical step per step
+
+    def cost_text(self) -> str:
+        return f"steps={self.steps}, 2 queries each"
+
 
 @dataclass(frozen=True, kw_only=True)
 class HopSkipJumpParams(_DecisionParams):
@@ -317,6 +359,13 @@ class HopSkipJumpParams(_DecisionParams):
         super()._check()
         for name in ("gradient_eval_steps", "max_gradient_eval_steps"):
             _require(getattr(self, name) >= 1, self.attack, name, ">= 1", getattr(self, name))
+
+    def evaluations(self) -> int:
+        # per step: the gradient estimate's samples, and about 50 queries of boundary and step-size search
+        return self.steps * (max(self.gradient_eval_steps, self.max_gradient_eval_steps) + 50)
+
+    def cost_text(self) -> str:
+        return f"steps={self.steps} × (max_gradient_eval_steps={self.max_gradient_eval_steps} + ~50)"
 
 
 #: The built-in attacks' parameter dataclasses, in the order listings show them (the registry's
@@ -427,6 +476,25 @@ class AttackConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **{k: getattr(self, k) for k in SHARED_SETTINGS}, **self.params.to_dict()}
+
+    def evaluations_per_clip(self) -> int:
+        """Model evaluations per clip of a whole budget search, about: one run for a
+        minimisation attack, :data:`SEARCH_PROBES` runs (one per ε probed) for a fixed-budget one."""
+        runs = SEARCH_PROBES if self.params.kind == FIXED_BUDGET else 1
+        return runs * self.params.evaluations()
+
+    def check_cost(self, *, allowed: bool, how: str) -> None:
+        """ParameterError when :meth:`evaluations_per_clip` exceeds :data:`MAX_EVALUATIONS_PER_CLIP`
+        (unless ``allowed``); ``how`` says how to insist (``"--allow-expensive"``)."""
+        cost = self.evaluations_per_clip()
+        if cost <= MAX_EVALUATIONS_PER_CLIP or allowed:
+            return
+        probes = f"{SEARCH_PROBES} budget probes × " if self.params.kind == FIXED_BUDGET else ""
+        raise ParameterError(
+            f"{self.name} would cost about {cost:.3g} model evaluations per clip ({probes}{self.params.cost_text()}), "
+            f"above the limit of {MAX_EVALUATIONS_PER_CLIP:.0e} (days per thousand clips on a GPU); lower it, "
+            f"or insist with {how}"
+        )
 
     def replace(self, **changes: Any) -> AttackConfig:
         """A copy with shared settings and/or parameters changed."""

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from advaudio.attacks.engine import execute, prepare
-from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCHES, AttackConfig
+from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCH_PROBES, SEARCHES, AttackConfig
 from advaudio.attacks.results import AttackResult, Note, TuningResult
 from advaudio.attacks.search import PRECISIONS, per_clip_search
 from advaudio.errors import ParameterError
@@ -172,7 +172,7 @@ def tune_budget(
     atol: float = 0.0,
     eps_low: float = 0.0,
     eps_high: float | None = None,
-    max_iter: int = 20,
+    max_iter: int = SEARCH_PROBES,
     targets: Any = None,
     batch_size: int = 256,
     starting_pool: Any = None,

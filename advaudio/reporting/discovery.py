@@ -22,14 +22,14 @@ and groups them by round:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advaudio import layout
-from advaudio.errors import ParameterError
+from advaudio.errors import ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, read_metrics
 
 __all__ = ["AttackEntry", "MetricsEntry", "RunData", "ReportData", "collect_runs"]
 
@@ -136,16 +136,14 @@ class ReportData:
         return files
 
 
-def _read_json(path: Path, warnings: list[str]) -> dict | None:
+def _read_checked(read, path: Path, warnings: list[str]) -> dict | None:
+    """``read(path)`` (a checked reader of :mod:`advaudio.store.documents`), or None with a warning
+    naming the file and what is wrong with it: a damaged file's numbers are never shown."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        warnings.append(f"skipped {path}: not readable JSON ({exc})")
+        return read(path)
+    except StoreError as exc:
+        warnings.append(f"skipped: {exc}")
         return None
-    if not isinstance(data, dict):
-        warnings.append(f"skipped {path}: not a JSON object")
-        return None
-    return data
 
 
 def _resolved(p: Any) -> str | None:
@@ -172,7 +170,8 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
     """Find and group the metrics and attack results below each run directory (see the module docstring).
 
     Raises ParameterError when a run directory does not exist or none holds any result.
-    Unreadable files are skipped with a warning (``ReportData.warnings``).
+    Files that fail their checksum or schema check (:mod:`advaudio.store.documents`: damaged,
+    edited, a value out of range) are skipped with a warning naming them (``ReportData.warnings``).
     """
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
@@ -189,13 +188,10 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
         for path in sorted(d.rglob(layout.ATTACK_RESULTS_GLOB)):
             if not path.is_file() or ".tmp" in path.name:
                 continue
-            doc = _read_json(path, run.warnings)
+            doc = _read_checked(read_attack_results, path, run.warnings)
             if doc is None:
                 continue
-            records = doc.get("attacks")
-            if not isinstance(records, list):
-                run.warnings.append(f"skipped {path}: no 'attacks' list (not an attack results file)")
-                continue
+            records = doc["attacks"]
             cfg = doc.get("config") or {}
             named = layout.parse_attack_results_name(path.name)
             file_round = cfg.get("round", named.round if named else 0)
@@ -232,7 +228,7 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
             by_dir.setdefault(str(a.path.parent.resolve()), set()).add(a.round)
         # ---- metrics
         for path in sorted(d.rglob(layout.METRICS_NAME), key=lambda p: (len(p.parts), str(p))):
-            data = _read_json(path, run.warnings)
+            data = _read_checked(read_metrics, path, run.warnings)
             if data is None:
                 continue
             if "test" not in data and "history" not in data and "model" not in data:

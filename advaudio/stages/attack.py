@@ -15,7 +15,6 @@ Shards are written through :func:`advaudio.store.write_adversarial_shard`
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -29,6 +28,7 @@ import torch
 from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.errors import ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, write_attack_results
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class AttackStageConfig:
         batch-independent, so slices merge to exactly an unsliced run); None (default):
         ``"clip"`` for a slice, ``"quantile"`` otherwise
     checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
+    allow_expensive : run attacks whose budget search costs more than
+        :data:`~advaudio.attacks.params.MAX_EVALUATIONS_PER_CLIP` model evaluations per clip
+        (refused otherwise, before any work). A permission, not a setting: it changes no
+        result, so it is not recorded (:meth:`to_dict`) and no fingerprint depends on it
     """
 
     attacks: tuple[str, ...] = ("pgd", "cw")
@@ -73,6 +77,7 @@ class AttackStageConfig:
     search: str = "per-clip"
     checks: bool = True
     precision: str | None = None
+    allow_expensive: bool = False
 
     def __post_init__(self):
         from advaudio.attacks.params import PARAMS
@@ -89,8 +94,13 @@ class AttackStageConfig:
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         validation.choice("split", self.split, layout.SPLITS)
+        validation.finite_float("fooling_rate", self.fooling_rate)
         if not 0.0 < self.fooling_rate <= 1.0:
             raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
+        validation.finite_float("rtol", self.rtol, minimum=0.0)
+        for name in ("checks", "allow_expensive"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.limit is not None:
             validation.integer("limit", self.limit)
         if self.batch_size is not None:
@@ -108,7 +118,9 @@ class AttackStageConfig:
         if extra:
             raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
         for name in self.attacks:  # an unknown or impossible parameter fails here, before any work
-            self.attack_config(name)
+            self.attack_config(name).check_cost(
+                allowed=self.allow_expensive,
+                how="--allow-expensive (a study file: [attacks] allow_expensive = true)")
 
     def attack_config(self, name: str):
         """The :class:`~advaudio.attacks.AttackConfig` of attack ``name`` in this stage."""
@@ -127,6 +139,7 @@ class AttackStageConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.pop("allow_expensive")  # a permission: results and fingerprints never depend on it
         d["attacks"] = list(self.attacks)
         d["slice"] = list(self.slice) if self.slice else None
         return d
@@ -179,8 +192,8 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
     other files; a rerun with the same settings rewrites the same clips and budget.
     """
     try:
-        document = json.loads(results.read_text())
-    except (OSError, ValueError):
+        document = read_attack_results(results)
+    except StoreError:  # gone or damaged: it describes nothing this run could contradict
         return False
     target = str(shard.resolve())
     if not any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", [])):
@@ -272,8 +285,9 @@ def attack_stage(
     tunings = {}
     for name in config.attacks:
         attack_config = config.attack_config(name)
-        if progress:
-            print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}) …",
+        if progress:  # what it costs, said before it starts
+            print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}), about "
+                  f"{attack_config.evaluations_per_clip():.3g} model evaluations per clip …",
                   file=sys.stderr, flush=True)
         tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
                              fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
@@ -356,7 +370,7 @@ def attack_stage(
         "evaluation": evaluation,
         "plugins": stage_plugins(ckpt, feature_store, config.attacks),
     }
-    st.write_json_atomic(results_path, document)
+    write_attack_results(results_path, document)
     document["results_path"] = str(results_path)
     return document
 

@@ -71,9 +71,9 @@ never replaced unless ``force``.
 
 from __future__ import annotations
 
-import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,8 @@ import numpy as np
 from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.attacks.results import Note, excluded_note
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, write_attack_results
 
 __all__ = ["merge_results"]
 
@@ -126,13 +127,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is not a readable results file ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("attacks"), list):
-        raise StoreError(f"{path} is not an attack results file (no 'attacks' list)")
-    return doc
+    """A slice's results file, checked (a damaged one is a DamagedFileError naming it)."""
+    return read_attack_results(path)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -174,8 +170,9 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
             key = m.slice
             try:
                 doc = _read_json(path)
-            except StoreError:
-                continue
+            except DamagedFileError as exc:  # never skipped: its slice would look missing
+                raise StoreError(f"{exc}; rerun slice {key[0]}/{key[1]}, or remove the file if it is not "
+                                 "this set's") from None
             if doc.get("store_fingerprint") != store.fingerprint:
                 continue  # an attack on another store
             sha10 = str(doc.get("checkpoint_sha256", ""))[:10]
@@ -592,8 +589,10 @@ def merge_results(
         checkpoint_sha = checkpoint_sha.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{4,64}", checkpoint_sha):
             raise ParameterError(f"checkpoint sha must be 4 to 64 hex digits, got {checkpoint_sha!r}")
-    fs = store if isinstance(store, st.Store) else st.Store(store)
     rdir = Path(results_dir) if results_dir is not None else None
+    if rdir is not None and not rdir.is_dir():
+        raise ParameterError(f"no results directory at {rdir}" + (" (it is a file)" if rdir.exists() else ""))
+    fs = store if isinstance(store, st.Store) else st.Store(store)
     groups = _discover(fs, round=round, split=split, checkpoint_sha=checkpoint_sha, attack=attack, results_dir=rdir)
     what = f"round {round}, {split} split" + (f", checkpoint {checkpoint_sha[:10]}" if checkpoint_sha else "") \
         + (f", attack {attack}" if attack else "")
@@ -632,8 +631,9 @@ def merge_results(
     previous = None
     if results_path.is_file():
         try:
-            previous = json.loads(results_path.read_text())
-        except ValueError:
+            previous = read_attack_results(results_path)
+        except DamagedFileError as exc:  # replaced by this merge, which says so
+            print(f"warning: {exc}; it is replaced by the merged results", file=sys.stderr)
             previous = None
         if previous is not None and "merged_from" not in previous and not force:
             raise StoreError(f"{results_path} exists and was written by an unsliced attack run, not by a merge; "
@@ -674,7 +674,7 @@ def merge_results(
         # the slices' plugins (model, store, attacks), each once
         "plugins": merge_records(*((d or {}).get("plugins") for d in docs.values()), (previous or {}).get("plugins")),
     })
-    st.write_json_atomic(results_path, document)
+    write_attack_results(results_path, document)
     out = dict(document)
     out["attacks"] = [records[a] for a in names]
     out["merged"] = list(merged)

@@ -34,7 +34,6 @@ byte for byte (attack shards are keyed by its sha256).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -47,13 +46,14 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from advaudio.data import StoreBatches, default_workers, derive_seed, make_loader, to_device
-from advaudio.errors import ParameterError
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
 from advaudio.killpoints import kill_point
 from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.models import Classifier, create_model, model_from_config
 from advaudio.plugins import require
 from advaudio.progress import progress_bar
-from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp, write_json_atomic
+from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp
+from advaudio.store.documents import read_metrics, write_metrics
 from advaudio.views import View, fit_view
 
 from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states, training_plugins
@@ -166,7 +166,7 @@ class _Run:
     def write_metrics(self, test: Mapping[str, Any] | None, complete: bool) -> dict[str, Any]:
         metrics = _metrics(self, test, complete)
         if self.ctx.is_main:
-            write_json_atomic(self.out_dir / METRICS_NAME, metrics)
+            write_metrics(self.out_dir / METRICS_NAME, metrics)
         return metrics
 
     def close(self) -> None:
@@ -232,10 +232,16 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
 
 
 def _complete_metrics(path: Path) -> dict[str, Any] | None:
-    """``metrics.json`` when it records a complete run, else None (absent, partial or unreadable)."""
+    """``metrics.json`` when it records a complete run, else None (absent, partial or damaged).
+
+    A damaged file is said so on standard error: the caller rewrites it from the final checkpoint.
+    """
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = read_metrics(path)
+    except DamagedFileError as exc:
+        print(f"warning: {exc}; it is rewritten from the checkpoint", file=sys.stderr)
+        return None
+    except StoreError:
         return None
     return metrics if isinstance(metrics, dict) and metrics.get("complete") and "test" in metrics else None
 
