@@ -161,9 +161,16 @@ class FrontEnd(nn.Module):
 
     def forward(self, waveforms: torch.Tensor, *, tuning: Sequence[float] | float | None = None) -> torch.Tensor:
         """``(B, 1, H, W)`` model inputs in [0, 1]; ``tuning`` as :meth:`features`."""
-        feats = self.features(waveforms, tuning=tuning)
+        return self.compose(self.features(waveforms, tuning=tuning))
+
+    def compose(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The view of raw representations (``name → (B, bands, frames)``, e.g. :meth:`features`' output,
+        which may hold more than the view needs): ``(B, 1, H, W)`` in [0, 1], differentiably."""
         view = self.view
-        like = next(iter(feats.values()))
+        missing = [n for n in view.representations if n not in feats]
+        if missing:
+            raise ParameterError(f"view {view.name} needs {', '.join(missing)}; got {', '.join(feats)}")
+        like = feats[view.representations[0]]
         if self._resize is None:
             parts = [(feats[n].clamp(lo, hi) - lo) * (1.0 / (hi - lo))
                      for n, lo, hi in zip(view.representations, view.low, view.high)]
