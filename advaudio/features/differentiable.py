@@ -444,8 +444,8 @@ class ChromaCQT(nn.Module):
             )
             structure = (plan.early_downsample,
                          tuple((o.n_fft, o.hop_length, o.halve_after, o.basis.shape[0]) for o in plan.octaves))
-            bases = tuple(o.basis.toarray() for o in plan.octaves)
-            bank = (structure, bases, np.asarray(plan.sqrt_lengths[:, 0]))
+            bank = (structure, tuple(_time_domain_filters(o.basis.toarray(), o.n_fft) for o in plan.octaves),
+                    np.asarray(plan.sqrt_lengths[:, 0]))
             self._banks[tuning] = bank
         return bank
 
@@ -478,13 +478,18 @@ class ChromaCQT(nn.Module):
         if early > 1:
             y = self._downsample(early)(y)
         responses = []
-        for o, (n_fft, hop, halve, _) in enumerate(octaves):
-            ones = self._constants.get(("ones", n_fft), functools.partial(np.ones, n_fft), y)  # window "ones"
-            spectrum = torch.stft(y, n_fft, hop_length=hop, window=ones, center=True, pad_mode="constant",
-                                  return_complex=True)  # (B, n_fft // 2 + 1, frames)
-            basis = torch.stack([self._constants.get(("basis", t, o), bank[1][o], y, complex_=True)
-                                 for t, bank in zip(tunings, banks)])
-            responses.append(torch.matmul(basis, spectrum))
+        same = len(set(tunings)) == 1
+        for o, (n_fft, hop, halve, n_filters) in enumerate(octaves):
+            # Centered frames with constant padding, the store's rectangular window.
+            frames = F.pad(y, (n_fft // 2, n_fft // 2)).unfold(-1, n_fft, hop)  # (B, frames, n_fft)
+            filters = [self._constants.get(("filters", t, o), bank[1][o], y) for t, bank in zip(tunings, banks)]
+            if same:  # one GEMM over the whole batch
+                response = frames @ filters[0].T
+            else:
+                response = frames @ torch.stack(filters).transpose(-1, -2)
+            # (B, frames, [real; imaginary]) -> complex (B, filters, frames); abs() of a complex zero has
+            # gradient 0 where a real hypot's would be NaN (digital silence).
+            responses.append(torch.complex(response[..., :n_filters], response[..., n_filters:]).transpose(-1, -2))
             if halve:
                 y = self._downsample(2)(y)
         # Stack octaves bottom-up, trimmed to the shortest (the store's order: top octave last).
@@ -516,6 +521,20 @@ class ChromaCQT(nn.Module):
             return _normalize(chroma, frame_max)
         floor = torch.amax(frame_max, dim=-1, keepdim=True) * 10.0 ** (-self.floor_db / 20.0)
         return _normalize(chroma, torch.maximum(frame_max, floor))
+
+
+def _time_domain_filters(basis: np.ndarray, n_fft: int) -> np.ndarray:
+    """``[2 filters, n_fft]`` real and imaginary time-domain filters of a ``[filters, n_fft // 2 + 1]``
+    frequency-domain CQT basis applied to the rFFT of a frame.
+
+    ``basis @ rfft(frame) = (basis @ E) @ frame`` with ``E[k, t] = exp(-2 pi i k t / n_fft)``: one
+    real matrix product per octave instead of an FFT and a complex one, the store's (sparsified)
+    filters exactly; in float32 the same accuracy, 2-3 times faster forward and backward on a CPU.
+    """
+    k = np.arange(n_fft // 2 + 1)[:, np.newaxis]
+    t = np.arange(n_fft)[np.newaxis, :]
+    filters = basis.astype(np.complex128) @ np.exp(-2j * np.pi * ((k * t) % n_fft) / n_fft)
+    return np.concatenate([filters.real, filters.imag])
 
 
 def _normalize(x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
