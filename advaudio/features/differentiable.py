@@ -444,7 +444,7 @@ class ChromaCQT(nn.Module):
             )
             structure = (plan.early_downsample,
                          tuple((o.n_fft, o.hop_length, o.halve_after, o.basis.shape[0]) for o in plan.octaves))
-            bank = (structure, tuple(_time_domain_filters(o.basis.toarray(), o.n_fft) for o in plan.octaves),
+            bank = (structure, tuple(_time_domain_filters(o.basis, o.n_fft) for o in plan.octaves),
                     np.asarray(plan.sqrt_lengths[:, 0]))
             self._banks[tuning] = bank
         return bank
@@ -523,18 +523,24 @@ class ChromaCQT(nn.Module):
         return _normalize(chroma, torch.maximum(frame_max, floor))
 
 
-def _time_domain_filters(basis: np.ndarray, n_fft: int) -> np.ndarray:
+def _time_domain_filters(basis, n_fft: int) -> np.ndarray:
     """``[2 filters, n_fft]`` real and imaginary time-domain filters of a ``[filters, n_fft // 2 + 1]``
-    frequency-domain CQT basis applied to the rFFT of a frame.
+    frequency-domain CQT basis (scipy sparse, as the store keeps it) applied to the rFFT of a frame.
 
     ``basis @ rfft(frame) = (basis @ E) @ frame`` with ``E[k, t] = exp(-2 pi i k t / n_fft)``: one
     real matrix product per octave instead of an FFT and a complex one, the store's (sparsified)
-    filters exactly; in float32 the same accuracy, 2-3 times faster forward and backward on a CPU.
+    filters exactly; in float32 the same accuracy, and forward + backward 0.7 times the time on a CPU.
     """
+    filters = basis.astype(np.complex128) @ _dft_rows(n_fft)  # sparse: ~600 non-zeros of 36 x 513
+    return np.concatenate([filters.real, filters.imag])
+
+
+@functools.lru_cache(maxsize=4)
+def _dft_rows(n_fft: int) -> np.ndarray:
+    """``E[k, t] = exp(-2 pi i k t / n_fft)`` for the ``n_fft // 2 + 1`` bins of an rFFT."""
     k = np.arange(n_fft // 2 + 1)[:, np.newaxis]
     t = np.arange(n_fft)[np.newaxis, :]
-    filters = basis.astype(np.complex128) @ np.exp(-2j * np.pi * ((k * t) % n_fft) / n_fft)
-    return np.concatenate([filters.real, filters.imag])
+    return np.exp(-2j * np.pi * ((k * t) % n_fft) / n_fft)
 
 
 def _normalize(x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
