@@ -18,7 +18,8 @@ Printed: seconds per clip and the ratios front end / librosa and / store, per
 representation and for the views ``stft``, ``dwt+chroma`` and ``stft+chroma``
 (64×64 inputs; the view's own normalisation and resize are in every arm).
 
-``--libraries`` also measures the kept libraries that were not adopted, against
+``--libraries`` (after ``pip install ptwt==1.0.1 nnAudio==0.3.4``; neither is a dependency)
+also measures the kept libraries that were not adopted, against
 the store's numbers: ptwt 1.0.1's wavelet packets (modes ``periodic``,
 ``zero``, ``reflect``; ``boundary`` on one clip, its sparse matrices take a
 minute to build) and nnAudio 0.3.4's ``CQT1992v2`` / ``CQT2010v2`` folded to the
