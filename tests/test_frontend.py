@@ -237,6 +237,36 @@ def test_gradcheck(spec, input_size):
     assert torch.autograd.gradcheck(front_end, (y,), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
 
 
+@pytest.mark.parametrize("name", ["stft", "dwt", "chroma", "chroma-floored", "tonnetz"])
+def test_gradcheck_transforms(name):
+    """Each transform alone, without the view's clipping (which zeroes some gradients)."""
+    modules = {"stft": STFT(), "dwt": WaveletPacketEnergy(), "chroma": ChromaCQT(),
+               "chroma-floored": ChromaCQT(floor_db=80.0), "tonnetz": ChromaCQT(floor_db=80.0)}
+    module = modules[name]
+    if isinstance(module, ChromaCQT):
+        def transform(y, module=module):
+            chroma = module(y, 0.1)
+            return torch_tonnetz(chroma, floored=True) if name == "tonnetz" else chroma
+    else:
+        transform = module
+    y = torch.from_numpy(_noise(2048, 5)).double()[None].requires_grad_()
+    assert torch.autograd.gradcheck(transform, (y,), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
+
+
+def test_fixed_tuning_of_the_store_is_used():
+    """A store made with a fixed tuning: the front end uses it, whatever it is given."""
+    config = FeatureConfig(tuning=0.2, chroma_floor_db=80.0)
+    n = 22050
+    y = _noise(n, 6)
+    front_end = FrontEnd(_short_view(config, "chroma+tonnetz", n), config, tuning=-0.3)
+    assert front_end.tuning == 0.2 and front_end.estimate_tuning(y[None]) is None
+    with torch.no_grad():
+        feats = front_end.features(torch.from_numpy(y)[None].double(), tuning=[0.4])
+    want = chroma(y, tuning=0.2, floor_db=80.0)
+    np.testing.assert_allclose(feats["chroma"][0].numpy(), want, atol=1e-4)
+    np.testing.assert_allclose(feats["tonnetz"][0].numpy(), tonnetz(chroma=want, floored=True), atol=1e-4)
+
+
 def test_gradients_reach_the_waveform_through_every_representation():
     n = 4096
     config = FeatureConfig(chroma_floor_db=80.0)
