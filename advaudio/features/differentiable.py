@@ -366,7 +366,8 @@ def _soxr_filter(factor: int) -> tuple[np.ndarray, int, np.ndarray]:
 
 
 class Downsample(nn.Module):
-    """``_librosa_cqt.downsample(y, factor=factor)`` (soxr HQ, ``sqrt(factor)`` gain) as a convolution.
+    """``_librosa_cqt.downsample(y, factor=factor)`` (soxr HQ, ``sqrt(factor)`` gain) as soxr's FIR filter,
+    applied through the FFT.
 
     The output has ``ceil(n / factor)`` samples like the store's; soxr itself
     returns ``round(n / factor)`` (halves up) and the store pads the rest with
