@@ -293,7 +293,7 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
     """The shard rows an unsliced run holds for a slice that attacked no clip: clean inputs, not attacked."""
     import torch
 
-    from advaudio.adversarial import choose_rows, split_rows
+    from advaudio.adversarial import checkpoint_rows, choose_rows
     from advaudio.attacks import choose_targets
     from advaudio.training import load_checkpoint
 
@@ -306,8 +306,7 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
         raise StoreError(f"{why}; rebuilding its rows needs its checkpoint {ckpt_path} (sha256 {sha[:10]}), "
                          "which is not there (or changed)")
     ckpt = load_checkpoint(ckpt_path)
-    rows = split_rows(store, split=str(config.get("split")), test_fold=ckpt.test_fold,
-                      train_folds=ckpt.split.get("train_folds"))
+    rows = checkpoint_rows(store, ckpt, split=str(config.get("split")))
     rows = choose_rows(rows, limit=config.get("limit"), slice=(sl.index, sl.count))
     if len(rows) != int(rec.get("n_samples") or 0):
         raise StoreError(f"{why}; it recorded {rec.get('n_samples')} clips, but its rows are now {len(rows)}: "

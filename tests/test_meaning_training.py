@@ -340,3 +340,81 @@ def test_retraining_starts_from_the_parent_or_from_fresh_weights(store, fold2, s
     for k in after:
         torch.testing.assert_close(after[k], start[k], rtol=0, atol=1e-20)
     assert any((after[k] - not_start[k]).abs().max() > 1e-4 for k in after)
+
+
+# --------------------------------------------------------------------------- #
+# The attack stage: which rows, which targets, which norms
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def attacked(store, fold2, tmp_path_factory):
+    """fgsm on the fold-2 run: 6 of the test fold's clips, all of them, and the training rows.
+
+    Rounds 7-9, so that no retraining test above takes these shards for round 0's."""
+    from advaudio.adversarial import AttackStageConfig, attack_stage
+
+    out = tmp_path_factory.mktemp("attacks")
+    runs = {"test6": dict(split="test", limit=6, round=7), "test": dict(split="test", round=8),
+            "train": dict(split="train", round=9)}
+    shards = {}
+    for name, options in runs.items():
+        config = AttackStageConfig(attacks=("fgsm",), fooling_rate=0.5, checks=False, **options)
+        doc = attack_stage(config, checkpoint=fold2["checkpoint"], out_dir=out / name, device="cpu", progress=False)
+        (record,) = doc["attacks"]
+        shard = st.AdversarialShard.open(record["shard"])
+        shards[name] = {"arrays": shard.read(), "attrs": dict(shard.attrs), "record": record}
+    return shards
+
+
+def test_the_attack_stage_attacks_the_rows_of_its_split(meta, fold2, attacked):
+    fold_2 = np.flatnonzero(meta["fold"] == 2)
+    np.testing.assert_array_equal(attacked["test"]["arrays"]["clean_index"], fold_2)
+    # --limit 6: evenly spaced over the fold, first and last included (i·11/5 rounded)
+    np.testing.assert_array_equal(attacked["test6"]["arrays"]["clean_index"], fold_2[[0, 2, 4, 7, 9, 11]])
+    # the training split is the rows the model was trained on: not its validation rows, not fold 2
+    np.testing.assert_array_equal(attacked["train"]["arrays"]["clean_index"], fold2["split"].train)
+    for shard in attacked.values():
+        rows = shard["arrays"]["clean_index"]
+        np.testing.assert_array_equal(shard["arrays"]["fold"], meta["fold"][rows])
+        np.testing.assert_array_equal(shard["arrays"]["label"], meta["label"][rows])
+
+
+def test_targets_follow_the_store_row_whatever_else_is_attacked(meta, attacked):
+    few, every = attacked["test6"]["arrays"], attacked["test"]["arrays"]
+    where = np.searchsorted(every["clean_index"], few["clean_index"])
+    np.testing.assert_array_equal(few["target"], every["target"][where])
+    for shard in attacked.values():
+        assert not np.any(shard["arrays"]["target"] == shard["arrays"]["label"])
+    # and they are not one class: a seeded draw per row
+    assert len(set(every["target"].tolist())) > 1
+
+
+def test_shard_numbers_are_those_of_its_inputs(store, fold2, attacked):
+    ck = load_checkpoint(fold2["checkpoint"])
+    for name, shard in attacked.items():
+        a = shard["arrays"]
+        rows = a["clean_index"]
+        with store.reader() as reader:
+            clean = ck.view.read(reader, rows)
+        adv = torch.from_numpy(a["adversarial"])
+        with torch.no_grad():
+            clean_pred, pred = ck.model(clean).argmax(1).numpy(), ck.model(adv).argmax(1).numpy()
+        np.testing.assert_array_equal(a["attacked"], clean_pred == a["label"], err_msg=name)
+        np.testing.assert_array_equal(a["success"], a["attacked"] & (pred == a["target"]), err_msg=name)
+        d = (a["adversarial"].astype(np.float64) - clean.numpy().astype(np.float64)).reshape(len(rows), -1)
+        x = clean.numpy().astype(np.float64).reshape(len(rows), -1)
+        np.testing.assert_allclose(a["l1"], np.abs(d).sum(1), rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(a["l2"], np.sqrt((d ** 2).sum(1)), rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(a["linf"], np.abs(d).max(1), rtol=1e-12, err_msg=name)
+        with np.errstate(divide="ignore"):
+            snr = np.where((d ** 2).sum(1) == 0, np.inf, 10 * np.log10((x ** 2).sum(1) / (d ** 2).sum(1)))
+        np.testing.assert_allclose(a["snr_db"], snr, rtol=1e-12, err_msg=name)
+        # fgsm is an L∞ attack: each fooled clip within its own minimal ε, the budget their quantile
+        fooled = a["success"]
+        assert np.all(a["linf"][fooled] <= a["minimal_budget"][fooled] * (1 + 1e-6))
+        minimal = a["minimal_budget"][a["attacked"]]
+        k = math.ceil(0.5 * minimal.size - 1e-9)
+        if np.isfinite(np.sort(minimal)[k - 1]):
+            assert shard["attrs"]["budget"] == np.sort(minimal)[k - 1]
+            within = a["attacked"] & (a["minimal_budget"] <= shard["attrs"]["budget"])
+            np.testing.assert_array_equal(a["within_budget"], within, err_msg=name)
+            assert shard["attrs"]["fooling_rate"] == pytest.approx(within.sum() / a["attacked"].sum())
