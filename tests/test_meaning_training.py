@@ -119,28 +119,41 @@ def test_a_validation_fraction_is_stratified_and_drawn_from_the_training_folds(s
         assert not np.array_equal(other.val, split.val)
 
 
+class _Rows:
+    """A store of ``folds`` and ``labels`` only: what :func:`split_by_fold` reads."""
+
+    def __init__(self, folds, labels, fold_ids=None):
+        self.folds, self.labels, self.directory = np.asarray(folds), np.asarray(labels), "rows"
+        self.fold_ids = fold_ids or sorted(set(self.folds.tolist()))
+
+    def select(self, folds=None, exclude_folds=None):
+        keep = np.isin(self.folds, folds) if folds is not None else ~np.isin(self.folds, exclude_folds)
+        return np.flatnonzero(keep)
+
+
+def test_a_validation_fraction_leaves_every_class_in_training(store):
+    # training rows per class: 1 (its only row stays in training), 2 (one of each), 3, 10
+    labels = [0] + [1] * 2 + [2] * 3 + [3] * 10
+    rows = _Rows(folds=[1] * 16 + [2] * 4, labels=labels + [0, 1, 2, 3])
+    for fraction, want in ((0.01, [0, 1, 1, 1]), (0.4, [0, 1, 1, 4]), (0.9, [0, 1, 2, 9])):
+        split = split_by_fold(rows, _config(store, test_fold=2, val_fraction=fraction))
+        assert np.bincount(rows.labels[split.val], minlength=4).tolist() == want, fraction
+        assert np.bincount(rows.labels[split.train], minlength=4).tolist() == \
+            [n - w for n, w in zip((1, 2, 3, 10), want)]
+        for part in (split.train, split.val, split.test):
+            assert part.dtype.kind == "i"  # row indices, also when empty
+
+
 def test_a_split_needs_two_folds_and_training_rows(store, tmp_path):
-    class OneFold:
-        fold_ids = [1]
-        directory = tmp_path
-
     with pytest.raises(StoreError, match="two or more"):
-        split_by_fold(OneFold(), _config(store))
+        split_by_fold(_Rows(folds=[1, 1], labels=[0, 1]), _config(store))
 
-    class TwoFolds:
-        """Fold 1 holds every row; holding it out leaves nothing to train on."""
-
-        fold_ids = [1, 2]
-        directory = tmp_path
-        folds = np.array([1, 1, 1])
-        labels = np.array([0, 1, 0])
-
-        def select(self, folds=None, exclude_folds=None):
-            keep = np.isin(self.folds, folds) if folds is not None else ~np.isin(self.folds, exclude_folds)
-            return np.flatnonzero(keep)
-
+    for fraction in (0.0, 0.2):  # fold 1 holds every row: holding it out leaves nothing to train on
+        with pytest.raises(StoreError, match="no training clips"):
+            split_by_fold(_Rows(folds=[1, 1, 1], labels=[0, 1, 0], fold_ids=[1, 2]),
+                          _config(store, test_fold=1, val_fraction=fraction))
     with pytest.raises(StoreError, match="no training clips"):
-        split_by_fold(TwoFolds(), _config(store, test_fold=1))
+        split_by_fold(_Rows(folds=[1, 1, 2], labels=[0, 1, 0]), _config(store, test_fold=1, val_fold=2))
 
 
 # --------------------------------------------------------------------------- #
