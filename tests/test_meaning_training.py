@@ -23,7 +23,7 @@ from advaudio.errors import StoreError
 from advaudio.models import create_model
 from advaudio.retrain import RetrainConfig, find_shards, retrain
 from advaudio.store import Store
-from advaudio.training import TrainConfig, load_checkpoint, train
+from advaudio.training import TrainConfig, evaluate, load_checkpoint, train
 from advaudio.training.evaluation import recalibrate_bn
 from advaudio.training.splits import split_by_fold
 from advaudio.views import HISTOGRAM_BINS
@@ -211,6 +211,11 @@ def test_the_run_tests_on_fold_2_and_records_its_split(store, meta, fold2):
     np.add.at(expected, (meta["label"][fold_2], predicted), 1)
     assert metrics["confusion_matrix"] == expected.tolist()
     assert metrics["test_accuracy"] == pytest.approx(np.mean(predicted == meta["label"][fold_2]))
+    # `advaudio evaluate` takes the checkpoint's test fold by default, any other fold when asked
+    again = evaluate(fold2["checkpoint"], device="cpu")
+    assert again["fold"] == 2 and again["confusion_matrix"] == expected.tolist()
+    fold_3 = evaluate(fold2["checkpoint"], fold=3, device="cpu")
+    assert fold_3["fold"] == 3 and fold_3["n"] == int(np.sum(meta["fold"] == 3))
 
 
 def test_the_view_is_fitted_on_the_training_rows_only(store, meta, fold2):
