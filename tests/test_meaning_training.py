@@ -9,6 +9,7 @@ convolution, fresh weights by seeding torch as the trainer documents.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import warnings
 
@@ -17,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 
 from advaudio import store as st
+from advaudio.cli import cli
 from advaudio.errors import StoreError
 from advaudio.models import create_model
 from advaudio.retrain import RetrainConfig, find_shards, retrain
@@ -188,18 +191,30 @@ def test_recalibrated_batch_norm_is_the_plain_average_over_the_batches():
 # --------------------------------------------------------------------------- #
 # A run with test fold 2 and a validation fraction
 # --------------------------------------------------------------------------- #
+def _cli(*args: str) -> str:
+    """``advaudio ARGS`` in this process (the output; the exit status must be 0)."""
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 @pytest.fixture(scope="module")
 def fold2(store, tmp_path_factory):
-    """Test fold 2 (not the highest), 20 % of the training folds for validation, one batch per epoch."""
+    """``advaudio train --test-fold 2`` (not the highest fold) with 20 % of the training folds for
+    validation and one batch per epoch."""
     out = tmp_path_factory.mktemp("fold2")
+    _cli("train", "--store", str(store.directory), "--view", "stft", "--model", "resnet18", "--width", "0.125",
+         "--input-size", "32", "--test-fold", "2", "--val-fraction", "0.2", "--epochs", "2", "--batch-size", "64",
+         "--lr", "0.003", "--seed", "0", "--workers", "0", "--device", "cpu", "--time-shift", "0",
+         "--out", str(out), "--no-progress")
     config = _config(store, test_fold=2, val_fraction=0.2)
-    metrics = train(config, out_dir=out, progress=False)
-    return {"config": config, "metrics": metrics, "checkpoint": out / "checkpoint.pt",
-            "split": split_by_fold(store, config)}
+    return {"config": config, "metrics": json.loads((out / "metrics.json").read_text()),
+            "checkpoint": out / "checkpoint.pt", "split": split_by_fold(store, config)}
 
 
 def test_the_run_tests_on_fold_2_and_records_its_split(store, meta, fold2):
     metrics, split = fold2["metrics"], fold2["split"]
+    assert TrainConfig.from_dict(metrics["config"]) == fold2["config"]  # the options, as given
     fold_2 = np.flatnonzero(meta["fold"] == 2)
     assert metrics["split"] == split.summary() and metrics["split"]["test_fold"] == 2
     assert metrics["test"]["n"] == fold_2.size and metrics["test"]["fold"] == 2
@@ -316,26 +331,30 @@ def test_retraining_starts_where_its_mode_says_at_the_learning_rate_it_says(stor
     import advaudio.training
 
     given = []
-    monkeypatch.setattr(advaudio.training, "train", lambda config, **kw: given.append(config) or {})
+    monkeypatch.setattr(advaudio.training, "train", lambda config, **kw: given.append(config) or {"checkpoint": "-"})
     parent = fold2["checkpoint"]
     base = fold2["config"]
-    cases = [(RetrainConfig(), base.lr / 10, str(parent.resolve())),
-             (RetrainConfig(mode="from-scratch"), base.lr, None),
-             (RetrainConfig(lr=1e-4), 1e-4, str(parent.resolve())),
-             (RetrainConfig(mode="from-scratch", lr=1e-4), 1e-4, None)]
-    for config, lr, init in cases:
-        retrain(parent, out_dir=store.directory / "unused", config=config, progress=False)
+    cases = [((), base.lr / 10, str(parent.resolve())),  # fine-tuning: a tenth of the original rate
+             (("--from-scratch",), base.lr, None),  # from scratch: the original recipe
+             (("--lr", "1e-4"), 1e-4, str(parent.resolve())),
+             (("--from-scratch", "--lr", "1e-4"), 1e-4, None)]
+    for args, lr, init in cases:
+        _cli("retrain", "--checkpoint", str(parent), "--out", str(store.directory / "unused"), "--no-progress", *args)
         new = given[-1]
-        assert (new.lr, new.init_checkpoint) == (lr, init), config
-        assert new.epochs == base.epochs and new.mix == config.mix == 0.5
+        assert (new.lr, new.init_checkpoint) == (lr, init), args
+        assert new.epochs == base.epochs and new.mix == 0.5
         assert [s.path for s in new.extra_sources] == [str(shards[0].resolve())]
-        assert new.provenance["round"] == 1 and new.provenance["mode"] == config.mode
+        assert new.provenance["round"] == 1
+        assert new.provenance["mode"] == ("from-scratch" if "--from-scratch" in args else "fine-tune")
         # everything else is the original recipe: the same split, view, model and seed
         same = {k: v for k, v in base.to_dict().items()
                 if k not in ("lr", "init_checkpoint", "extra_sources", "mix", "provenance")}
         assert {k: new.to_dict()[k] for k in same} == same
-    retrain(parent, out_dir=store.directory / "unused", config=RetrainConfig(epochs=1, mix=0.25), progress=False)
+    _cli("retrain", "--checkpoint", str(parent), "--out", str(store.directory / "unused"), "--epochs", "1",
+         "--mix", "0.25", "--no-progress")
     assert given[-1].epochs == 1 and given[-1].mix == 0.25
+    retrain(parent, out_dir=store.directory / "unused", config=RetrainConfig(mode="from-scratch"), progress=False)
+    assert (given[-1].lr, given[-1].init_checkpoint) == (base.lr, None)  # the API says the same
 
 
 def _parameters(state: dict) -> dict[str, torch.Tensor]:
@@ -346,8 +365,9 @@ def _parameters(state: dict) -> dict[str, torch.Tensor]:
 def test_retraining_starts_from_the_parent_or_from_fresh_weights(store, fold2, shards, mode, tmp_path):
     # At lr 1e-30 an epoch moves no weight by more than ~1e-29: the weights after it are the start's.
     parent = fold2["checkpoint"]
-    metrics = retrain(parent, out_dir=tmp_path, config=RetrainConfig(mode=mode, lr=1e-30, epochs=1, mix=0.25),
-                      progress=False)
+    _cli("retrain", "--checkpoint", str(parent), "--lr", "1e-30", "--epochs", "1", "--mix", "0.25",
+         "--out", str(tmp_path), "--no-progress", f"--{mode}")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["complete"] and metrics["config"]["lr"] == 1e-30
     after = _parameters(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]["state_dict"])
     trained = _parameters(torch.load(parent, weights_only=True)["model"]["state_dict"])
