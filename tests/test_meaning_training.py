@@ -189,6 +189,42 @@ def test_recalibrated_batch_norm_is_the_plain_average_over_the_batches():
 
 
 # --------------------------------------------------------------------------- #
+# The learning rate and weight decay a run steps with
+# --------------------------------------------------------------------------- #
+def _step_rates(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], torch.optim.Optimizer]:
+    from advaudio.training.loop import _build_optimizer, _build_scheduler
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    optimizer = _build_optimizer(model, config)
+    scheduler = _build_scheduler(optimizer, config, steps_per_epoch)
+    rates = []
+    for _ in range(config.epochs * steps_per_epoch):
+        rates.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert all(len(set(r)) == 1 for r in rates)  # every parameter group at the same rate
+    return [r[0] for r in rates], optimizer
+
+
+def test_the_learning_rate_peaks_at_the_configured_one_after_the_warm_up(store):
+    config = _config(store, lr=0.02, epochs=4, warmup_fraction=0.25)
+    rates, optimizer = _step_rates(config, steps_per_epoch=10)  # 40 steps, 10 of warm-up
+    peak = int(np.argmax(rates))
+    assert rates[peak] == pytest.approx(0.02, rel=1e-12) and peak in (9, 10)
+    assert rates[0] < 0.02 / 10 and rates[-1] < 0.02 / 100  # warm-up from low, annealed to nearly 0
+    assert all(a <= b + 1e-15 for a, b in zip(rates[:peak], rates[1:peak + 1]))  # rising, then falling
+    assert all(a >= b - 1e-15 for a, b in zip(rates[peak:], rates[peak + 1:]))
+    constant, _ = _step_rates(_config(store, lr=0.02, epochs=2, schedule="constant"), steps_per_epoch=5)
+    assert constant == [0.02] * 10
+    # decoupled weight decay on the weights (matrices, kernels), none on biases and normalisation
+    decays = {p.ndim: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decays == {4: config.weight_decay, 1: 0.0} and config.weight_decay == 0.05
+    assert isinstance(optimizer, torch.optim.AdamW)
+    _, sgd = _step_rates(_config(store, optimizer="sgd", schedule="constant"), steps_per_epoch=2)
+    assert isinstance(sgd, torch.optim.SGD) and all(g["momentum"] == 0.9 and g["nesterov"] for g in sgd.param_groups)
+
+
+# --------------------------------------------------------------------------- #
 # A run with test fold 2 and a validation fraction
 # --------------------------------------------------------------------------- #
 def _cli(*args: str) -> str:
