@@ -206,21 +206,21 @@ def _step_rates(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float],
     return [r[0] for r in rates], optimizer
 
 
-def test_the_learning_rate_peaks_at_the_configured_one_after_the_warm_up(store):
-    config = _config(store, lr=0.02, epochs=4, warmup_fraction=0.25)
+def test_the_learning_rate_peaks_at_the_configured_one_after_the_warm_up():
+    config = TrainConfig(store="-", lr=0.02, epochs=4, warmup_fraction=0.25)
     rates, optimizer = _step_rates(config, steps_per_epoch=10)  # 40 steps, 10 of warm-up
     peak = int(np.argmax(rates))
     assert rates[peak] == pytest.approx(0.02, rel=1e-12) and peak in (9, 10)
     assert rates[0] < 0.02 / 10 and rates[-1] < 0.02 / 100  # warm-up from low, annealed to nearly 0
     assert all(a <= b + 1e-15 for a, b in zip(rates[:peak], rates[1:peak + 1]))  # rising, then falling
     assert all(a >= b - 1e-15 for a, b in zip(rates[peak:], rates[peak + 1:]))
-    constant, _ = _step_rates(_config(store, lr=0.02, epochs=2, schedule="constant"), steps_per_epoch=5)
+    constant, _ = _step_rates(TrainConfig(store="-", lr=0.02, epochs=2, schedule="constant"), steps_per_epoch=5)
     assert constant == [0.02] * 10
     # decoupled weight decay on the weights (matrices, kernels), none on biases and normalisation
     decays = {p.ndim: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decays == {4: config.weight_decay, 1: 0.0} and config.weight_decay == 0.05
     assert isinstance(optimizer, torch.optim.AdamW)
-    _, sgd = _step_rates(_config(store, optimizer="sgd", schedule="constant"), steps_per_epoch=2)
+    _, sgd = _step_rates(TrainConfig(store="-", optimizer="sgd", schedule="constant"), steps_per_epoch=2)
     assert isinstance(sgd, torch.optim.SGD) and all(g["momentum"] == 0.9 and g["nesterov"] for g in sgd.param_groups)
 
 
