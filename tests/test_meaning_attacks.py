@@ -22,6 +22,7 @@ from advaudio.attacks import AttackConfig, choose_targets, perturbation_norms, r
 from advaudio.attacks.decision import _nearest_valid, _starting_points
 from advaudio.attacks.results import AttackResult
 from advaudio.attacks.tuning import budget_low, minimisation_budget
+from advaudio.errors import ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +261,13 @@ def test_random_targets_are_keyed_by_seed_and_clip_id_not_by_position():
     assert np.mean(other_seed == whole) < 0.6
     np.testing.assert_array_equal(by_position, choose_targets(None, None, labels, num_classes=classes, seed=5,
                                                               ids=np.arange(300)).numpy())
+    np.testing.assert_array_equal(choose_targets(None, None, labels, num_classes=classes).numpy(),
+                                  choose_targets(None, None, labels, num_classes=classes, seed=0).numpy())
+    two = choose_targets(None, None, labels % 2, num_classes=2, seed=5, ids=ids).numpy()
+    np.testing.assert_array_equal(two, 1 - labels % 2)  # two classes: the other one, always
+    for bad in ([0, classes], [-1, 0]):  # a label outside the classes has no "other class"
+        with pytest.raises(ParameterError, match="labels"):
+            choose_targets(None, None, bad, num_classes=classes)
 
 
 class Logits(nn.Module):
@@ -274,10 +282,13 @@ def test_least_likely_targets_are_the_lowest_logit_other_than_the_true_class():
     logits = rng.random((40, 6)).astype(np.float32)
     labels = rng.integers(0, 6, 40)
     labels[:10] = logits[:10].argmin(1)  # the true class is the least likely: the next one is the target
-    targets = choose_targets(Logits(), torch.from_numpy(logits[:, None, None, :]), labels, rule="least-likely")
+    inputs = torch.from_numpy(logits[:, None, None, :])
+    targets = choose_targets(Logits(), inputs, labels, rule="least-likely")
     for i in range(40):
         ranked = sorted(range(6), key=lambda c: logits[i, c])
         assert int(targets[i]) == next(c for c in ranked if c != labels[i]), i
+    # the attack stage also names the number of classes: the rule is the same
+    assert torch.equal(choose_targets(Logits(), inputs, labels, rule="least-likely", num_classes=6, seed=3), targets)
 
 
 # --------------------------------------------------------------------------- #
