@@ -60,15 +60,19 @@ def _assert_norms(got: dict, want: dict) -> None:
 # --------------------------------------------------------------------------- #
 def test_perturbation_norms_are_the_textbook_ones():
     rng = np.random.default_rng(0)
-    clean = rng.random((6, 1, 4, 5)).astype(np.float32)
+    clean = rng.random((8, 1, 4, 5)).astype(np.float32)
     adv = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
     adv[1] = clean[1]  # no perturbation: SNR +inf, every norm 0
     adv[2, 0, 3, 4] = clean[2, 0, 3, 4] + 0.5 * (1 if clean[2, 0, 3, 4] < 0.5 else -1)  # one large entry
     clean[3] = 0.0  # a silent clip: SNR -inf
+    clean[4] = adv[4] = 0.0  # a silent clip left as it is: no perturbation, SNR +inf
+    adv[5] = clean[5]
+    clean[5, 0, 0, 0], adv[5, 0, 0, 0] = 0.0, 1.0  # ||δ||² = 1 exactly: an ordinary, finite SNR
     got = perturbation_norms(clean, adv)
     want = _norms_by_hand(clean, adv)
     _assert_norms(got, want)
-    assert got["snr_db"][1] == math.inf and got["snr_db"][3] == -math.inf and got["l1"][1] == 0
+    assert got["snr_db"][1] == got["snr_db"][4] == math.inf and got["snr_db"][3] == -math.inf
+    assert got["l1"][1] == got["l2"][4] == 0 and math.isfinite(got["snr_db"][5]) and got["l2"][5] == 1
     assert got["linf"][2] == pytest.approx(abs(float(adv[2, 0, 3, 4]) - float(clean[2, 0, 3, 4])), rel=1e-12)
 
 
