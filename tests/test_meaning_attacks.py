@@ -18,7 +18,14 @@ import torch
 from tiny_cnn import NUM_CLASSES, trained_model
 from torch import nn
 
-from advaudio.attacks import AttackConfig, choose_targets, perturbation_norms, run_attack, tune_budget
+from advaudio.attacks import (
+    AttackConfig,
+    choose_targets,
+    perturbation_norms,
+    quantile_budget,
+    run_attack,
+    tune_budget,
+)
 from advaudio.attacks.decision import _nearest_valid, _starting_points
 from advaudio.attacks.results import AttackResult
 from advaudio.attacks.tuning import budget_low, minimisation_budget
@@ -179,6 +186,10 @@ def test_budget_rates_and_curve_count_attacked_clips_only():
     never = minimisation_budget(res, 1.0)  # 8 of 8 needed, 7 fooled: the largest finite norm, and why
     assert (never.budget, never.reached) == (0.7, False)
     assert "1 of 8 sample(s) not fooled" in never.reason
+    # a norm that is no number, no norms, a rate outside (0, 1]: no budget at all
+    for norms, rate in (([0.1, np.nan], 0.5), ([], 0.5), ([0.1], 0.0), ([0.1], 1.5)):
+        with pytest.raises(ParameterError):
+            quantile_budget(norms, rate)
 
 
 def test_per_clip_minimal_budgets_and_their_lower_bounds():
