@@ -118,7 +118,7 @@ def _searches() -> tuple[str, ...]:
               help="Feature store [default: the one the checkpoint was trained on].")
 @with_options(ATTACK_OPTIONS)
 @click.option("--split", type=click.Choice(SPLITS), default=config_default(AttackStageConfig, "split"), show_default=True,
-              help="test: the checkpoint's held-out fold; train: its training folds (retraining data).")
+              help="test: the checkpoint's held-out fold; train: the rows it trained on (retraining data).")
 @click.option("--round", "round_", type=int, default=0, show_default=True,
               help="Retraining round the shards belong to.")
 @click.option("--slice", "slice_", default=None, metavar="I/N",

@@ -39,7 +39,8 @@ class AttackStageConfig:
     ----------
     attacks : registry names, run in this order
     fooling_rate : threshold the budget is tuned to (fraction of attacked samples)
-    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (its training folds)
+    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (the rows it trained on: its
+        training folds less any validation rows drawn from them)
     limit : attack at most this many clips (an evenly spaced subset, stable across runs)
     batch_size : samples per attack call; None (default): automatic — 64 on CPU, on CUDA the
         largest that fits in a safe fraction of the device's free memory
@@ -156,15 +157,42 @@ def parse_slice(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None) -> np.ndarray:
-    """Store rows of the checkpoint's test fold or of its training folds."""
+def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None,
+               val_rows: np.ndarray | None = None) -> np.ndarray:
+    """Store rows of the checkpoint's test fold or of its training rows: its training folds
+    less ``val_rows`` (the validation rows a ``val_fraction`` drew from them)."""
     if split == "test":
         if test_fold is None:
             raise StoreError("the checkpoint records no test fold; attack --split train instead")
         return store.select(folds=[int(test_fold)])
     if train_folds:
-        return store.select(folds=[int(f) for f in train_folds])
-    return store.select(exclude_folds=[int(test_fold)] if test_fold is not None else None)
+        rows = store.select(folds=[int(f) for f in train_folds])
+    else:
+        rows = store.select(exclude_folds=[int(test_fold)] if test_fold is not None else None)
+    return rows if val_rows is None else np.setdiff1d(rows, np.asarray(val_rows, np.int64))
+
+
+def validation_rows(store: st.Store, checkpoint) -> np.ndarray:
+    """Rows a loaded checkpoint validated on that lie in its training folds: those its ``val_fraction``
+    drew (a ``val_fold`` is not among the training folds; none without validation)."""
+    from advaudio.training import TrainConfig
+    from advaudio.training.splits import split_by_fold
+
+    config = TrainConfig.from_dict({**checkpoint.config, "store": str(store.directory)})
+    if config.val_fold is not None or config.val_fraction <= 0:
+        return np.zeros(0, np.int64)
+    return split_by_fold(store, config).val
+
+
+def checkpoint_rows(store: st.Store, checkpoint, *, split: str) -> np.ndarray:
+    """Store rows of ``split`` for a loaded checkpoint: its test fold, or the rows it trained on.
+
+    Validation rows are left out of the training split: their adversarial examples, mixed into
+    retraining, would make the next round's validation accuracy one on data it trained on.
+    """
+    return split_rows(store, split=split, test_fold=checkpoint.test_fold,
+                      train_folds=checkpoint.split.get("train_folds"),
+                      val_rows=validation_rows(store, checkpoint) if split == "train" else None)
 
 
 def choose_rows(rows: np.ndarray, *, limit: int | None, slice: tuple[int, int] | None) -> np.ndarray:
@@ -260,8 +288,7 @@ def attack_stage(
     feature_store = st.Store(store_path)
     st.check_same_store(feature_store, ckpt.store_fingerprint, what=f"checkpoint {checkpoint}")
     ckpt.view.check_store(feature_store)
-    rows = split_rows(feature_store, split=config.split, test_fold=ckpt.test_fold,
-                      train_folds=ckpt.split.get("train_folds"))
+    rows = checkpoint_rows(feature_store, ckpt, split=config.split)
     rows = choose_rows(rows, limit=config.limit, slice=config.slice)
     if len(rows) == 0:
         raise ParameterError("no clips to attack in this split/slice")

@@ -291,7 +291,7 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
     import torch
 
     from advaudio.attacks import choose_targets
-    from advaudio.stages.attack import choose_rows, split_rows
+    from advaudio.stages.attack import checkpoint_rows, choose_rows
     from advaudio.training import load_checkpoint
 
     doc, rec = sl.document or {}, sl.record or {}
@@ -303,8 +303,7 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
         raise StoreError(f"{why}; rebuilding its rows needs its checkpoint {ckpt_path} (sha256 {sha[:10]}), "
                          "which is not there (or changed)")
     ckpt = load_checkpoint(ckpt_path)
-    rows = split_rows(store, split=str(config.get("split")), test_fold=ckpt.test_fold,
-                      train_folds=ckpt.split.get("train_folds"))
+    rows = checkpoint_rows(store, ckpt, split=str(config.get("split")))
     rows = choose_rows(rows, limit=config.get("limit"), slice=(sl.index, sl.count))
     if len(rows) != int(rec.get("n_samples") or 0):
         raise StoreError(f"{why}; it recorded {rec.get('n_samples')} clips, but its rows are now {len(rows)}: "
