@@ -63,7 +63,7 @@ def workspace(trained, directory: Path) -> tuple[Path, Path]:
 
 
 def attack(store: Path, ckpt: Path, **kw) -> dict:
-    config = AttackStageConfig(**{"attacks": ("deepfool",), "fooling_rate": 0.5, **kw})
+    config = AttackStageConfig(**{"attacks": ("deepfool",), "threshold": 0.5, **kw})
     return attack_stage(config, checkpoint=ckpt, store=store, device="cpu", progress=False)
 
 
@@ -188,7 +188,7 @@ def test_incomplete_or_inconsistent_sets_are_refused(trained, tmp_path, capsys):
         main(["store", "merge", str(store), "--round", "0", "--split", "test"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "missing slice(s) 1/3" in err and err.count("\n") == 1
-    attack(store, ckpt, slice=(1, 3), fooling_rate=0.8)  # complete, but run with another threshold
+    attack(store, ckpt, slice=(1, 3), threshold=0.8)  # complete, but run with another threshold
     with pytest.raises(StoreError, match=r"differ in threshold: slice 0/3 has 0\.5, slice 1/3 has 0\.8"):
         merged_shards(merge_results(store, round=0, split="test"))
     assert not (store / "adversarial" / f"round00-test-{sha10}-deepfool.h5").exists()
@@ -250,7 +250,7 @@ def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_pa
 def test_per_clip_search_slices_of_3_merge_to_the_unsliced_run_exactly(trained, tmp_path):
     """pgd with the per-clip ε search: a clip's probes and random start are its own, so 3 slices merged
     hold the unsliced run's minimal budgets, budget, CDF and within-budget flags exactly."""
-    kw = dict(attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, fooling_rate=0.8, split="train",
+    kw = dict(attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, threshold=0.8, split="train",
               limit=24, checks=False, precision="clip")
     store_a, ckpt_a = workspace(trained, tmp_path / "a")
     (whole,) = attack(store_a, ckpt_a, **kw)["attacks"]
@@ -275,7 +275,7 @@ def test_quantile_precision_slices_merge_to_an_honest_bracket(trained, tmp_path)
     the merge's bracket (budget_low, budget] comes from the union's per-clip lower bounds and
     holds the quantile of a run that refined every clip; a bracket wider than the tolerance
     is reported, never passed off as converged."""
-    kw = dict(attacks=("bim",), attack_params={"bim": {"steps": 5}}, fooling_rate=0.8, split="train",
+    kw = dict(attacks=("bim",), attack_params={"bim": {"steps": 5}}, threshold=0.8, split="train",
               limit=24, checks=False)
     store_a, ckpt_a = workspace(trained, tmp_path / "a")
     (exact,) = attack(store_a, ckpt_a, precision="clip", **kw)["attacks"]

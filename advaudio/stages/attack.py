@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ class AttackStageConfig:
     Parameters
     ----------
     attacks : registry names, run in this order
-    fooling_rate : threshold the budget is tuned to (fraction of attacked samples)
+    threshold : the fooling rate each budget is tuned to (fraction of attacked samples); a
+        *fooling rate* is always a measured one (``--fooling-rate`` on the command line)
     split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (the rows it trained on: its
         training folds less any validation rows drawn from them)
     limit : attack at most this many clips (an evenly spaced subset, stable across runs)
@@ -65,7 +66,7 @@ class AttackStageConfig:
     """
 
     attacks: tuple[str, ...] = ("pgd", "cw")
-    fooling_rate: float = 0.9
+    threshold: float = 0.9
     split: str = "test"
     limit: int | None = None
     batch_size: int | None = None
@@ -95,9 +96,9 @@ class AttackStageConfig:
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         validation.choice("split", self.split, layout.SPLITS)
-        validation.finite_float("fooling_rate", self.fooling_rate)
-        if not 0.0 < self.fooling_rate <= 1.0:
-            raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
+        validation.finite_float("threshold", self.threshold)
+        if not 0.0 < self.threshold <= 1.0:
+            raise ParameterError(f"threshold must be in (0, 1], got {self.threshold}")
         validation.finite_float("rtol", self.rtol, minimum=0.0)
         for name in ("checks", "allow_expensive"):
             if not isinstance(getattr(self, name), bool):
@@ -137,6 +138,14 @@ class AttackStageConfig:
         if self.precision is not None:
             return self.precision
         return "clip" if self.slice is not None else "quantile"
+
+    #: Keys of earlier releases' ``config`` dicts (results files, ``rounds.json``) → the fields' names now.
+    OLDER_KEYS: ClassVar[dict[str, str]] = {"fooling_rate": "threshold"}
+
+    @classmethod
+    def upgrade_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """A ``config`` dict as an earlier release wrote it, with today's keys (compared, never rewritten)."""
+        return {cls.OLDER_KEYS.get(k, k): v for k, v in d.items()}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -236,7 +245,7 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
         d["precision"] = d.get("precision") or ("clip" if d.get("slice") else "quantile")
         return st.jsonable(d)
 
-    return settings(document.get("config") or {}) != settings(config.to_dict())
+    return settings(AttackStageConfig.upgrade_dict(document.get("config") or {})) != settings(config.to_dict())
 
 
 def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt_sha: str,
@@ -317,7 +326,7 @@ def attack_stage(
                   f"{attack_config.evaluations_per_clip():.3g} model evaluations per clip …",
                   file=sys.stderr, flush=True)
         tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
-                             fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
+                             fooling_rate=config.threshold, rtol=config.rtol, targets=targets,
                              batch_size=batch_size, search=config.search, sample_ids=rows,
                              precision=precision)
         tunings[name] = tuning
@@ -348,7 +357,7 @@ def attack_stage(
             attrs = {
                 "attack": name, "attack_config": result.config, "kind": tuning.kind, "norm": tuning.norm,
                 "budget": float(tuning.budget), "fooling_rate": float(tuning.fooling_rate),
-                "threshold": config.fooling_rate, "targeted": bool(result.targeted),
+                "threshold": config.threshold, "targeted": bool(result.targeted),
                 "round": config.round, "split": config.split,
                 "slice": list(config.slice) if config.slice else [0, 1],
                 "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": ckpt_sha,

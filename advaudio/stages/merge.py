@@ -84,6 +84,7 @@ from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.attacks.results import Note, excluded_note
 from advaudio.errors import DamagedFileError, ParameterError, StoreError
+from advaudio.stages.attack import AttackStageConfig, checkpoint_rows, choose_rows
 from advaudio.store.documents import read_attack_results, write_attack_results
 
 __all__ = ["merge_results"]
@@ -243,7 +244,7 @@ def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str
 
 def _run_options(sl: _Slice, attack: str) -> dict[str, Any]:
     """The slice's stage options that decide this attack's rows and values."""
-    config = (sl.document or {}).get("config") or {}
+    config = AttackStageConfig.upgrade_dict((sl.document or {}).get("config") or {})
     options = {k: v for k, v in config.items() if k not in _FREE_CONFIG}
     options["attack_params"] = (config.get("attack_params") or {}).get(attack, {})  # the other attacks' do not matter
     return options
@@ -291,7 +292,6 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
     import torch
 
     from advaudio.attacks import choose_targets
-    from advaudio.stages.attack import checkpoint_rows, choose_rows
     from advaudio.training import load_checkpoint
 
     doc, rec = sl.document or {}, sl.record or {}

@@ -89,6 +89,8 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
     parts: dict[str, Any] = {"store": cell.store_fingerprint, "train": config, "attacked": cell.attacked}
     if cell.attacked:
         attack = attack_config(spec, cell).to_dict()
+        # Hashed under the key the threshold had when studies were first written: their cells keep their ids.
+        attack["fooling_rate"] = attack.pop("threshold")
         attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
         parts.update(attack=attack, train_limit=spec.train_limit, rounds=spec.rounds,
                      retrain=dataclasses.asdict(spec.retrain))
