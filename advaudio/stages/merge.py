@@ -35,9 +35,9 @@ unsliced run holds them.
 Provenance. The merged shard's attributes (:class:`advaudio.store.ShardAttrs`) are
 those of an unsliced run plus ``merged_from`` (each slice's file, sha256, budget,
 fooling rate and size), ``slice_budgets`` and ``budget_source``; its results record
-(:class:`advaudio.store.AttackRecord`) has ``merged_from`` too. Slice files stay where they are (the merge can be redone,
-e.g. after one slice was rerun); the retraining stage's ``find_shards`` skips
-slice shards, so a set is never trained on twice.
+(:class:`advaudio.store.AttackRecord`) has ``merged_from`` too. Slice files stay where
+they are (the merge can be redone, e.g. after one slice was rerun); the retraining
+stage's ``find_shards`` skips slice shards, so a set is never trained on twice.
 
 Idempotence. Rerunning a slice overwrites its files (no duplicates); merging
 again rewrites the merged results and rewrites the merged shard only when a
@@ -80,12 +80,11 @@ from advaudio.training import load_checkpoint
 
 __all__ = ["merge_results"]
 
-#: Attributes every slice of one set must share (values compared after JSON decoding).
+#: Attributes (fields of :class:`advaudio.store.ShardAttrs`) every slice of one set must share.
 _SAME_ATTRS = ("attack", "attack_config", "kind", "norm", "threshold", "targeted", "round", "split",
                "checkpoint_sha256", "store_fingerprint", "view", "test_fold", "seed")
 #: Keys of the stage configuration that may differ between slices (they do not change the set's rows or values).
 _FREE_CONFIG = ("slice", "attacks", "batch_size")
-_NO_CLIP = "no correctly classified samples to attack"
 
 
 @dataclass
