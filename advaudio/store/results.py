@@ -45,7 +45,7 @@ from advaudio.store.schema import Fields
 from advaudio.store.sealed import DIGEST_KEY, read_sealed_json, write_sealed_json
 
 __all__ = ["KINDS", "RESULTS_FILE", "SPLITS", "AttackRecord", "AttackResults", "Check", "Evaluation", "Note",
-           "excluded_note", "read_attack_results", "write_attack_results"]
+           "excluded_note", "notes_of", "read_attack_results", "write_attack_results"]
 
 #: How messages name the file.
 RESULTS_FILE = "attack results file"
@@ -292,7 +292,7 @@ class AttackRecord(_Keyed):
         return self._written(values)
 
     @classmethod
-    def from_json(cls, data: Any, path: str | os.PathLike, prefix: str = "attacks[0]") -> AttackRecord:
+    def from_json(cls, data: Any, path: str | os.PathLike, prefix: str = "") -> AttackRecord:
         """The record ``data`` of the file ``path`` (at ``prefix``, for messages), after its schema checks."""
         return cls.from_fields(Fields(data, path=path, what=RESULTS_FILE, prefix=prefix))
 
