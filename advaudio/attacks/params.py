@@ -291,14 +291,19 @@ class FMNParams(AttackParams):
 @dataclass(frozen=True, kw_only=True)
 class _DecisionParams(AttackParams):
     """Decision-based attacks: starting points by ``start_rule`` from the pool or
-    ``noise_draws`` seeded uniform-noise images."""
+    ``noise_draws`` seeded uniform-noise images; at most ``max_queries`` model
+    queries per clip (every forward: the starting point's check, Foolbox's checks,
+    estimates and binary searches), whatever ``steps`` allows."""
 
     kind: ClassVar[str] = MINIMISATION
 
     start_rule: str = "nearest"
     noise_draws: int = 256
+    max_queries: int = 1000
 
     def _check(self) -> None:
+        _require(self.max_queries >= 2, self.attack, "max_queries", ">= 2 (the start's check and one more)",
+                 self.max_queries)
         _require(self.start_rule in START_RULES, self.attack, "start_rule",
                  f"one of {', '.join(START_RULES)}", self.start_rule)
         _require(self.noise_draws >= 0, self.attack, "noise_draws", ">= 0", self.noise_draws)
