@@ -117,7 +117,7 @@ def foolbox_const_search(name: str, model, x, y, targets, params: dict, batch_si
 
 
 def run_arm(name: str, arm: str, model, x, y, targets, rows, params: dict, *, batch_size: int,
-            long_queries: int) -> dict:
+            long_queries: int, precision: str = "quantile") -> dict:
     t0 = time.perf_counter()
     values = dict(params)
     if arm == "before":
@@ -140,7 +140,7 @@ def run_arm(name: str, arm: str, model, x, y, targets, rows, params: dict, *, ba
                   "norm": norms}
     else:
         t = tune_budget(model, x, y, config=cfg, fooling_rate=0.9, targets=targets, batch_size=batch_size,
-                        sample_ids=rows)
+                        sample_ids=rows, precision=precision)
         r = t.result
         n = max(1, t.n_attacked)
         qnote = next((nt.counts for nt in t.notes if nt.code == "query-budget"), {})
@@ -217,6 +217,8 @@ def main() -> None:
     ap.add_argument("--name", default="attack-cost")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--precision", default="quantile", help="fixed-budget attacks' per-clip search: quantile "
+                    "(the attack stage's default) or clip (a study's)")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="ATTACK.KEY=VALUE")
     args = ap.parse_args()
     if args.threads:
@@ -236,7 +238,7 @@ def main() -> None:
     doc = {"benchmark": "bench_attack_cost", "date": datetime.datetime.now().isoformat(timespec="seconds"),
            **info, "checkpoint": str(args.checkpoint.resolve()), "model": ckpt.model.config,
            "view": ckpt.view.name, "split": args.split, "clips": len(rows), "attacked": int(correct.sum()),
-           "rows": rows.tolist(), "load_before": os.getloadavg(), "attacks": {}}
+           "rows": rows.tolist(), "precision": args.precision, "load_before": os.getloadavg(), "attacks": {}}
     print(f"{ckpt.model.config.get('name')} width {ckpt.model.config.get('width')} on {tuple(x.shape[1:])}, "
           f"{len(rows)} {args.split} clips ({int(correct.sum())} attacked), torch threads {info['threads']}, "
           f"{info['cpu']}, commit {info['commit'][:10]}{' (dirty)' if info['dirty'] else ''}")
@@ -254,7 +256,7 @@ def main() -> None:
             if arm == "before" and args.before_clips and args.before_clips < len(rows):
                 sel = np.unique(np.linspace(0, len(rows) - 1, args.before_clips).round().astype(int))
             rec = run_arm(name, arm, model, x[sel], y[sel], targets[sel], rows[sel], params.get(name, {}),
-                          batch_size=args.batch_size, long_queries=args.long_queries)
+                          batch_size=args.batch_size, long_queries=args.long_queries, precision=args.precision)
             rec["clips"] = len(sel)
             rec["rows"] = rows[sel].tolist()
             rec["extrapolated"] = len(sel) < len(rows)
@@ -274,7 +276,8 @@ def main() -> None:
                   f"{(q if q is not None else math.nan):>14.1f}{rec['wall_s']:>9.1f}"
                   f"{'*' if rec['extrapolated'] else ' '} {vs_text}", flush=True)
     doc["load_after"] = os.getloadavg()
-    print("* wall time measured on fewer clips and scaled to all of them")
+    if any(rec.get("extrapolated") for arms in doc["attacks"].values() for rec in arms.values()):
+        print("* wall time measured on fewer clips and scaled to all of them")
     path = ROOT / "benchmarks" / "results" / f"{args.name}-{datetime.date.today().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(jsonable(doc), indent=1) + "\n")

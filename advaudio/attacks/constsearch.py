@@ -16,7 +16,8 @@ it is done:
 * **a bracket learned on the batch**: a pilot of ``pilot`` evenly spaced clips
   runs the full search from ``initial_const`` (×10 until a constant fools, then
   bisection); the others start at the geometric median of the pilot's smallest
-  fooling constants and move by the pilot's spread instead of ×10, so their
+  fooling constants, move by the pilot's spread (one standard deviation of their
+  logarithms, ×2 to ×10) until bracketed, then bisect on the log scale, so their
   ``binary_search_steps`` refine instead of searching for the decade;
 * **per-clip binary search**: C&W's — a fooling constant is an upper bound, a
   failing one a lower bound, the next is their mean (×growth while unbounded).
@@ -117,11 +118,12 @@ class _Run:
 
     def __init__(self, model: nn.Module, x0: torch.Tensor, classes: torch.Tensor, *, targeted: bool, method: str,
                  steps: int, step_size: float, confidence: float, regularization: float, decision_rule: str,
-                 abort_early: bool, patience: int, min_improvement: float):
+                 abort_early: bool, patience: int, min_improvement: float, warm_start: bool = False):
         self.model, self.x0, self.classes = model, x0, classes
         self.targeted, self.method, self.steps, self.step_size = targeted, method, steps, step_size
         self.confidence, self.beta, self.rule = confidence, regularization, decision_rule
         self.abort_early, self.patience, self.min_improvement = abort_early, max(1, patience), min_improvement
+        self.warm_start = warm_start
         n = len(x0)
         self.best = x0.clone()
         self.best_norm = torch.full((n,), math.inf, device=x0.device)
@@ -173,6 +175,11 @@ class _Run:
         dev = self.x0.device
         w0, recon, cls = self.w0[rows], self.recon[rows], self.classes[rows]
         delta = torch.zeros_like(w0)
+        if self.warm_start:  # from the smallest fooling point so far (clamped off the tanh's ends)
+            have = torch.isfinite(self.best_norm[rows])
+            if bool(have.any()):
+                w_best = _to_attack_space(self.best[rows][have].clamp(*BOUNDS))
+                delta[have] = w_best - w0[have]
         m, v = torch.zeros_like(w0), torch.zeros_like(w0)
         live = torch.arange(n, device=dev)  # positions (into rows) still optimising
         state = {"loss_prev": torch.full((n,), math.inf, device=dev),
@@ -208,6 +215,10 @@ class _Run:
         dev = self.x0.device
         x0, cls = self.x0[rows], self.classes[rows]
         xk, yk = x0.clone(), x0.clone()
+        if self.warm_start:
+            have = torch.isfinite(self.best_norm[rows])
+            xk[have] = self.best[rows][have]
+            yk = xk.clone()
         live = torch.arange(n, device=dev)
         state = {"loss_prev": torch.full((n,), math.inf, device=dev),
                  "norm_prev": torch.full((n,), math.inf, device=dev),
@@ -240,10 +251,13 @@ class _Run:
                         break
         return found
 
-    def binary_search(self, rows: torch.Tensor, consts: torch.Tensor, searches: int, growth: float
-                      ) -> torch.Tensor:
-        """C&W's per-clip search over the constant for clips ``rows`` from ``consts``; returns the
-        smallest constant that fooled each (+inf where none did)."""
+    def binary_search(self, rows: torch.Tensor, consts: torch.Tensor, searches: int, growth: float, *,
+                      geometric: bool = False) -> torch.Tensor:
+        """Per-clip search over the constant for clips ``rows`` from ``consts``; returns the smallest
+        constant that fooled each (+inf where none did).  C&W's (``geometric=False``): ×``growth``
+        while no constant fooled, else the mean of the bounds (0 below the first).  From a learned
+        start (``geometric=True``): ×/÷ ``growth`` until bracketed, then the geometric mean — the
+        constants of one batch spread over decades, so a bracket is halved on the log scale."""
         c = consts.clone()
         lower = torch.zeros_like(c)
         upper = torch.full_like(c, math.inf)
@@ -253,7 +267,11 @@ class _Run:
             found = self.at_constants(rows, c)
             upper = torch.where(found, c, upper)
             lower = torch.where(found, lower, c)
-            c = torch.where(torch.isinf(upper), c * growth, (lower + upper) / 2)
+            if geometric:
+                mid = torch.where(lower > 0, torch.sqrt(lower * upper), upper / growth)
+            else:
+                mid = (lower + upper) / 2
+            c = torch.where(torch.isinf(upper), c * growth, mid)
         return upper
 
 
@@ -276,6 +294,7 @@ def const_search(
     min_improvement: float = 1e-3,
     pilot: int = 0,
     pilot_extra: int = 0,
+    warm_start: bool = False,
 ) -> SearchOutcome:
     """Per-clip CW-L2 (``method="cw"``) or EAD (``"ead"``) on ``x0`` toward ``classes``.
 
@@ -293,7 +312,7 @@ def const_search(
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     run = _Run(model, x0, classes, targeted=targeted, method=method, steps=steps, step_size=step_size,
                confidence=confidence, regularization=regularization, decision_rule=decision_rule,
-               abort_early=abort_early, patience=patience, min_improvement=min_improvement)
+               abort_early=abort_early, patience=patience, min_improvement=min_improvement, warm_start=warm_start)
     n = len(x0)
     dev = x0.device
     const = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
@@ -307,12 +326,12 @@ def const_search(
         if len(learned):
             logs = torch.log(learned.double())
             start = float(torch.exp(logs.median()))
-            spread = float(torch.exp(logs.max() - logs.min()))
+            spread = float(torch.exp(logs.std())) if len(learned) > 1 else GROWTH  # one standard deviation
             growth = min(max(spread, LEARNED_GROWTH[0]), LEARNED_GROWTH[1])
     rest = np.setdiff1d(np.arange(n), first)
     if len(rest):
         sel = torch.as_tensor(rest, device=dev)
         init = c0[sel] if start is None else torch.full((len(rest),), start, dtype=torch.float64, device=dev)
-        const[sel] = run.binary_search(sel, init, binary_search_steps, growth)
+        const[sel] = run.binary_search(sel, init, binary_search_steps, growth, geometric=start is not None)
     return SearchOutcome(adversarial=run.best, norm=run.best_norm, const=const, steps=run.steps_run,
                          pilot=first, start_const=start, growth=growth)

@@ -221,15 +221,15 @@ class _ConstSearchParams(AttackParams):
 
     steps: int = 1000
     step_size: float = 1e-2
-    binary_search_steps: int = 9
+    binary_search_steps: int = 3
     initial_const: float = 1e-2
     confidence: float = 0.0
     const_retries: int = 1
     abort_early: bool = True
     patience: int = 10
     min_improvement: float = 1e-3
-    pilot: int = 0
-    pilot_extra: int = 0
+    pilot: int = 5
+    pilot_extra: int = 5
 
     def _check(self) -> None:
         _require(self.binary_search_steps >= 1, self.attack, "binary_search_steps", ">= 1",
