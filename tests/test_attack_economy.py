@@ -88,6 +88,7 @@ def test_torch_const_search_is_foolboxs_arithmetic(setup, method):
     assert int(ours.steps.min()) == int(ours.steps.max()) == 4 * 60  # no early abort: every step
 
 
+@pytest.mark.slow  # the long run: 9 × 1000 steps of 24 clips (~10 s per attack on a quiet core)
 @pytest.mark.parametrize("name", ["cw", "ead"])
 def test_early_abort_never_finds_larger_minimal_norms_than_the_long_run(setup, name):
     """Per clip, the defaults (early abort, learned bracket, few constants) stay within 5 % of the long
@@ -127,6 +128,17 @@ def test_pilot_learns_the_bracket_for_the_other_clips(setup):
     pilot_consts = out.const[torch.as_tensor(out.pilot)]
     assert out.start_const == pytest.approx(float(torch.exp(torch.log(pilot_consts).median())))
     assert torch.isfinite(out.const).all() and torch.isfinite(out.norm).all()
+
+
+def test_a_given_start_constant_makes_each_clips_search_its_own(setup):
+    """With ``start_const`` (no pilot) a clip's result does not depend on the clips beside it: a
+    job-array slice gives what the whole batch gives."""
+    model, x, y, targets = setup
+    cfg = AttackConfig.create("cw", start_const=0.5, steps=200)
+    whole = run_attack(model, x, y, config=cfg, targets=targets)
+    part = run_attack(model, x[5:13], y[5:13], config=cfg, targets=targets[5:13])
+    np.testing.assert_allclose(part.budget_norms(), whole.budget_norms()[5:13], rtol=1e-4)
+    assert not [n for n in whole.notes if n.code == "const-bracket"]  # nothing learned: no pilot
 
 
 @pytest.mark.parametrize("name, extra", [("hopskipjump", {}), ("boundary", {}),

@@ -10,8 +10,8 @@ check is a symptom of gradient masking or an under-run attack, never silent:
 ``more-steps-no-gain``    (c) twice the steps at the tuned budget raise the fooling
                           rate by < 2 pp or by one clip (on at most ``subset`` clips).
                           cw/ead: twice the steps, the constants and the early-abort
-                          patience (about 4× the gradient steps per clip; a pilot of
-                          at most 2 clips) on the
+                          patience (about 4× the gradient steps per clip, from the
+                          run's learned start constant) on the
                           ``EFFORT_CLIPS`` clips nearest the budget, the others keeping
                           their norms: the fooling rate of all attacked clips at the
                           budget rises by < 2 pp or one clip.
@@ -172,9 +172,11 @@ def _more_effort_check(model, inputs, labels, name: str, t: TuningResult, *, sub
     res = t.result
     cfg = AttackConfig.from_dict(res.config)
     p = cfg.params
-    # a pilot of at most 2 of the few clips rerun: the rest would all be pilot clips (the whole search each)
+    # from the run's learned start (no pilot: of a few clips it would be most), twice as many constants
+    bracket = next((n.counts for n in t.notes if n.code == "const-bracket"), {})
+    start = {"start_const": bracket["start_const"], "const_growth": max(1.01, bracket["growth"])} if bracket else {}
     more = cfg.replace(steps=2 * p.steps, binary_search_steps=2 * p.binary_search_steps, patience=2 * p.patience,
-                       pilot=min(p.pilot, 2))
+                       **start)
     norms = res.budget_norms()
     att = np.flatnonzero(res.attacked)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -26,7 +26,10 @@ With ``abort_early=False`` and ``pilot=0`` the arithmetic is Foolbox's (same
 transformation to tanh space, Adam, losses, FISTA step and shrinkage, binary
 search; tested against Foolbox on a tiny model).  The gradient of the summed loss
 w.r.t. one clip's input depends on that clip only (the model is in eval mode), so
-dropping finished clips from the batch changes no other clip's trajectory.
+dropping finished clips from the batch changes no other clip's trajectory; the
+learned start does depend on the batch (a job-array slice learns its own), so for
+slices that must merge exactly to one run give ``start_const`` (every clip's
+search is then its own).
 """
 
 from __future__ import annotations
@@ -294,6 +297,8 @@ def const_search(
     min_improvement: float = 1e-3,
     pilot: int = 0,
     pilot_extra: int = 0,
+    start_const: float | None = None,
+    const_growth: float = 4.0,
     warm_start: bool = False,
 ) -> SearchOutcome:
     """Per-clip CW-L2 (``method="cw"``) or EAD (``"ead"``) on ``x0`` toward ``classes``.
@@ -307,6 +312,10 @@ def const_search(
         binary_search_steps: constants tried per clip (the pilot: ``pilot_extra`` more).
         abort_early, patience, min_improvement: the per-clip early abort (module docstring).
         pilot: clips that learn the starting constant and growth for the others (0: none).
+        start_const, const_growth: instead of a pilot, every clip starts at ``start_const`` and
+            moves ×/÷ ``const_growth`` until bracketed, then bisects on the log scale.
+        warm_start: each constant starts from the clip's smallest fooling point so far (measured:
+            ~25 % fewer steps, 2-3 % larger norms; off by default).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -318,6 +327,8 @@ def const_search(
     const = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
     first = pilot_rows(n, pilot)
     start, growth = None, GROWTH
+    if start_const is not None:  # given: no pilot, every clip's search is its own
+        first, start, growth = np.zeros(0, dtype=np.int64), float(start_const), float(const_growth)
     c0 = torch.full((n,), float(initial_const), dtype=torch.float64, device=dev)  # numpy's, as Foolbox
     if len(first):
         sel = torch.as_tensor(first, device=dev)

@@ -58,22 +58,24 @@ class ConstSearchAttack(AttackSpec):
     method = ""  # "cw" | "ead"
 
     def search(self, run, x, classes, targeted: bool, params, *, initial_const: float, steps: int,
-               pilot: int) -> SearchOutcome:
+               retry: bool = False) -> SearchOutcome:
         extra = {"regularization": params.regularization, "decision_rule": params.decision_rule} \
             if self.method == "ead" else {}
         return const_search(run.counter, x, classes, targeted=targeted, method=self.method, steps=steps,
                             step_size=params.step_size, binary_search_steps=params.binary_search_steps,
                             initial_const=initial_const, confidence=params.confidence,
                             abort_early=params.abort_early, patience=params.patience,
-                            min_improvement=params.min_improvement, pilot=pilot,
-                            pilot_extra=params.pilot_extra, **extra)
+                            min_improvement=params.min_improvement, pilot=0 if retry else params.pilot,
+                            pilot_extra=params.pilot_extra,
+                            start_const=None if retry else params.start_const,  # retries: C&W's search
+                            const_growth=params.const_growth, **extra)
 
     def execute(self, run, x, labels, targets, *, config, epsilon, counters):
         params = config.params
         targeted = targets is not None
         classes = targets if targeted else labels
         out = self.search(run, x, classes, targeted, params, initial_const=params.initial_const,
-                          steps=params.steps, pilot=params.pilot)
+                          steps=params.steps)
         adv = out.adversarial.clone()
         ok = self.verify(run, adv, labels, targets)
         counters["chunks"] = counters.get("chunks", 0) + 1
@@ -92,7 +94,7 @@ class ConstSearchAttack(AttackSpec):
             steps *= 2
             t = targets[missing] if targeted else None
             retry = self.search(run, x[missing], classes[missing], targeted, params, initial_const=const,
-                                steps=steps, pilot=0)
+                                steps=steps, retry=True)
             adv[missing] = retry.adversarial
             ok[missing] = self.verify(run, retry.adversarial, labels[missing], t)
             counters["last_const"] = const  # type: ignore[assignment]

@@ -207,7 +207,9 @@ class _ConstSearchParams(AttackParams):
       ``binary_search_steps`` + ``pilot_extra`` constants (×10 until one fools, then
       bisection); the others start at the pilot's median smallest fooling constant
       and grow by the pilot's spread, so their ``binary_search_steps`` refine rather
-      than look for the decade (``pilot=0``: every clip from ``initial_const``).
+      than look for the decade (``pilot=0``: every clip from ``initial_const``, C&W's
+      search); ``start_const`` instead starts every clip there, moving ×/÷
+      ``const_growth`` (no pilot: a clip's result does not depend on its batch).
 
     ``initial_const`` is 1e-2 (Foolbox: 1e-3), which suits the logits of
     spectrogram CNNs and saves one search step.  Clips still missing their target
@@ -230,6 +232,8 @@ class _ConstSearchParams(AttackParams):
     min_improvement: float = 1e-3
     pilot: int = 5
     pilot_extra: int = 5
+    start_const: float | None = None
+    const_growth: float = 4.0
 
     def _check(self) -> None:
         _require(self.binary_search_steps >= 1, self.attack, "binary_search_steps", ">= 1",
@@ -240,6 +244,9 @@ class _ConstSearchParams(AttackParams):
         _require(self.min_improvement < 1, self.attack, "min_improvement", "in [0, 1)", self.min_improvement)
         _require(self.pilot >= 0, self.attack, "pilot", ">= 0", self.pilot)
         _require(self.pilot_extra >= 0, self.attack, "pilot_extra", ">= 0", self.pilot_extra)
+        _require(self.start_const is None or self.start_const > 0, self.attack, "start_const", "> 0",
+                 self.start_const)
+        _require(self.const_growth > 1, self.attack, "const_growth", "> 1", self.const_growth)
 
 
 @dataclass(frozen=True, kw_only=True)
