@@ -14,10 +14,10 @@ Libraries, in data-flow order (each package's docstring maps its modules):
 * :mod:`~advaudio.layout` — the run directory and every run-file name
 
 Stages (one per command; each reads and writes only files):
-:mod:`~advaudio.featurize`, training (:func:`advaudio.training.train`),
-:mod:`~advaudio.adversarial` (attack), :mod:`~advaudio.merge` (job-array slices),
-:mod:`~advaudio.retrain` (retrain, rounds), :mod:`~advaudio.report`,
-:mod:`~advaudio.listen`, :mod:`~advaudio.demo`; :mod:`~advaudio.cli` parses and calls them.
+:mod:`~advaudio.stages.featurize`, training (:func:`advaudio.training.train`),
+:mod:`~advaudio.stages.attack` (attack), :mod:`~advaudio.stages.merge` (job-array slices),
+:mod:`~advaudio.stages.retrain` (retrain, rounds), :mod:`~advaudio.reporting`,
+:mod:`~advaudio.reporting.listening`, :mod:`~advaudio.stages.demo`; :mod:`~advaudio.cli` parses and calls them.
 
 Shared helpers: :mod:`~advaudio.errors`, :mod:`~advaudio.validation`,
 :mod:`~advaudio.threads`, :mod:`~advaudio.progress`, :mod:`~advaudio.cluster`.

@@ -3,7 +3,7 @@
 :func:`make_cluster` submits ``jobs`` batch jobs, each running Dask worker
 processes that connect back to a scheduler in this process, waits until the
 first worker has joined, and returns the cluster; pass it to
-:func:`advaudio.featurize.featurize` as ``cluster=``. Close it (``with`` or
+:func:`advaudio.stages.featurize.featurize` as ``cluster=``. Close it (``with`` or
 ``.close()``) to cancel the jobs.
 
 Everything the workers read and write — the dataset, the cache holding the

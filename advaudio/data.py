@@ -499,7 +499,12 @@ def make_loader(dataset: StoreBatches, *, workers: int = 0, device: str | torch.
     )
 
 
-def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a batch to ``device``; asynchronous from pinned memory on CUDA."""
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device, *,
+              dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Copy a batch to ``device``; asynchronous from pinned memory on CUDA. ``dtype``: the
+    model's floating type, which the inputs ``x`` are cast to (a float64 reference run)."""
     non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+    out = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+    if dtype is not None and out["x"].dtype != dtype:
+        out["x"] = out["x"].to(dtype)
+    return out

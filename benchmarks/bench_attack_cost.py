@@ -20,7 +20,7 @@ Arms, run one after the other per attack (interleaved: the machine's speed drift
 
 ``--reference NAME=FILE`` reads a long reference's per-clip minimal norms (this script's JSON, or
 any JSON with ``rows`` and ``norm``) and prints each arm's budget / the reference's with a paired
-percentile-bootstrap 95 % interval (:func:`advaudio.report.bootstrap.ratio_interval`, 2000
+percentile-bootstrap 95 % interval (:func:`advaudio.reporting.bootstrap.ratio_interval`, 2000
 resamples over the clips).  Counts (gradient steps, plain forwards, decision queries per clip)
 are the primary figures; wall times are from this run, on this machine.
 
@@ -61,7 +61,7 @@ LONG = {"cw": {"steps": 1000, "binary_search_steps": 9, "abort_early": False, "p
 
 def clips(checkpoint: Path, *, split: str, limit: int, device: str):
     from advaudio import store as st
-    from advaudio.adversarial import choose_rows, split_rows
+    from advaudio.stages.attack import choose_rows, split_rows
     from advaudio.training import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, device=device)
@@ -156,7 +156,7 @@ def run_arm(name: str, arm: str, model, x, y, targets, rows, params: dict, *, ba
 
 
 def ratio_ci(ref: dict, rows: np.ndarray, norms: np.ndarray) -> dict:
-    from advaudio.report.bootstrap import ratio_interval
+    from advaudio.reporting.bootstrap import ratio_interval
 
     ref_rows = np.asarray(ref["rows"], np.int64)
     ref_norm = np.asarray(ref["norm"], np.float64)

@@ -46,7 +46,7 @@ from advaudio.attacks import AttackConfig, choose_targets, tune_budget  # noqa: 
 
 def synthetic_checkpoint(directory: Path, *, epochs: int) -> Path:
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
     from advaudio.training import TrainConfig, train
 
     res = featurize(FeaturizeConfig(dataset="synthetic",
@@ -61,7 +61,7 @@ def synthetic_checkpoint(directory: Path, *, epochs: int) -> Path:
 
 def clips(checkpoint: Path, *, split: str, limit: int, device: str):
     from advaudio import store as st
-    from advaudio.adversarial import choose_rows, split_rows
+    from advaudio.stages.attack import choose_rows, split_rows
     from advaudio.training import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, device=device)

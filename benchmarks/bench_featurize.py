@@ -36,7 +36,7 @@ import numpy as np
 
 from advaudio.datasets import load_clip, read_dataset
 from advaudio.features import FeatureConfig, compute_features
-from advaudio.featurize import FeaturizeConfig, dask_client, featurize
+from advaudio.stages.featurize import FeaturizeConfig, dask_client, featurize
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
 

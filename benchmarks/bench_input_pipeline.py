@@ -113,7 +113,7 @@ class _EpochKeys(torch.utils.data.Sampler):
 
 def make_store(cache: str, clips_per_class: int, duration: float, workers: int) -> Store:
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
 
     config = FeaturizeConfig(
         dataset="synthetic",

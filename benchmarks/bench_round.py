@@ -119,11 +119,11 @@ def attack_rates(document: dict) -> dict[str, dict[str, float]]:
 # The round
 # --------------------------------------------------------------------------- #
 def run_round(args, device: torch.device, work: Path) -> tuple[list[dict], dict, Store]:
-    from advaudio.adversarial import AttackStageConfig, attack_stage
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
-    from advaudio.report import write_report
-    from advaudio.retrain import RetrainConfig, retrain
+    from advaudio.reporting import write_report
+    from advaudio.stages.attack import AttackStageConfig, attack_stage
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.retrain import RetrainConfig, retrain
     from advaudio.training import TrainConfig, train
 
     table: list[dict] = []
@@ -441,7 +441,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         if args.no_round:
             from advaudio.features import FeatureConfig
-            from advaudio.featurize import FeaturizeConfig, featurize
+            from advaudio.stages.featurize import FeaturizeConfig, featurize
 
             cache = Path(args.cache) if args.cache else work / "cache"
             fconfig = FeaturizeConfig(dataset="esc10", root=str(args.esc10),

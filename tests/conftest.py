@@ -9,7 +9,7 @@ import pytest
 def store(tmp_path_factory):
     """A real feature store (stft + chroma) of 4 synthetic classes × 12 one-second clips."""
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
     from advaudio.store import Store
 
     config = FeaturizeConfig(

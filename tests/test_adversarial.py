@@ -16,12 +16,12 @@ import torch
 from click.testing import CliRunner
 
 from advaudio import store as st
-from advaudio.adversarial import AttackStageConfig, attack_stage, choose_rows
 from advaudio.attacks import perturbation_norms
 from advaudio.cli import cli, main
 from advaudio.errors import ParameterError, StoreError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
+from advaudio.stages.attack import AttackStageConfig, attack_stage, choose_rows
+from advaudio.stages.featurize import FeaturizeConfig, featurize
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 10, "n_classes": 4, "duration": 1.0}
@@ -137,7 +137,7 @@ def test_killed_attack_registers_no_shard(trained, tmp_path):
     before = set(st.Store(store_dir).adversarial_shards())
     proc = subprocess.Popen(
         [sys.executable, "-m", "advaudio", "attack", "--checkpoint", str(ckpt), "--attacks", "cw",
-         "-p", "cw.steps=100000", "--round", "7", "--out", str(tmp_path)],
+         "-p", "cw.steps=100000", "--allow-expensive", "--round", "7", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     line = ""
@@ -238,7 +238,8 @@ def test_cli_batch_size_is_auto_or_a_positive_integer(trained, tmp_path):
     for value, expected in (("auto", 64), ("5", 5)):
         out = tmp_path / value
         res = runner.invoke(cli, ["attack", "--checkpoint", str(ckpt), "--attacks", "fgsm", "--limit", "6",
-                                  "--batch-size", value, "--no-checks", "--no-progress", "--out", str(out)])
+                                  "--batch-size", value, "--no-checks", "--no-progress", "--allow-unreached",
+                                  "--out", str(out)])
         assert res.exit_code == 0, res.output
         doc = json.loads(next(out.glob("attack-*.json")).read_text())
         assert doc["batch_size"] == expected

@@ -5,15 +5,15 @@ import dataclasses
 import click
 import pytest
 
-from advaudio.adversarial import AttackStageConfig
 from advaudio.cli import cli
 from advaudio.datasets import DATASETS
-from advaudio.demo import DemoConfig
 from advaudio.errors import ParameterError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig
 from advaudio.models import list_models
-from advaudio.retrain import RetrainConfig
+from advaudio.stages.attack import AttackStageConfig
+from advaudio.stages.demo import DemoConfig
+from advaudio.stages.featurize import FeaturizeConfig
+from advaudio.stages.retrain import RetrainConfig
 from advaudio.training import TrainConfig
 
 

@@ -15,8 +15,8 @@ from advaudio import store as st
 from advaudio.cli import main
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
-from advaudio.retrain import retrain
+from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.retrain import retrain
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 
@@ -264,7 +264,7 @@ def test_a_second_featurize_is_told_another_is_active_and_spares_its_temporaries
     import sys
     import time
 
-    from advaudio.featurize import plan_featurize
+    from advaudio.stages.featurize import plan_featurize
 
     config = FeaturizeConfig(dataset="synthetic", dataset_options={"clips_per_class": 2, "n_classes": 2,
                                                                    "duration": 0.5},
@@ -305,7 +305,7 @@ def test_mistakes_of_the_issue_are_one_line_errors(model_run, tmp_path, capsys):
     import torch
 
     from advaudio.errors import ParameterError
-    from advaudio.featurize import dask_client
+    from advaudio.stages.featurize import dask_client
 
     raw = torch.load(model_run, map_location="cpu", weights_only=True)
     torch.save({k: v for k, v in raw.items() if k not in ("model", "sha256")}, tmp_path / "nomodel.pt")

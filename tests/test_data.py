@@ -38,6 +38,7 @@ def _epoch(loader, dataset, epoch):
     return list(loader)
 
 
+@pytest.mark.floats
 def test_streaming_with_workers_returns_the_in_memory_samples(store, rows, view, in_memory):
     ds = StoreBatches(store, view, rows, batch_size=BATCH, shuffle=True, seed=3)
     loader = make_loader(ds, workers=2)

@@ -21,7 +21,7 @@ from advaudio.cli import cli, main
 from advaudio.datasets import load_clip, read_dataset
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig, compute_features
-from advaudio.featurize import FeaturizeConfig, featurize, plan_featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize, plan_featurize
 
 ESC10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10"
 SYNTH = {"clips_per_class": 4, "n_classes": 3, "duration": 1.0}
@@ -53,6 +53,7 @@ def assert_store_matches_direct_computation(store_dir: Path, config: FeaturizeCo
                 np.testing.assert_allclose(f["features"][name][row], array, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.floats
 def test_featurize_on_local_dask_cluster_matches_single_process(tmp_path):
     config = synthetic_config()
     result = featurize(config, cache=tmp_path, workers=2, progress=False)
@@ -131,6 +132,7 @@ def _run_cli(args, **kw):
     return subprocess.run([sys.executable, "-m", "advaudio", *args], capture_output=True, text=True, **kw)
 
 
+@pytest.mark.floats
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     opts = ["-o", "clips_per_class=6", "-o", "n_classes=3", "-o", "duration=1.0",
             "--features", "stft,chroma,tonnetz", "--shard-size", "2", "--workers", "0", "--no-progress"]
@@ -202,6 +204,25 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("advaudio: error:") and len(err.splitlines()) == 1, err
+
+
+def test_datasets_no_classifier_can_use_are_refused_before_featurizing(tmp_path, capsys):
+    """Issue 18: one class, or a class name with a newline, was featurized (only train refused one class)."""
+    tone = (0.1 * np.sin(np.linspace(0, 200, 8000))).astype(np.float32)
+    single, odd = tmp_path / "single", tmp_path / "odd"
+    for root, names in ((single, ["dog"]), (odd, ["dog", "rain\nfall"])):
+        for name in names:
+            (root / name).mkdir(parents=True)
+            sf.write(root / name / "a.wav", tone, 8000)
+    cases = [(single, "has clips of 1 class ('dog'): a classifier needs at least 2"),
+             (odd, "class name 'rain\\nfall' is empty or holds a control character")]
+    for root, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["featurize", "--dataset", "folder", "--root", str(root), "--cache", str(tmp_path / "cache"),
+                  "--workers", "0", "--no-progress", "-o", "duration=0.5"])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "cache").exists()  # refused before any store was made
 
 
 @pytest.mark.realdata

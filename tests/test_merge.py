@@ -18,15 +18,17 @@ import pytest
 import torch
 
 from advaudio import store as st
-from advaudio.adversarial import AttackStageConfig, attack_stage
 from advaudio.cli import main
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
-from advaudio.merge import merge_results
-from advaudio.report import collect_runs
-from advaudio.retrain import find_shards
+from advaudio.reporting import collect_runs
+from advaudio.stages.attack import AttackStageConfig, attack_stage
+from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.merge import merge_results
+from advaudio.store import find_shards
 from advaudio.training import TrainConfig, train
+
+pytestmark = pytest.mark.floats  # compares runs: also run under other CPU kernels (.ci/run)
 
 SYNTH = {"clips_per_class": 6, "n_classes": 3, "duration": 1.0, "n_folds": 3}
 FLOAT_KEYS = ("adversarial", "l1", "l2", "linf", "snr_db")
@@ -153,6 +155,25 @@ def test_a_slice_run_twice_adds_no_samples(merged, tmp_path):
     arrays, _ = read_shard(path)
     same_arrays(arrays, read_shard(merged["doc"]["attacks"][0]["shard"])[0])
     assert len(np.unique(arrays["clean_index"])) == len(arrays["clean_index"]) == 6
+
+
+def test_a_damaged_slice_results_file_is_named_not_called_missing(merged, tmp_path, capsys):
+    """Issue 18: a truncated slice JSON made the merge say a present slice was missing."""
+    store = tmp_path / "cache" / merged["store"].name
+    shutil.copytree(merged["store"], store)
+    shutil.copytree(merged["ckpt"].parent, tmp_path / "run")
+    damaged = tmp_path / "run" / "attack-round00-test-slice001of002.json"
+    damaged.write_text(damaged.read_text()[:500])
+    with pytest.raises(StoreError, match=rf"attack results file {damaged} is damaged: not readable JSON .*; "
+                                         r"rerun slice 1/2") as info:
+        merge_results(store, round=0, split="test", results_dir=tmp_path / "run")
+    assert "missing" not in str(info.value)
+    with pytest.raises(SystemExit) as exit_info:  # a --results-dir that does not exist is said to be missing
+        main(["store", "merge", str(store), "--round", "0", "--split", "test", "--results-dir",
+              str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"no results directory at {tmp_path / 'nowhere'}" in err
+    assert err.count("\n") == 1
 
 
 def test_incomplete_or_inconsistent_sets_are_refused(trained, tmp_path, capsys):
@@ -301,11 +322,16 @@ def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, 
     for key in RECORD_KEYS:
         assert mrec[key] == lrec[key], key
     assert [s["file"] is None for s in mrec["merged_from"]["slices"]] == [i in empty for i in range(6)]
+    # Issue 18: the results file is such a slice's only trace; truncated, it is named, the slice not called missing
+    damaged = Path(docs[empty[0]]["results_path"])
+    damaged.write_text(damaged.read_text()[:300])
+    with pytest.raises(StoreError, match=rf"{damaged} is damaged: not readable JSON .*rerun slice {empty[0]}/6"):
+        merge_results(store, round=0, split="test")
 
 
 def test_slice_notes_union_reads_structured_and_old_plain_string_notes():
     from advaudio.attacks.results import Note, excluded_note
-    from advaudio.merge import _Slice, _union_notes
+    from advaudio.stages.merge import _Slice, _union_notes
 
     pool = Note("starting-points", "boundary starting points (misclassified): 3 nearest from the pool",
                 {"pool": 3, "noise": 0, "noise_draws": 256, "none": 0})

@@ -24,16 +24,7 @@ import soundfile as sf
 import torch
 
 from advaudio.errors import ParameterError
-from advaudio.listen import (
-    clean_audio,
-    db_to_magnitude,
-    listen,
-    model_input_to_db,
-    resynthesize,
-    spectrogram_snr_db,
-    waveform_snr_db,
-)
-from advaudio.report import (
+from advaudio.reporting import (
     VALUE_COLUMNS,
     Link,
     collect_runs,
@@ -46,7 +37,16 @@ from advaudio.report import (
     resolve_pointer,
     write_report,
 )
-from advaudio.store import Store
+from advaudio.reporting.listening import (
+    clean_audio,
+    db_to_magnitude,
+    listen,
+    model_input_to_db,
+    resynthesize,
+    spectrogram_snr_db,
+    waveform_snr_db,
+)
+from advaudio.store import Store, write_sealed_json
 from advaudio.views import View, fit_view
 
 ATTACKS = ("fgsm", "deepfool")
@@ -61,9 +61,9 @@ def _snr(ref: np.ndarray, test: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real two-round run directory, its store, and the report written from it."""
-    from advaudio.adversarial import AttackStageConfig, attack_stage
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.attack import AttackStageConfig, attack_stage
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
     from advaudio.training import TrainConfig, train
 
     torch.set_num_threads(1)
@@ -116,7 +116,7 @@ def test_top_level_round_in_metrics_wins(run, tmp_path):
     shutil.copytree(run["run_dir"], copy, ignore=shutil.ignore_patterns("*.pt"))
     m = json.loads((copy / "round01" / "metrics.json").read_text())
     m["round"] = 3
-    (copy / "round01" / "metrics.json").write_text(json.dumps(m))
+    write_sealed_json(copy / "round01" / "metrics.json", m)  # as the library writes it (a plain edit is refused)
     r = collect_runs(copy).runs[0]
     assert sorted(r.metrics) == [0, 3] and r.metrics[3].round_from == "metrics.json"
     with pytest.raises(ParameterError):
@@ -327,7 +327,7 @@ def test_one_round_and_unreached_threshold_render(run, tmp_path):
     shutil.copy(run["run_dir"] / "metrics.json", copy / "metrics.json")
     doc = json.loads((run["run_dir"] / "attack-round00-test.json").read_text())
     doc["attacks"][0].update(budget=None, reached=False, reason="success rate 0.2 < 0.9: 4 of 5 not fooled")
-    (copy / "attack-round00-test.json").write_text(json.dumps(doc))
+    write_sealed_json(copy / "attack-round00-test.json", doc)
     out = tmp_path / "out"
     md = write_report([copy], out, listen=False, max_clips=1).read_text()
     assert "not reached: success rate 0.2 < 0.9: 4 of 5 not fooled" in md

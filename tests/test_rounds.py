@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from advaudio import store as st
-from advaudio.adversarial import AttackStageConfig, attack_stage
 from advaudio.cli import main
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
-from advaudio.retrain import RetrainConfig, retrain
+from advaudio.stages.attack import AttackStageConfig, attack_stage
+from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.retrain import RetrainConfig, retrain
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 8, "n_classes": 3, "duration": 1.0}
@@ -106,6 +106,7 @@ def test_two_rounds_through_the_cli_and_the_report_agrees(store_dir, tmp_path):
             assert reported("fooling_rate", k, record["attack"]) == pytest.approx(record["fooling_rate"])
 
 
+@pytest.mark.floats
 def test_rounds_resume_after_a_kill(store_dir, tmp_path):
     run = _base_run(tmp_path / "run", store_dir)
     proc = subprocess.Popen([sys.executable, "-m", "advaudio", "rounds", str(run), "--rounds", "1",
@@ -128,6 +129,7 @@ def test_rounds_resume_after_a_kill(store_dir, tmp_path):
     assert json.loads((run / "round01" / "metrics.json").read_text())["complete"]
 
 
+@pytest.mark.floats
 def test_resuming_a_finished_run_leaves_its_checkpoint_unchanged(store_dir, tmp_path):
     run = _base_run(tmp_path / "run", store_dir)
     digest = st.sha256_file(run / "checkpoint.pt")
@@ -140,7 +142,7 @@ def test_resuming_a_finished_run_leaves_its_checkpoint_unchanged(store_dir, tmp_
 
 
 def test_demo_runs_the_whole_loop_and_resumes(tmp_path):
-    from advaudio.demo import DemoConfig, run_demo
+    from advaudio.stages.demo import DemoConfig, run_demo
 
     config = DemoConfig(clips_per_class=6, features=("stft", "chroma"), width=0.125, input_size=(32, 32),
                         epochs=2, attacks=("fgsm", "deepfool"), fooling_rate=0.6, test_limit=8, train_limit=16,

@@ -83,6 +83,7 @@ def test_per_clip_search_matches_a_brute_force_sweep_and_the_bisection(setup):
     assert tune.gradient_queries < bis.gradient_queries
 
 
+@pytest.mark.floats
 def test_per_clip_search_is_the_same_in_any_batch(setup):
     model, x, y = setup
     cfg = AttackConfig.create("pgd", steps=10, seed=3)

@@ -27,7 +27,7 @@ from advaudio import store as st
 from advaudio.cluster import ClusterConfig, cluster_job_script, make_cluster
 from advaudio.errors import AdvaudioError, ParameterError
 from advaudio.features import FeatureConfig
-from advaudio.featurize import FeaturizeConfig, featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize
 from advaudio.store import Store
 
 pytestmark = pytest.mark.slow
@@ -178,6 +178,7 @@ def test_sbatch_wait_runs_a_trivial_job(local_slurm, tmp_path):
     assert (tmp_path / f"hello-{job_id}.out").read_text().strip() == f"hello from job {job_id} on localhost"
 
 
+@pytest.mark.floats
 def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path):
     t0 = time.perf_counter()
     config = tiny_config()
@@ -360,9 +361,10 @@ def _shard(path) -> tuple[dict, dict]:
         return {k: f[k][:] for k in f}, dict(f.attrs)
 
 
+@pytest.mark.floats
 def test_attack_job_array_and_merge_equal_a_local_run(local_slurm, tmp_path):
     """attack.sbatch as a 2-task job array, merge.sbatch after it (afterok), against one local run."""
-    from advaudio.retrain import find_shards
+    from advaudio.store import find_shards
 
     t0 = time.perf_counter()
     store_dir, ckpt = _tiny_checkpoint(tmp_path / "slurm")
@@ -547,9 +549,10 @@ resources = "--time=00:10:00"
 """
 
 
+@pytest.mark.floats
 def test_study_runs_as_a_slurm_job_chain(local_slurm, tmp_path):
     """`advaudio study run` with the slurm executor: featurize → one job per cell → report, all from the file."""
-    from advaudio.study.runner import plan_study
+    from advaudio.study.plan import plan_study
     from advaudio.study.spec import read_study
 
     study_file = tmp_path / "s.toml"

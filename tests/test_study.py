@@ -27,7 +27,7 @@ from advaudio.attacks import quantile_budget
 from advaudio.errors import ParameterError
 from advaudio.study import cellfile
 from advaudio.study.examples import EXAMPLES, example_study
-from advaudio.study.runner import plan_study
+from advaudio.study.plan import plan_study
 from advaudio.study.spec import read_study
 from advaudio.training import load_checkpoint
 
@@ -151,12 +151,24 @@ def tiny_study(tmp_path_factory):
     (("[train]", "[train]\nview = 'stft'"), "[train] view: is set per cell"),
     (("[study]", "[studdy]"), "unknown key"),
     (("count = 1", "count = -1"), "[rounds] count"),
+    # issue 18: found by `study plan`, not by `study run` after featurizing
+    (("[run]", "[run]\ndevice = 'tpu'"), "[run] device: device must be auto, cpu or cuda[:N], got 'tpu'"),
+    (("n_classes = 3", "n_classes = 1"), "[data.synth]: dataset 'synthetic' has clips of 1 class"),
+    (('out = "tiny.study"', 'out = ""'), "[run] out: must be the study directory's path"),
+    (('out = "tiny.study"', 'out = "tiny.toml"'), "exists and is not a directory"),
+    (("checks = false", 'checks = false\nfooling_rate = "0.9"'), "fooling_rate must be a number, got '0.9'"),
+    (("[attacks.params.pgd]\nsteps = 5", "[attacks.params.pgd]\nsteps = 1000000000"),
+     "pgd would cost about 2e+10 model evaluations per clip"),
+    (("checks = false\n[attacks.params.pgd]\nsteps = 5",
+      "checks = false\nallow_expensive = true\n[attacks.params.pgd]\nsteps = 1000000000"), None),  # insisted
 ])
 def test_bad_study_files_fail_in_one_line_before_anything_runs(tmp_path, change, message):
     study_file = _write(tmp_path, TINY.replace(*change))
     result = _advaudio("study", "plan", str(study_file), "--no-probe", cwd=tmp_path, timeout=120)
-    if message is None:  # the control: the unchanged study plans fine
+    if message is None:  # the control: the unchanged study plans fine; no probe, no finished cell: no estimate
         assert result.returncode == 0, result.stderr
+        last = result.stdout.strip().splitlines()[-1]
+        assert "0 done, 8 to run; time to go unknown" in last and "0 s" not in last, last
         return
     assert result.returncode == 2, result.stdout
     lines = result.stderr.strip().splitlines()
@@ -189,6 +201,7 @@ def test_init_writes_every_example_as_a_valid_study(tmp_path, name):
 # --------------------------------------------------------------------------- #
 # Running: killed, resumed, the report
 # --------------------------------------------------------------------------- #
+@pytest.mark.floats
 def test_a_killed_study_resumes_and_finishes_every_cell(tiny_study):
     assert "interrupted" in tiny_study["status_killed"]  # its process died without finishing
     summaries = _summaries(tiny_study["file"])
@@ -274,6 +287,41 @@ def test_a_changed_parameter_reruns_only_the_cells_it_touches(tiny_study, tmp_pa
     assert all(Path(after[c].path).stat().st_mtime_ns == mtimes[c] for c in before)
 
 
+def test_a_damaged_cell_summary_is_set_aside_and_recomputed(tiny_study, tmp_path):
+    """Issue 18: a truncated or edited cell.json no longer fails every later `study run` on its cell."""
+    copy = tmp_path / "study"
+    shutil.copytree(tiny_study["dir"], copy)
+    study_file = copy / "tiny.toml"
+    before = _summaries(study_file)
+    plain = sorted(cid for cid, s in before.items() if not s.key["attacked"])
+    truncated, edited = (Path(before[cid].path) for cid in plain[:2])
+    truncated.write_text(truncated.read_text()[:300])
+    doc = json.loads(edited.read_text())
+    doc.pop("sha256")  # an edit that also drops the digest still meets the schema check
+    doc["rounds"][0]["test_accuracy"] = 7.5
+    edited.write_text(json.dumps(doc))
+    untouched = {cid: Path(s.path).stat().st_mtime_ns for cid, s in before.items() if cid not in plain[:2]}
+    checkpoints = {cid: Path(before[cid].rounds[0].checkpoint.replace(str(tiny_study["dir"]), str(copy)))
+                   for cid in plain[:2]}
+    trained = {cid: p.stat().st_mtime_ns for cid, p in checkpoints.items()}
+    status = _advaudio("study", "status", str(study_file), cwd=copy)
+    assert status.returncode == 1 and status.stdout.count("sets it aside and recomputes") == 2, status.stdout
+    result = _advaudio("study", "run", str(study_file), cwd=copy)
+    assert result.returncode == 0, result.stderr
+    for path, why in ((truncated, "not readable JSON"), (edited, "test_accuracy must be a number in [0, 1], got 7.5")):
+        assert why in result.stderr and f"set aside as {path.name}.damaged-" in result.stderr, result.stderr
+        (aside,) = path.parent.glob(f"{path.name}.damaged-*")  # kept for a look
+        assert aside.read_text().startswith("{")
+    after = _summaries(study_file)
+    assert set(after) == set(before)
+    for cid in plain[:2]:  # recomputed from the run directory: the same numbers, and no training again
+        assert [r.test_accuracy for r in after[cid].rounds] == [r.test_accuracy for r in before[cid].rounds]
+        assert after[cid].rounds[0].checkpoint_sha256 == before[cid].rounds[0].checkpoint_sha256
+        assert checkpoints[cid].stat().st_mtime_ns == trained[cid]
+    assert all(Path(after[cid].path).stat().st_mtime_ns == t for cid, t in untouched.items())
+
+
+@pytest.mark.floats
 def test_dask_executor_gives_the_local_results_value_by_value(tiny_study, tmp_path):
     study_file = _write(tmp_path, TINY.replace('out = "tiny.study"', 'out = "dask.study"\nexecutor = "dask"'))
     # the same store (same fingerprint) is reused instead of featurizing again

@@ -17,7 +17,7 @@ import pytest
 
 from advaudio.attacks.tuning import quantile_budget
 from advaudio.errors import ParameterError
-from advaudio.report.bootstrap import budget_interval, mean_std, percentile_interval, ratio_interval
+from advaudio.reporting.bootstrap import budget_interval, mean_std, percentile_interval, ratio_interval
 
 
 # --------------------------------------------------------------------------- #
@@ -88,7 +88,7 @@ def test_budget_interval_equals_an_independent_loop():
 
 
 def test_budget_interval_blocks_of_resamples_give_the_same_stream(monkeypatch):
-    import advaudio.report.bootstrap as bs
+    import advaudio.reporting.bootstrap as bs
 
     rng = np.random.default_rng(2)
     cells = [rng.exponential(1.0, 40), rng.exponential(2.0, 31)]
@@ -203,10 +203,10 @@ def test_percentile_interval_and_mean_std():
 # --------------------------------------------------------------------------- #
 # a study of known numbers, as cell.json files
 # --------------------------------------------------------------------------- #
-from advaudio.report.study_figures import ecdf_points, heat_map  # noqa: E402
-from advaudio.report.study_tables import study_tables, tidy_values  # noqa: E402
-from advaudio.report.study_writer import write_study_report  # noqa: E402
 from advaudio.study.cellfile import AttackOutcome, CellSummary, RoundOutcome, read_cell_summary, write_cell_summary  # noqa: E402
+from advaudio.study.figures import ecdf_points, heat_map  # noqa: E402
+from advaudio.study.report_writer import write_study_report  # noqa: E402
+from advaudio.study.tables import study_tables, tidy_values  # noqa: E402
 
 ATTACK_NORMS = {"pgd": ("linf", "fixed-budget"), "deepfool": ("l2", "minimisation")}
 RESAMPLES = 200

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _make_store(cache, **options):
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize
 
     config = FeaturizeConfig(
         dataset="synthetic",
@@ -117,6 +117,7 @@ def unbroken(store, tmp_path_factory):
     return out / "checkpoint.pt"
 
 
+@pytest.mark.floats
 def test_resume_gives_the_weights_of_an_unbroken_run(store, unbroken, tmp_path):
     first = train(_config(store), out_dir=tmp_path, progress=False, stop_after=1)
     assert not first["complete"] and first["epochs_done"] == 1 and "test" not in first
@@ -145,6 +146,7 @@ train(config, out_dir={out!r}, progress=False, callback=pause)
 """
 
 
+@pytest.mark.floats
 def test_resume_after_sigkill_mid_epoch(store, unbroken, tmp_path):
     config = _config(store)
     out, marker = tmp_path / "run", tmp_path / "in-epoch-2"

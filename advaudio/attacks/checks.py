@@ -5,7 +5,8 @@ Run on the attacks of one stage, on the same clips; each check is a JSON record
 check is a symptom of gradient masking or an under-run attack, never silent:
 
 ``success-at-large-eps``  (a) the success rate over every ε tried is ≥ 99 %.
-``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd) fools at least as many
+``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd, and a plugin that takes one
+                          ε per clip and has ``steps``) fools at least as many
                           clips as one FGSM step at the same ε (its tuned budget).
 ``more-steps-no-gain``    (c) twice the steps at the tuned budget raise the fooling
                           rate by < 2 pp or by one clip (on at most ``subset`` clips).
@@ -107,7 +108,7 @@ def evaluation_checks(
                              f"{name}: success rate {t.success_rate:.3f} over every ε tried "
                              f"({'≥' if ok else '<'} {MIN_SUCCESS})", success_rate=t.success_rate))
     for name, t in done.items():
-        if name not in ITERATIVE or not (t.reached and math.isfinite(t.budget)):
+        if not _iterative(name, t) or not (t.reached and math.isfinite(t.budget)):
             continue
         cfg = AttackConfig.from_dict({k: v for k, v in t.result.config.items()
                                       if k not in ("early_stop", "precision")})  # the search's, not the attack's
@@ -199,6 +200,20 @@ def _more_effort_check(model, inputs, labels, name: str, t: TuningResult, *, sub
                   f"{base:.3f} → {rate:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g} pp or one clip)",
                   epsilon=t.budget, steps=p.steps, rate=base, rate_doubled=rate, clips=len(rows),
                   gradient_steps=again.gradient_steps)
+
+
+def _iterative(name: str, tuning: TuningResult) -> bool:
+    """bim, pgd, or a plugin attack the per-clip search ran (its own steps, one ε per clip) that has
+    ``steps`` and a norm FGSM takes: checks (b) and (c) rerun it through the same ``perturb``."""
+    if name in ITERATIVE:
+        return True
+    from advaudio.attacks.params import FGSMParams
+    from advaudio.attacks.registry import ATTACKS
+
+    spec = ATTACKS.get(name)
+    return (ATTACKS.plugin(name) is not None and spec is not None and spec.per_clip_epsilon
+            and tuning.search == "per-clip" and "steps" in spec.params_type.names()
+            and tuning.norm in FGSMParams.norms)
 
 
 def step_settings_of(config: AttackConfig) -> int:

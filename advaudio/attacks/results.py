@@ -32,7 +32,8 @@ class Note:
     start_const, growth), ``starting-points`` (pool, noise, noise_draws, none),
     ``query-budget`` (max_queries, most_used, queries_per_clip, exhausted, attacked),
     ``no-starting-point`` (count), ``reached-at-eps-low``
-    (eps_low), ``bisection-max-iter`` (max_iter, bracket), ``merged`` (count),
+    (eps_low), ``bisection-max-iter`` (max_iter, bracket), ``bisection-one-epsilon`` (an
+    attack without per-clip ε was bisected), ``merged`` (count),
     ``mixed-budgets`` (budgets); a note of one slice of a merged set also has
     ``slice`` ([index, count]).  ``note`` marks a plain string from a results file
     written before notes had codes.

@@ -6,8 +6,8 @@ import click
 
 from advaudio.cli._common import computes, config_default, split_csv
 from advaudio.datasets import DATASETS
-from advaudio.demo import DemoConfig
 from advaudio.models import list_models
+from advaudio.stages.demo import DemoConfig
 
 
 @click.command()
@@ -38,7 +38,7 @@ def demo(dataset, root, out, model, width, view, epochs, attacks, rounds, worker
     On the embedded synthetic set (the default) it takes a few minutes on a
     laptop CPU. Prints the path of the report last.
     """
-    from advaudio.demo import run_demo
+    from advaudio.stages.demo import run_demo
 
     config = DemoConfig.for_dataset(dataset, root=root, model=model, view=view, attacks=split_csv(attacks),
                                     rounds=rounds, workers=workers, width=width, epochs=epochs)

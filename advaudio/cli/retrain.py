@@ -8,7 +8,7 @@ import click
 
 from advaudio.cli._common import computes, config_default, split_csv, with_options
 from advaudio.cli.attack import ATTACK_OPTIONS, parse_attack_params
-from advaudio.retrain import RetrainConfig
+from advaudio.stages.retrain import RetrainConfig
 
 
 @click.command()
@@ -39,8 +39,8 @@ def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, 
     are accepted (a shard holding test-fold clips is refused). The new
     checkpoint records the shards, attacks and budgets it saw.
     """
-    from advaudio.retrain import RetrainConfig
-    from advaudio.retrain import retrain as run
+    from advaudio.stages.retrain import RetrainConfig
+    from advaudio.stages.retrain import retrain as run
 
     config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch", lr=lr)
     metrics = run(checkpoint, out_dir=out_dir, config=config, shards=list(shards) or None, round=round_,
@@ -61,19 +61,20 @@ def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, 
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @computes
 def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
-           train_limit, mix, epochs, fine_tune, progress):
+           allow_expensive, train_limit, mix, epochs, fine_tune, progress):
     """Attack-on-test → attack-on-train → retrain → attack-on-test, K rounds, in RUN_DIR.
 
     RUN_DIR holds a finished `advaudio train` run (round 0). Each round's
     checkpoint, shards and results are kept apart (RUN_DIR/roundNN/);
     rerunning the command resumes at the step where it stopped.
     """
-    from advaudio.adversarial import AttackStageConfig
-    from advaudio.retrain import RetrainConfig, run_rounds
+    from advaudio.stages.attack import AttackStageConfig
+    from advaudio.stages.retrain import RetrainConfig
+    from advaudio.stages.rounds import run_rounds
 
     attack_config = AttackStageConfig(attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, limit=limit,
                                       batch_size=batch_size, seed=seed, target_rule=target_rule,
-                                      attack_params=parse_attack_params(params))
+                                      attack_params=parse_attack_params(params), allow_expensive=allow_expensive)
     retrain_config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch")
     log = run_rounds(run_dir, rounds=rounds, attack_config=attack_config, retrain_config=retrain_config,
                      train_limit=train_limit, device=device, progress=progress)

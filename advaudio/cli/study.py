@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -46,7 +47,7 @@ def init(study_file, example, force):
 def plan(study_file, probe):
     """The cells of FILE, what each costs, and what is already done."""
     from advaudio.study.costs import estimate, format_seconds
-    from advaudio.study.runner import plan_study
+    from advaudio.study.plan import plan_study
     from advaudio.study.spec import read_study
 
     p = plan_study(read_study(study_file))
@@ -60,16 +61,27 @@ def plan(study_file, probe):
     click.echo(head)
     click.echo("-" * len(head))
     total = remaining = 0.0
+    unknown = 0  # cells to run without an estimate (no probe, no finished cell of their model)
     for s in p.statuses:
         c = costs[s.cell.cell_id]
-        total += c.seconds if c.seconds == c.seconds else 0.0
-        remaining += 0.0 if s.status == "done" or c.seconds != c.seconds else c.seconds
-        share = f"{c.attack_share:.2f}×" if c.attack_share == c.attack_share else "-"  # attack work / training work
+        known = math.isfinite(c.seconds)
+        total += c.seconds if known else 0.0
+        if s.status != "done":
+            remaining += c.seconds if known else 0.0
+            unknown += not known
+        share = f"{c.attack_share:.2f}×" if math.isfinite(c.attack_share) else "-"  # attack work / training work
         click.echo(f"{s.cell.cell_id:<62} {s.status:<11} {c.train_samples:>13,} {c.attack_clips:>12,} {share:>12} "
                    f"{format_seconds(c.seconds):>9}  {c.source}")
     counts = p.counts()
-    click.echo(f"{len(p.cells)} cells: {counts['done']} done, {len(p.pending())} to run; estimated "
-               f"{format_seconds(remaining)} to go on this machine ({format_seconds(total)} in all)")
+    to_run = len(p.pending())
+    if unknown == to_run and to_run:
+        time = "time to go unknown (no estimate without --probe or finished cells of the same models)"
+    elif unknown:
+        time = (f"estimated {format_seconds(remaining)} to go on this machine for {to_run - unknown} of them, "
+                f"unknown for {unknown} (no estimate without --probe or finished cells of the same models)")
+    else:
+        time = f"estimated {format_seconds(remaining)} to go on this machine ({format_seconds(total)} in all)"
+    click.echo(f"{len(p.cells)} cells: {counts['done']} done, {to_run} to run; {time}")
 
 
 @study.command()
@@ -115,7 +127,7 @@ def run(study_file, executor, cells, featurize_only, echo, keep_going):
 def status(study_file):
     """Cells done / running / failed / pending, with each failure's reason and log."""
     from advaudio.study.costs import format_seconds
-    from advaudio.study.runner import plan_study
+    from advaudio.study.plan import plan_study
     from advaudio.study.spec import read_study
 
     p = plan_study(read_study(study_file))

@@ -8,9 +8,9 @@ import os
 import click
 
 from advaudio import layout
-from advaudio.cli._common import computes, config_default, size_text
+from advaudio.cli._common import computes, config_default, key_values, size_text
 from advaudio.models import list_models
-from advaudio.training import OPTIMIZERS, SCHEDULES, TrainConfig
+from advaudio.training import DEFENSES, DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 
 def _input_size(value: str | None):
@@ -26,6 +26,11 @@ def _input_size(value: str | None):
               help="Representations joined by '+', appended along the band axis, e.g. stft, dwt+chroma.")
 @click.option("--model", type=click.Choice(list_models()), default=config_default(TrainConfig, "model"), show_default=True,
               help="Architecture.")
+@click.option("--defense", type=click.Choice(list(DEFENSES)), default=config_default(TrainConfig, "defense"),
+              show_default=True, help="What each training step minimises: none (clean training) or an installed "
+                                      "defense plugin, whose loss sees the inputs.")
+@click.option("-d", "--defense-option", "defense_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of the defense, repeatable, e.g. -d epsilon=0.03.")
 @click.option("--width", type=float, default=config_default(TrainConfig, "width"), show_default=True,
               help="Channel-width multiplier of the model (e.g. 0.25 for quick CPU runs).")
 @click.option("--input-size", default=size_text(config_default(TrainConfig, "input_size")), show_default=True, metavar="HxW",
@@ -57,6 +62,10 @@ def _input_size(value: str | None):
               help="auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=config_default(TrainConfig, "amp"), show_default=True,
               help="Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).")
+@click.option("--dtype", type=click.Choice(DTYPES), default=config_default(TrainConfig, "dtype"), show_default=True,
+              help="Precision of weights, inputs and optimizer. float64: a reference run for reproducibility "
+                   "checks (float32 runs of small CNNs drift with the order of reductions: threads, CPU, "
+                   "DDP ranks); other stages load its checkpoint in float32.")
 @click.option("--channels-last/--no-channels-last", default=config_default(TrainConfig, "channels_last"),
               show_default=True, help="NHWC memory format on CUDA (ignored on CPU).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -72,9 +81,9 @@ def _input_size(value: str | None):
               help="Fraction of each training batch taken from --extra sources.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @computes
-def train(store_path, view, model, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
-          weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, channels_last,
-          out_dir, resume, init_checkpoint, extra, mix, progress):
+def train(store_path, view, model, defense, defense_options, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
+          weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, dtype,
+          channels_last, out_dir, resume, init_checkpoint, extra, mix, progress):
     """Train a CNN on a view of a feature store, holding out a test fold.
 
     Streams batches from the store, writes OUT/checkpoint.pt after every epoch
@@ -85,11 +94,12 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
     from advaudio.training import train as run
 
     config = TrainConfig(
-        store=store_path, view=view, model=model, width=width, input_size=_input_size(input_size),
+        store=store_path, view=view, model=model, defense=defense, defense_options=key_values(defense_options, "defense option"),
+        width=width, input_size=_input_size(input_size),
         test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
         label_smoothing=label_smoothing, time_shift=time_shift, seed=seed, workers=workers, device=device,
-        amp=amp, channels_last=channels_last, extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
+        amp=amp, dtype=dtype, channels_last=channels_last, extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
     )
     m = run(config, out_dir=out_dir, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for the job

@@ -105,6 +105,8 @@ class AdversarialShard:
     def open(cls, path: str | os.PathLike) -> AdversarialShard:
         path = Path(path)
         if not path.is_file():
+            if path.exists():
+                raise StoreError(f"adversarial shard {path} is not a regular file (it resolves to {path.resolve()})")
             raise StoreError(f"no adversarial shard at {path}")
         with open_h5_read(path) as f:
             attrs = {key: decode_attr(value) for key, value in f.attrs.items()}

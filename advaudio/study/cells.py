@@ -8,7 +8,7 @@ never mixes with old results, while cells it does not touch keep theirs (the
 training of a cell whose fold is not attacked does not depend on the attacks).
 
 :func:`run_cell` trains (resuming a killed run from its last epoch), runs the
-rounds of an attacked cell through :func:`advaudio.retrain.run_rounds` (which
+rounds of an attacked cell through :func:`advaudio.stages.rounds.run_rounds` (which
 skips finished steps), and commits ``cell.json`` last (:mod:`~advaudio.study.cellfile`).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import sys
 import time
@@ -30,7 +29,8 @@ import numpy as np
 
 from advaudio import layout
 from advaudio import store as st
-from advaudio.errors import AdvaudioError, StoreError
+from advaudio.errors import AdvaudioError, DamagedFileError, DatasetError, ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, read_metrics
 from advaudio.study import cellfile
 from advaudio.study.spec import StudySpec, check_folds
 
@@ -78,7 +78,7 @@ def train_config(spec: StudySpec, cell: Cell, *, device: str | None = None):
 
 
 def attack_config(spec: StudySpec, cell: Cell):
-    """The :class:`~advaudio.adversarial.AttackStageConfig` of ``cell``'s rounds (the grid's seed)."""
+    """The :class:`~advaudio.stages.attack.AttackStageConfig` of ``cell``'s rounds (the grid's seed)."""
     return dataclasses.replace(spec.attack, seed=cell.seed)
 
 
@@ -92,7 +92,20 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
         attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
         parts.update(attack=attack, train_limit=spec.train_limit, rounds=spec.rounds,
                      retrain=dataclasses.asdict(spec.retrain))
+    plugins = cell_plugins(spec, cell)
+    if plugins:  # a plugin's version decides results too (the key is absent for built-ins only)
+        parts["plugins"] = plugins
     return st.fingerprint(parts)
+
+
+def cell_plugins(spec: StudySpec, cell: Cell) -> list[dict[str, str]]:
+    """The plugins a cell's results depend on besides its store's: model, defense and, when attacked, attacks."""
+    from advaudio.plugins import used
+
+    entries = [("advaudio.models", cell.model), ("advaudio.defenses", spec.train.get("defense", "none"))]
+    if cell.attacked:
+        entries += [("advaudio.attacks", name) for name in spec.attack.attacks]
+    return used(entries)
 
 
 @dataclass(frozen=True)
@@ -109,11 +122,14 @@ class StorePlan:
 
 def plan_stores(spec: StudySpec) -> dict[str, StorePlan]:
     """Every dataset's store, resolved (reads the datasets' metadata, computes nothing)."""
-    from advaudio.featurize import plan_featurize
+    from advaudio.stages.featurize import plan_featurize
 
     plans = {}
     for data in spec.data:
-        plan = plan_featurize(data.featurize, cache=layout.study_stores_dir(spec.directory))
+        try:
+            plan = plan_featurize(data.featurize, cache=layout.study_stores_dir(spec.directory))
+        except DatasetError as exc:  # found before anything runs: named by the file and its table
+            raise ParameterError(f"{spec.path}: [data.{data.name}]: {exc}") from None
         folds = sorted({int(c.fold) for c in plan.table.clips})
         check_folds(spec, data, folds)
         plans[data.name] = StorePlan(data.name, plan.store_dir, plan.fingerprint, folds, len(plan.table),
@@ -190,21 +206,39 @@ def run_cell(spec: StudySpec, cell: Cell, *, device: str | None = None, echo: bo
     the error is raised.
     """
     directory = cell.directory(spec)
-    done = cellfile.read_cell_summary(directory)
-    if done is not None and done.fingerprint == cell.fingerprint:
+    done = _finished(cell, directory, locked=False)
+    if done is not None:
         return done
     directory.mkdir(parents=True, exist_ok=True)
     run_dir = layout.cell_run_dir(directory)
     with st.exclusive_lock(directory / layout.CELL_LOCK_NAME, what=f"cell {cell.cell_id}"):
-        done = cellfile.read_cell_summary(directory)  # finished by another run while this one waited?
-        if done is not None and done.fingerprint == cell.fingerprint:
+        done = _finished(cell, directory, locked=True)  # finished by another run while this one waited?
+        if done is not None:
             return done
         return _run_locked(spec, cell, directory, run_dir, device=device, echo=echo, progress=progress)
 
 
+def _finished(cell: Cell, directory: Path, *, locked: bool) -> cellfile.CellSummary | None:
+    """The cell's summary when it is done, else None.
+
+    A damaged ``cell.json`` (truncated, edited, out of range) is not done: holding the
+    cell's lock, it is set aside (``cell.json.damaged-<time>``, kept for a look) and the
+    summary recomputed from the run directory, whose finished steps are not redone.
+    """
+    try:
+        done = cellfile.read_cell_summary(directory)
+    except DamagedFileError as exc:
+        if locked:
+            aside = st.set_aside(cellfile.summary_path(directory))
+            print(f"cell {cell.cell_id}: {exc}; set aside as {aside.name}, the cell's summary is recomputed "
+                  "from its run directory", file=sys.stderr, flush=True)
+        return None
+    return done if done is not None and done.fingerprint == cell.fingerprint else None
+
+
 def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, device: str | None, echo: bool,
                 progress: bool) -> cellfile.CellSummary:
-    from advaudio.retrain import is_complete_run, run_rounds
+    from advaudio.stages.rounds import is_complete_run, run_rounds
     from advaudio.training import train
 
     cellfile.mark_running(directory)
@@ -230,13 +264,6 @@ def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, 
     return cellfile.read_cell_summary(directory)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path}: cannot read ({exc})") from None
-
-
 def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(store rows, per-clip minimal norm) of the attacked clips of a shard; +inf: never fooled."""
     shard = st.AdversarialShard.open(shard_path)
@@ -254,7 +281,7 @@ def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutcome], float]:
-    document = _read_json(results_path)
+    document = read_attack_results(results_path)
     outcomes = {}
     for r in document.get("attacks", []):
         if not r.get("shard"):
@@ -280,7 +307,7 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
     rounds, train_s, attack_s, retrain_s = [], 0.0, 0.0, 0.0
     for k in range(spec.rounds + 1 if cell.attacked else 1):
         metrics_file = layout.metrics_path(run_dir, round=k)
-        metrics = _read_json(metrics_file)
+        metrics = read_metrics(metrics_file)
         if not metrics.get("complete"):
             raise StoreError(f"{metrics_file} is not a complete run")
         if k == 0:
@@ -292,12 +319,12 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
             attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test"))
             attack_s += seconds
             if k < spec.rounds:
-                train_doc = _read_json(layout.attack_results_path(run_dir, round=k, split="train"))
+                train_doc = read_attack_results(layout.attack_results_path(run_dir, round=k, split="train"))
                 attack_s += float(train_doc.get("wall_time_s") or 0.0)
         checkpoint = layout.checkpoint_path(run_dir, round=k)
         rounds.append(cellfile.RoundOutcome(
             round=k, checkpoint=str(checkpoint.resolve()), checkpoint_sha256=st.sha256_file(checkpoint),
-            metrics=str(metrics_file.resolve()), test_accuracy=float(metrics["test_accuracy"]),
+            metrics=str(metrics_file.resolve()), test_accuracy=float(metrics["test"]["accuracy"]),
             test_clips=int(metrics["test"]["n"]), attacks=attacks))
     config = {"train": train_config(spec, cell).to_dict()}
     if cell.attacked:

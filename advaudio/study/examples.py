@@ -48,7 +48,7 @@ lr = 3e-3
 cv = [3, 4]                           # test folds, one model each ("all": every fold of the dataset)
 attack_folds = [3, 4]                 # folds whose models are attacked and retrained ("all", "last", "none")
 
-[attacks]                             # advaudio.adversarial.AttackStageConfig
+[attacks]                             # advaudio.stages.attack.AttackStageConfig
 names = ["pgd", "deepfool"]
 fooling_rate = 0.9                    # budgets are tuned to this fooling rate
 test_clips = 12                       # clips attacked on the test fold (omit: all)
@@ -57,7 +57,7 @@ train_clips = 24                      # training clips attacked per round for re
 [attacks.params.pgd]
 steps = 20                            # the evaluation checks warn when doubling the steps still helps
 
-[rounds]                              # advaudio.retrain.RetrainConfig
+[rounds]                              # advaudio.stages.retrain.RetrainConfig
 count = 1                             # attack → retrain → attack rounds
 mix = 0.5                             # adversarial share of every retraining batch
 mode = "fine-tune"                    # or "from-scratch"

@@ -6,10 +6,10 @@ One table per concern (``[study]``, ``[data.<name>]``, ``[grid]``, ``[train]``,
 unknown key, a wrong type, a view whose representation a dataset does not store,
 a fold the dataset lacks, are one :class:`~advaudio.errors.ParameterError` naming
 the file and the key. The per-stage parameters are built into the stages' own
-config classes (:class:`~advaudio.featurize.FeaturizeConfig`,
+config classes (:class:`~advaudio.stages.featurize.FeaturizeConfig`,
 :class:`~advaudio.training.TrainConfig`,
-:class:`~advaudio.adversarial.AttackStageConfig`,
-:class:`~advaudio.retrain.RetrainConfig`), so their validation and defaults are the
+:class:`~advaudio.stages.attack.AttackStageConfig`,
+:class:`~advaudio.stages.retrain.RetrainConfig`), so their validation and defaults are the
 stages' and nothing is written twice.
 """
 
@@ -248,7 +248,7 @@ def read_study(path: str | os.PathLike) -> StudySpec:
 
 def _read_data(where: _Where, table: dict[str, Any]) -> tuple[DataSpec, ...]:
     from advaudio.features import FeatureConfig
-    from advaudio.featurize import FeaturizeConfig
+    from advaudio.stages.featurize import FeaturizeConfig
 
     if not table:
         raise where.error("[data]", "no dataset: add a [data.<name>] table (e.g. [data.synthetic])")
@@ -348,7 +348,7 @@ def _read_protocol(where: _Where, table: dict[str, Any]) -> ProtocolSpec:
 
 
 def _read_attacks(where: _Where, table: dict[str, Any]):
-    from advaudio.adversarial import AttackStageConfig
+    from advaudio.stages.attack import AttackStageConfig
 
     table = dict(table)
     for k in table:
@@ -372,7 +372,7 @@ def _read_attacks(where: _Where, table: dict[str, Any]):
 
 
 def _read_rounds(where: _Where, table: dict[str, Any]):
-    from advaudio.retrain import RetrainConfig
+    from advaudio.stages.retrain import RetrainConfig
 
     count = table.pop("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
@@ -382,6 +382,18 @@ def _read_rounds(where: _Where, table: dict[str, Any]):
 
 def _read_run(where: _Where, table: dict[str, Any]) -> RunSpec:
     run = where.build("[run]", RunSpec, **table)
+    if not isinstance(run.out, str) or not run.out.strip():
+        raise where.error("[run] out", f"must be the study directory's path, got {run.out!r}")
+    out = Path(os.path.expanduser(run.out))
+    out = out if out.is_absolute() else where.path.parent / out
+    if out.exists() and not out.is_dir():
+        raise where.error("[run] out", f"{out} exists and is not a directory")
+    from advaudio.training.distributed import resolve_device
+
+    try:
+        resolve_device(run.device, check_available=False)  # whether it is one; CUDA is looked for when cells run
+    except AdvaudioError as exc:
+        raise where.error("[run] device", str(exc)) from None
     try:
         validation.choice("executor", run.executor, EXECUTORS)
         validation.integer("workers", run.workers)

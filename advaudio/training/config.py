@@ -16,6 +16,7 @@ from .distributed import resolve_device
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "constant")
+DTYPES = ("float32", "float64")
 # Fields that may change when a run is resumed (they do not change the result on CPU).
 RESUME_MAY_CHANGE = ("store", "workers", "device", "channels_last")
 
@@ -31,6 +32,9 @@ class TrainConfig:
     model : architecture name (``advaudio.models.list_models()``)
     width : channel-width multiplier of the model (1.0: the published widths)
     model_options : extra architecture options (e.g. ``{"dropout": 0.3}``)
+    defense : what each training step minimises (:mod:`advaudio.training.defenses`):
+        ``"none"`` (clean training) or an installed defense plugin
+    defense_options : the defense's options (e.g. ``{"epsilon": 0.03}``)
     input_size : model input ``(H, W)``; None keeps the store's bands × frames
     test_fold : fold held out for testing; None: the highest fold of the store
     val_fold : a fold held out for validation (exclusive with ``val_fraction``)
@@ -38,7 +42,8 @@ class TrainConfig:
     epochs, batch_size : length of the run and samples per step
     lr : peak learning rate (one-cycle) or the constant one
     weight_decay : AdamW's decoupled weight decay (SGD: L2)
-    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9)
+    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9; one-cycle cycles it between
+        0.95 and 0.85, against the learning rate)
     schedule : ``"onecycle"`` (warm-up then cosine annealing, per step) or ``"constant"``
     warmup_fraction : share of the steps spent warming up (one-cycle ``pct_start``)
     label_smoothing : cross-entropy label smoothing in training
@@ -51,6 +56,12 @@ class TrainConfig:
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``/``"cuda:N"``
     amp : mixed precision when on CUDA: bfloat16 autocast where the GPU supports it,
         else float16 autocast with a GradScaler
+    dtype : the precision of the weights, inputs and optimizer: ``"float32"`` (training
+        as usual), or ``"float64"``, a reference run for reproducibility checks. Training
+        small CNNs is chaotic: measured here, changing only the order of float32
+        reductions (threads, SIMD width, DDP ranks) moves a 3-epoch run's logits by up to
+        ~1; in float64 the same reorderings move them by ~1e-11 (``tests/test_ddp.py``).
+        Slower; ``amp`` does not apply; other stages load the checkpoint in float32.
     channels_last : on CUDA, keep the model and its input batches in the NHWC memory
         format (cuDNN's fast convolutions under mixed precision); ignored on CPU
     extra_sources : model-space inputs (adversarial shards) mixed into training batches
@@ -68,6 +79,8 @@ class TrainConfig:
     model: str = "resnet18"
     width: float = 1.0
     model_options: dict = field(default_factory=dict)
+    defense: str = "none"
+    defense_options: dict = field(default_factory=dict)
     input_size: tuple[int, int] | None = (128, 128)
     test_fold: int | None = None
     val_fold: int | None = None
@@ -86,6 +99,7 @@ class TrainConfig:
     workers: int | None = None
     device: str = "auto"
     amp: bool = True
+    dtype: str = "float32"
     channels_last: bool = True
     extra_sources: tuple[ModelSpaceSource, ...] = ()
     mix: float = 0.0
@@ -100,6 +114,8 @@ class TrainConfig:
         put("model", str(self.model).strip().lower())
         put("input_size", parse_input_size(self.input_size))
         put("model_options", dict(self.model_options or {}))
+        put("defense", str(self.defense).strip().lower())
+        put("defense_options", dict(self.defense_options or {}))
         put("percentiles", tuple(float(p) for p in self.percentiles))
         put("extra_sources", tuple(ModelSpaceSource.from_dict(s) for s in self.extra_sources))
         if self.init_checkpoint is not None:
@@ -113,6 +129,7 @@ class TrainConfig:
         validation.finite_float("width", self.width, positive=True)
         validation.choice("optimizer", self.optimizer, OPTIMIZERS)
         validation.choice("schedule", self.schedule, SCHEDULES)
+        validation.choice("dtype", self.dtype, DTYPES)
         checks = (("val_fraction", 0, 1, True), ("warmup_fraction", 0, 1, False),
                   ("label_smoothing", 0, 1, True), ("time_shift", 0, 1, False), ("mix", 0, 1, True))
         for name, lo, hi, open_hi in checks:
@@ -128,12 +145,19 @@ class TrainConfig:
         if self.extra_sources and self.mix == 0:
             raise ParameterError("extra_sources need mix > 0 (the fraction of each batch they fill)")
         resolve_device(self.device, check_available=False)
+        from .defenses import check_options
+
+        check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["input_size"] = list(self.input_size) if self.input_size else None
         d["percentiles"] = list(self.percentiles)
         d["extra_sources"] = [s.to_dict() for s in self.extra_sources]
+        if self.defense == "none" and not self.defense_options:
+            # Clean training is what every run was before defenses existed: leaving the keys out
+            # keeps the hash of every earlier run and study cell (from_dict fills them back in).
+            del d["defense"], d["defense_options"]
         return d
 
     @classmethod

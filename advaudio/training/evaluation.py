@@ -38,6 +38,11 @@ def summarize_confusion(confusion: np.ndarray, classes: Sequence[str]) -> dict[s
     }
 
 
+def _floating_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The type of the model's weights (inputs are cast to it: float32, or a float64 reference run)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 @torch.no_grad()
 def run_evaluation(model: Classifier, loader, dataset: StoreBatches | None, *, device: torch.device,
                    classes: Sequence[str], amp: bool = False,
@@ -54,7 +59,7 @@ def run_evaluation(model: Classifier, loader, dataset: StoreBatches | None, *, d
     if loader is not None and dataset is not None:
         dataset.set_epoch(0)
         for batch in loader:
-            batch = to_device(batch, device)
+            batch = to_device(batch, device, dtype=_floating_dtype(model))
             with autocast(device, amp):
                 logits = model.main_logits(model(batch["x"]))
             loss_sum += float(F.cross_entropy(logits.float(), batch["y"], reduction="sum"))
@@ -101,7 +106,7 @@ def recalibrate_bn(model: torch.nn.Module, loader, *, device: torch.device, amp:
     seen = 0
     try:
         for batch in loader:
-            x = batch["x"].to(device, non_blocking=device.type == "cuda")
+            x = to_device(batch, device, dtype=_floating_dtype(model))["x"]
             n = x.shape[0]
             if synced:  # the batch is the global one: skip it, or not, on every rank alike
                 count = torch.tensor([float(n)], dtype=torch.float64, device=comm)

@@ -34,7 +34,6 @@ byte for byte (attack shards are keyed by its sha256).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -47,15 +46,19 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from advaudio.data import StoreBatches, default_workers, derive_seed, make_loader, to_device
-from advaudio.errors import ParameterError
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
+from advaudio.killpoints import kill_point
 from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.models import Classifier, create_model, model_from_config
+from advaudio.plugins import require
 from advaudio.progress import progress_bar
-from advaudio.store import Store, check_same_store, remove_stale_tmp, write_json_atomic
+from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp
+from advaudio.store.documents import read_metrics, write_metrics
 from advaudio.views import View, fit_view
 
-from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
+from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states, training_plugins
 from .config import RESUME_MAY_CHANGE, TrainConfig
+from .defenses import Defense, NoDefense, StepContext, create_defense
 from .distributed import (
     Distributed,
     autocast,
@@ -135,9 +138,14 @@ class _Run:
     scaler: torch.amp.GradScaler
     use_amp: bool
     memory_format: torch.memory_format = torch.contiguous_format
+    defense: Defense = field(default_factory=NoDefense)  # the loss each step minimises
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     recalibrated: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.config.dtype)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -158,7 +166,7 @@ class _Run:
     def write_metrics(self, test: Mapping[str, Any] | None, complete: bool) -> dict[str, Any]:
         metrics = _metrics(self, test, complete)
         if self.ctx.is_main:
-            write_json_atomic(self.out_dir / METRICS_NAME, metrics)
+            write_metrics(self.out_dir / METRICS_NAME, metrics)
         return metrics
 
     def close(self) -> None:
@@ -200,7 +208,7 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
         run.save(epoch=epoch + 1)
         run.write_metrics(None, False)
         ctx.barrier()
-        _kill_point("epoch", epoch + 1)
+        kill_point("epoch", epoch + 1)
         if progress:
             extra = f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else ""
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, "
@@ -213,33 +221,27 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
     test = None
     if complete:
         test = _final_test(run)
-        _kill_point("evaluated", len(run.history))
+        kill_point("evaluated", len(run.history))
         run.save(epoch=len(run.history), test=test, bn_recalibrated=run.recalibrated)
         ctx.barrier()
-        _kill_point("final-checkpoint", len(run.history))
+        kill_point("final-checkpoint", len(run.history))
     metrics = run.write_metrics(test, complete)
     ctx.barrier()  # the files exist (and are final) when train() returns on any rank
     run.close()
     return metrics
 
 
-#: Test-only fault injection: called as ``hook(point, epoch)`` at every boundary where a kill
-#: leaves a distinct state on disk ("epoch": checkpoint and metrics of an epoch written;
-#: "evaluated": BN recalibrated and test run, nothing final written; "final-checkpoint": the
-#: final checkpoint written, metrics not yet). None in normal use.
-KILL_POINT_HOOK: Callable[[str, int], None] | None = None
-
-
-def _kill_point(point: str, epoch: int) -> None:
-    if KILL_POINT_HOOK is not None:
-        KILL_POINT_HOOK(point, epoch)
-
-
 def _complete_metrics(path: Path) -> dict[str, Any] | None:
-    """``metrics.json`` when it records a complete run, else None (absent, partial or unreadable)."""
+    """``metrics.json`` when it records a complete run, else None (absent, partial or damaged).
+
+    A damaged file is said so on standard error: the caller rewrites it from the final checkpoint.
+    """
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = read_metrics(path)
+    except DamagedFileError as exc:
+        print(f"warning: {exc}; it is rewritten from the checkpoint", file=sys.stderr)
+        return None
+    except StoreError:
         return None
     return metrics if isinstance(metrics, dict) and metrics.get("complete") and "test" in metrics else None
 
@@ -259,6 +261,10 @@ def _checkpoint_to_resume(out_dir: Path, config: TrainConfig, store: Store, *, r
     check_same_store(store, saved["store"]["fingerprint"], what=f"checkpoint {path}")
     now = config.to_dict()
     before = saved["train_config"]
+    try:  # fields added since the checkpoint was written take their defaults
+        before = TrainConfig.from_dict(before).to_dict()
+    except (ParameterError, TypeError):
+        pass
     changed = sorted(k for k in set(now) | set(before)
                      if k not in RESUME_MAY_CHANGE and now.get(k) != before.get(k))
     if changed:
@@ -275,6 +281,9 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     if config.init_checkpoint is not None and saved is None:
         init = read_checkpoint(config.init_checkpoint)
         check_same_store(store, init["store"]["fingerprint"], what=f"init checkpoint {config.init_checkpoint}")
+        require(init.get("plugins") or [], where=f"init checkpoint {config.init_checkpoint}")
+    if saved is not None:
+        require(saved.get("plugins") or [], where=f"checkpoint {out_dir / CHECKPOINT_NAME}")
     view = _view(config, store, split, source=saved or init)
     _check_extra_sources(config, store, split, view)
     model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
@@ -293,13 +302,14 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     val_loader = make_loader(val_ds, workers=min(workers, 1), device=device) if val_ds else None
 
     optimizer = _build_optimizer(model, config)
-    use_amp = bool(config.amp and device.type == "cuda")
+    use_amp = bool(config.amp and device.type == "cuda" and config.dtype == "float32")
     run = _Run(config=config, ctx=ctx, device=device, out_dir=out_dir, store=store, split=split, view=view,
                model=model, net=net, train_ds=train_ds, train_loader=train_loader, val_ds=val_ds,
                val_loader=val_loader, test_ds=test_ds, optimizer=optimizer,
                scheduler=_build_scheduler(optimizer, config, len(train_ds)),
                scaler=torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, use_amp)), use_amp=use_amp,
-               memory_format=memory_format(config, device))
+               memory_format=memory_format(config, device),
+               defense=create_defense(config.defense, **config.defense_options))
     if saved is not None:
         run.optimizer.load_state_dict(saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
@@ -328,8 +338,6 @@ def _view(config: TrainConfig, store: Store, split: FoldSplit, *, source: Mappin
 
 def _check_extra_sources(config: TrainConfig, store: Store, split: FoldSplit, view: View) -> None:
     """The rules of ``retrain`` for every adversarial input (checksum, range, store, view, no held-out clip)."""
-    from advaudio.retrain import inspect_shards
-
     paths = [Path(s.path) for s in config.extra_sources if s.inputs == "adversarial"]
     if paths:
         summary = split.summary()
@@ -344,6 +352,7 @@ def _build_model(config: TrainConfig, store: Store, view: View, device: torch.de
     torch.manual_seed(config.seed)  # the same initial weights on every rank; DDP broadcasts rank 0's anyway
     model = create_model(config.model, in_channels=1, num_classes=store.num_classes, width=config.width,
                          **config.model_options)
+    model.to(dtype=getattr(torch, config.dtype))  # before loading weights: a float64 run resumes unrounded
     if init is not None:
         other = model_from_config(init["model"]["config"]).config
         if other != model.config:
@@ -416,17 +425,22 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
     correct_acc = torch.zeros((), dtype=torch.int64, device=device)
     shown = t0
     for step, batch in enumerate(run.train_loader):
-        batch = to_device(batch, device)
+        batch = to_device(batch, device, dtype=run.dtype)
         x, y = batch["x"], batch["y"]
         if run.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=run.memory_format)
         n = y.shape[0]
         # DDP: the share's summed loss over global batch / world, so DDP's gradient average is the global mean.
         denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
+        # The defense sees the inputs (an on-the-fly attack perturbs them); "none" is net(x) and its loss.
+        step_context = StepContext(classifier=run.model, epoch=epoch, step=step, seed=config.seed, rank=ctx.rank,
+                                   label_smoothing=config.label_smoothing, denominator=denominator)
         with autocast(device, run.use_amp):
-            output = run.net(x)
-            loss = run.model.training_loss(output, y, label_smoothing=config.label_smoothing,
-                                           denominator=denominator)
+            loss = run.defense.loss(run.net, x, y, step_context=step_context)
+        output = step_context.output
+        if output is None:
+            raise ParameterError(f"defense {config.defense!r} did not set step_context.output (the output whose "
+                                 "logits count as training accuracy)")
         run.optimizer.zero_grad(set_to_none=True)
         if run.scaler.is_enabled():
             run.scaler.scale(loss).backward()
@@ -520,6 +534,7 @@ def _metrics(run: _Run, test: Mapping[str, Any] | None, complete: bool) -> dict[
         "round": int(config.provenance.get("round", 0)),
         "world_size": run.ctx.world_size,
         "distributed": run.ctx.to_dict(),
+        "plugins": training_plugins(run.model, config),
     }
     if test is not None:
         out["test"] = dict(test)

@@ -1,0 +1,443 @@
+"""The attack stage: a checkpoint and its store → tuned attacks → adversarial shards.
+
+For each attack, :func:`attack_stage` tunes the budget to the fooling-rate
+threshold on the chosen split (``test`` to measure robustness, ``train`` to
+make retraining data), writes the adversarial inputs back into the store as
+one shard per (round, split, checkpoint, attack[, slice]) and a results JSON
+beside the checkpoint. The attacks themselves live in :mod:`advaudio.attacks`
+(the only module that touches Foolbox); this module does files.
+
+Shards are written through :func:`advaudio.store.write_adversarial_shard`
+(the format: :mod:`advaudio.store.adversarial`), named by
+:func:`advaudio.layout.shard_stem`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advaudio import layout, validation
+from advaudio import store as st
+from advaudio.errors import ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, write_attack_results
+
+
+@dataclass(frozen=True)
+class AttackStageConfig:
+    """Configuration of the attack stage.
+
+    Parameters
+    ----------
+    attacks : registry names, run in this order
+    fooling_rate : threshold the budget is tuned to (fraction of attacked samples)
+    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (the rows it trained on: its
+        training folds less any validation rows drawn from them)
+    limit : attack at most this many clips (an evenly spaced subset, stable across runs)
+    batch_size : samples per attack call; None (default): automatic — 64 on CPU, on CUDA the
+        largest that fits in a safe fraction of the device's free memory
+        (:func:`~advaudio.attacks.engine.auto_batch_size`); the size used is in the results
+    round : retraining round the shards belong to (0: the model trained on clean data)
+    seed : seeds targets, random starts and noise
+    target_rule : ``"random"`` (seeded other class) or ``"least-likely"``
+    slice : ``(i, n)``: attack only the i-th of n contiguous parts of the rows (job arrays)
+    attack_params : per-attack parameter overrides, e.g. ``{"pgd": {"steps": 20}}``
+    rtol : relative tolerance of the ε search of fixed-budget attacks
+    search : budget search of fixed-budget attacks: ``"per-clip"`` (every clip's minimal ε;
+        slices merge exactly) or ``"bisection"`` (the batch's fooling rate bisected)
+    precision : where the per-clip search's tolerance applies: ``"quantile"`` (the budget only:
+        clips far from it keep coarse brackets; fewest steps), ``"clip"`` (every clip's minimal ε;
+        batch-independent, so slices merge to exactly an unsliced run); None (default):
+        ``"clip"`` for a slice, ``"quantile"`` otherwise
+    checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
+    allow_expensive : run attacks whose budget search costs more than
+        :data:`~advaudio.attacks.params.MAX_EVALUATIONS_PER_CLIP` model evaluations per clip
+        (refused otherwise, before any work). A permission, not a setting: it changes no
+        result, so it is not recorded (:meth:`to_dict`) and no fingerprint depends on it
+    """
+
+    attacks: tuple[str, ...] = ("pgd", "cw")
+    fooling_rate: float = 0.9
+    split: str = "test"
+    limit: int | None = None
+    batch_size: int | None = None
+    round: int = 0
+    seed: int = 0
+    target_rule: str = "random"
+    slice: tuple[int, int] | None = None
+    attack_params: dict = field(default_factory=dict)
+    rtol: float = 0.05
+    search: str = "per-clip"
+    checks: bool = True
+    precision: str | None = None
+    allow_expensive: bool = False
+
+    def __post_init__(self):
+        from advaudio.attacks.params import PARAMS
+
+        unknown = [a for a in self.attacks if a not in PARAMS]
+        if not self.attacks or unknown:
+            raise ParameterError(f"unknown attack(s) {unknown or '(none given)'}; known: {', '.join(PARAMS)}")
+        repeated = sorted({a for a in self.attacks if self.attacks.count(a) > 1})
+        if repeated:  # the second run would only redo (and overwrite) the first
+            raise ParameterError(f"attack(s) {', '.join(repeated)} given more than once")
+
+        from advaudio.attacks.params import SEARCHES
+
+        if self.search not in SEARCHES:
+            raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
+        validation.choice("split", self.split, layout.SPLITS)
+        validation.finite_float("fooling_rate", self.fooling_rate)
+        if not 0.0 < self.fooling_rate <= 1.0:
+            raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
+        validation.finite_float("rtol", self.rtol, minimum=0.0)
+        for name in ("checks", "allow_expensive"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.limit is not None:
+            validation.integer("limit", self.limit)
+        if self.batch_size is not None:
+            validation.integer("batch_size", self.batch_size)
+        from advaudio.attacks.search import PRECISIONS
+
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        validation.integer("round", self.round, minimum=0)
+        if self.slice is not None:
+            i, n = self.slice
+            if not (n >= 1 and 0 <= i < n):
+                raise ParameterError(f"slice must be I/N with 0 <= I < N, got {i}/{n}")
+        extra = set(self.attack_params) - set(self.attacks)
+        if extra:
+            raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
+        for name in self.attacks:  # an unknown or impossible parameter fails here, before any work
+            self.attack_config(name).check_cost(
+                allowed=self.allow_expensive,
+                how="--allow-expensive (a study file: [attacks] allow_expensive = true)")
+
+    def attack_config(self, name: str):
+        """The :class:`~advaudio.attacks.AttackConfig` of attack ``name`` in this stage."""
+        from advaudio.attacks.params import AttackConfig
+
+        # the stage's seed and target rule, unless the attack's own parameters set them
+        values = {"seed": self.seed, "target_rule": self.target_rule, **self.attack_params.get(name, {})}
+        return AttackConfig.create(name, **values)
+
+    def search_precision(self) -> str:
+        """The per-clip search's precision: the configured one, else "clip" for a slice
+        (its clips' brackets then do not depend on the other slices) and "quantile" otherwise."""
+        if self.precision is not None:
+            return self.precision
+        return "clip" if self.slice is not None else "quantile"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("allow_expensive")  # a permission: results and fingerprints never depend on it
+        d["attacks"] = list(self.attacks)
+        d["slice"] = list(self.slice) if self.slice else None
+        return d
+
+
+def parse_slice(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` → ``(I, N)``."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ParameterError(f"slice must look like I/N (e.g. 0/4), got {text!r}") from None
+    return i, n
+
+
+def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None,
+               val_rows: np.ndarray | None = None) -> np.ndarray:
+    """Store rows of the checkpoint's test fold or of its training rows: its training folds
+    less ``val_rows`` (the validation rows a ``val_fraction`` drew from them)."""
+    if split == "test":
+        if test_fold is None:
+            raise StoreError("the checkpoint records no test fold; attack --split train instead")
+        return store.select(folds=[int(test_fold)])
+    if train_folds:
+        rows = store.select(folds=[int(f) for f in train_folds])
+    else:
+        rows = store.select(exclude_folds=[int(test_fold)] if test_fold is not None else None)
+    return rows if val_rows is None else np.setdiff1d(rows, np.asarray(val_rows, np.int64))
+
+
+def validation_rows(store: st.Store, checkpoint) -> np.ndarray:
+    """Rows a loaded checkpoint validated on that lie in its training folds: those its ``val_fraction``
+    drew (a ``val_fold`` is not among the training folds; none without validation)."""
+    from advaudio.training import TrainConfig
+    from advaudio.training.splits import split_by_fold
+
+    config = TrainConfig.from_dict({**checkpoint.config, "store": str(store.directory)})
+    if config.val_fold is not None or config.val_fraction <= 0:
+        return np.zeros(0, np.int64)
+    return split_by_fold(store, config).val
+
+
+def checkpoint_rows(store: st.Store, checkpoint, *, split: str) -> np.ndarray:
+    """Store rows of ``split`` for a loaded checkpoint: its test fold, or the rows it trained on.
+
+    Validation rows are left out of the training split: their adversarial examples, mixed into
+    retraining, would make the next round's validation accuracy one on data it trained on.
+    """
+    return split_rows(store, split=split, test_fold=checkpoint.test_fold,
+                      train_folds=checkpoint.split.get("train_folds"),
+                      val_rows=validation_rows(store, checkpoint) if split == "train" else None)
+
+
+def choose_rows(rows: np.ndarray, *, limit: int | None, slice: tuple[int, int] | None) -> np.ndarray:
+    """Evenly spaced ``limit`` rows (every class stays represented in fold order), then the slice."""
+    if limit is not None and limit < len(rows):
+        rows = rows[np.linspace(0, len(rows) - 1, limit).round().astype(int)]
+    if slice is not None:
+        rows = np.array_split(rows, slice[1])[slice[0]]
+    return np.asarray(rows, np.int64)
+
+
+def _versions() -> dict[str, str]:
+    import advaudio
+    from advaudio.attacks import foolbox_version
+
+    return {"advaudio": advaudio.__version__, "torch": torch.__version__, "foolbox": foolbox_version(),
+            "numpy": np.__version__, "python": sys.version.split()[0]}
+
+
+def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack: str) -> bool:
+    """Whether the results file ``results`` exists, lists ``shard`` and was made with other settings
+    for ``attack`` than ``config`` (then replacing the shard would leave that file describing other data).
+
+    A copied store's shards name the results of the store they were copied from, which list those
+    other files; a rerun with the same settings rewrites the same clips and budget.
+    """
+    try:
+        document = read_attack_results(results)
+    except StoreError:  # gone or damaged: it describes nothing this run could contradict
+        return False
+    target = str(shard.resolve())
+    if not any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", [])):
+        return False
+
+    def settings(d: dict) -> dict:
+        d = dict(d)
+        d.pop("attacks", None)
+        d.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
+        d["attack_params"] = (d.get("attack_params") or {}).get(attack)
+        # the precision a run used (None: chosen by slicing), so older files without it compare equal
+        d["precision"] = d.get("precision") or ("clip" if d.get("slice") else "quantile")
+        return st.jsonable(d)
+
+    return settings(document.get("config") or {}) != settings(config.to_dict())
+
+
+def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt_sha: str,
+                        results_path: Path) -> None:
+    """StoreError if a shard this run would replace is described by another run's results file
+    that was made with other settings (``attack --out elsewhere --limit ...``).
+
+    A shard's name says (round, split, checkpoint, attack), not where its results JSON lives.
+    """
+    mine = str(results_path.resolve())
+    for name in config.attacks:
+        stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
+                                 slice=config.slice)
+        path = st.shard_path(feature_store.directory, stem)
+        if not path.is_file():
+            continue
+        owner = st.AdversarialShard.open(path).attr("results")
+        if owner and owner != mine and _owner_differs(Path(owner), path, config, name):
+            raise StoreError(f"{path} belongs to the results in {owner}, made with other settings; attack "
+                             f"with --out {Path(owner).parent} to redo that run, or remove {owner} first")
+
+
+def attack_stage(
+    config: AttackStageConfig,
+    *,
+    checkpoint: str | Path,
+    store: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tune every attack of ``config`` against ``checkpoint`` and write its shard.
+
+    Returns the results document also written to
+    ``out_dir/attack-round<K>-<split>[-slice…].json`` (``out_dir`` defaults to
+    the checkpoint's directory): one record per attack with the budget, norm,
+    fooling rate, success rate, perturbation statistics, queries, wall time
+    and the shard's path.
+    """
+    from advaudio.attacks import choose_targets, tune_budget
+    from advaudio.attacks.engine import auto_batch_size
+    from advaudio.training import load_checkpoint, resolve_device
+
+    t_stage = time.perf_counter()
+    checkpoint = Path(checkpoint)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    store_path = Path(store) if store is not None else Path(ckpt.store_path)
+    feature_store = st.Store(store_path)
+    st.check_same_store(feature_store, ckpt.store_fingerprint, what=f"checkpoint {checkpoint}")
+    ckpt.view.check_store(feature_store)
+    rows = checkpoint_rows(feature_store, ckpt, split=config.split)
+    rows = choose_rows(rows, limit=config.limit, slice=config.slice)
+    if len(rows) == 0:
+        raise ParameterError("no clips to attack in this split/slice")
+    with feature_store.reader() as reader:
+        inputs = ckpt.view.read(reader, rows)
+    labels = torch.as_tensor(feature_store.labels[rows])
+    ckpt_sha = st.sha256_file(checkpoint)
+    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = ckpt.model
+
+    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
+    _check_shard_owners(feature_store, config, ckpt_sha, results_path)
+
+    # Targets keyed by store row: a clip gets the same target in every slice and attack.
+    targets = choose_targets(model, inputs, labels, rule=config.target_rule,
+                             num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
+    batch_size = config.batch_size or auto_batch_size(model, inputs[:1].to(dev))
+    precision = config.search_precision()
+    records = []
+    tunings = {}
+    for name in config.attacks:
+        attack_config = config.attack_config(name)
+        if progress:  # what it costs, said before it starts
+            print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}), about "
+                  f"{attack_config.evaluations_per_clip():.3g} model evaluations per clip …",
+                  file=sys.stderr, flush=True)
+        tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
+                             fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
+                             batch_size=batch_size, search=config.search, sample_ids=rows,
+                             precision=precision)
+        tunings[name] = tuning
+        result = tuning.result
+        stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
+                                 slice=config.slice)
+        shard_file = None
+        if result is not None:
+            within = tuning.within_budget if tuning.within_budget is not None else result.success
+            arrays = {
+                "adversarial": np.asarray(result.adversarial, np.float32),
+                "clean_index": rows,
+                "clip_id": np.asarray(feature_store.clip_ids[rows], dtype=object),
+                "fold": feature_store.folds[rows],
+                "label": result.labels.astype(np.int64),
+                "target": (result.targets.astype(np.int64) if result.targets is not None
+                           else np.full(len(rows), -1, np.int64)),
+                "predicted": result.predicted.astype(np.int64),
+                "attacked": result.attacked.astype(bool),
+                "success": result.success.astype(bool),
+                "within_budget": np.asarray(within, bool),
+                **{k: getattr(result, k).astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
+            }
+            if result.minimal_budget is not None:  # per-clip search: what an exact merge needs
+                arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
+            if result.minimal_budget_low is not None:  # and how precise each clip's value is
+                arrays["minimal_budget_low"] = np.asarray(result.minimal_budget_low, np.float64)
+            attrs = {
+                "attack": name, "attack_config": result.config, "kind": tuning.kind, "norm": tuning.norm,
+                "budget": float(tuning.budget), "fooling_rate": float(tuning.fooling_rate),
+                "threshold": config.fooling_rate, "targeted": bool(result.targeted),
+                "round": config.round, "split": config.split,
+                "slice": list(config.slice) if config.slice else [0, 1],
+                "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": ckpt_sha,
+                "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
+                "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
+                "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
+                "search": tuning.search, "results": str(results_path.resolve()),
+            }
+            if tuning.search == "per-clip":
+                attrs["precision"] = precision
+                low = (tuning.tolerance or {}).get("budget_low")
+                attrs["budget_low"] = float(low) if low is not None else float("nan")
+            shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
+        record = tuning.to_dict()
+        record.update({
+            "shard": str(shard_file) if shard_file else None,
+            "n_samples": int(len(rows)),
+            "split": config.split,
+            "round": config.round,
+            "slice": list(config.slice) if config.slice else None,
+        })
+        records.append(record)
+
+    evaluation = None
+    if config.checks:
+        from advaudio.attacks.checks import evaluation_checks
+
+        evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
+                                       sample_ids=rows, batch_size=batch_size, seed=config.seed)
+        for record in records:
+            record["checks"] = [c for c in evaluation["checks"] if record["attack"] in c["attacks"]]
+    document = {
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": ckpt_sha,
+        "model": ckpt.model.config,
+        "view": ckpt.view.name,
+        "store": str(feature_store.directory.resolve()),
+        "store_fingerprint": feature_store.fingerprint,
+        "clean_test_accuracy": (ckpt.test or {}).get("accuracy"),
+        "config": config.to_dict(),
+        "device": str(dev),
+        "batch_size": batch_size,  # the size used (config.batch_size None: chosen for the device)
+        "precision": precision,
+        "wall_time_s": time.perf_counter() - t_stage,
+        "attacks": records,
+        "evaluation": evaluation,
+        "plugins": stage_plugins(ckpt, feature_store, config.attacks),
+    }
+    write_attack_results(results_path, document)
+    document["results_path"] = str(results_path)
+    return document
+
+
+
+def stage_plugins(ckpt, feature_store: st.Store, attacks) -> list[dict[str, str]]:
+    """The plugins behind a results document: the checkpoint's (model, defense), the store's
+    (dataset reader, representations) and the attacks' own, each with its distribution and version."""
+    from advaudio.plugins import merge_records, used
+
+    return merge_records(ckpt.raw.get("plugins"), feature_store.config.get("plugins"),
+                         used(("advaudio.attacks", name) for name in attacks))
+
+
+def check_warnings(document: dict[str, Any]) -> list[str]:
+    """One line per failed evaluation check of a results document (none: all passed or not run)."""
+    checks = (document.get("evaluation") or {}).get("checks") or []
+    return [f"warning: evaluation check {c['check']} failed: {c['text']}" for c in checks if c["status"] != "pass"]
+
+
+def format_table(document: dict[str, Any]) -> str:
+    """The results as a fixed-width table for the terminal."""
+    head = f"{'attack':<12}{'norm':<6}{'budget':>10}{'fooled':>8}{'success':>9}{'L2 med':>9}{'SNR dB':>8}" \
+           f"{'steps':>8}{'time s':>8}  note"
+    lines = [head, "-" * len(head)]
+    for r in document["attacks"]:
+        med = (r.get("stats") or {}).get("l2", {}).get("median")
+        snr = (r.get("stats") or {}).get("snr_db", {}).get("median")
+        steps = r.get("gradient_queries", 0) / max(1, r.get("n_attacked") or 1)
+
+        def num(v, fmt):
+            width = int("".join(c for c in fmt.split(".")[0] if c.isdigit()) or 0)
+            ok = isinstance(v, (int, float)) and math.isfinite(v)
+            return format(v, fmt) if ok else "-".rjust(width)
+
+        note = "" if r.get("reached") else (r.get("reason") or "not reached")
+        if r.get("targeted") is False:
+            note = ("untargeted; " + note).strip("; ")
+        lines.append(f"{r['attack']:<12}{r['norm']:<6}{num(r.get('budget'), '10.4g')}"
+                     f"{num(r.get('fooling_rate'), '8.2f')}{num(r.get('success_rate'), '9.2f')}"
+                     f"{num(med, '9.3g')}{num(snr, '8.1f')}{num(steps, '8.0f')}{num(r.get('wall_time_s'), '8.1f')}"
+                     f"  {note}")
+    return "\n".join(lines)

@@ -1,0 +1,681 @@
+"""Merge the slices of a job-array attack into one registered adversarial set.
+
+``advaudio attack --slice I/N`` (one task of a job array) attacks the I-th of N
+contiguous parts of the clips and writes
+
+* ``<store>/adversarial/round<K>-<split>-<sha10>-<attack>-slice<III>of<NNN>.h5``
+  (+ ``.sha256``), one per attack, and
+* ``<dir>/attack-round<K>-<split>-slice<III>of<NNN>.json`` (``dir``: its
+  ``--out``, by default the checkpoint's directory), one per slice.
+
+:func:`merge_results` (``advaudio store merge``) checks that a set is complete
+(slices 0..N-1 of one N) and consistent (same checkpoint, store, view, attack
+configuration, threshold, limit and seed), concatenates the slices in slice
+order into ONE shard with the unsliced name ``round<K>-<split>-<sha10>-<attack>.h5``
+and writes ``<dir>/attack-round<K>-<split>.json``, the results file an unsliced
+run writes, so ``advaudio retrain --round K``, ``advaudio rounds`` and
+``advaudio report`` take the merged set as they take an unsliced run.
+
+Budgets. A slice tunes its budget on its own clips.
+
+* Minimisation attacks (deepfool, cw, ead, boundary, hopskipjump): a sample's
+  minimal perturbation does not depend on the other samples, so the merge
+  recomputes the budget as the quantile of the union's minimal norms
+  (:func:`advaudio.attacks.minimisation_budget`), ``within_budget``, the fooling
+  rate, the CDF (``evaluations``) and the statistics, exactly as one run over
+  all clips does. With ``--batch-size 1`` (one clip per attack call) the
+  merged set of a deterministic attack equals an unsliced run bit for bit:
+  deepfool (tested on CPU), and by the same reasoning cw and ead. With larger
+  batches results may differ slightly: kernels round differently per batch
+  size (deepfool: last float32 bits), and cw/ead's early abort watches the
+  batch's summed loss. boundary and hopskipjump take starting points from
+  the attacked batch and random draws seeded per batch, so a slice is a valid
+  run on its clips but not the same draws as one unsliced run.
+* Fixed-budget attacks (fgsm, bim, pgd) tuned by the per-clip search (the
+  default; their shards hold ``minimal_budget`` and ``minimal_budget_low``, each
+  clip's bracket): they merge like minimisation attacks, the quantile of the
+  union. With ``precision="clip"`` (the stage's default for slices) a clip's
+  bracket depends on that clip only (its probes, its seeded random start), so
+  the merge equals one unsliced run exactly. With ``precision="quantile"`` a
+  slice refined only the clips near its own quantile: the merged budget is
+  still an upper bound of the union's quantile, the union's lower bounds give
+  its bracket (``tolerance.budget_low``), and when that is wider than the
+  tolerance the record says so (``converged`` False, a ``merged-precision`` note).
+* Fixed-budget attacks tuned by ``--search bisection``: each slice bisects its own ε, so the
+  slices' examples are made at different budgets, which one run never does.
+  When every slice ended at the same ε the set merges as is; otherwise merging
+  is refused unless ``allow_mixed_budgets``, which keeps every slice's
+  examples at its own ε, records the per-slice budgets and takes their
+  maximum as the set's budget (an upper bound on the budget one run over the
+  union would find, assuming the fooling rate grows with ε), with a note.
+  ``evaluations`` holds the union's fooling rate at the ε that every slice
+  probed (a weighted mean of the slices' rates, exact).
+
+A slice whose clips are all misclassified when clean attacks nothing and
+writes no shard, only its results record; the merge rebuilds its rows (the
+clean inputs, not attacked) from the checkpoint and the store, as an
+unsliced run holds them.
+
+Provenance. The merged shard's attributes are those of an unsliced run plus
+``merged_from`` (each slice's file, sha256, budget, fooling rate and size),
+``slice_budgets`` and ``budget_source``; its results record has
+``merged_from`` too. Slice files stay where they are (the merge can be redone,
+e.g. after one slice was rerun); the retraining stage's ``find_shards`` skips
+slice shards, so a set is never trained on twice.
+
+Idempotence. Rerunning a slice overwrites its files (no duplicates); merging
+again rewrites the merged results and rewrites the merged shard only when a
+slice changed. An unsliced run's shard or results file of the same set is
+never replaced unless ``force``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advaudio import layout, validation
+from advaudio import store as st
+from advaudio.attacks.results import Note, excluded_note
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
+from advaudio.store.documents import read_attack_results, write_attack_results
+
+__all__ = ["merge_results"]
+
+#: Attributes every slice of one set must share (values compared after JSON decoding).
+_SAME_ATTRS = ("attack", "attack_config", "kind", "norm", "threshold", "targeted", "round", "split",
+               "checkpoint_sha256", "store_fingerprint", "view", "test_fold", "seed")
+#: Keys of the stage configuration that may differ between slices (they do not change the set's rows or values).
+_FREE_CONFIG = ("slice", "attacks", "batch_size")
+_NO_CLIP = "no correctly classified samples to attack"
+
+
+@dataclass
+class _Slice:
+    index: int
+    count: int
+    path: Path | None = None  # None: the slice attacked no clip and wrote no shard
+    attrs: dict[str, Any] | None = None  # the shard's attributes, decoded (AdversarialShard.attrs)
+    sha256: str | None = None
+    record: dict[str, Any] | None = None
+    document: dict[str, Any] | None = None
+    results_path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def empty(self) -> bool:
+        return self.path is None
+
+    def attr(self, key: str) -> Any:
+        return (self.attrs or {}).get(key)
+
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A slice's results file, checked (a damaged one is a DamagedFileError naming it)."""
+    return read_attack_results(path)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | None, attack: str | None,
+              results_dir: Path | None) -> dict[tuple[str, str], dict[tuple[int, int], _Slice]]:
+    """Slices of (round, split) by (checkpoint sha10, attack), then by (index, count).
+
+    Slices with a shard are found in the store; slices that attacked no clip
+    (no shard) through their results files in ``results_dir`` (default: the
+    directories of the checkpoints the found shards name).
+    """
+    groups: dict[tuple[str, str], dict[tuple[int, int], _Slice]] = {}
+
+    def wanted(sha10: str, name: str) -> bool:
+        return (not checkpoint_sha or sha10.startswith(checkpoint_sha[:10])) and (attack is None or name == attack)
+
+    result_dirs = [results_dir] if results_dir is not None else []
+    for path in store.adversarial_shards():
+        m = layout.parse_shard_stem(path.stem)
+        if (not m or m.slice is None or m.round != round or m.split != split
+                or not wanted(m.sha10, m.attack)):
+            continue
+        attrs = dict(st.AdversarialShard.open(path).attrs)
+        key = m.slice
+        groups.setdefault((m.sha10, m.attack), {})[key] = _Slice(key[0], key[1], path=path, attrs=attrs)
+        if results_dir is None:
+            directory = Path(str(attrs.get("checkpoint", "."))).parent
+            if directory not in result_dirs:
+                result_dirs.append(directory)
+    for directory in result_dirs:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob(layout.slice_results_glob(round=round, split=split))):
+            m = layout.parse_attack_results_name(path.name)
+            if not m or m.slice is None or m.round != round or m.split != split:
+                continue
+            key = m.slice
+            try:
+                doc = _read_json(path)
+            except DamagedFileError as exc:  # never skipped: its slice would look missing
+                raise StoreError(f"{exc}; rerun slice {key[0]}/{key[1]}, or remove the file if it is not "
+                                 "this set's") from None
+            if doc.get("store_fingerprint") != store.fingerprint:
+                continue  # an attack on another store
+            sha10 = str(doc.get("checkpoint_sha256", ""))[:10]
+            for rec in doc["attacks"]:
+                name = rec.get("attack") if isinstance(rec, dict) else None
+                if not name or rec.get("shard") or not wanted(sha10, name):
+                    continue
+                group = groups.setdefault((sha10, name), {})
+                if key not in group:  # a slice whose attack wrote no shard
+                    group[key] = _Slice(key[0], key[1], record=rec, document=doc, results_path=path)
+    return groups
+
+
+def _complete_set(sha: str, attack: str, found: dict[tuple[int, int], _Slice], *, store: st.Store, round: int,
+                  split: str) -> list[_Slice]:
+    counts = sorted({n for _, n in found})
+    where = f"{attack} (round {round}, {split} split, checkpoint {sha})"
+    if len(counts) > 1:
+        listing = "; ".join(f"{n} slices: " + ", ".join(f"{i}/{n}" for i, m in sorted(found) if m == n)
+                            for n in counts)
+        raise StoreError(f"slices of {where} come from runs split {' and '.join(map(str, counts))} ways ({listing}); "
+                         f"remove the stale set's files from {store.directory / st.ADVERSARIAL_DIR} "
+                         "and its attack-round*-slice*.json")
+    (n,) = counts
+    missing = [i for i in range(n) if (i, n) not in found]
+    if missing:
+        names = ", ".join(f"{i}/{n}" for i in missing)
+        files = ", ".join(layout.shard_stem(round=round, split=split, checkpoint_sha=sha, attack=attack,
+                                            slice=(i, n)) + ".h5" for i in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise StoreError(f"incomplete slice set for {where}: missing slice(s) {names} of {n} ({files}{more} "
+                         f"not in {store.directory / st.ADVERSARIAL_DIR}); run `advaudio attack --slice I/{n}` "
+                         "for them (or resubmit those array tasks), then merge again")
+    return [found[(i, n)] for i in range(n)]
+
+
+def _check_shard(sl: _Slice) -> None:
+    assert sl.path is not None
+    try:
+        sl.sha256 = st.AdversarialShard.open(sl.path).verify()
+    except StoreError as exc:
+        raise StoreError(f"{exc} (rerun slice {sl.label})") from None
+
+
+def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str) -> None:
+    """Find the results file of a slice with a shard, and its record of this attack."""
+    directory = results_dir if results_dir is not None else Path(str(sl.attr("checkpoint") or ".")).parent
+    path = directory / layout.attack_results_name(round=round, split=split, slice=(sl.index, sl.count))
+    name = sl.attr("attack")
+    if not path.is_file():
+        raise StoreError(f"no results file {path} for slice {sl.label} of {name} ({sl.path.name}); "
+                         "give the directory the slices wrote their results to (their --out) with --results-dir")
+    doc = _read_json(path)
+    if doc.get("checkpoint_sha256") != sl.attr("checkpoint_sha256"):
+        raise StoreError(f"{path} belongs to checkpoint {str(doc.get('checkpoint_sha256'))[:10]}, but "
+                         f"{sl.path.name} to {str(sl.attr('checkpoint_sha256'))[:10]}: rerun slice {sl.label}")
+    for rec in doc["attacks"]:
+        if isinstance(rec, dict) and rec.get("attack") == name and rec.get("shard") \
+                and Path(rec["shard"]).name == sl.path.name:
+            budget = float(rec["budget"]) if rec.get("budget") is not None else math.nan
+            if not _same(budget, float(sl.attr("budget"))):
+                raise StoreError(f"{path} and {sl.path.name} disagree on the budget (was slice {sl.label} "
+                                 "interrupted while rerunning?): rerun it")
+            sl.record, sl.document, sl.results_path = rec, doc, path
+            return
+    raise StoreError(f"{path} has no record of {name} for {sl.path.name}: rerun slice {sl.label}")
+
+
+def _run_options(sl: _Slice, attack: str) -> dict[str, Any]:
+    """The slice's stage options that decide this attack's rows and values."""
+    config = (sl.document or {}).get("config") or {}
+    options = {k: v for k, v in config.items() if k not in _FREE_CONFIG}
+    options["attack_params"] = (config.get("attack_params") or {}).get(attack, {})  # the other attacks' do not matter
+    return options
+
+
+def _check_consistent(slices: list[_Slice], where: str, name: str) -> None:
+    def value(sl: _Slice, key: str) -> Any:
+        v = sl.attr(key)
+        if key == "attack_config" and isinstance(v, dict):  # a fixed-budget run's ε is its tuned budget
+            v = {k: x for k, x in v.items() if k != "epsilon"}
+        return v
+
+    shards = [sl for sl in slices if not sl.empty]
+    for sl in shards[1:]:
+        for key in _SAME_ATTRS:
+            if not _same(value(shards[0], key), value(sl, key)):
+                raise StoreError(f"slices of {where} differ in {key}: slice {shards[0].label} has "
+                                 f"{value(shards[0], key)!r}, slice {sl.label} has {value(sl, key)!r}; "
+                                 "rerun the odd slice with the same options")
+    first = slices[0]
+    for sl in slices[1:]:
+        for key in ("kind", "norm", "threshold"):
+            if not _same(first.record.get(key), sl.record.get(key)):
+                raise StoreError(f"slices of {where} differ in {key}: slice {first.label} has "
+                                 f"{first.record.get(key)!r}, slice {sl.label} has {sl.record.get(key)!r}")
+        a, b = _run_options(first, name), _run_options(sl, name)
+        if a != b:
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise StoreError(f"slices of {where} were run with different options ({', '.join(diff)}): slice "
+                             f"{first.label} {[a.get(k) for k in diff]}, slice {sl.label} {[b.get(k) for k in diff]}")
+        if sl.document.get("checkpoint_sha256") != first.document.get("checkpoint_sha256"):
+            raise StoreError(f"slices of {where} attacked different checkpoints")
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    return st.AdversarialShard.open(path).read()
+
+
+def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
+                     like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The shard rows an unsliced run holds for a slice that attacked no clip: clean inputs, not attacked."""
+    import torch
+
+    from advaudio.attacks import choose_targets
+    from advaudio.stages.attack import checkpoint_rows, choose_rows
+    from advaudio.training import load_checkpoint
+
+    doc, rec = sl.document or {}, sl.record or {}
+    config = doc.get("config") or {}
+    ckpt_path = Path(str(doc.get("checkpoint")))
+    sha = str(doc.get("checkpoint_sha256"))
+    why = f"slice {sl.label} attacked no clip (all misclassified when clean) and wrote no shard"
+    if not ckpt_path.is_file() or st.sha256_file(ckpt_path) != sha:
+        raise StoreError(f"{why}; rebuilding its rows needs its checkpoint {ckpt_path} (sha256 {sha[:10]}), "
+                         "which is not there (or changed)")
+    ckpt = load_checkpoint(ckpt_path)
+    rows = checkpoint_rows(store, ckpt, split=str(config.get("split")))
+    rows = choose_rows(rows, limit=config.get("limit"), slice=(sl.index, sl.count))
+    if len(rows) != int(rec.get("n_samples") or 0):
+        raise StoreError(f"{why}; it recorded {rec.get('n_samples')} clips, but its rows are now {len(rows)}: "
+                         f"rerun slice {sl.label}")
+    with store.reader() as reader:
+        x = ckpt.view.read(reader, rows).float().clamp(0.0, 1.0)
+    labels = np.asarray(store.labels[rows], np.int64)
+    model = ckpt.model.eval()
+    with torch.no_grad():
+        predicted = torch.cat([model(x[s:s + 64]) for s in range(0, len(x), 64)]).argmax(1).numpy()
+    if np.any(predicted == labels):
+        raise StoreError(f"slice {sl.label} recorded no attacked clip, but the checkpoint classifies "
+                         f"{int((predicted == labels).sum())} of its clips correctly: rerun it")
+    if targeted:
+        target = choose_targets(model, x, labels, rule=str(config.get("target_rule", "random")),
+                                num_classes=len(ckpt.classes), seed=int(config.get("seed", 0)), ids=rows).numpy()
+    else:
+        target = np.full(len(rows), -1)
+    n = len(rows)
+    arrays = {
+        "adversarial": x.numpy(), "clean_index": rows, "clip_id": np.asarray(store.clip_ids[rows], dtype=object),
+        "fold": store.folds[rows], "label": labels, "target": target, "predicted": predicted,
+        "attacked": np.zeros(n, bool), "success": np.zeros(n, bool), "within_budget": np.zeros(n, bool),
+        "l1": np.zeros(n), "l2": np.zeros(n), "linf": np.zeros(n), "snr_db": np.full(n, np.inf),
+    }
+    for name in ("minimal_budget", "minimal_budget_low"):  # per-clip search: excluded clips have none
+        if name in like:
+            arrays[name] = np.full(n, np.nan)
+    if sorted(arrays) != sorted(like):
+        raise StoreError(f"{why}; the other slices hold datasets {sorted(like)}, which this merge cannot rebuild")
+    return {k: np.asarray(arrays[k], dtype=like[k].dtype) for k in like}
+
+
+# --------------------------------------------------------------------------- merging one attack
+
+
+def _merged_note(n: int) -> Note:
+    return Note("merged", f"merged from {n} slice{'' if n == 1 else 's'} (advaudio store merge)", {"count": n})
+
+
+def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[Note]:
+    """The notes of the merged set: its own exclusion count, then the slices' other notes
+    (once if every slice has it, else once per slice that has it, with the slice)."""
+    notes = [excluded_note(n_excluded, n)] if n_excluded else []
+    per_slice = [[x for x in map(Note.from_json, (sl.record or {}).get("notes") or [])
+                  if x.code != "excluded-misclassified"] for sl in slices]
+    order: list[Note] = []
+    for lst in per_slice:
+        order += [x for x in lst if x not in order]
+    for note in order:
+        where = [sl for sl, lst in zip(slices, per_slice) if note in lst]
+        if len(where) == len(slices):
+            notes.append(note)
+        else:
+            notes += [Note(note.code, f"slice {sl.label}: {note.text}", {**note.counts, "slice": [sl.index, sl.count]})
+                      for sl in where]
+    return notes
+
+
+@dataclass
+class _Merged:
+    stem: str
+    arrays: dict[str, np.ndarray] | None  # None: no slice attacked anything, no shard (as an unsliced run)
+    attrs: dict[str, Any] | None
+    record: dict[str, Any]
+
+
+def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mixed_budgets: bool,
+                  where: str) -> _Merged:
+    """The merged arrays, attributes and results record of one attack (nothing written)."""
+    from advaudio.attacks import FIXED_BUDGET, AttackResult, minimisation_budget
+
+    records = [sl.record or {} for sl in slices]
+    kind, norm = records[0].get("kind"), records[0].get("norm")
+    threshold = float(records[0].get("threshold"))
+    shards = [sl for sl in slices if not sl.empty]
+    summed = {
+        "queries": sum(int(r.get("queries") or 0) for r in records),
+        "gradient_queries": sum(int(r.get("gradient_queries") or 0) for r in records),
+        "wall_time_s": sum(float(r.get("wall_time_s") or 0.0) for r in records),
+        "n_samples": sum(int(r.get("n_samples") or 0) for r in records),
+        "slice": None,
+    }
+    slice_info = [
+        {"slice": [sl.index, sl.count], "file": sl.path.name if sl.path else None, "sha256": sl.sha256,
+         "budget": float(sl.attr("budget")) if not sl.empty else None,
+         "fooling_rate": float(sl.attr("fooling_rate")) if not sl.empty else None,
+         "n_samples": int(r.get("n_samples") or 0), "n_attacked": int(r.get("n_attacked") or 0),
+         "results": str(sl.results_path) if sl.results_path else None}
+        for sl, r in zip(slices, records)
+    ]
+    if not shards:  # nothing attacked anywhere: an unsliced run writes no shard either
+        record = dict(records[0])
+        record.update(summed, n_attacked=0, n_excluded=summed["n_samples"], shard=None,
+                      notes=[n.to_json() for n in _union_notes(slices, summed["n_samples"], summed["n_samples"])
+                             + [_merged_note(len(slices))]],
+                      merged_from={"budget_source": None, "slices": slice_info})
+        return _Merged(stem=stem, arrays=None, attrs=None, record=record)
+
+    first = shards[0]
+    parts: list[dict[str, np.ndarray] | None] = [None if sl.empty else _read_arrays(sl.path) for sl in slices]
+    like = next(p for p in parts if p is not None)
+    for sl, p in zip(slices, parts):
+        if p is not None and sorted(p) != sorted(like):
+            raise StoreError(f"{sl.path.name} holds datasets {sorted(p)}, slice {first.label} {sorted(like)}")
+    parts = [p if p is not None else _unattacked_rows(sl, store, targeted=bool(first.attr("targeted")), like=like)
+             for sl, p in zip(slices, parts)]
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in like}
+    sizes = [len(p["clean_index"]) for p in parts]
+    total = sum(sizes)
+    expected = [len(a) for a in np.array_split(np.arange(total), len(slices))]
+    if sizes != expected or len(np.unique(arrays["clean_index"])) != total:
+        raise StoreError(f"the slices of {where} do not partition one set of clips (sizes {sizes}, expected "
+                         f"{expected} for {total} clips): were they run with different --limit or stores?")
+
+    attacked, success = arrays["attacked"].astype(bool), arrays["success"].astype(bool)
+    n_attacked = int(attacked.sum())
+    n_excluded = total - n_attacked
+    result = AttackResult(
+        attack=first.attr("attack"), kind=kind, norm=norm, epsilon=None, targeted=bool(first.attr("targeted")),
+        target_rule=None, config=first.attr("attack_config"), adversarial=arrays["adversarial"],
+        labels=arrays["label"], clean_predicted=arrays["predicted"], predicted=arrays["predicted"],
+        targets=arrays.get("target"), attacked=attacked, success=success,
+        **{k: arrays[k].astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
+        queries=0, gradient_queries=0, wall_time_s=0.0,
+        minimal_budget=arrays["minimal_budget"].astype(np.float64) if "minimal_budget" in arrays else None,
+        minimal_budget_low=(arrays["minimal_budget_low"].astype(np.float64) if "minimal_budget_low" in arrays
+                            else None),
+    )
+    notes = _union_notes(slices, n_excluded, total)
+    budgets = [float(sl.attr("budget")) for sl in shards]
+    attack_config = first.attr("attack_config")
+    evaluations: list[list[float]]
+    if kind == FIXED_BUDGET and result.minimal_budget is None:  # slices bisected their own ε
+        mixed = len(set(budgets)) > 1
+        if mixed and not allow_mixed_budgets:
+            listed = ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
+            raise StoreError(
+                f"{where} is a fixed-budget attack and its slices tuned different {norm} budgets ({listed}); "
+                "merged, the set would hold examples made at different ε, which one run over all clips never does. "
+                "Attack it unsliced (ARRAY_SIZE=1), or merge with --allow-mixed-budgets to keep each slice's "
+                "examples at its own ε (the set's budget is then their maximum)"
+            )
+        within = arrays["within_budget"].astype(bool)
+        budget = max(budgets)
+        used = [r for sl, r in zip(slices, records) if not sl.empty]
+        reached = all(bool(r.get("reached")) for r in used)
+        reason = "; ".join((f"slice {sl.label}: " if len(slices) > 1 else "") + str(r.get("reason"))
+                           for sl, r in zip(slices, records) if not sl.empty and not r.get("reached")) or None
+        weights = [int(r.get("n_attacked") or 0) for r in used]
+        curves = [{float(e): rate for e, rate in (r.get("evaluations") or []) if rate is not None} for r in used]
+        evaluations = []
+        for eps, _ in used[0].get("evaluations") or []:
+            if all(float(eps) in c for c in curves):
+                rate = sum(w * c[float(eps)] for w, c in zip(weights, curves)) / sum(weights)
+                evaluations.append([float(eps), float(rate)])
+        stats = result.stats()
+        budget_source = "per-slice bisection (mixed: maximum)" if mixed else "per-slice bisection (all equal)"
+        if mixed:
+            attack_config = {**attack_config, "epsilon": None}  # no single ε made these examples
+            notes.append(Note(
+                "mixed-budgets",
+                "merged with mixed budgets: each slice's examples were made at its own tuned ε ("
+                + ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
+                + "); the budget is their maximum, an upper bound on what one run over all clips would find; "
+                "evaluations are the union's fooling rates at the ε every slice probed",
+                {"budgets": budgets},
+            ))
+        tolerance = used[0].get("tolerance")
+        converged = all(bool(r.get("converged")) for r in used)
+    else:
+        mb = minimisation_budget(result, threshold)  # exactly as one run over all clips
+        budget, reached, within, reason, stats = mb.budget, mb.reached, mb.within_budget, mb.reason, mb.stats
+        evaluations = [[e, r] for e, r in mb.evaluations]
+        budget_source = ("quantile of the union's per-clip minimal budgets" if kind == FIXED_BUDGET
+                         else "quantile of the union's minimal norms")
+        tolerance = records[0].get("tolerance") if kind == FIXED_BUDGET else None
+        converged = all(bool(r.get("converged", True)) for sl, r in zip(slices, records) if not sl.empty)
+        if kind == FIXED_BUDGET and result.minimal_budget_low is not None:
+            tolerance, converged = _union_precision(result, threshold, budget, records, slices, notes,
+                                                    tolerance, converged)
+    fooling_rate = float(within[attacked].mean())
+    arrays["within_budget"] = within
+    notes.append(_merged_note(len(slices)))
+
+    attrs = dict(first.attrs or {})
+    attrs.pop("results", None)  # the first slice's results file: the merged set is described by the merge's
+    attrs.update({
+        "attack_config": attack_config, "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1],
+        "notes": [n.to_json() for n in notes], "merged_from": slice_info, "slice_budgets": budgets,
+        "budget_source": budget_source,
+    })
+    versions = [sl.attr("versions") for sl in shards]
+    if any(v != versions[0] for v in versions):
+        attrs["slice_versions"] = versions
+
+    record = dict(next(r for sl, r in zip(slices, records) if not sl.empty))
+    record.update(summed)
+    record.update({
+        "budget": float(budget), "fooling_rate": fooling_rate, "success_rate": result.success_rate,
+        "reached": bool(reached), "reason": reason, "evaluations": evaluations, "stats": stats,
+        "n_attacked": n_attacked, "n_excluded": n_excluded, "tolerance": tolerance, "converged": converged,
+        "notes": [n.to_json() for n in notes], "config": attack_config,
+        "merged_from": {"budget_source": budget_source, "slices": slice_info},
+    })
+    return _Merged(stem=stem, arrays=arrays, attrs=attrs, record=record)
+
+
+def _union_precision(result, threshold: float, budget: float, records: list[dict], slices: list[_Slice],
+                     notes: list[Note], tolerance: dict | None, converged: bool) -> tuple[dict, bool]:
+    """The merged budget's bracket ``(budget_low, budget]`` from the union's per-clip lower bounds.
+
+    A slice searched with ``precision="quantile"`` tightened only the clips near its own
+    quantile, so the union's bracket can be wider than the tolerance: then ``converged`` is
+    False and a ``merged-precision`` note says how wide (``precision="clip"`` slices, the
+    stage's default for slices, always meet it)."""
+    from advaudio.attacks.tuning import budget_low
+
+    low = budget_low(result, threshold)
+    used = [r for sl, r in zip(slices, records) if not sl.empty]
+    modes = sorted({str((r.get("tolerance") or {}).get("precision", "clip")) for r in used})
+    tol = dict(tolerance or {})
+    tol.update(budget_low=low, precision=modes[0] if len(modes) == 1 else "mixed")
+    rtol, atol = float(tol.get("rtol", 0.0) or 0.0), float(tol.get("atol", 0.0) or 0.0)
+    if low is not None and math.isfinite(budget) and budget - low > max(atol, rtol * budget) + 1e-12:
+        converged = False
+        width = (budget - low) / budget
+        notes.append(Note("merged-precision",
+                          f"the union's budget is known to {100 * width:.1f} % (in ({low:.6g}, {budget:.6g}]), "
+                          f"wider than the tolerance {100 * rtol:g} %: slices searched with precision "
+                          f"{'/'.join(modes)} refined only the clips near their own quantile",
+                          {"budget_low": low, "width": width}))
+    return tol, converged
+
+
+def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:
+    """Register the merged shard unless the same slices were merged into it already."""
+    if merged.arrays is None:
+        return None, False
+    final = st.shard_path(store.directory, merged.stem)
+    if final.is_file() and st.AdversarialShard.recorded_sha256(final) is not None:
+        previous = st.AdversarialShard.open(final).attr("merged_from")
+        if previous is not None and previous == st.jsonable(merged.attrs["merged_from"]):
+            return final, False  # already merged from exactly these slice files
+    return st.write_adversarial_shard(store.directory, merged.stem, arrays=merged.arrays, attrs=merged.attrs), True
+
+
+def _refuse_unsliced(store: st.Store, stem: str) -> None:
+    final = st.shard_path(store.directory, stem)
+    if final.is_file():
+        if "merged_from" not in st.AdversarialShard.open(final).attrs:
+            raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
+                                 "remove it or merge with --force to replace it")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def merge_results(
+    store: str | Path | st.Store,
+    *,
+    round: int,
+    split: str,
+    checkpoint_sha: str | None = None,
+    attack: str | None = None,
+    results_dir: str | Path | None = None,
+    allow_mixed_budgets: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Merge every complete slice set of (round, split[, checkpoint][, attack]); returns the results document.
+
+    The document is also written to ``results_dir/attack-round<K>-<split>.json``
+    (``results_dir`` defaults to the checkpoint's directory, where the slices
+    wrote theirs); its ``results_path`` says where, ``merged`` lists the
+    attacks merged now, each of their records' ``shard`` is the merged shard
+    and ``written`` says whether it was (re)written. Everything is checked
+    before the first file is written.
+    """
+    validation.choice("split", split, layout.SPLITS)
+    validation.integer("round", round, minimum=0)
+    if checkpoint_sha is not None:
+        checkpoint_sha = checkpoint_sha.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{4,64}", checkpoint_sha):
+            raise ParameterError(f"checkpoint sha must be 4 to 64 hex digits, got {checkpoint_sha!r}")
+    rdir = Path(results_dir) if results_dir is not None else None
+    if rdir is not None and not rdir.is_dir():
+        raise ParameterError(f"no results directory at {rdir}" + (" (it is a file)" if rdir.exists() else ""))
+    fs = store if isinstance(store, st.Store) else st.Store(store)
+    groups = _discover(fs, round=round, split=split, checkpoint_sha=checkpoint_sha, attack=attack, results_dir=rdir)
+    what = f"round {round}, {split} split" + (f", checkpoint {checkpoint_sha[:10]}" if checkpoint_sha else "") \
+        + (f", attack {attack}" if attack else "")
+    if not groups:
+        raise StoreError(f"no slice shards ({what}) in {fs.directory / st.ADVERSARIAL_DIR}; "
+                         "`advaudio attack --slice I/N` writes them")
+    shas = sorted({sha for sha, _ in groups})
+    if len(shas) > 1:
+        raise StoreError(f"slices of {len(shas)} checkpoints ({', '.join(shas)}) for {what}; "
+                         "choose one with --checkpoint-sha")
+    sha = shas[0]
+    slice_sets: list[tuple[str, str, list[_Slice]]] = []
+    for (_, name), found in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        where = f"{name} (round {round}, {split} split, checkpoint {sha})"
+        slices = _complete_set(sha, name, found, store=fs, round=round, split=split)
+        for sl in slices:
+            if sl.empty:
+                continue
+            _check_shard(sl)
+            full = str(sl.attr("checkpoint_sha256"))
+            if checkpoint_sha and not full.startswith(checkpoint_sha):
+                raise StoreError(f"{sl.path.name} was made from checkpoint {full}, not {checkpoint_sha}")
+            st.check_same_store(fs, sl.attr("store_fingerprint"), what=f"adversarial shard {sl.path.name}")
+            _attach_results(sl, rdir, round, split)
+        _check_consistent(slices, where, name)
+        slice_sets.append((name, where, slices))
+
+    # All attacks' results go into one results file per directory (normally the checkpoint's).
+    out_dirs = {sl.results_path.parent.resolve() for _, _, slices in slice_sets for sl in slices}
+    if len(out_dirs) > 1:
+        raise StoreError(f"the slices' results files lie in several directories ({', '.join(map(str, out_dirs))}); "
+                         "say which with --results-dir (or merge one attack at a time with --attack)")
+    base_slice = slice_sets[0][2][0]
+    out_dir = base_slice.results_path.parent
+    results_path = out_dir / layout.attack_results_name(round=round, split=split)
+    previous = None
+    if results_path.is_file():
+        try:
+            previous = read_attack_results(results_path)
+        except DamagedFileError as exc:  # replaced by this merge, which says so
+            print(f"warning: {exc}; it is replaced by the merged results", file=sys.stderr)
+            previous = None
+        if previous is not None and "merged_from" not in previous and not force:
+            raise StoreError(f"{results_path} exists and was written by an unsliced attack run, not by a merge; "
+                             "remove it or merge with --force to replace it")
+
+    computed = []
+    for name, where, slices in slice_sets:
+        stem = layout.shard_stem(round=round, split=split, checkpoint_sha=sha, attack=name)
+        if not force:
+            _refuse_unsliced(fs, stem)
+        computed.append(_merge_attack(slices, store=fs, stem=stem, allow_mixed_budgets=allow_mixed_budgets,
+                                      where=where))
+    merged: dict[str, dict[str, Any]] = {}
+    for m in computed:
+        path, written = _write(fs, m)
+        merged[m.record["attack"]] = {**m.record, "shard": str(path) if path else None, "written": written}
+
+    base = base_slice.document or {}
+    records: dict[str, dict[str, Any]] = {}
+    if previous is not None and "merged_from" in previous \
+            and previous.get("checkpoint_sha256") == base.get("checkpoint_sha256"):
+        records = {r["attack"]: r for r in previous.get("attacks", []) if isinstance(r, dict) and "attack" in r}
+    records.update(merged)
+    order = list(base.get("config", {}).get("attacks") or [])
+    names = sorted(records, key=lambda a: (order.index(a) if a in order else len(order), a))
+    from advaudio.plugins import merge_records
+
+    docs = {sl.results_path: sl.document for _, _, slices in slice_sets for sl in slices}  # one per results file
+    devices = sorted({str(d.get("device")) for d in docs.values() if d})
+    document = {k: base.get(k) for k in ("checkpoint", "checkpoint_sha256", "model", "view", "store",
+                                         "store_fingerprint", "clean_test_accuracy")}
+    document.update({
+        "config": {**base.get("config", {}), "slice": None, "attacks": names},
+        "device": devices[0] if len(devices) == 1 else ", ".join(devices),
+        "wall_time_s": sum(float((d or {}).get("wall_time_s") or 0.0) for d in docs.values()),
+        "attacks": [{k: v for k, v in records[a].items() if k != "written"} for a in names],
+        "merged_from": {"results": sorted(str(p) for p in docs if p is not None)},
+        # the slices' plugins (model, store, attacks), each once
+        "plugins": merge_records(*((d or {}).get("plugins") for d in docs.values()), (previous or {}).get("plugins")),
+    })
+    write_attack_results(results_path, document)
+    out = dict(document)
+    out["attacks"] = [records[a] for a in names]
+    out["merged"] = list(merged)
+    out["results_path"] = str(results_path)
+    return out

@@ -1,0 +1,152 @@
+"""The round loop: attack-on-test → attack-on-train → retrain → … for K rounds, resumable.
+
+:func:`run_rounds` chains the attack stage (:mod:`advaudio.stages.attack`) and the
+retraining stage (:mod:`advaudio.stages.retrain`) in one run directory::
+
+    RUN_DIR/checkpoint.pt, metrics.json          round 0 (clean training)
+    RUN_DIR/attack-round00-test.json             robustness of round 0
+    RUN_DIR/attack-round00-train.json            retraining data for round 1
+    RUN_DIR/round01/checkpoint.pt, metrics.json  round 1 (retrained)
+    RUN_DIR/round01/attack-round01-test.json …
+
+(names: :mod:`advaudio.layout`). Each step is skipped when its output is already
+complete, so an interrupted loop resumes at the step where it stopped (a half-trained
+round resumes from its last epoch); the options of the first run are recorded and a
+rerun with others is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from advaudio import layout, validation
+from advaudio import store as st
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
+from advaudio.killpoints import kill_point
+from advaudio.stages.attack import attack_stage
+from advaudio.stages.retrain import RetrainConfig, retrain
+from advaudio.store.documents import read_attack_results, read_metrics
+
+
+def is_complete_run(directory: Path) -> bool:
+    metrics = layout.metrics_path(directory)
+    if not layout.checkpoint_path(directory).is_file() or not metrics.is_file():
+        return False
+    try:
+        return bool(read_metrics(metrics).get("complete"))
+    except StoreError:  # damaged: not complete; training with resume rewrites it from the checkpoint
+        return False
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: the options' leaves by dotted name."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: RetrainConfig,
+                          train_limit: int | None) -> None:
+    """Record the options of the first ``rounds`` in ``run_dir``; refuse a rerun with others.
+
+    A rerun skips finished steps, so changed options would silently mix results of two
+    settings; only the number of rounds may change (more rounds extend the run).
+    """
+    attack = attack_config.to_dict()
+    for key in ("split", "round", "slice"):  # set per step by the loop
+        attack.pop(key, None)
+    options = st.jsonable({"attack": attack, "retrain": dataclasses.asdict(retrain_config),
+                           "train_limit": train_limit})
+    path = layout.rounds_options_path(run_dir)
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        if before is not None and before != options:
+            old, new = _flatten(before), _flatten(options)
+            detail = "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}"
+                               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+            raise ParameterError(f"{run_dir} ran its rounds with other options ({detail}); rerun with the same "
+                                 "options to resume, or start a new run directory")
+        if before is not None:
+            return
+    st.write_json_atomic(path, options)
+
+
+def run_rounds(
+    run_dir: str | Path,
+    *,
+    rounds: int,
+    attack_config,
+    retrain_config: RetrainConfig | None = None,
+    train_limit: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Attack-on-test → attack-on-train → retrain → … for ``rounds`` rounds (resumable).
+
+    ``run_dir`` must hold a complete round-0 run (``advaudio train --out RUN_DIR``).
+    ``attack_config`` (:class:`advaudio.stages.attack.AttackStageConfig`) sets the
+    attacks, threshold and test-split limit; ``train_limit`` caps the clips
+    attacked on the training folds. Returns the per-step log.
+    """
+    run_dir = Path(run_dir)
+    retrain_config = retrain_config if retrain_config is not None else RetrainConfig()
+    validation.integer("rounds", rounds, minimum=0)  # 0: only the attack on the test fold
+    if not is_complete_run(run_dir):
+        metrics = layout.metrics_path(run_dir)
+        if metrics.is_file() and layout.checkpoint_path(run_dir).is_file():
+            read_metrics(metrics)  # a damaged file says so (rewritten by `advaudio train --resume`)
+        raise StoreError(f"{run_dir} holds no complete round-0 run (checkpoint.pt + metrics.json); "
+                         "run `advaudio train --out RUN_DIR` first")
+    _check_rounds_options(run_dir, attack_config=attack_config, retrain_config=retrain_config,
+                          train_limit=train_limit)
+    log = []
+
+    def say(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    def attack(k: int, split: str, limit: int | None) -> None:
+        directory = layout.round_dir(run_dir, k)
+        results = layout.attack_results_path(run_dir, round=k, split=split)
+        if results.is_file():
+            try:
+                read_attack_results(results)
+            except DamagedFileError as exc:  # never skipped as done: set aside, and attacked again
+                say(f"round {k}: {exc}; set aside as {st.set_aside(results).name}, attacking again")
+            else:
+                say(f"round {k}: {results.name} exists, skipped")
+                log.append({"round": k, "step": f"attack-{split}", "skipped": True, "path": str(results)})
+                return
+        cfg = dataclasses.replace(attack_config, split=split, round=k, limit=limit, slice=None)
+        say(f"round {k}: attacking the {split} split …")
+        doc = attack_stage(cfg, checkpoint=layout.checkpoint_path(directory), out_dir=directory, device=device,
+                           progress=progress)
+        log.append({"round": k, "step": f"attack-{split}", "skipped": False, "path": doc["results_path"]})
+        kill_point(f"attack-{split}", k)
+
+    for k in range(rounds):
+        attack(k, "test", attack_config.limit)
+        attack(k, "train", train_limit)
+        target = layout.round_dir(run_dir, k + 1)
+        if is_complete_run(target):
+            say(f"round {k + 1}: retrained checkpoint exists, skipped")
+            log.append({"round": k + 1, "step": "retrain", "skipped": True, "path": str(target)})
+        else:
+            say(f"round {k + 1}: retraining with round {k}'s adversarial examples …")
+            retrain(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
+                    device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
+            log.append({"round": k + 1, "step": "retrain", "skipped": False, "path": str(target)})
+            kill_point("retrain", k + 1)
+    attack(rounds, "test", attack_config.limit)
+    return log
+
