@@ -170,10 +170,10 @@ def test_check_c_of_cw_passes_when_converged_and_warns_when_under_run(setup):
                                                          "abort_early": False, "pilot": 0})):
         t = tune_budget(model, x, y, config=AttackConfig.create("cw", **params), targets=targets)
         ev = evaluation_checks(model, x, y, {"cw": t}, targets=targets)
-        checks[label] = next(c for c in ev["checks"] if c["check"] == "more-steps-no-gain")
-    assert checks["default"]["status"] == "pass", checks["default"]["text"]
-    assert checks["under-run"]["status"] == "warn", checks["under-run"]["text"]
-    assert checks["under-run"]["rate_doubled"] > checks["under-run"]["rate"]
+        checks[label] = next(c for c in ev.checks if c.check == "more-steps-no-gain")
+    assert checks["default"].passed, checks["default"].text
+    assert not checks["under-run"].passed, checks["under-run"].text
+    assert checks["under-run"].values["rate_doubled"] > checks["under-run"].values["rate"]
 
 
 def test_cost_model_scales_the_measured_costs_with_the_parameters():

@@ -24,8 +24,8 @@ from advaudio import store as st
 from advaudio.cli import cli
 from advaudio.errors import StoreError
 from advaudio.models import create_model
-from advaudio.stages.retrain import RetrainConfig, find_shards, retrain
-from advaudio.store import Store
+from advaudio.stages.retrain import RetrainConfig, retrain
+from advaudio.store import Store, find_shards
 from advaudio.training import TrainConfig, evaluate, load_checkpoint, train
 from advaudio.training.evaluation import recalibrate_bn
 from advaudio.training.splits import split_by_fold
