@@ -166,9 +166,14 @@ def test_the_query_budget_is_respected_and_recorded(setup, name, extra):
 def test_check_c_of_cw_passes_when_converged_and_warns_when_under_run(setup):
     model, x, y, targets = setup
     checks = {}
-    for label, params in (("default", {}), ("under-run", {"steps": 3, "binary_search_steps": 2,
-                                                         "abort_early": False, "pilot": 0})):
-        t = tune_budget(model, x, y, config=AttackConfig.create("cw", **params), targets=targets)
+    # under-run: two Adam steps at one constant (measured here: 96 % of the clips fooled, the median clip's
+    # norm far above its converged one); at threshold 0.5 the budget's clip is one many clips lie near, so
+    # twice the effort moves several of them below it (measured +21 pp), where the defaults move none
+    under_run = {"steps": 2, "binary_search_steps": 1, "step_size": 0.2, "initial_const": 1.0,
+                 "abort_early": False, "pilot": 0}
+    for label, params in (("default", {}), ("under-run", under_run)):
+        t = tune_budget(model, x, y, config=AttackConfig.create("cw", **params), fooling_rate=0.5, targets=targets)
+        assert t.reached
         ev = evaluation_checks(model, x, y, {"cw": t}, targets=targets)
         checks[label] = next(c for c in ev.checks if c.check == "more-steps-no-gain")
     assert checks["default"].passed, checks["default"].text
