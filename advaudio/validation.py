@@ -22,7 +22,7 @@ import numpy as np
 
 from advaudio.errors import ParameterError
 
-__all__ = ["integer", "finite_float", "choice"]
+__all__ = ["integer", "finite_float", "choice", "device"]
 
 T = TypeVar("T")
 
@@ -64,3 +64,13 @@ def choice(name: str, value: T, choices: Collection[T]) -> T:
             f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"
         )
     return value
+
+
+def device(name: str, value: Any) -> str:
+    """``value`` if it names a device a stage can ask torch for: ``auto``, ``cpu`` or ``cuda[:N]``
+    (checked as text, without torch; whether a GPU is there is the stage's question)."""
+    text = str(value).strip().lower()
+    kind, sep, index = text.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (sep and (kind == "auto" or not index.isdigit())):
+        raise ParameterError(f"{name} must be auto, cpu or cuda[:N], got {value!r}")
+    return text

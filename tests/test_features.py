@@ -453,7 +453,7 @@ def test_store_records_librosa_version_and_chromagram_path(tmp_path, monkeypatch
     fingerprint = plan_featurize(config, cache=tmp_path).fingerprint
     monkeypatch.setattr(librosa, "__version__", "0.10.2")
     other_librosa = plan_featurize(config, cache=tmp_path).fingerprint
-    monkeypatch.setattr(F, "IMPLEMENTATION", "librosa")
+    monkeypatch.setattr(F.representations, "IMPLEMENTATION", "librosa")  # the module provenance() reads
     monkeypatch.setattr(librosa, "__version__", recorded["librosa_version"])
     other_path = plan_featurize(config, cache=tmp_path).fingerprint
     assert len({fingerprint, other_librosa, other_path}) == 3

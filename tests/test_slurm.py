@@ -552,7 +552,7 @@ resources = "--time=00:10:00"
 @pytest.mark.floats
 def test_study_runs_as_a_slurm_job_chain(local_slurm, tmp_path):
     """`advaudio study run` with the slurm executor: featurize → one job per cell → report, all from the file."""
-    from advaudio.study.plan import plan_study
+    from advaudio.study.planning import plan_study
     from advaudio.study.spec import read_study
 
     study_file = tmp_path / "s.toml"

@@ -47,7 +47,7 @@ def init(study_file, example, force):
 def plan(study_file, probe):
     """The cells of FILE, what each costs, and what is already done."""
     from advaudio.study.costs import estimate, format_seconds
-    from advaudio.study.plan import plan_study
+    from advaudio.study.planning import plan_study
     from advaudio.study.spec import read_study
 
     p = plan_study(read_study(study_file))
@@ -125,7 +125,7 @@ def run(study_file, executor, cells, featurize_only, echo, keep_going):
 def status(study_file):
     """Cells done / running / failed / pending, with each failure's reason and log."""
     from advaudio.study.costs import format_seconds
-    from advaudio.study.plan import plan_study
+    from advaudio.study.planning import plan_study
     from advaudio.study.spec import read_study
 
     p = plan_study(read_study(study_file))
@@ -157,7 +157,7 @@ def status(study_file):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def report(study_file, out_dir, resamples, confidence, seed):
     """The paper's tables for FILE: accuracy (mean ± std over folds), budgets with CIs, heat maps."""
-    from advaudio.study.report import write_report
+    from advaudio.study.reporting import write_report
 
     path = write_report(study_file, out_dir=out_dir, resamples=resamples, confidence=confidence, seed=seed)
     click.echo(str(path))

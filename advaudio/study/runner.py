@@ -1,6 +1,6 @@
 """Running a study: featurize each dataset once, then every cell not yet done, on an executor.
 
-The plan is built in one place (:func:`advaudio.study.plan.plan_study`: stores, cells,
+The plan is built in one place (:func:`advaudio.study.planning.plan_study`: stores, cells,
 what is done) and run in another: :func:`run_study` hands it to the executor the file
 or the command names (:mod:`advaudio.study.executors`: local, dask, slurm). Every level resumes: a
 complete store is not featurized again, a finished cell is skipped, a killed cell continues from its
@@ -19,7 +19,7 @@ from advaudio.errors import DatasetError, ParameterError
 from advaudio.stages.featurize import featurize
 from advaudio.study import executors
 from advaudio.study.cells import find_cell
-from advaudio.study.plan import StudyPlan, cell_status, plan_study
+from advaudio.study.planning import StudyPlan, cell_status, plan_study
 from advaudio.study.spec import StudySpec
 
 
