@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from advaudio.errors import StoreError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from advaudio.store.adversarial import AdversarialShard
 
 __all__ = ["ModelSpaceSource"]
@@ -69,6 +69,8 @@ class ModelSpaceSource:
     def index(self, *, output_shape: tuple[int, ...] | None = None,
               num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Usable rows (sorted) and the labels of all rows; checks shapes and labels."""
+        import numpy as np
+
         shard = self.shard()
         shape = shard.shape(self.inputs)
         use_mask = self.mask is not None and self.mask in shard

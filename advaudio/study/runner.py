@@ -16,7 +16,7 @@ from pathlib import Path
 from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import DatasetError, ParameterError
-from advaudio.stages.featurize import featurize
+from advaudio.stages.featurize import featurize_store
 from advaudio.study import executors
 from advaudio.study.cells import find_cell
 from advaudio.study.planning import StudyPlan, cell_status, plan_study
@@ -35,8 +35,8 @@ def featurize_study(spec: StudySpec, *, progress: bool = True, scheduler: str | 
     stores = {}
     for data in spec.data:
         try:
-            result = featurize(data.featurize, cache=layout.study_stores_dir(spec.directory),
-                               workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
+            result = featurize_store(data.featurize, cache=layout.study_stores_dir(spec.directory),
+                                     workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
         except DatasetError as exc:
             raise ParameterError(f"{spec.path}: [data.{data.name}]: {exc}") from None
         if result.failed and progress:
