@@ -22,8 +22,9 @@ from advaudio.stages.retrain import RetrainConfig, retrain_checkpoint
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 8, "n_classes": 3, "duration": 1.0}
+# --allow-unreached: on these tiny models an attack may stop short of the threshold (exit status 1 otherwise)
 ROUND_ARGS = ["--attacks", "fgsm,deepfool", "--fooling-rate", "0.6", "--limit", "6", "--train-limit", "12",
-              "--epochs", "1", "--no-progress"]
+              "--epochs", "1", "--no-progress", "--allow-unreached"]
 
 
 def _base_run(directory: Path, store_dir: Path) -> Path:

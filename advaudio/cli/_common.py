@@ -17,6 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from advaudio.errors import ParameterError
 from advaudio.options import Command, CommandResult, Option
 
 
@@ -96,6 +97,10 @@ def command(spec: Command, target: str, *, name: str | None = None,
             for i, (_, alias_value) in enumerate(o.aliases):
                 if values.pop(_alias_dest(o, i)):
                     given[o.name] = alias_value
+        try:
+            spec.bind((), given)  # a value its option cannot take is a usage error (exit status 2), as click's own
+        except ParameterError as exc:
+            raise click.UsageError(str(exc), ctx) from None
         result = function_of(target)(**given)
         (present or show)(result, **shown)
 

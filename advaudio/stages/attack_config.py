@@ -156,6 +156,8 @@ def parse_batch_size(value: Any) -> int | None:
         n = int(value) if isinstance(value, str) else value
     except ValueError:
         raise ParameterError(f"{value!r} is neither auto nor an integer") from None
+    if isinstance(n, int) and not isinstance(n, bool) and n < 1:
+        raise ParameterError(f"must be auto or >= 1, got {n}")
     return validation.integer("batch size", n)
 
 
