@@ -25,7 +25,8 @@ class AttackStageConfig:
     attacks : registry names, run in this order
     threshold : the fooling rate each budget is tuned to (fraction of attacked samples); a
         *fooling rate* is always a measured one (``--fooling-rate`` on the command line)
-    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (its training folds)
+    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (the rows it trained on: its
+        training folds less any validation rows drawn from them)
     limit : attack at most this many clips (an evenly spaced subset, stable across runs)
     batch_size : samples per attack call; None (default): automatic — 64 on CPU, on CUDA the
         largest that fits in a safe fraction of the device's free memory
@@ -264,7 +265,7 @@ ATTACK = Command(
         Option("store", path=True, help="Feature store [default: the one the checkpoint was trained on]."),
         *ATTACK_OPTIONS,
         Option("split", field="split", default=UNSET, choices=layout.SPLITS,
-               help="test: the checkpoint's held-out fold; train: its training folds (retraining data)."),
+               help="test: the checkpoint's held-out fold; train: the rows it trained on (retraining data)."),
         Option("round", field="round", default=UNSET, cli_type=int, help="Retraining round the shards belong to."),
         Option("slice", field="slice", parse=parse_slice, metavar="I/N", text=lambda s: f"{s[0]}/{s[1]}",
                help="Attack only the I-th of N parts of the clips (job arrays); merge with `store merge`."),

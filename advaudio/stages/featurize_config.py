@@ -92,6 +92,9 @@ FEATURIZE = Command(
         Option("wavelet", field="features.wavelet", default=UNSET, help="PyWavelets wavelet of the DWT."),
         Option("dwt_level", field="features.dwt_level", default=UNSET, cli_type=int,
                help="Wavelet-packet depth (2**level bands)."),
+        Option("chroma_floor_db", field="features.chroma_floor_db", cli_type=float,
+               help="Chroma frames this many dB below the clip's loudest are not normalised to 1 (80 makes chroma "
+                    "and tonnetz well-conditioned, as the waveform-domain front end needs) [default: librosa's]."),
         Option("shard_size", field="shard_size", default=UNSET, cli_type=int,
                help="Clips per Dask task and per shard file (small: less idle time at the end of the run)."),
         Option("compression", field="compression", default="none", choices=("none", "lzf", "gzip"),

@@ -13,14 +13,17 @@ module                                 owns
 :mod:`advaudio.store.reader`           :class:`FeatureReader`, the chunk-aligned reader of
                                        ``store.h5``'s feature arrays (``Store.reader()``)
 :mod:`advaudio.store.adversarial`      :class:`AdversarialShard`, the writer and reader of
-                                       ``adversarial/<name>.h5`` and its checksum
+                                       ``adversarial/<name>.h5`` and its checksum;
+                                       :class:`ShardAttrs`, its attributes
 :mod:`advaudio.store.provenance`       which adversarial shards may enter training
                                        (:func:`find_shards`, :func:`inspect_shards`)
 :mod:`advaudio.store.sealed`           the integrity rule of every small file a stage trusts:
                                        a digest of its content inside it, checked on read
 :mod:`advaudio.store.schema`           schema checks (types, value ranges) of JSON files
-:mod:`advaudio.store.documents`        ``metrics.json`` and attack results files: their
-                                       one writer and checked reader
+:mod:`advaudio.store.documents`        ``metrics.json``: its one writer and checked reader
+:mod:`advaudio.store.results`          attack results files: :class:`AttackResults`,
+                                       :class:`AttackRecord` (and the :class:`Note` and
+                                       :class:`Check` they hold), their writer and reader
 =====================================  ==============================================
 
 Run directories (checkpoints, metrics, attack results) are laid out by
@@ -32,7 +35,7 @@ from advaudio.lazy import exports, names
 # Imported on first use (advaudio.lazy): a light module of the package (a source's declaration,
 # the documents' schema) does not pull in h5py.
 _EXPORTS = {
-    ".adversarial": ["ADVERSARIAL_DIR", "AdversarialShard", "decode_attr", "shard_path", "shard_paths",
+    ".adversarial": ["ADVERSARIAL_DIR", "AdversarialShard", "ShardAttrs", "decode_attr", "shard_path", "shard_paths",
                      "write_adversarial_shard"],
     ".feature_store": ["FORMAT_VERSION", "LOCK_NAME", "MANIFEST_NAME", "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME",
                        "Store", "StoredRepresentation", "check_manifest", "check_same_store", "link_master",
@@ -42,6 +45,7 @@ _EXPORTS = {
                "tmp_path_for", "write_json_atomic", "write_text_atomic"],
     ".provenance": ["find_shards", "inspect_shards"],
     ".reader": ["FeatureReader", "read_rows", "sorted_unique"],
+    ".results": ["AttackRecord", "AttackResults", "Check", "Evaluation", "Note", "excluded_note"],
     ".schema": ["Fields"],
     ".sealed": ["DIGEST_KEY", "read_json_strict", "read_sealed_json", "set_aside", "write_sealed_json"],
 }
