@@ -193,3 +193,18 @@ def test_the_demo_sizes_itself_to_the_dataset():
     assert DemoConfig.for_dataset("esc10", root="/data", epochs=3, width=None).epochs == 3  # None: not given
     with pytest.raises(ParameterError, match="needs --root"):
         DemoConfig.for_dataset("esc10")
+
+
+def test_the_store_options_reach_the_feature_config():
+    """``featurize --chroma-floor-db`` (and the other representation options) fill FeatureConfig's fields;
+    not given, the field keeps its default (None: librosa's normalisation, the store's old fingerprint)."""
+    from advaudio.features.config import FeatureConfig
+    from advaudio.stages.featurize_config import FEATURIZE
+
+    given = FEATURIZE.bind((), {"chroma_floor_db": "80", "features": "stft,chroma", "n_fft": "512"})
+    config = FeatureConfig(**given.config("features"))
+    assert (config.chroma_floor_db, config.representations, config.n_fft) == (80.0, ("stft", "chroma"), 512)
+    assert FeatureConfig(**FEATURIZE.bind((), {}).config("features")) == FeatureConfig()
+    assert "chroma_floor_db" not in FeatureConfig(**FEATURIZE.bind((), {}).config("features")).to_dict()
+    with pytest.raises(ParameterError, match=r"^featurize: --chroma-floor-db must be a number"):
+        FEATURIZE.bind((), {"chroma_floor_db": "loud"})
