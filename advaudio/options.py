@@ -508,7 +508,8 @@ def signature_doc(options: Sequence[Option]) -> str:
 # --------------------------------------------------------------------------- #
 @dataclass
 class CommandResult:
-    """What an API function returns: :attr:`path` (what the command prints last), :meth:`lines`
+    """What an API function returns: :attr:`path` (what the command prints last; ``evaluate`` and the
+    study commands, whose output ends with a table or a sentence, name it there), :meth:`lines`
     (the summary it prints before), :meth:`warnings` (what it prints on standard error) and
     :attr:`exit_status` (0, or 1 for a partial failure the command's help describes).
 
