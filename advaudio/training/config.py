@@ -1,4 +1,9 @@
-"""The parameters of a training run: :class:`TrainConfig`, validated when it is built."""
+"""The parameters of a training run: :class:`TrainConfig`, validated when it is built.
+
+Light on purpose (no torch): ``advaudio train --help`` and the Python API read its defaults
+and build one before any model exists; the checks that need a registry of torch objects
+(a defense's options) import it when a config is built.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from advaudio import validation
-from advaudio.data import ModelSpaceSource
+from advaudio import plugins, validation
 from advaudio.errors import ParameterError, check_known_fields
-from advaudio.views import DEFAULT_PERCENTILES, parse_input_size, parse_view
-
-from .distributed import resolve_device
+from advaudio.store.sources import ModelSpaceSource
+from advaudio.view_spec import DEFAULT_PERCENTILES, parse_input_size, parse_view
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "constant")
 DTYPES = ("float32", "float64")
 # Fields that may change when a run is resumed (they do not change the result on CPU).
 RESUME_MAY_CHANGE = ("store", "workers", "device", "channels_last")
+#: The built-in defenses (:data:`advaudio.training.defenses.DEFENSES` holds them).
+BUILTIN_DEFENSES = ("none",)
+
+
+def defense_names() -> list[str]:
+    """Built-in and installed plugin defenses (as ``list(DEFENSES)``), from metadata only."""
+    return plugins.names("advaudio.defenses", BUILTIN_DEFENSES)
 
 
 @dataclass(frozen=True)
@@ -144,10 +154,11 @@ class TrainConfig:
             raise ParameterError("mix > 0 needs extra_sources")
         if self.extra_sources and self.mix == 0:
             raise ParameterError("extra_sources need mix > 0 (the fraction of each batch they fill)")
-        resolve_device(self.device, check_available=False)
-        from .defenses import check_options
+        validation.device("device", self.device)  # whether a GPU is there: asked when the run starts
+        if self.defense != "none" or self.defense_options:  # clean training takes no option: no torch to ask
+            from .defenses import check_options
 
-        check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
+            check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
