@@ -57,6 +57,10 @@ class AttackStageConfig:
         batch-independent, so slices merge to exactly an unsliced run); None (default):
         ``"clip"`` for a slice, ``"quantile"`` otherwise
     checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
+    domain : the threat model (:mod:`advaudio.attacks.domain`): ``"feature"`` (default, the paper's:
+        the model input is perturbed, budgets in its [0, 1] units) or ``"waveform"`` (the clip's samples
+        are perturbed through the view's differentiable front end; budgets in sample units and SNR dB;
+        shards keep the adversarial waveforms; results and shards are named with ``-waveform``)
     allow_expensive : run attacks whose budget search costs more than
         :data:`~advaudio.attacks.params.MAX_EVALUATIONS_PER_CLIP` model evaluations per clip
         (refused otherwise, before any work). A permission, not a setting: it changes no
@@ -77,6 +81,7 @@ class AttackStageConfig:
     search: str = "per-clip"
     checks: bool = True
     precision: str | None = None
+    domain: str = "feature"
     allow_expensive: bool = False
 
     def __post_init__(self):
@@ -94,6 +99,7 @@ class AttackStageConfig:
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         validation.choice("split", self.split, layout.SPLITS)
+        validation.choice("domain", self.domain, layout.DOMAINS)
         validation.finite_float("fooling_rate", self.fooling_rate)
         if not 0.0 < self.fooling_rate <= 1.0:
             raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
@@ -140,6 +146,8 @@ class AttackStageConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("allow_expensive")  # a permission: results and fingerprints never depend on it
+        if d["domain"] == "feature":  # the default: the fingerprints of runs made before the option stay
+            d.pop("domain")
         d["attacks"] = list(self.attacks)
         d["slice"] = list(self.slice) if self.slice else None
         return d
@@ -221,7 +229,7 @@ def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt
     mine = str(results_path.resolve())
     for name in config.attacks:
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                                 slice=config.slice)
+                                 slice=config.slice, domain=config.domain)
         path = st.shard_path(feature_store.directory, stem)
         if not path.is_file():
             continue
@@ -239,16 +247,20 @@ def attack_stage(
     out_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    audio_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Tune every attack of ``config`` against ``checkpoint`` and write its shard.
 
     Returns the results document also written to
-    ``out_dir/attack-round<K>-<split>[-slice…].json`` (``out_dir`` defaults to
+    ``out_dir/attack-round<K>-<split>[-waveform][-slice…].json`` (``out_dir`` defaults to
     the checkpoint's directory): one record per attack with the budget, norm,
     fooling rate, success rate, perturbation statistics, queries, wall time
-    and the shard's path.
+    and the shard's path. ``config.domain="waveform"`` decodes the clips again
+    (``audio_root``: the dataset's root when it moved since featurize) and attacks
+    their samples through the view's front end (:mod:`advaudio.attacks.domain`).
     """
     from advaudio.attacks import choose_targets, tune_budget
+    from advaudio.attacks.domain import make_domain
     from advaudio.attacks.engine import auto_batch_size
     from advaudio.training import load_checkpoint, resolve_device
 
@@ -265,16 +277,18 @@ def attack_stage(
     rows = choose_rows(rows, limit=config.limit, slice=config.slice)
     if len(rows) == 0:
         raise ParameterError("no clips to attack in this split/slice")
-    with feature_store.reader() as reader:
-        inputs = ckpt.view.read(reader, rows)
     labels = torch.as_tensor(feature_store.labels[rows])
     ckpt_sha = st.sha256_file(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = ckpt.model
-
-    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
+    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice,
+                                                        domain=config.domain)
     _check_shard_owners(feature_store, config, ckpt_sha, results_path)
+    # The threat model: the model the attacks see and its inputs (feature domain: the classifier on the
+    # view's inputs; waveform domain: classifier ∘ front end on the decoded clips, in the attack space).
+    domain = make_domain(config.domain, classifier=ckpt.model, view=ckpt.view, store=feature_store, rows=rows,
+                         batch_size=config.batch_size or 64, audio_root=audio_root)
+    model, inputs = domain.model, domain.inputs
 
     # Targets keyed by store row: a clip gets the same target in every slice and attack.
     targets = choose_targets(model, inputs, labels, rule=config.target_rule,
@@ -293,10 +307,11 @@ def attack_stage(
                              fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
                              batch_size=batch_size, search=config.search, sample_ids=rows,
                              precision=precision)
-        tunings[name] = tuning
+        tunings[name] = tuning  # in the attack's own units: the evaluation checks rerun it there
+        tuning, waveforms = domain.convert(tuning)
         result = tuning.result
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                                 slice=config.slice)
+                                 slice=config.slice, domain=config.domain)
         shard_file = None
         if result is not None:
             within = tuning.within_budget if tuning.within_budget is not None else result.success
@@ -313,6 +328,7 @@ def attack_stage(
                 "success": result.success.astype(bool),
                 "within_budget": np.asarray(within, bool),
                 **{k: getattr(result, k).astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
+                **domain.shard_arrays(waveforms),
             }
             if result.minimal_budget is not None:  # per-clip search: what an exact merge needs
                 arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
@@ -328,7 +344,7 @@ def attack_stage(
                 "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
                 "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
                 "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
-                "search": tuning.search, "results": str(results_path.resolve()),
+                "search": tuning.search, "results": str(results_path.resolve()), **domain.shard_attrs(),
             }
             if tuning.search == "per-clip":
                 attrs["precision"] = precision
@@ -342,6 +358,7 @@ def attack_stage(
             "split": config.split,
             "round": config.round,
             "slice": list(config.slice) if config.slice else None,
+            **domain.record(tuning),
         })
         records.append(record)
 
@@ -349,8 +366,9 @@ def attack_stage(
     if config.checks:
         from advaudio.attacks.checks import evaluation_checks
 
-        evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
-                                       sample_ids=rows, batch_size=batch_size, seed=config.seed)
+        evaluation = domain.convert_evaluation(evaluation_checks(
+            model, inputs.to(dev), labels.to(dev), tunings, targets=targets, sample_ids=rows,
+            batch_size=batch_size, seed=config.seed, robust_epsilons=domain.robust_epsilons))
         for record in records:
             record["checks"] = [c for c in evaluation["checks"] if record["attack"] in c["attacks"]]
     document = {
@@ -369,6 +387,7 @@ def attack_stage(
         "attacks": records,
         "evaluation": evaluation,
         "plugins": stage_plugins(ckpt, feature_store, config.attacks),
+        **domain.document(),
     }
     write_attack_results(results_path, document)
     document["results_path"] = str(results_path)
