@@ -61,6 +61,7 @@ from advaudio import layout
 from advaudio.attacks.results import AttackResult, Note, TuningResult, perturbation_norms
 from advaudio.attacks.tuning import minimisation_budget, quantile_budget
 from advaudio.errors import AdvaudioError, ParameterError, StoreError
+from advaudio.store.results import AttackRecord, AttackResults, Evaluation
 
 __all__ = ["DOMAINS", "FEATURE", "SCALE", "WAVEFORM", "WAVEFORM_ROBUST_EPSILONS", "FeatureDomain", "WaveformDomain",
            "WaveformModel", "domain_of", "load_clip_waveforms", "make_domain", "threshold_snr_db", "to_attack_space",
@@ -278,20 +279,20 @@ class FeatureDomain:
     def convert(self, tuning: TuningResult) -> tuple[TuningResult, np.ndarray | None]:
         return tuning, None
 
-    def convert_evaluation(self, evaluation: dict[str, Any]) -> dict[str, Any]:
+    def convert_evaluation(self, evaluation: Evaluation | None) -> Evaluation | None:
         return evaluation
 
-    def record(self, tuning: TuningResult) -> dict[str, Any]:
-        return {"domain": self.name}
+    def record(self, tuning: TuningResult, record: AttackRecord) -> AttackRecord:
+        return record  # the feature domain's records are as they always were
 
     def shard_arrays(self, waveforms: np.ndarray | None) -> dict[str, np.ndarray]:
         return {}
 
     def shard_attrs(self) -> dict[str, Any]:
-        return {"domain": self.name}
+        return {}
 
-    def document(self) -> dict[str, Any]:
-        return {"domain": self.name}
+    def results(self, results: AttackResults) -> AttackResults:
+        return results
 
 
 _EPSILON_TEXT = re.compile(r"(ε=)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
@@ -346,6 +347,7 @@ class WaveformDomain:
         self.inputs = to_attack_space(waveforms)
         self.clean = to_waveform(self.inputs).numpy()  # the clean clip on the attack space's grid
         self.model = WaveformModel(classifier, front_end, torch.from_numpy(self.clean).to(self.device), self.tuning)
+        self.contract_max_abs: float | None = None  # set by :meth:`check_contract`
 
     # ---- the front end on waveforms, each clip with its own frozen tuning
     @torch.no_grad()
@@ -470,26 +472,28 @@ class WaveformDomain:
         counts = {k: (_scaled(v, SCALE) if k in _NOTE_NORMS else v) for k, v in note.counts.items()}
         return Note(note.code, _scaled_text(note.text, SCALE), counts)
 
-    def convert_evaluation(self, evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    def convert_evaluation(self, evaluation: Evaluation | None) -> Evaluation | None:
         """The evaluation checks and robust accuracy (run in the attack space) in waveform units."""
         if evaluation is None:
             return None
         checks = []
-        for c in evaluation.get("checks") or []:
-            values = [c[k] for k in _CHECK_NORMS if isinstance(c.get(k), (int, float))]
-            checks.append({**{k: (_scaled(v, SCALE) if k in _CHECK_NORMS else v) for k, v in c.items()},
-                           "text": _scaled_text(c.get("text"), SCALE, values)})
-        robust = {norm: {**entry, "epsilons": [float(e) * SCALE for e in entry.get("epsilons") or []]}
-                  for norm, entry in (evaluation.get("robust_accuracy") or {}).items()}
-        return {**evaluation, "checks": checks, "robust_accuracy": robust}
+        for c in evaluation.checks or ():
+            values = [v for k, v in c.values.items() if k in _CHECK_NORMS and isinstance(v, (int, float))]
+            checks.append(dataclasses.replace(
+                c, text=_scaled_text(c.text, SCALE, values),
+                values={k: (_scaled(v, SCALE) if k in _CHECK_NORMS else v) for k, v in c.values.items()}))
+        robust = None if evaluation.robust_accuracy is None else {
+            norm: {**entry, "epsilons": [float(e) * SCALE for e in entry.get("epsilons") or []]}
+            for norm, entry in evaluation.robust_accuracy.items()}
+        return dataclasses.replace(evaluation, checks=None if evaluation.checks is None else tuple(checks),
+                                   robust_accuracy=robust)
 
     # ---- what the stage writes
-    def record(self, tuning: TuningResult) -> dict[str, Any]:
-        """The waveform figures of a converted tuning's results record (:func:`waveform_budgets`)."""
-        out: dict[str, Any] = {"domain": self.name}
-        if tuning.result is not None:
-            out["waveform_budgets"] = waveform_budgets(tuning.result, tuning.threshold)
-        return out
+    def record(self, tuning: TuningResult, record: AttackRecord) -> AttackRecord:
+        """``record`` with the domain and the waveform budgets of the converted ``tuning``
+        (:func:`waveform_budgets`)."""
+        budgets = waveform_budgets(tuning.result, tuning.threshold) if tuning.result is not None else None
+        return record.with_values(domain=self.name, waveform_budgets=budgets)
 
     def shard_arrays(self, waveforms: np.ndarray | None) -> dict[str, np.ndarray]:
         if waveforms is None:
@@ -500,11 +504,12 @@ class WaveformDomain:
         return arrays
 
     def shard_attrs(self) -> dict[str, Any]:
+        """:class:`~advaudio.store.ShardAttrs` fields of the domain's shards."""
         return {"domain": self.name, "waveform_scale": SCALE, "tuning_rule": self.tuning_text()}
 
-    def document(self) -> dict[str, Any]:
-        return {"domain": self.name, "front_end": {"tuning": self.tuning_text(), "scale": SCALE,
-                                                   "contract_max_abs": getattr(self, "contract_max_abs", None)}}
+    def results(self, results: AttackResults) -> AttackResults:
+        return results.with_values(domain=self.name, front_end={
+            "tuning": self.tuning_text(), "scale": SCALE, "contract_max_abs": self.contract_max_abs})
 
 
 def make_domain(name: str, *, classifier: nn.Module, view, store, rows: np.ndarray, batch_size: int = 64,

@@ -85,7 +85,7 @@ def _target_rules() -> list[str]:
 ATTACK_OPTIONS = [
     click.option("--attacks", default=",".join(config_default(AttackStageConfig, "attacks")), show_default=True,
                  help=f"Comma-separated attacks: {_attack_names()}."),
-    click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "fooling_rate"), show_default=True,
+    click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "threshold"), show_default=True,
                  help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
     click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
     click.option("--batch-size", type=BatchSize(), default=config_default(AttackStageConfig, "batch_size"),
@@ -106,6 +106,12 @@ ATTACK_OPTIONS = [
 ]
 
 
+def _domains() -> tuple[str, ...]:
+    from advaudio.layout import DOMAINS
+
+    return DOMAINS
+
+
 def _searches() -> tuple[str, ...]:
     from advaudio.attacks.params import SEARCHES
 
@@ -118,7 +124,7 @@ def _searches() -> tuple[str, ...]:
               help="Feature store [default: the one the checkpoint was trained on].")
 @with_options(ATTACK_OPTIONS)
 @click.option("--split", type=click.Choice(SPLITS), default=config_default(AttackStageConfig, "split"), show_default=True,
-              help="test: the checkpoint's held-out fold; train: its training folds (retraining data).")
+              help="test: the checkpoint's held-out fold; train: the rows it trained on (retraining data).")
 @click.option("--round", "round_", type=int, default=0, show_default=True,
               help="Retraining round the shards belong to.")
 @click.option("--slice", "slice_", default=None, metavar="I/N",
@@ -133,12 +139,20 @@ def _searches() -> tuple[str, ...]:
                    "clip's minimal ε (clip: slices merge to exactly one run); auto: clip for --slice, else quantile.")
 @click.option("--checks/--no-checks", default=True, show_default=True,
               help="Run the evaluation checks (Carlini et al. 2019) after the attacks.")
+@click.option("--domain", type=click.Choice(_domains()), default=config_default(AttackStageConfig, "domain"),
+              show_default=True,
+              help="Threat model: feature perturbs the model input (the paper's; budgets in its [0, 1] units); "
+                   "waveform perturbs the clip's samples through the view's differentiable front end (budgets as "
+                   "waveform L-inf/L2 and SNR dB; the clips are decoded again from the dataset the store records).")
+@click.option("--audio-root", type=click.Path(file_okay=False), default=None,
+              help="--domain waveform: the dataset's root when its audio moved since featurize.")
 @click.option("--allow-unreached", is_flag=True,
               help="Exit with status 0 even when an attack's budget never reached the fooling-rate threshold.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @computes
 def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
-           allow_expensive, split, round_, slice_, out_dir, search, precision, checks, allow_unreached, progress):
+           allow_expensive, split, round_, slice_, out_dir, search, precision, checks, domain, audio_root,
+           allow_unreached, progress):
     """Tune attacks on a checkpoint to a fooling rate; write adversarial shards into the store.
 
     For fixed-budget attacks (fgsm, bim, pgd) every clip's minimal ε is searched
@@ -158,13 +172,13 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     from advaudio.stages.attack import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
 
     config = AttackStageConfig(
-        attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
+        attacks=split_csv(attacks) or (), threshold=fooling_rate, split=split, limit=limit, batch_size=batch_size,
         round=round_, seed=seed, target_rule=target_rule, slice=parse_slice(slice_),
         attack_params=parse_attack_params(params), search=search, checks=checks,
-        precision=None if precision == "auto" else precision, allow_expensive=allow_expensive,
+        precision=None if precision == "auto" else precision, allow_expensive=allow_expensive, domain=domain,
     )
     doc = attack_stage(config, checkpoint=checkpoint, store=store_path, out_dir=out_dir, device=device,
-                       progress=progress)
+                       progress=progress, audio_root=audio_root)
     click.echo(format_table(doc))
     for record in doc["attacks"]:
         for note in record.get("notes", []):
@@ -180,6 +194,6 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     if unreached and config.slice is None:  # a slice's budget is provisional: the merge decides
         listing = "; ".join(f"{r['attack']} ({r.get('reason') or 'not reached'})" for r in unreached)
         click.echo(f"advaudio: {len(unreached)} of {len(doc['attacks'])} attack(s) never reached the fooling-rate "
-                   f"threshold {config.fooling_rate:g}: {listing}", err=True)
+                   f"threshold {config.threshold:g}: {listing}", err=True)
         if not allow_unreached:
             sys.exit(1)

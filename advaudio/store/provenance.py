@@ -25,12 +25,9 @@ def find_shards(store: Store, *, checkpoint_sha: str, round: int, split: str = "
     """Registered adversarial shards made from ``checkpoint_sha`` in ``round`` on ``split``."""
     found = []
     for path in store.adversarial_shards():
-        shard = AdversarialShard.open(path)
-        sl = shard.attr("slice")
+        a = AdversarialShard.open(path).attrs
         # A job array's slices enter training through their merged shard only.
-        sliced = isinstance(sl, list) and sl[1] > 1
-        if (shard.attr("checkpoint_sha256") == checkpoint_sha and int(shard.attr("round", -1)) == round
-                and shard.attr("split") == split and not sliced):
+        if a.checkpoint_sha256 == checkpoint_sha and a.round == round and a.split == split and not a.sliced:
             found.append(path)
     return found
 
@@ -50,35 +47,40 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
     * it was made from another store, in another ``view`` (model space), or — when
       ``checkpoint_sha`` is given — by another checkpoint;
     * it holds a clip of a held-out fold: only clips of the training folds may enter
-      training, a shard with any test (or validation) clip would leak it.
+      training, a shard with any test (or validation) clip would leak it;
+    * the shards are of more than one threat model (``domain``): a waveform-domain shard's
+      inputs are its waveforms through the view's front end, valid model inputs in the same
+      view, but its budget is in waveform units, which no feature-domain budget compares to.
 
     ``require_provenance=False`` (``train --extra``) also accepts a plain HDF5 file of
     model-space inputs without advaudio's provenance (no ``fold`` dataset, no store
     fingerprint); it is still checked for its range, and for whatever provenance it has.
     """
     records = []
+    domains: dict[str, list[str]] = {}
     for path in shards:
         shard = AdversarialShard.open(path)
+        a = shard.attrs
         if "adversarial" not in shard:
             raise StoreError(f"{path} is not an advaudio adversarial shard (no 'adversarial' dataset)")
-        has_provenance = "fold" in shard or shard.attr("store_fingerprint") is not None
-        if require_provenance and ("fold" not in shard or shard.attr("store_fingerprint") is None):
+        has_provenance = "fold" in shard or a.store_fingerprint is not None
+        if require_provenance and ("fold" not in shard or a.store_fingerprint is None):
             raise StoreError(f"{path} is not an advaudio adversarial shard (no fold or store fingerprint)")
         if has_provenance or AdversarialShard.recorded_sha256(path) is not None:
             digest = shard.verify()  # an attack shard without its checksum file is not a complete one
         else:
             digest = sha256_file(path)
-        if shard.attr("store_fingerprint") is not None:
-            check_same_store(store, shard.attr("store_fingerprint"), what=f"adversarial shard {path}")
-        made_in = shard.attr("view")
-        if view is not None and isinstance(made_in, Mapping):
+        if a.store_fingerprint is not None:
+            check_same_store(store, a.store_fingerprint, what=f"adversarial shard {path}")
+        made_in = a.view
+        if view is not None and made_in is not None:
             differ = [k for k in _VIEW_KEYS if k in made_in and made_in.get(k) != view.get(k)]
             if differ:
                 raise StoreError(f"{path} was made in view {made_in.get('name')!r} "
                                  f"{made_in.get('output_shape')}, not in the model's view {view.get('name')!r} "
                                  f"{view.get('output_shape')} (differs in {', '.join(differ)})")
-        if checkpoint_sha is not None and shard.attr("checkpoint_sha256") not in (None, checkpoint_sha):
-            raise StoreError(f"{path} was made by checkpoint {str(shard.attr('checkpoint_sha256'))[:10]}…, not by "
+        if checkpoint_sha is not None and a.checkpoint_sha256 not in (None, checkpoint_sha):
+            raise StoreError(f"{path} was made by checkpoint {str(a.checkpoint_sha256)[:10]}…, not by "
                              f"the one being retrained ({checkpoint_sha[:10]}…)")
         arrays = shard.read([k for k in ("fold", "success") if k in shard])
         if "fold" in arrays:
@@ -86,24 +88,31 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
             leaked = sorted(folds & held_out_folds)
             if leaked:
                 raise StoreError(
-                    f"{path} holds clips of held-out fold(s) {leaked} (split {shard.attr('split')!r}): "
+                    f"{path} holds clips of held-out fold(s) {leaked} (split {a.split!r}): "
                     "refusing to train on them, test data must not leak into training"
                 )
         low, high = _value_range(shard)
         if not (0.0 <= low and high <= 1.0):
             raise StoreError(f"{path} holds inputs in [{low:.4g}, {high:.4g}]; model inputs lie in [0, 1] "
                              "(a damaged or foreign file)")
+        domains.setdefault(a.threat_model, []).append(Path(path).name)
         records.append({
             "path": str(Path(path).resolve()),
             "sha256": digest,
-            "attack": str(shard.attr("attack")),
-            "norm": str(shard.attr("norm")),
-            "budget": float(shard.attr("budget", np.nan)),
-            "fooling_rate": float(shard.attr("fooling_rate", np.nan)),
-            "round": int(shard.attr("round", -1)),
+            "attack": str(a.attack),
+            "norm": str(a.norm),
+            "budget": float(a.budget if a.budget is not None else np.nan),
+            "fooling_rate": float(a.fooling_rate if a.fooling_rate is not None else np.nan),
+            "round": a.round if a.round is not None else -1,
             "samples": shard.size,
             "successful": int(np.asarray(arrays["success"]).sum()) if "success" in arrays else None,
+            **({"domain": a.threat_model} if a.threat_model != "feature" else {}),
         })
+    if len(domains) > 1:  # budgets of two threat models are in different units: no one comparison holds both
+        listing = "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(domains.items()))
+        raise StoreError(f"the shards mix threat models ({listing}): their budgets are in different units "
+                         "(model input vs waveform), so one retraining cannot compare them; pass the shards of "
+                         "one domain (--shards)")
     return records
 
 
