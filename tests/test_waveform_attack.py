@@ -126,6 +126,7 @@ def test_threshold_snr_by_hand():
     assert threshold_snr_db(snr, [True] * 4, 0.5) == (30.0, True)
     assert threshold_snr_db(snr, [True] * 4, 1.0) == (10.0, True)
     value, reached = threshold_snr_db(snr, [True, False, False, True], 0.75)
+    assert value == 10.0
     assert not reached
 
 
@@ -225,3 +226,24 @@ def test_missing_or_changed_audio_is_one_clear_error(folder_run, tmp_path, capsy
     finally:
         shutil.copy(copy / victim, root / victim)
     assert not list((tmp_path / "a").glob("*.json")) and not list((tmp_path / "b").glob("*.json"))
+
+
+def test_waveform_runs_are_not_sliced():
+    with pytest.raises(ParameterError, match="not sliced"):
+        AttackStageConfig(attacks=("pgd",), domain="waveform", slice=(0, 2))
+
+
+def test_listen_writes_the_shards_exact_waveforms(trained, attacked, tmp_path):
+    from advaudio.reporting.listening import listen
+
+    store, _ = trained
+    record = next(r for r in attacked["attacks"] if r["attack"] == "pgd")
+    _, arrays = _shard(record)
+    result = listen(record["shard"], tmp_path, store=store)
+    assert result.method == "exact"
+    wave, sr = sf.read(result.adversarial_wav, dtype="float32")
+    np.testing.assert_array_equal(wave, arrays["waveform"][result.sample])
+    clean, _ = sf.read(result.clean_wav, dtype="float32")
+    delta = wave.astype(np.float64) - clean
+    assert result.snr_db_waveform == pytest.approx(10 * np.log10((clean.astype(np.float64) ** 2).sum()
+                                                                 / (delta ** 2).sum()), abs=1e-3)

@@ -129,6 +129,9 @@ class AttackStageConfig:
             i, n = self.slice
             if not (n >= 1 and 0 <= i < n):
                 raise ParameterError(f"slice must be I/N with 0 <= I < N, got {i}/{n}")
+        if self.domain != "feature" and self.slice is not None:
+            raise ParameterError(f"--domain {self.domain} runs are not sliced (their shards hold waveforms, "
+                                 "which `store merge` does not merge yet): attack the split in one run")
         extra = set(self.attack_params) - set(self.attacks)
         if extra:
             raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
