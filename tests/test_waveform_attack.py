@@ -279,3 +279,13 @@ def test_cqt_tuning_is_frozen_per_clip_and_kept_in_the_shard(chroma_run):
         feats = front_end(torch.from_numpy(arrays["waveform"]), tuning=list(arrays["tuning"])).numpy()
     assert np.abs(feats - arrays["adversarial"]).max() <= FEATURE_TOLERANCE
     assert doc["front_end"]["contract_max_abs"] <= 1e-2
+
+
+def test_the_report_never_mixes_waveform_budgets_with_feature_budgets(trained, attacked):
+    from advaudio.reporting.discovery import collect_runs
+
+    _, ckpt = trained
+    data = collect_runs([ckpt.parent])
+    (run,) = data.runs
+    assert all(a.document.threat_model == "feature" for a in run.attacks)
+    assert any("waveform-domain results" in w and "attack-round00-test-waveform.json" in w for w in run.warnings)
