@@ -1,6 +1,6 @@
 """The threat model's domain: where the attacker's perturbation lives, and the layer attacks run through.
 
-Two domains (``AttackStageConfig.domain``; DESIGN.md, "Threat models"):
+Two domains (``AttackStageConfig.domain``; README, "Two threat models"):
 
 ``feature`` (the paper's)
     The attacker perturbs the model input, a view of the store in [0, 1]; budgets
@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ from advaudio.errors import AdvaudioError, ParameterError, StoreError
 from advaudio.store.results import AttackRecord, AttackResults, Evaluation
 
 __all__ = ["DOMAINS", "FEATURE", "SCALE", "WAVEFORM", "WAVEFORM_ROBUST_EPSILONS", "FeatureDomain", "WaveformDomain",
-           "WaveformModel", "domain_of", "load_clip_waveforms", "make_domain", "threshold_snr_db", "to_attack_space",
+           "WaveformModel", "load_clip_waveforms", "make_domain", "threshold_snr_db", "to_attack_space",
            "to_waveform", "waveform_budgets"]
 
 #: The threat models, the first the default.
@@ -82,17 +82,6 @@ WAVEFORM_ROBUST_EPSILONS: dict[str, tuple[float, ...]] = {
     "l2": (0.01, 0.03, 0.1, 0.3),
     "l1": (1.0, 3.0, 10.0, 30.0),
 }
-
-
-def domain_of(record: Mapping[str, Any] | None) -> str:
-    """The domain a results record, results document, its config or a shard's attributes say
-    (absent: ``feature``, everything written before the waveform domain existed)."""
-    if not isinstance(record, Mapping):
-        return FEATURE
-    value = record.get("domain")
-    if value is None and isinstance(record.get("config"), Mapping):
-        value = record["config"].get("domain")
-    return str(value) if value else FEATURE
 
 
 def to_attack_space(waveforms: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -10,8 +10,13 @@ An attack results file (``attack-round<K>-<split>[-slice…].json``, written by
     reached, reason, fooling_rate, success_rate, evaluations [[ε, rate] …], stats,
     n_samples, n_attacked, n_excluded, queries, gradient_queries, wall_time_s,
     tolerance, converged, notes, search, checks, config, targeted, shard, split,
-    round, slice[, merged_from]),
-    plugins, [merged_from], sha256
+    round, slice[, merged_from][, domain, waveform_budgets]),
+    plugins, [merged_from], [domain, front_end], sha256
+
+``domain`` (and a record's ``waveform_budgets``: L∞, L2 and SNR dB at the threshold; the file's
+``front_end``: the CQT tuning rule, the attack space's scale, the contract's measured maximum) is
+written only by a waveform-domain run (:mod:`advaudio.attacks.domain`); a file or record without
+it is the feature domain's (``threat_model``).
 
 Names: ``threshold`` is the fooling rate a budget was tuned to (requested);
 ``fooling_rate`` is always a measured rate. (The stage ``config`` of an earlier
