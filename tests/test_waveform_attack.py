@@ -289,3 +289,22 @@ def test_the_report_never_mixes_waveform_budgets_with_feature_budgets(trained, a
     (run,) = data.runs
     assert all(a.document.threat_model == "feature" for a in run.attacks)
     assert any("waveform-domain results" in w and "attack-round00-test-waveform.json" in w for w in run.warnings)
+
+
+def test_retrain_takes_waveform_shards_and_refuses_a_round_of_both_domains(trained, tmp_path):
+    from advaudio.stages.retrain import RetrainConfig, retrain
+
+    store, ckpt = trained
+    attack_stage(AttackStageConfig(attacks=("pgd",), split="train", round=4, threshold=0.5, limit=6,
+                                   domain="waveform", checks=False, attack_params={"pgd": {"steps": 5}}),
+                 checkpoint=ckpt, out_dir=tmp_path / "attacks", device="cpu", progress=False)
+    retrain(ckpt, out_dir=tmp_path / "retrained", round=4, config=RetrainConfig(epochs=1), device="cpu",
+            progress=False)
+    shards = load_checkpoint(tmp_path / "retrained" / "checkpoint.pt").config["provenance"]["shards"]
+    assert [s["domain"] for s in shards] == ["waveform"]
+    attack_stage(AttackStageConfig(attacks=("deepfool",), split="train", round=4, threshold=0.5, limit=6,
+                                   checks=False),
+                 checkpoint=ckpt, out_dir=tmp_path / "attacks", device="cpu", progress=False)
+    with pytest.raises(StoreError, match="mix threat models"):
+        retrain(ckpt, out_dir=tmp_path / "again", round=4, config=RetrainConfig(epochs=1), device="cpu",
+                progress=False)
