@@ -33,6 +33,7 @@ from advaudio import layout
 from advaudio import store as st
 from advaudio.attacks import choose_targets, foolbox_version, tune_budget
 from advaudio.attacks.checks import evaluation_checks
+from advaudio.attacks.domain import make_domain
 from advaudio.attacks.engine import auto_batch_size
 from advaudio.errors import ParameterError, StoreError
 from advaudio.options import CommandResult, Values
@@ -118,6 +119,7 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
         d["attack_params"] = (d.get("attack_params") or {}).get(attack)
         # the precision a run used (None: chosen by slicing), so older files without it compare equal
         d["precision"] = d.get("precision") or ("clip" if d.get("slice") else "quantile")
+        d["domain"] = d.get("domain") or layout.DOMAINS[0]  # written only when not the default
         return st.jsonable(d)
 
     return settings(AttackStageConfig.upgrade_dict(dict(document.config or {}))) != settings(config.to_dict())
@@ -133,7 +135,7 @@ def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt
     mine = str(results_path.resolve())
     for name in config.attacks:
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                                 slice=config.slice)
+                                 slice=config.slice, domain=config.domain)
         path = st.shard_path(feature_store.directory, stem)
         if not path.is_file():
             continue
@@ -151,14 +153,17 @@ def attack_stage(
     out_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    audio_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Tune every attack of ``config`` against ``checkpoint`` and write its shard.
 
     Returns the results document also written to
-    ``out_dir/attack-round<K>-<split>[-slice…].json`` (``out_dir`` defaults to
+    ``out_dir/attack-round<K>-<split>[-waveform][-slice…].json`` (``out_dir`` defaults to
     the checkpoint's directory): one record per attack with the budget, norm,
     fooling rate, success rate, perturbation statistics, queries, wall time
-    and the shard's path.
+    and the shard's path. ``config.domain="waveform"`` decodes the clips again
+    (``audio_root``: the dataset's root when it moved since featurize) and attacks
+    their samples through the view's front end (:mod:`advaudio.attacks.domain`).
     """
     t_stage = time.perf_counter()
     checkpoint = Path(checkpoint)
@@ -172,23 +177,26 @@ def attack_stage(
     rows = choose_rows(rows, limit=config.limit, slice=config.slice)
     if len(rows) == 0:
         raise ParameterError("no clips to attack in this split/slice")
-    with feature_store.reader() as reader:
-        inputs = ckpt.view.read(reader, rows)
     labels = torch.as_tensor(feature_store.labels[rows])
     ckpt_sha = st.sha256_file(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = ckpt.model
-
-    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
+    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice,
+                                                        domain=config.domain)
     _check_shard_owners(feature_store, config, ckpt_sha, results_path)
+    # The threat model: the model the attacks see and its inputs (feature domain: the classifier on the
+    # view's inputs; waveform domain: classifier ∘ front end on the decoded clips, in the attack space).
+    domain = make_domain(config.domain, classifier=ckpt.model, view=ckpt.view, store=feature_store, rows=rows,
+                         batch_size=config.batch_size or 64, audio_root=audio_root)
+    model, inputs = domain.model, domain.inputs
 
     # Targets keyed by store row: a clip gets the same target in every slice and attack.
     targets = choose_targets(model, inputs, labels, rule=config.target_rule,
                              num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
     batch_size = config.batch_size or auto_batch_size(model, inputs[:1].to(dev))
     precision = config.search_precision()
-    tunings = {}
+    tunings = {}  # in the domain's units (waveform: converted), what the records and shards say
+    searched = {}  # in the attack's own units: the evaluation checks rerun the attacks there
     shards: dict[str, Path | None] = {}
     for name in config.attacks:
         attack_config = config.attack_config(name)
@@ -200,10 +208,12 @@ def attack_stage(
                              fooling_rate=config.threshold, rtol=config.rtol, targets=targets,
                              batch_size=batch_size, search=config.search, sample_ids=rows,
                              precision=precision)
+        searched[name] = tuning
+        tuning, waveforms = domain.convert(tuning)
         tunings[name] = tuning
         result = tuning.result
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                                 slice=config.slice)
+                                 slice=config.slice, domain=config.domain)
         shards[name] = None
         if result is not None:
             within = tuning.within_budget if tuning.within_budget is not None else result.success
@@ -220,6 +230,7 @@ def attack_stage(
                 "success": result.success.astype(bool),
                 "within_budget": np.asarray(within, bool),
                 **{k: getattr(result, k).astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
+                **domain.shard_arrays(waveforms),
             }
             if result.minimal_budget is not None:  # per-clip search: what an exact merge needs
                 arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
@@ -239,17 +250,20 @@ def attack_stage(
                 search=tuning.search, results=str(results_path.resolve()),
                 precision=precision if per_clip else None,
                 budget_low=(float(low) if low is not None else math.nan) if per_clip else None,
+                **domain.shard_attrs(),
             )
             shards[name] = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
 
     evaluation = None
     if config.checks:
-        evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
-                                       sample_ids=rows, batch_size=batch_size, seed=config.seed)
+        evaluation = domain.convert_evaluation(evaluation_checks(
+            model, inputs.to(dev), labels.to(dev), searched, targets=targets, sample_ids=rows,
+            batch_size=batch_size, seed=config.seed, robust_epsilons=domain.robust_epsilons))
     records = tuple(
-        tuning.to_record(shard=str(shards[name]) if shards[name] else None, n_samples=int(len(rows)),
-                         split=config.split, round=config.round, slice=config.slice,
-                         checks=[c for c in evaluation.checks or () if c.about(name)] if evaluation else None)
+        domain.record(tuning, tuning.to_record(
+            shard=str(shards[name]) if shards[name] else None, n_samples=int(len(rows)), split=config.split,
+            round=config.round, slice=config.slice,
+            checks=[c for c in evaluation.checks or () if c.about(name)] if evaluation else None))
         for name, tuning in tunings.items()
     )
     results = st.AttackResults(
@@ -269,6 +283,7 @@ def attack_stage(
         evaluation=evaluation,
         plugins=stage_plugins(ckpt, feature_store, config.attacks),
     )
+    results = domain.results(results)
     document = write_attack_results(results_path, results)
     document["results_path"] = str(results_path)
     return document
@@ -313,6 +328,12 @@ def format_table(document: st.AttackResults | dict[str, Any]) -> str:
                      f"{num(r.fooling_rate, '8.2f')}{num(r.success_rate, '9.2f')}"
                      f"{num(r.stat('l2'), '9.3g')}{num(r.stat('snr_db'), '8.1f')}{num(r.gradient_steps, '8.0f')}"
                      f"{num(r.wall_time_s, '8.1f')}  {note}")
+    for r in _results(document).records:
+        wb = r.waveform_budgets
+        if r.threat_model != "feature" and wb:
+            lines.append(f"{r.attack}: waveform budget at the threshold: L-inf {num(wb.get('linf'), '.3g')}, "
+                         f"L2 {num(wb.get('l2'), '.3g')}, SNR {num(wb.get('snr_db'), '.1f')} dB "
+                         f"({'reached' if wb.get('reached') else 'not reached'}; {wb.get('clips')} clips)")
     return "\n".join(lines)
 
 
@@ -360,5 +381,5 @@ def attack(v: Values) -> AttackRun:
     config = AttackStageConfig(**v.config())
     configure_threads(v.threads)
     document = attack_stage(config, checkpoint=v.checkpoint, store=v.store, out_dir=v.out, device=v.device,
-                            progress=v.progress)
+                            progress=v.progress, audio_root=v.audio_root)
     return AttackRun(Path(document["results_path"]), document=document, allow_unreached=v.allow_unreached)

@@ -44,6 +44,10 @@ class AttackStageConfig:
         batch-independent, so slices merge to exactly an unsliced run); None (default):
         ``"clip"`` for a slice, ``"quantile"`` otherwise
     checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
+    domain : the threat model (:mod:`advaudio.attacks.domain`): ``"feature"`` (default, the paper's:
+        the model input is perturbed, budgets in its [0, 1] units) or ``"waveform"`` (the clip's samples
+        are perturbed through the view's differentiable front end; budgets in sample units and SNR dB;
+        shards keep the adversarial waveforms; results and shards are named with ``-waveform``)
     allow_expensive : run attacks whose budget search costs more than
         :data:`~advaudio.attacks.params.MAX_EVALUATIONS_PER_CLIP` model evaluations per clip
         (refused otherwise, before any work). A permission, not a setting: it changes no
@@ -64,6 +68,7 @@ class AttackStageConfig:
     search: str = "per-clip"
     checks: bool = True
     precision: str | None = None
+    domain: str = "feature"
     allow_expensive: bool = False
 
     def __post_init__(self):
@@ -81,6 +86,7 @@ class AttackStageConfig:
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         validation.choice("split", self.split, layout.SPLITS)
+        validation.choice("domain", self.domain, layout.DOMAINS)
         validation.finite_float("threshold", self.threshold)
         if not 0.0 < self.threshold <= 1.0:
             raise ParameterError(f"threshold must be in (0, 1], got {self.threshold}")
@@ -99,6 +105,9 @@ class AttackStageConfig:
             i, n = self.slice
             if not (n >= 1 and 0 <= i < n):
                 raise ParameterError(f"slice must be I/N with 0 <= I < N, got {i}/{n}")
+        if self.domain != "feature" and self.slice is not None:
+            raise ParameterError(f"--domain {self.domain} runs are not sliced (their shards hold waveforms, "
+                                 "which `store merge` does not merge yet): attack the split in one run")
         extra = set(self.attack_params) - set(self.attacks)
         if extra:
             raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
@@ -135,6 +144,8 @@ class AttackStageConfig:
         d.pop("allow_expensive")  # a permission: results and fingerprints never depend on it
         d["attacks"] = list(self.attacks)
         d["slice"] = list(self.slice) if self.slice else None
+        if d["domain"] == "feature":  # the default: the fingerprints of runs made before the option stay
+            d.pop("domain")
         return d
 
 
@@ -271,6 +282,12 @@ ATTACK = Command(
                help="Attack only the I-th of N parts of the clips (job arrays); merge with `store merge`."),
         Option("out", path=True, help="Directory of the results JSON [default: the checkpoint's]."),
         *SEARCH_OPTIONS,
+        Option("domain", field="domain", default=UNSET, choices=layout.DOMAINS,
+               help="Threat model: feature perturbs the model input (the paper's; budgets in its [0, 1] units); "
+                    "waveform perturbs the clip's samples through the view's differentiable front end (budgets as "
+                    "waveform L-inf/L2 and SNR dB; the clips are decoded again from the dataset the store records)."),
+        Option("audio_root", path=True,
+               help="--domain waveform: the dataset's root when its audio moved since featurize."),
         PROGRESS,
         THREADS,
     ),

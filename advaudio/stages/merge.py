@@ -139,8 +139,8 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
     result_dirs = [results_dir] if results_dir is not None else []
     for path in store.adversarial_shards():
         m = layout.parse_shard_stem(path.stem)
-        if (not m or m.slice is None or m.round != round or m.split != split
-                or not wanted(m.sha10, m.attack)):
+        if (not m or m.slice is None or m.round != round or m.split != split or m.domain != "feature"
+                or not wanted(m.sha10, m.attack)):  # waveform-domain runs are not sliced (AttackStageConfig)
             continue
         attrs = st.AdversarialShard.open(path).attrs
         key = m.slice
