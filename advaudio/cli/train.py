@@ -8,9 +8,15 @@ import os
 import click
 
 from advaudio import layout
+from advaudio.augment import MIXING
 from advaudio.cli._common import computes, config_default, size_text
 from advaudio.models import list_models
-from advaudio.training import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
+from advaudio.training import DTYPES, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
+
+
+def _recipe_default(name: str) -> str:
+    """The help text's default of a recipe field: its value in each recipe."""
+    return " [default: from --recipe: " + ", ".join(f"{r} {v[name]}" for r, v in RECIPES.items()) + "]"
 
 
 def _input_size(value: str | None):
@@ -35,20 +41,47 @@ def _input_size(value: str | None):
 @click.option("--val-fold", type=int, default=None, help="A fold held out for validation.")
 @click.option("--val-fraction", type=float, default=config_default(TrainConfig, "val_fraction"), show_default=True,
               help="Stratified fraction of the training clips held out for validation.")
-@click.option("--epochs", type=int, default=config_default(TrainConfig, "epochs"), show_default=True, help="Passes over the training clips.")
-@click.option("--batch-size", type=int, default=config_default(TrainConfig, "batch_size"), show_default=True, help="Samples per optimizer step (global: under torchrun, split across the processes).")
-@click.option("--lr", type=float, default=config_default(TrainConfig, "lr"), show_default=True,
-              help="Peak learning rate of the one-cycle schedule (AdamW).")
-@click.option("--weight-decay", type=float, default=config_default(TrainConfig, "weight_decay"), show_default=True,
-              help="AdamW decoupled weight decay (SGD: L2).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=config_default(TrainConfig, "optimizer"), show_default=True,
-              help="Optimizer.")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=config_default(TrainConfig, "schedule"), show_default=True,
-              help="Learning-rate schedule, stepped per batch.")
-@click.option("--label-smoothing", type=float, default=config_default(TrainConfig, "label_smoothing"), show_default=True,
-              help="Label smoothing of the training loss.")
-@click.option("--time-shift", type=float, default=config_default(TrainConfig, "time_shift"), show_default=True,
-              help="Random circular shift along time, max fraction of the width (0 turns it off).")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+              help="Named defaults of the options marked 'from --recipe': 'default' (chosen by 5-fold "
+                   "cross-validation on ESC-10: masks, gain, between-class mixing) or 'paper' (the recipe of "
+                   "runs before recipes existed: time shifts only). Options given override it. "
+                   "[default: default; with --resume, the checkpoint's]")
+@click.option("--epochs", type=int, default=None, help="Passes over the training clips." + _recipe_default("epochs"))
+@click.option("--batch-size", type=int, default=None,
+              help="Samples per optimizer step (global: under torchrun, split across the processes)."
+                   + _recipe_default("batch_size"))
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate of the one-cycle schedule (AdamW)." + _recipe_default("lr"))
+@click.option("--weight-decay", type=float, default=None,
+              help="AdamW decoupled weight decay (SGD: L2)." + _recipe_default("weight_decay"))
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer." + _recipe_default("optimizer"))
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help="Learning-rate schedule, stepped per batch." + _recipe_default("schedule"))
+@click.option("--label-smoothing", type=float, default=None,
+              help="Label smoothing of the training loss." + _recipe_default("label_smoothing"))
+@click.option("--time-shift", type=float, default=None,
+              help="Random circular shift along time, max fraction of the width (0 turns it off)."
+                   + _recipe_default("time_shift"))
+@click.option("--freq-masks", type=int, default=None,
+              help="SpecAugment frequency masks per training sample." + _recipe_default("freq_masks"))
+@click.option("--freq-mask-width", type=float, default=None,
+              help="Widest frequency mask, fraction of the input height." + _recipe_default("freq_mask_width"))
+@click.option("--time-masks", type=int, default=None,
+              help="SpecAugment time masks per training sample." + _recipe_default("time_masks"))
+@click.option("--time-mask-width", type=float, default=None,
+              help="Widest time mask, fraction of the input width." + _recipe_default("time_mask_width"))
+@click.option("--gain-db", type=float, default=None,
+              help="Random gain of each training sample, uniform in +-DB dB (the view's dB rows)."
+                   + _recipe_default("gain_db"))
+@click.option("--mixing", type=click.Choice(MIXING), default=None,
+              help="Mix training samples in pairs with mixed labels: mixup, or bc (between-class mixing of "
+                   "sounds); adversarial samples are never mixed." + _recipe_default("mixing"))
+@click.option("--mixup-alpha", type=float, default=None, help="mixup's Beta(a, a)." + _recipe_default("mixup_alpha"))
+@click.option("--ema-decay", type=float, default=None,
+              help="Evaluate and save an exponential moving average of the weights (0: off)."
+                   + _recipe_default("ema_decay"))
+@click.option("--augment-extra/--no-augment-extra", default=config_default(TrainConfig, "augment_extra"),
+              show_default=True, help="Masks and gain also on --extra (adversarial) samples.")
 @click.option("--seed", type=int, default=config_default(TrainConfig, "seed"), show_default=True, help="Seed of every random choice.")
 @click.option("--workers", type=int, default=config_default(TrainConfig, "workers"), show_default=True,
               help="DataLoader worker processes reading the store (0: read in the main process; "
@@ -76,9 +109,10 @@ def _input_size(value: str | None):
               help="Fraction of each training batch taken from --extra sources.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @computes
-def train(store_path, view, model, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
-          weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, dtype,
-          channels_last, out_dir, resume, init_checkpoint, extra, mix, progress):
+def train(store_path, view, model, width, input_size, test_fold, val_fold, val_fraction, recipe, epochs, batch_size,
+          lr, weight_decay, optimizer, schedule, label_smoothing, time_shift, freq_masks, freq_mask_width,
+          time_masks, time_mask_width, gain_db, mixing, mixup_alpha, ema_decay, augment_extra, seed, workers,
+          device, amp, dtype, channels_last, out_dir, resume, init_checkpoint, extra, mix, progress):
     """Train a CNN on a view of a feature store, holding out a test fold.
 
     Streams batches from the store, writes OUT/checkpoint.pt after every epoch
@@ -88,12 +122,18 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
     from advaudio.training import TrainConfig
     from advaudio.training import train as run
 
+    if recipe is None:
+        recipe = _resumed_recipe(out_dir) if resume else None
     config = TrainConfig(
         store=store_path, view=view, model=model, width=width, input_size=_input_size(input_size),
-        test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction, epochs=epochs,
+        test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction,
+        recipe=recipe or config_default(TrainConfig, "recipe"), epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
-        label_smoothing=label_smoothing, time_shift=time_shift, seed=seed, workers=workers, device=device,
-        amp=amp, dtype=dtype, channels_last=channels_last, extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
+        label_smoothing=label_smoothing, time_shift=time_shift, freq_masks=freq_masks,
+        freq_mask_width=freq_mask_width, time_masks=time_masks, time_mask_width=time_mask_width, gain_db=gain_db,
+        mixing=mixing, mixup_alpha=mixup_alpha, ema_decay=ema_decay, augment_extra=augment_extra, seed=seed,
+        workers=workers, device=device, amp=amp, dtype=dtype, channels_last=channels_last,
+        extra_sources=tuple(extra), mix=mix, init_checkpoint=init_checkpoint,
     )
     m = run(config, out_dir=out_dir, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for the job
@@ -116,6 +156,17 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
     click.echo(f"{sps:.1f} samples/s, {m['wall_seconds']:.1f} s" if sps else f"{m['wall_seconds']:.1f} s")
     click.echo(f"metrics: {layout.metrics_path(out_dir)}")
     click.echo(m["checkpoint"])
+
+
+def _resumed_recipe(out_dir) -> str | None:
+    """The recipe of the checkpoint ``--resume`` continues (``paper`` for one written before
+    recipes), so that the command that started a run resumes it; None without a checkpoint."""
+    from advaudio.training import read_checkpoint
+
+    path = layout.checkpoint_path(out_dir)
+    if not path.is_file():
+        return None
+    return read_checkpoint(path)["train_config"].get("recipe", "paper")
 
 
 @click.command()

@@ -56,7 +56,9 @@ def _steps_per_clip(spec: StudySpec) -> float:
 
 def work(spec: StudySpec, store: StorePlan, cell: Cell) -> tuple[int, int, float]:
     """(training sample passes, attacked clips, nominal gradient steps) of ``cell``."""
-    epochs = int(spec.train.get("epochs", 30))
+    from advaudio.training import TrainConfig
+
+    epochs = TrainConfig(store="-", **spec.train).epochs  # given, or the recipe's
     n_train = _train_clips(store, cell)
     samples = n_train * epochs
     if not cell.attacked:

@@ -33,7 +33,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from .config import DTYPES, OPTIMIZERS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
+from .config import DTYPES, OPTIMIZERS, RECIPES, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
 from .distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm, resolve_device, setup_distributed
 from .evaluation import evaluate, recalibrate_bn, run_evaluation, summarize_confusion
 from .loop import train
@@ -46,6 +46,7 @@ __all__ = [
     "METRICS_NAME",
     "DTYPES",
     "OPTIMIZERS",
+    "RECIPES",
     "RESUME_MAY_CHANGE",
     "SCHEDULES",
     "Checkpoint",
