@@ -29,13 +29,14 @@ def _defaults(cls) -> dict:
 @pytest.mark.parametrize("command, cls, names", [
     ("train", TrainConfig, ["view", "model", "width", "val_fraction", "epochs", "batch_size", "lr", "weight_decay",
                             "optimizer", "schedule", "label_smoothing", "time_shift", "seed", "workers", "amp",
-                            "mix"]),
+                            "mix", "freq_masks", "freq_mask_width", "time_masks", "time_mask_width", "gain_db",
+                            "mixing", "mixup_alpha", "ema_decay", "augment_extra"]),
     ("featurize", FeatureConfig, ["sr", "n_fft", "hop_length", "wavelet", "dwt_level"]),
     ("featurize", FeaturizeConfig, ["dataset", "shard_size"]),
     ("attack", AttackStageConfig, ["fooling_rate", "batch_size", "target_rule", "seed", "split"]),
     ("rounds", AttackStageConfig, ["fooling_rate", "batch_size", "target_rule", "seed"]),
     ("retrain", RetrainConfig, ["mix"]),
-    ("demo", DemoConfig, ["dataset", "model", "view", "rounds", "workers"]),
+    ("demo", DemoConfig, ["dataset", "model", "view", "rounds", "workers", "recipe"]),
 ])
 def test_option_defaults_are_the_config_defaults(command, cls, names):
     params, defaults = _params(command), _defaults(cls)
@@ -68,8 +69,10 @@ def test_every_command_is_registered_and_a_path_query_stays_light():
 def test_the_demo_sizes_itself_to_the_dataset():
     synthetic, real = DemoConfig.for_dataset("synthetic"), DemoConfig.for_dataset("esc10", root="/data")
     assert synthetic == DemoConfig()
-    assert (real.width, real.input_size, real.epochs, real.test_limit, real.train_limit) == (1.0, (128, 128), 30,
+    # real data: the published size, the recipe's epochs
+    assert (real.width, real.input_size, real.epochs, real.test_limit, real.train_limit) == (1.0, (128, 128), None,
                                                                                             None, None)
+    assert real.recipe == synthetic.recipe == "default"
     assert DemoConfig.for_dataset("esc10", root="/data", epochs=3, width=None).epochs == 3  # None: not given
     with pytest.raises(ParameterError, match="needs --root"):
         DemoConfig.for_dataset("esc10")

@@ -26,7 +26,9 @@ class DemoConfig:
     dataset, root : dataset reader and its root (``synthetic`` needs none)
     clips_per_class : synthetic clips per class (ignored for real data)
     features : representations to store (the view must be a subset)
-    view, model, width, input_size, epochs : the classifier and its training
+    view, model, width, input_size : the classifier
+    recipe : the training recipe (:data:`advaudio.training.RECIPES`)
+    epochs : training epochs (None: the recipe's)
     attacks : attacks tuned on the test fold before and after retraining
     fooling_rate : the threshold budgets are tuned to
     test_limit, train_limit : clips attacked on the test fold / training folds
@@ -43,7 +45,8 @@ class DemoConfig:
     model: str = "resnet18"
     width: float = 0.25
     input_size: tuple[int, int] = (64, 64)
-    epochs: int = 12
+    recipe: str = "default"
+    epochs: int | None = 12
     attacks: tuple[str, ...] = ("pgd", "deepfool")
     fooling_rate: float = 0.9
     test_limit: int | None = 40
@@ -59,11 +62,11 @@ class DemoConfig:
         """The demo's defaults for ``dataset``, with the parameters in ``given`` that are not None.
 
         The synthetic set gets the small sizes above (minutes on a laptop CPU); a real
-        dataset gets the recipe of the README's ESC-10 figures: full width, 128×128
-        inputs, 30 epochs, every clip attacked.
+        dataset the published size of the README's ESC-10 figures: full width, 128×128
+        inputs, the recipe's epochs, every clip attacked.
         """
         sizes = {} if dataset == "synthetic" else dict(
-            width=1.0, input_size=(128, 128), epochs=30, test_limit=None, train_limit=None, retrain_epochs=10)
+            width=1.0, input_size=(128, 128), epochs=None, test_limit=None, train_limit=None, retrain_epochs=10)
         return cls(dataset=dataset, **{**sizes, **{k: v for k, v in given.items() if v is not None}})
 
     def __post_init__(self):
@@ -107,7 +110,8 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
     else:
         step(f"train {config.model} (width {config.width}) on the {config.view} view")
         train(TrainConfig(store=str(result.store_dir), view=config.view, model=config.model, width=config.width,
-                          input_size=config.input_size, epochs=config.epochs, seed=config.seed, workers=0,
+                          input_size=config.input_size, recipe=config.recipe, epochs=config.epochs,
+                          seed=config.seed, workers=0,
                           device=device),
               out_dir=run_dir, resume=layout.checkpoint_path(run_dir).is_file(), progress=progress)
 

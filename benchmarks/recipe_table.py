@@ -1,0 +1,127 @@
+"""The cross-validation table of training recipes, from finished study cells (issue 23).
+
+    python benchmarks/recipe_table.py benchmarks/studies/recipe-*.toml [--record NAME]
+
+For every study file (one recipe each) and view: the test accuracy over the CV folds
+(mean ± std, ddof=1, as `advaudio study report`), the accuracy on the training folds
+(clean inputs, evaluation mode: every training clip, no augmentation, the final model),
+their gap, the last epoch's accuracy on the (augmented) training batches, and the
+training time per epoch (median over the epochs of every cell). Cells not yet done are
+left out and counted. ``--record NAME`` keeps the table as
+``benchmarks/results/NAME-DATE.json`` (``record.py``: commit, CPU, threads).
+
+The clean training-fold accuracy is measured here, from each cell's checkpoint
+(a forward pass over the training clips), so runs made before it existed have it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def cell_rows(study_file: str, *, train_eval: bool = True) -> tuple[dict, list[dict], int]:
+    """The study's resolved [train] table, one row per finished cell, and the number not finished."""
+    from advaudio.study.cellfile import read_cell_summary
+    from advaudio.study.plan import plan_study
+    from advaudio.study.spec import read_study
+    from advaudio.training import TrainConfig, evaluate
+
+    spec = read_study(study_file)
+    plan = plan_study(spec)
+    rows, missing = [], 0
+    for status in plan.statuses:
+        cell = status.cell
+        summary = read_cell_summary(cell.directory(spec)) if status.status == "done" else None
+        if summary is None:
+            missing += 1
+            continue
+        metrics = json.loads((Path(summary.run_dir) / "metrics.json").read_text())
+        history = metrics["history"]
+        row = {
+            "cell": cell.cell_id, "view": cell.view, "width": cell.width, "input_size": cell.input_size,
+            "test_fold": cell.test_fold, "test_accuracy": metrics["test_accuracy"],
+            "last_epoch_batch_accuracy": history[-1]["train_accuracy"],
+            "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
+            "epochs": len(history), "train_seconds": sum(h["seconds"] for h in history),
+        }
+        if train_eval:
+            checkpoint = Path(summary.run_dir) / "checkpoint.pt"
+            folds = metrics["split"]["train_folds"]
+            results = [evaluate(checkpoint, fold=f, device="cpu") for f in folds]
+            n = sum(r["n"] for r in results)
+            row["train_accuracy"] = sum(r["accuracy"] * r["n"] for r in results) / n
+            row["gap_pp"] = 100 * (row["train_accuracy"] - row["test_accuracy"])
+        rows.append(row)
+    config = TrainConfig(store="-", **spec.train).to_dict()
+    train = {k: config[k] for k in ("recipe", "epochs", "lr", "label_smoothing", "time_shift", "freq_masks",
+                                     "freq_mask_width", "time_masks", "time_mask_width", "gain_db", "mixing",
+                                     "mixup_alpha", "ema_decay")}
+    return {"name": spec.name, "file": study_file, "train": train}, rows, missing
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {"n": len(rows), "folds": sorted(r["test_fold"] for r in rows)}
+    for key in ("test_accuracy", "train_accuracy", "gap_pp", "last_epoch_batch_accuracy"):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[key + "_mean"], out[key + "_std"] = _mean_std(values)
+    out["seconds_per_epoch_median"] = statistics.median(r["seconds_per_epoch"] for r in rows)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("studies", nargs="+", help="study files, one recipe each")
+    parser.add_argument("--no-train-eval", action="store_true", help="skip the clean training-fold accuracy")
+    parser.add_argument("--record", metavar="NAME", help="keep the table in benchmarks/results/NAME-DATE.json")
+    args = parser.parse_args(argv)
+    from advaudio.threads import configure_threads
+
+    configure_threads(1)
+    doc = {"studies": []}
+    lines = ["| recipe (study) | view | 5-fold test accuracy | training folds (clean) | gap | last-epoch batches | s / epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for f in args.studies:
+        info, rows, missing = cell_rows(f, train_eval=not args.no_train_eval)
+        views = {}
+        for r in rows:
+            views.setdefault(r["view"], []).append(r)
+        entry = {**info, "missing_cells": missing, "views": {}, "cells": rows}
+        for view, vrows in sorted(views.items()):
+            s = summarise(vrows)
+            entry["views"][view] = s
+
+            def pm(key, scale=100.0, unit=" %", s=s):
+                m = s.get(key + "_mean")
+                return "–" if m is None else f"{scale * m:.1f}{unit} ± {scale * s[key + '_std']:.1f}"
+
+            gap = "–" if "gap_pp_mean" not in s else f"{s['gap_pp_mean']:+.1f} pp"
+            lines.append(f"| {info['name']} | {view} | {pm('test_accuracy')} (n={s['n']}) | {pm('train_accuracy')} "
+                         f"| {gap} | {pm('last_epoch_batch_accuracy')} | {s['seconds_per_epoch_median']:.1f} |")
+        if missing:
+            lines.append(f"| {info['name']} | ({missing} cells not done) | | | | | |")
+        doc["studies"].append(entry)
+    table = "\n".join(lines)
+    print(table)
+    doc["table_markdown"] = table
+    if args.record:
+        from record import record
+
+        record(args.record, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
