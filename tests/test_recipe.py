@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from advaudio.cli import cli
 from advaudio.errors import ParameterError
-from advaudio.training import RECIPES, TrainConfig, load_checkpoint, read_checkpoint, train
+from advaudio.training import RECIPES, TrainConfig, evaluate, load_checkpoint, read_checkpoint, train
 from advaudio.training.checkpoint import DIGEST_KEY, content_digest
 from advaudio.training.config import ADDED_WITH_RECIPES
 
@@ -106,6 +106,11 @@ def test_an_augmented_run_killed_and_resumed_equals_an_unbroken_one(store, tmp_p
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), key
     assert [h["train_loss"] for h in done["history"]] == [h["train_loss"] for h in unbroken["history"]]
     assert done["test"]["accuracy"] == unbroken["test"]["accuracy"]
+    # the clean accuracy on the training clips (the gap's other side) is the final model's
+    on_train = [evaluate(tmp_path / "resumed" / "checkpoint.pt", fold=f, device="cpu")
+                for f in done["split"]["train_folds"]]
+    assert done["train_accuracy"] == pytest.approx(sum(r["accuracy"] * r["n"] for r in on_train)
+                                                   / sum(r["n"] for r in on_train))
     # the final model is the average (with its own batch-norm statistics), not the last iterate
     for name, w in a["ema"]["weights"].items():
         assert torch.equal(a["model"]["state_dict"][name], w)

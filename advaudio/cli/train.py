@@ -151,7 +151,8 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
         click.echo(f"final train loss {last['train_loss']:.4f}, train accuracy {last['train_accuracy']:.3f}{val}")
     if m.get("test"):
         t = m["test"]
-        click.echo(f"test accuracy {t['accuracy']:.3f} on fold {t['fold']} ({t['n']} clips)")
+        on_train = f"; {t['train_accuracy']:.3f} on the training clips (clean)" if "train_accuracy" in t else ""
+        click.echo(f"test accuracy {t['accuracy']:.3f} on fold {t['fold']} ({t['n']} clips){on_train}")
     sps = m.get("samples_per_second")
     click.echo(f"{sps:.1f} samples/s, {m['wall_seconds']:.1f} s" if sps else f"{m['wall_seconds']:.1f} s")
     click.echo(f"metrics: {layout.metrics_path(out_dir)}")

@@ -449,7 +449,9 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
         loss_detached = loss.detach()
         # the share's summed loss (DDP) or the batch's
         loss_acc += loss_detached.double() * (n if denominator is None else denominator)
-        correct_acc += (run.model.main_logits(output).detach().argmax(1) == y).sum()
+        # a mixed sample counts as its dominant label (what its target says most)
+        truth = y if target is y else target.argmax(1)
+        correct_acc += (run.model.main_logits(output).detach().argmax(1) == truth).sum()
         seen += n
         bar.update(1)
         now = time.perf_counter()
@@ -515,6 +517,20 @@ def _final_test(run: _Run) -> dict[str, Any]:
     test = run_evaluation(run.model, test_loader, run.test_ds, device=run.device, classes=run.store.classes,
                           amp=run.use_amp, distributed=run.ctx)
     test["fold"] = run.split.test_fold
+    # The final model on its own training clips, clean (no augmentation, evaluation mode): the
+    # other side of the train-test gap, which accuracy on augmented batches does not show.
+    train_rows = run.ctx.share(run.split.train)
+    train_ds = StoreBatches(run.store, run.view, train_rows, batch_size=max(config.batch_size, 64)) \
+        if train_rows.size else None
+    train_loader = (make_loader(train_ds, workers=min(loader_workers(config, run.device), 1), device=run.device)
+                    if train_ds else None)
+    try:
+        on_train = run_evaluation(run.model, train_loader, train_ds, device=run.device, classes=run.store.classes,
+                                  amp=run.use_amp, distributed=run.ctx)
+    finally:
+        if train_ds is not None:
+            train_ds.close()
+    test["train_accuracy"], test["train_loss"] = on_train["accuracy"], on_train["loss"]
     test["seconds"] = time.perf_counter() - t0
     return test
 
@@ -547,6 +563,8 @@ def _metrics(run: _Run, test: Mapping[str, Any] | None, complete: bool) -> dict[
     if test is not None:
         out["test"] = dict(test)
         out["test_accuracy"] = test["accuracy"]
+        if "train_accuracy" in test:  # runs before it lack it
+            out["train_accuracy"] = test["train_accuracy"]
         out["per_class_accuracy"] = test["per_class_accuracy"]
         out["confusion_matrix"] = test["confusion_matrix"]
     if history and "val_accuracy" in history[-1]:
