@@ -85,11 +85,36 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def paired(studies: list[dict], baseline: str) -> str:
+    """Per view, each study's test accuracy minus the baseline's on the same folds (mean ± std, ddof=1):
+    the folds differ more from each other than the recipes do, so the paired difference is the sharper test."""
+    base = next((s for s in studies if s["name"] == baseline), None)
+    if base is None:
+        raise SystemExit(f"--baseline {baseline}: no such study among the files")
+    key = lambda r: (r["view"], r["width"], tuple(r["input_size"] or ()), r["test_fold"])  # noqa: E731
+    ref = {key(r): r["test_accuracy"] for r in base["cells"]}
+    lines = [f"| recipe (study) | view | minus {baseline}, same folds (pp) | folds |", "|---|---|---|---|"]
+    for s in studies:
+        if s is base:
+            continue
+        by_view: dict[str, list[float]] = {}
+        for r in s["cells"]:
+            if key(r) in ref:
+                by_view.setdefault(r["view"], []).append(100 * (r["test_accuracy"] - ref[key(r)]))
+        for view, diffs in sorted(by_view.items()):
+            m, sd = _mean_std(diffs)
+            s.setdefault("paired_pp", {})[view] = {"mean": m, "std": sd, "n": len(diffs), "baseline": baseline}
+            lines.append(f"| {s['name']} | {view} | {m:+.1f} ± {sd:.1f} | {len(diffs)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="study files, one recipe each")
     parser.add_argument("--no-train-eval", action="store_true", help="skip the clean training-fold accuracy")
     parser.add_argument("--record", metavar="NAME", help="keep the table in benchmarks/results/NAME-DATE.json")
+    parser.add_argument("--baseline", metavar="STUDY", help="also the per-fold differences to this study's cells "
+                                                          "(its [study] name; same width, size, view and fold)")
     args = parser.parse_args(argv)
     from advaudio.threads import configure_threads
 
@@ -117,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             lines.append(f"| {info['name']} | ({missing} cells not done) | | | | | |")
         doc["studies"].append(entry)
+    if args.baseline:
+        lines += ["", paired(doc["studies"], args.baseline)]
     table = "\n".join(lines)
     print(table)
     doc["table_markdown"] = table
