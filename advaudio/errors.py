@@ -28,6 +28,15 @@ class StoreError(AdvaudioError):
     """A feature store, shard or checkpoint is missing, incomplete or does not fit."""
 
 
+class DamagedFileError(StoreError):
+    """A file a stage trusts fails its checksum or its schema: damaged, truncated or edited.
+
+    The message names the file and what is wrong with it. Callers that can do without
+    the file (``report`` skips it with a warning, ``study run`` sets a damaged
+    ``cell.json`` aside and recomputes it) catch this class, never a plain StoreError.
+    """
+
+
 def check_known_fields(cls, data, what: str) -> None:
     """Raise ParameterError naming every key of ``data`` that is not a field of dataclass ``cls``.
 
@@ -39,3 +48,7 @@ def check_known_fields(cls, data, what: str) -> None:
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ParameterError(f"unknown {what}: {', '.join(unknown)}")
+
+
+class PluginError(AdvaudioError):
+    """A plugin (an entry point of an installed distribution) is missing, broken or not what its group expects."""

@@ -9,9 +9,11 @@ each take every core run several times slower than one after the other
 
 The number of threads is, in this order:
 
-1. an explicit setting: the ``threads`` argument (``--threads``), else the
-   ``OMP_NUM_THREADS`` environment variable (set by the user, or to 1 by Dask
-   for its worker processes and by torchrun for its ranks);
+1. an explicit setting: the ``threads`` argument (``--threads``; more than the
+   CPUs of 3. below is warned about: spin-waiting threads on too few cores run
+   many times slower), else the ``OMP_NUM_THREADS`` environment
+   variable (set by the user, or to 1 by Dask for its worker processes and by
+   torchrun for its ranks);
 2. ``SLURM_CPUS_PER_TASK`` inside a SLURM job;
 3. the CPUs this process may run on: its affinity mask
    (:func:`os.sched_getaffinity`, e.g. ``taskset``), further limited by a cgroup
@@ -42,6 +44,8 @@ class ThreadChoice:
 
     threads: int
     source: str
+    #: set when the choice differs from what was asked (more threads than CPUs): said on stderr
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"threads": self.threads, "source": self.source}
@@ -130,7 +134,17 @@ def choose_threads(threads: int | None = None, *, environ: dict[str, str] | None
     """
     env = os.environ if environ is None else environ
     if threads is not None:
-        return ThreadChoice(_positive(threads, "--threads"), "--threads")
+        n = _positive(threads, "--threads")
+        cpus = affinity_cpus() if affinity is None else affinity
+        quota = cgroup_cpu_limit() if cgroup_limit is False else cgroup_limit
+        if quota is not None:
+            cpus = min(cpus, max(1, math.ceil(quota)))
+        if n > cpus:  # an explicit setting wins, but never silently: spin-waiting threads run many times slower
+            return ThreadChoice(n, "--threads",
+                                warning=f"--threads {n} is more than the {cpus} CPU(s) this process may use: "
+                                        f"its threads wait on each other and run many times slower than with "
+                                        f"--threads {cpus}")
+        return ThreadChoice(n, "--threads")
     if env.get("OMP_NUM_THREADS", "").strip():
         return ThreadChoice(_positive(env["OMP_NUM_THREADS"], "OMP_NUM_THREADS"), "OMP_NUM_THREADS")
     if env.get("SLURM_CPUS_PER_TASK", "").strip():
@@ -162,6 +176,10 @@ def configure_threads(threads: int | None = None) -> ThreadChoice:
     from threadpoolctl import threadpool_limits
 
     choice = choose_threads(threads)
+    if choice.warning:
+        import sys
+
+        print(f"warning: {choice.warning}", file=sys.stderr, flush=True)
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
     threadpool_limits(limits=choice.threads, user_api="blas")

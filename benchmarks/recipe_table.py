@@ -34,6 +34,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def cell_rows(study_file: str, *, train_eval: bool = True) -> tuple[dict, list[dict], int]:
     """The study's resolved [train] table, one row per finished cell, and the number not finished."""
+    from advaudio.store.documents import read_metrics
     from advaudio.study.cellfile import read_cell_summary
     from advaudio.study.plan import plan_study
     from advaudio.study.spec import read_study
@@ -48,7 +49,7 @@ def cell_rows(study_file: str, *, train_eval: bool = True) -> tuple[dict, list[d
         if summary is None:
             missing += 1
             continue
-        metrics = json.loads((Path(summary.run_dir) / "metrics.json").read_text())
+        metrics = read_metrics(Path(summary.run_dir) / "metrics.json")  # checks its seal, if it has one
         history = metrics["history"]
         row = {
             "cell": cell.cell_id, "view": cell.view, "width": cell.width, "input_size": cell.input_size,

@@ -206,6 +206,25 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
         assert err.startswith("advaudio: error:") and len(err.splitlines()) == 1, err
 
 
+def test_datasets_no_classifier_can_use_are_refused_before_featurizing(tmp_path, capsys):
+    """Issue 18: one class, or a class name with a newline, was featurized (only train refused one class)."""
+    tone = (0.1 * np.sin(np.linspace(0, 200, 8000))).astype(np.float32)
+    single, odd = tmp_path / "single", tmp_path / "odd"
+    for root, names in ((single, ["dog"]), (odd, ["dog", "rain\nfall"])):
+        for name in names:
+            (root / name).mkdir(parents=True)
+            sf.write(root / name / "a.wav", tone, 8000)
+    cases = [(single, "has clips of 1 class ('dog'): a classifier needs at least 2"),
+             (odd, "class name 'rain\\nfall' is empty or holds a control character")]
+    for root, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["featurize", "--dataset", "folder", "--root", str(root), "--cache", str(tmp_path / "cache"),
+                  "--workers", "0", "--no-progress", "-o", "duration=0.5"])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "cache").exists()  # refused before any store was made
+
+
 @pytest.mark.realdata
 def test_real_esc10_subset_featurizes(tmp_path):
     if not ESC10.is_dir():

@@ -46,7 +46,7 @@ from advaudio.reporting.listening import (
     spectrogram_snr_db,
     waveform_snr_db,
 )
-from advaudio.store import Store
+from advaudio.store import Store, write_sealed_json
 from advaudio.views import View, fit_view
 
 ATTACKS = ("fgsm", "deepfool")
@@ -79,7 +79,7 @@ def run(tmp_path_factory):
     common = dict(store=str(res.store_dir), view="stft", model="resnet18", width=0.125, input_size=(32, 32),
                   batch_size=4, workers=0, device="cpu", time_shift=0.0, amp=False, recipe="paper")
     train(TrainConfig(epochs=3, lr=5e-3, **common), out_dir=run_dir, progress=False)
-    stage = dict(attacks=ATTACKS, fooling_rate=0.5, limit=8)
+    stage = dict(attacks=ATTACKS, threshold=0.5, limit=8)
     attack_stage(AttackStageConfig(**stage), checkpoint=run_dir / "checkpoint.pt", device="cpu", progress=False)
     made = attack_stage(AttackStageConfig(split="train", **stage), checkpoint=run_dir / "checkpoint.pt",
                         device="cpu", progress=False)
@@ -117,7 +117,7 @@ def test_top_level_round_in_metrics_wins(run, tmp_path):
     shutil.copytree(run["run_dir"], copy, ignore=shutil.ignore_patterns("*.pt"))
     m = json.loads((copy / "round01" / "metrics.json").read_text())
     m["round"] = 3
-    (copy / "round01" / "metrics.json").write_text(json.dumps(m))
+    write_sealed_json(copy / "round01" / "metrics.json", m)  # as the library writes it (a plain edit is refused)
     r = collect_runs(copy).runs[0]
     assert sorted(r.metrics) == [0, 3] and r.metrics[3].round_from == "metrics.json"
     with pytest.raises(ParameterError):
@@ -328,7 +328,7 @@ def test_one_round_and_unreached_threshold_render(run, tmp_path):
     shutil.copy(run["run_dir"] / "metrics.json", copy / "metrics.json")
     doc = json.loads((run["run_dir"] / "attack-round00-test.json").read_text())
     doc["attacks"][0].update(budget=None, reached=False, reason="success rate 0.2 < 0.9: 4 of 5 not fooled")
-    (copy / "attack-round00-test.json").write_text(json.dumps(doc))
+    write_sealed_json(copy / "attack-round00-test.json", doc)
     out = tmp_path / "out"
     md = write_report([copy], out, listen=False, max_clips=1).read_text()
     assert "not reached: success rate 0.2 < 0.9: 4 of 5 not fooled" in md

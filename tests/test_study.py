@@ -151,6 +151,16 @@ def tiny_study(tmp_path_factory):
     (("[train]", "[train]\nview = 'stft'"), "[train] view: is set per cell"),
     (("[study]", "[studdy]"), "unknown key"),
     (("count = 1", "count = -1"), "[rounds] count"),
+    # issue 18: found by `study plan`, not by `study run` after featurizing
+    (("[run]", "[run]\ndevice = 'tpu'"), "[run] device: device must be auto, cpu or cuda[:N], got 'tpu'"),
+    (("n_classes = 3", "n_classes = 1"), "[data.synth]: dataset 'synthetic' has clips of 1 class"),
+    (('out = "tiny.study"', 'out = ""'), "[run] out: must be the study directory's path"),
+    (('out = "tiny.study"', 'out = "tiny.toml"'), "exists and is not a directory"),
+    (("checks = false", 'checks = false\nthreshold = "0.9"'), "threshold must be a number, got '0.9'"),
+    (("[attacks.params.pgd]\nsteps = 5", "[attacks.params.pgd]\nsteps = 1000000000"),
+     "pgd would cost about 2e+10 model evaluations per clip"),
+    (("checks = false\n[attacks.params.pgd]\nsteps = 5",
+      "checks = false\nallow_expensive = true\n[attacks.params.pgd]\nsteps = 1000000000"), None),  # insisted
 ])
 def test_bad_study_files_fail_in_one_line_before_anything_runs(tmp_path, change, message):
     study_file = _write(tmp_path, TINY.replace(*change))
@@ -275,6 +285,40 @@ def test_a_changed_parameter_reruns_only_the_cells_it_touches(tiny_study, tmp_pa
     assert len(after) == 12 and set(before) < set(after)
     assert {after[c].key["test_fold"] for c in set(after) - set(before)} == {1}
     assert all(Path(after[c].path).stat().st_mtime_ns == mtimes[c] for c in before)
+
+
+def test_a_damaged_cell_summary_is_set_aside_and_recomputed(tiny_study, tmp_path):
+    """Issue 18: a truncated or edited cell.json no longer fails every later `study run` on its cell."""
+    copy = tmp_path / "study"
+    shutil.copytree(tiny_study["dir"], copy)
+    study_file = copy / "tiny.toml"
+    before = _summaries(study_file)
+    plain = sorted(cid for cid, s in before.items() if not s.key["attacked"])
+    truncated, edited = (Path(before[cid].path) for cid in plain[:2])
+    truncated.write_text(truncated.read_text()[:300])
+    doc = json.loads(edited.read_text())
+    doc.pop("sha256")  # an edit that also drops the digest still meets the schema check
+    doc["rounds"][0]["test_accuracy"] = 7.5
+    edited.write_text(json.dumps(doc))
+    untouched = {cid: Path(s.path).stat().st_mtime_ns for cid, s in before.items() if cid not in plain[:2]}
+    checkpoints = {cid: Path(before[cid].rounds[0].checkpoint.replace(str(tiny_study["dir"]), str(copy)))
+                   for cid in plain[:2]}
+    trained = {cid: p.stat().st_mtime_ns for cid, p in checkpoints.items()}
+    status = _advaudio("study", "status", str(study_file), cwd=copy)
+    assert status.returncode == 1 and status.stdout.count("sets it aside and recomputes") == 2, status.stdout
+    result = _advaudio("study", "run", str(study_file), cwd=copy)
+    assert result.returncode == 0, result.stderr
+    for path, why in ((truncated, "not readable JSON"), (edited, "test_accuracy must be a number in [0, 1], got 7.5")):
+        assert why in result.stderr and f"set aside as {path.name}.damaged-" in result.stderr, result.stderr
+        (aside,) = path.parent.glob(f"{path.name}.damaged-*")  # kept for a look
+        assert aside.read_text().startswith("{")
+    after = _summaries(study_file)
+    assert set(after) == set(before)
+    for cid in plain[:2]:  # recomputed from the run directory: the same numbers, and no training again
+        assert [r.test_accuracy for r in after[cid].rounds] == [r.test_accuracy for r in before[cid].rounds]
+        assert after[cid].rounds[0].checkpoint_sha256 == before[cid].rounds[0].checkpoint_sha256
+        assert checkpoints[cid].stat().st_mtime_ns == trained[cid]
+    assert all(Path(after[cid].path).stat().st_mtime_ns == t for cid, t in untouched.items())
 
 
 @pytest.mark.floats

@@ -88,3 +88,18 @@ def test_the_cli_sets_torch_threads_from_the_affinity_mask():
     assert (threads, torch_threads) == ("1", "1") and "affinity mask" in pinned.stdout
     explicit = subprocess.run([sys.executable, "-c", code, "2"], capture_output=True, text=True, env=env, timeout=120)
     assert explicit.stdout.split() == ["2", "--threads", "2"]
+
+
+def test_more_threads_than_cpus_are_warned_about():
+    """Issue 18: --threads 999 on 2 CPUs ran at 0.8 samples/s against 295, silently."""
+    over = choose_threads(999, environ={}, affinity=2, cgroup_limit=None)
+    assert over.threads == 999 and "--threads 999 is more than the 2 CPU(s)" in over.warning
+    assert choose_threads(2, environ={}, affinity=2, cgroup_limit=None).warning is None
+    assert "more than the 1 CPU(s)" in choose_threads(2, environ={}, affinity=4, cgroup_limit=0.5).warning
+    code = ("import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+            "from advaudio.threads import configure_threads; configure_threads(3)")
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs affinity masks")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0 and "warning: --threads 3 is more than the 1 CPU(s)" in result.stderr, result.stderr

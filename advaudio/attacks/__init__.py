@@ -5,8 +5,9 @@ Modules, in the order a run uses them:
 ================ ==================================================================
 ``params``       one frozen parameter dataclass per attack, :class:`AttackConfig`
                  (an attack's parameters plus the settings all share); no torch
-``registry``     :data:`ATTACKS` (name → spec), :func:`list_attacks`
+``registry``     :data:`ATTACKS` (name → spec, built-ins then plugins), :func:`list_attacks`
 ``base``         :class:`~advaudio.attacks.base.AttackSpec`, the interface of a spec
+                 (``execute`` at one ε, ``perturb`` at one ε per clip), :class:`StepContext`
 ``gradient``     fixed-budget specs: fgsm, bim, pgd
 ``minimisation`` minimisation specs: deepfool, cw, ead
 ``decision``     decision-based specs and their starting points: boundary, hopskipjump
@@ -17,8 +18,10 @@ Modules, in the order a run uses them:
 ``engine``       :func:`run_attack`: clean classification, chunks, verification
 ``tuning``       :func:`tune_budget`, :func:`fooling_rate_curve`,
                  :func:`quantile_budget`, :func:`minimisation_budget`
-``results``      :class:`AttackResult`, :class:`TuningResult`, :class:`Note`,
-                 :func:`perturbation_norms`
+``merging``      the arithmetic of merging a job array's slices (the union's budget,
+                 bracket, curve and notes; :mod:`advaudio.stages.merge` does the files)
+``results``      :class:`AttackResult`, :class:`TuningResult` (its ``to_record``: a results
+                 file's record), :class:`Note` (the store's), :func:`perturbation_norms`
 ``_model``       eval mode with frozen weights, query counting, seeding, input checks
 ``_foolbox``     the only import of Foolbox 3, lazy (on the first attack run)
 ================ ==================================================================
@@ -46,12 +49,16 @@ boundary    minimisation l2                 yes      BoundaryAttack (decision-ba
 hopskipjump minimisation l2 (or linf)       yes      HopSkipJumpAttack (decision-based), idem
 =========== ============ ================== ======== ========================================
 
+Plugins (entry-point group ``advaudio.attacks``, :mod:`advaudio.plugins`) join this
+table: a spec class with its own parameter dataclass; one with ``per_clip_epsilon`` runs
+its own ``perturb`` in the per-clip search, one without is bisected (noted).
+
 The definitions (attacked samples, success, fooling rate, queries) are in
 :mod:`advaudio.attacks.engine`, the budget search in :mod:`advaudio.attacks.tuning`.
 """
 
 from advaudio.attacks._foolbox import foolbox_version
-from advaudio.attacks.base import AttackSpec
+from advaudio.attacks.base import AttackSpec, StepContext
 from advaudio.attacks.engine import run_attack
 from advaudio.attacks.params import (
     FIXED_BUDGET,
@@ -69,7 +76,7 @@ from advaudio.attacks.params import (
     HopSkipJumpParams,
     PGDParams,
 )
-from advaudio.attacks.registry import ATTACKS, list_attacks
+from advaudio.attacks.registry import ATTACKS, attack_plugin, list_attacks
 from advaudio.attacks.results import AttackResult, Note, TuningResult, perturbation_norms
 from advaudio.attacks.targets import choose_targets
 from advaudio.attacks.tuning import fooling_rate_curve, minimisation_budget, quantile_budget, tune_budget
@@ -93,7 +100,9 @@ __all__ = [
     "HopSkipJumpParams",
     "Note",
     "PGDParams",
+    "StepContext",
     "TuningResult",
+    "attack_plugin",
     "choose_targets",
     "fooling_rate_curve",
     "foolbox_version",

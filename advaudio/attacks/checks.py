@@ -1,11 +1,13 @@
 """Evaluation checks (Carlini et al. 2019, "On Evaluating Adversarial Robustness") and robust accuracy.
 
-Run on the attacks of one stage, on the same clips; each check is a JSON record
-``{"check", "status": "pass"|"warn", "attacks", "text", **numbers}``.  A failed
+Run on the attacks of one stage, on the same clips; each check is a
+:class:`~advaudio.store.results.Check` (in a results file
+``{"check", "status": "pass"|"warn", "attacks", "text", **numbers}``).  A failed
 check is a symptom of gradient masking or an under-run attack, never silent:
 
 ``success-at-large-eps``  (a) the success rate over every ε tried is ≥ 99 %.
-``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd) fools at least as many
+``iterative-beats-fgsm``  (b) an iterative attack (bim, pgd, and a plugin that takes one
+                          ε per clip and has ``steps``) fools at least as many
                           clips as one FGSM step at the same ε (its tuned budget).
 ``more-steps-no-gain``    (c) twice the steps at the tuned budget raise the fooling
                           rate by < 2 pp or by one clip (on at most ``subset`` clips).
@@ -34,6 +36,7 @@ from advaudio.attacks.params import AttackConfig
 from advaudio.attacks.results import TuningResult
 from advaudio.attacks.search import attack_at, sample_seeds, step_settings
 from advaudio.attacks.stepping import unit_noise
+from advaudio.store.results import Check, Evaluation
 
 __all__ = ["DECISION_BASED", "ROBUST_EPSILONS", "evaluation_checks", "robust_accuracy"]
 
@@ -49,8 +52,8 @@ ROBUST_EPSILONS: dict[str, tuple[float, ...]] = {
 }
 
 
-def _check(name: str, ok: bool, attacks: list[str], text: str, **numbers: Any) -> dict[str, Any]:
-    return {"check": name, "status": "pass" if ok else "warn", "attacks": attacks, "text": text, **numbers}
+def _check(name: str, ok: bool, attacks: list[str], text: str, **numbers: Any) -> Check:
+    return Check(check=name, status="pass" if ok else "warn", attacks=tuple(attacks), text=text, values=numbers)
 
 
 def _fooled_at(model, x, y, config: AttackConfig, eps: float, *, targets, sample_ids, batch_size,
@@ -86,10 +89,10 @@ def evaluation_checks(
     seed: int = 0,
     subset: int = 16,
     robust_epsilons: Mapping[str, tuple[float, ...]] = ROBUST_EPSILONS,
-) -> dict[str, Any]:
+) -> Evaluation:
     """The checks that apply to ``tunings`` (attack name → result on ``inputs``) and robust accuracy."""
     ids = np.arange(len(labels)) if sample_ids is None else np.asarray(sample_ids)
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []
     done = {n: t for n, t in tunings.items() if t.result is not None}
     for name, t in done.items():
         ok = t.success_rate >= MIN_SUCCESS
@@ -97,7 +100,7 @@ def evaluation_checks(
                              f"{name}: success rate {t.success_rate:.3f} over every ε tried "
                              f"({'≥' if ok else '<'} {MIN_SUCCESS})", success_rate=t.success_rate))
     for name, t in done.items():
-        if name not in ITERATIVE or not (t.reached and math.isfinite(t.budget)):
+        if not _iterative(name, t) or not (t.reached and math.isfinite(t.budget)):
             continue
         cfg = AttackConfig.from_dict({k: v for k, v in t.result.config.items()
                                       if k not in ("early_stop", "precision")})  # the search's, not the attack's
@@ -140,7 +143,21 @@ def evaluation_checks(
                              f"{name} ({t.norm}) budget {t.budget:.4g} vs best white-box {best_name} {best:.4g}",
                              budget=t.budget, white_box_budget=best if math.isfinite(best) else None,
                              white_box=best_name))
-    return {"checks": checks, "robust_accuracy": robust_accuracy(done, robust_epsilons=robust_epsilons)}
+    return Evaluation(checks=tuple(checks), robust_accuracy=robust_accuracy(done, robust_epsilons=robust_epsilons))
+
+
+def _iterative(name: str, tuning: TuningResult) -> bool:
+    """bim, pgd, or a plugin attack the per-clip search ran (its own steps, one ε per clip) that has
+    ``steps`` and a norm FGSM takes: checks (b) and (c) rerun it through the same ``perturb``."""
+    if name in ITERATIVE:
+        return True
+    from advaudio.attacks.params import FGSMParams
+    from advaudio.attacks.registry import ATTACKS
+
+    spec = ATTACKS.get(name)
+    return (ATTACKS.plugin(name) is not None and spec is not None and spec.per_clip_epsilon
+            and tuning.search == "per-clip" and "steps" in spec.params_type.names()
+            and tuning.norm in FGSMParams.norms)
 
 
 def step_settings_of(config: AttackConfig) -> int:

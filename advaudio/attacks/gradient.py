@@ -5,6 +5,9 @@ Sign (L∞) or normalised (L2) gradient steps of ``step_size``·ε, projection o
 target (Kurakin et al.'s step l.l.), run as ``BasicIterative(steps=1, step=ε)``
 because Foolbox's FGSM rejects targeted criteria; untargeted FGSM is Foolbox's
 FGSM/FGM.  BIM has no random start; PGD starts uniformly in the ε-ball (seeded).
+
+With one ε per clip (:meth:`GradientAttack.perturb`, the per-clip budget search) the
+same steps run as one batched torch loop (:mod:`~advaudio.attacks.stepping`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from typing import Any
 from advaudio.attacks.base import AttackSpec
 from advaudio.attacks.params import BIMParams, FGSMParams, PGDParams
 from advaudio.attacks.results import Note
+from advaudio.attacks.stepping import gradient_attack
 
 
 class GradientAttack(AttackSpec):
     """Iterated gradient steps through Foolbox's ``<Linf|L2><fb_family>Attack``."""
 
     fb_family = ""  # "BasicIterative" | "ProjectedGradientDescent"
+    per_clip_epsilon = True
 
     def attack(self, fb: Any, params: Any, targeted: bool) -> Any:
         prefix = "Linf" if params.norm == "linf" else "L2"
@@ -33,6 +38,14 @@ class GradientAttack(AttackSpec):
             run.fmodel, x, self.criterion(run, labels, targets), epsilons=float(epsilon)
         )
         return clipped
+
+    def perturb(self, step, x, labels, targets, epsilon):
+        # FGSM has no steps parameter: one step of step_size·ε (Foolbox's FGSM/FGM).
+        p = step.config.params
+        return gradient_attack(step.model, x, targets if targets is not None else labels, epsilon,
+                               targeted=targets is not None, norm=p.norm,
+                               steps=step.steps or int(getattr(p, "steps", 1)), rel_stepsize=float(p.step_size),
+                               noise=step.noise, early_stop=step.early_stop, full_margin=step.full_margin)
 
 
 class FGSM(GradientAttack):

@@ -5,7 +5,13 @@ advaudio: :class:`PGDParams` has ``steps`` but no ``regularization``, and a key 
 attack does not take is a :class:`~advaudio.errors.ParameterError` naming the ones it
 does.  Values are checked for type and range when a dataclass is built, so a
 configuration that exists is one that can run.  This module imports neither torch
-nor Foolbox: the CLI reads names and defaults from it cheaply.
+nor Foolbox at import time; :data:`PARAMS` (name → dataclass) is a view of the one
+attack registry (:mod:`advaudio.attacks.registry`), imported on first use.
+
+A plugin attack (:mod:`advaudio.plugins`) declares its parameters as a frozen,
+keyword-only dataclass subclassing :class:`AttackParams` (``attack``, ``kind`` and
+``norms`` as class variables; a fixed-budget one with an ``epsilon`` field), so that
+``-p name.key=value`` and a study's ``[attacks.params.name]`` reach it like any other.
 
 Step sizes: for fgsm/bim/pgd ``step_size`` is *relative to ε* (Foolbox's
 ``rel_stepsize``), so the trajectory scales with the budget during bisection; for cw
@@ -18,13 +24,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from advaudio import plugins
 from advaudio.errors import ParameterError
 
 __all__ = [
     "FIXED_BUDGET",
+    "MAX_EVALUATIONS_PER_CLIP",
     "MINIMISATION",
     "PARAMS",
     "SHARED_SETTINGS",
@@ -45,11 +54,20 @@ FIXED_BUDGET = "fixed-budget"
 #: Budget searches of fixed-budget attacks, the first the default (:func:`~advaudio.attacks.tune_budget`).
 SEARCHES = ("per-clip", "bisection")
 MINIMISATION = "minimisation"
+#: The kinds an attack can be (a plugin's params_type says which).
+KINDS = (FIXED_BUDGET, MINIMISATION)
 TARGET_RULES = ("random", "least-likely")
 START_RULES = ("nearest", "noise")
 DECISION_RULES = ("EN", "L1")
 #: Settings of :class:`AttackConfig` that every attack takes beside its own parameters.
 SHARED_SETTINGS = ("targeted", "target_rule", "seed")
+#: Probes of a fixed-budget attack's ε search per clip, at most (``tune_budget``'s ``max_iter``).
+SEARCH_PROBES = 20
+#: Model evaluations per clip (gradients or forward queries) of one budget search above which the
+#: attack stage refuses to start unless told to (``allow_expensive``). Generous: Foolbox's research
+#: defaults stay below it (CW 9 × 1000 steps with a retry: 27 000; HopSkipJump 64 steps of 10 000
+#: gradient samples: about 640 000), while a run above it takes days per thousand clips on a GPU.
+MAX_EVALUATIONS_PER_CLIP = 1_000_000
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
@@ -107,6 +125,14 @@ class AttackParams:
     def _check(self) -> None:
         """Ranges particular to one attack (after the types and the common ranges)."""
 
+    def evaluations(self) -> int:
+        """Model evaluations (gradients or forward queries) one run costs per clip, at most."""
+        return int(getattr(self, "steps", 1))
+
+    def cost_text(self) -> str:
+        """How :meth:`evaluations` is counted, for messages (``"steps=40"``)."""
+        return f"steps={getattr(self, 'steps', 1)}"
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -147,6 +173,12 @@ class FGSMParams(_GradientParams):
 
     step_size: float = 1.0
     random_start: bool = False
+
+    def evaluations(self) -> int:
+        return 1
+
+    def cost_text(self) -> str:
+        return "one step"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +223,12 @@ class DeepFoolParams(AttackParams):
     def _check(self) -> None:
         _require(self.candidates >= 2, self.attack, "candidates", ">= 2", self.candidates)
 
+    def evaluations(self) -> int:
+        return self.steps * self.candidates  # a gradient per candidate class per step
+
+    def cost_text(self) -> str:
+        return f"steps={self.steps} × candidates={self.candidates}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class _ConstSearchParams(AttackParams):
@@ -216,6 +254,14 @@ class _ConstSearchParams(AttackParams):
                  self.binary_search_steps)
         _require(self.initial_const > 0, self.attack, "initial_const", "> 0", self.initial_const)
         _require(self.const_retries >= 0, self.attack, "const_retries", ">= 0", self.const_retries)
+
+    def evaluations(self) -> int:
+        # every retry doubles the steps: 1 + 2 + 4 … times the first search's
+        return self.binary_search_steps * self.steps * (2 ** (self.const_retries + 1) - 1)
+
+    def cost_text(self) -> str:
+        return (f"binary_search_steps={self.binary_search_steps} × steps={self.steps}"
+                + (f", const_retries={self.const_retries} doubling the steps" if self.const_retries else ""))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,6 +336,12 @@ class BoundaryParams(_DecisionParams):
     steps: int = 5000
     step_size: float = 1e-2
 
+    def evaluations(self) -> int:
+        return 2 * self.steps  # a candidate and its spherical step per step
+
+    def cost_text(self) -> str:
+        return f"steps={self.steps}, 2 queries each"
+
 
 @dataclass(frozen=True, kw_only=True)
 class HopSkipJumpParams(_DecisionParams):
@@ -308,20 +360,64 @@ class HopSkipJumpParams(_DecisionParams):
         for name in ("gradient_eval_steps", "max_gradient_eval_steps"):
             _require(getattr(self, name) >= 1, self.attack, name, ">= 1", getattr(self, name))
 
+    def evaluations(self) -> int:
+        # per step: the gradient estimate's samples, and about 50 queries of boundary and step-size search
+        return self.steps * (max(self.gradient_eval_steps, self.max_gradient_eval_steps) + 50)
 
-#: Attack name → its parameter dataclass.
-PARAMS: dict[str, type[AttackParams]] = {
+    def cost_text(self) -> str:
+        return f"steps={self.steps} × (max_gradient_eval_steps={self.max_gradient_eval_steps} + ~50)"
+
+
+#: The built-in attacks' parameter dataclasses, in the order listings show them (the registry's
+#: specs carry the same classes: :mod:`advaudio.attacks.registry` checks it).
+BUILTIN_PARAMS: dict[str, type[AttackParams]] = {
     cls.attack: cls
     for cls in (FGSMParams, BIMParams, PGDParams, DeepFoolParams, CarliniWagnerParams, EADParams, FMNParams,
                 BoundaryParams, HopSkipJumpParams)
 }
+_GROUP = "advaudio.attacks"
+
+
+class _ParamsView(Mapping):
+    """Attack name → its parameter dataclass: the built-ins' from :data:`BUILTIN_PARAMS`, a plugin's
+    from its spec in the attack registry (found by group through :mod:`advaudio.plugins`).
+
+    Membership and iteration read plugin metadata only and import no torch, so ``--help``
+    stays cheap; looking a plugin up loads it.
+    """
+
+    def __getitem__(self, name: str) -> type[AttackParams]:
+        if isinstance(name, str) and name in BUILTIN_PARAMS:
+            return BUILTIN_PARAMS[name]
+        if name not in self:
+            raise KeyError(name)
+        return plugins.registry(_GROUP)[name].params_type
+
+    def _plugin_names(self) -> list[str]:
+        return sorted({info.name for info in plugins.declared(_GROUP)} - set(BUILTIN_PARAMS))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in BUILTIN_PARAMS or name in self._plugin_names())
+
+    def __iter__(self):
+        return iter([*BUILTIN_PARAMS, *self._plugin_names()])
+
+    def __len__(self) -> int:
+        return len(BUILTIN_PARAMS) + len(self._plugin_names())
+
+    def __repr__(self) -> str:
+        return f"PARAMS({list(self)!r})"
+
+
+#: Attack name → its parameter dataclass: built-ins and plugins.
+PARAMS: Mapping[str, type[AttackParams]] = _ParamsView()
 
 
 def params_type(name: str) -> type[AttackParams]:
     """The parameter dataclass of attack ``name``."""
     try:
         return PARAMS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ParameterError(f"unknown attack {name!r}; known: {', '.join(PARAMS)}") from None
 
 
@@ -348,8 +444,10 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.params, AttackParams) or type(self.params) not in PARAMS.values():
-            raise ParameterError(f"params must be one of {', '.join(c.__name__ for c in PARAMS.values())}")
+        known = isinstance(self.params, AttackParams) and self.params.attack in PARAMS
+        if not known or type(self.params) is not PARAMS[self.params.attack]:
+            raise ParameterError(f"params must be the parameter dataclass of a registered attack "
+                                 f"({', '.join(PARAMS)}), got {type(self.params).__name__}")
         owner = self.params.attack
         hints = typing.get_type_hints(AttackConfig)
         for name in SHARED_SETTINGS:
@@ -378,6 +476,25 @@ class AttackConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **{k: getattr(self, k) for k in SHARED_SETTINGS}, **self.params.to_dict()}
+
+    def evaluations_per_clip(self) -> int:
+        """Model evaluations per clip of a whole budget search, about: one run for a
+        minimisation attack, :data:`SEARCH_PROBES` runs (one per ε probed) for a fixed-budget one."""
+        runs = SEARCH_PROBES if self.params.kind == FIXED_BUDGET else 1
+        return runs * self.params.evaluations()
+
+    def check_cost(self, *, allowed: bool, how: str) -> None:
+        """ParameterError when :meth:`evaluations_per_clip` exceeds :data:`MAX_EVALUATIONS_PER_CLIP`
+        (unless ``allowed``); ``how`` says how to insist (``"--allow-expensive"``)."""
+        cost = self.evaluations_per_clip()
+        if cost <= MAX_EVALUATIONS_PER_CLIP or allowed:
+            return
+        probes = f"{SEARCH_PROBES} budget probes × " if self.params.kind == FIXED_BUDGET else ""
+        raise ParameterError(
+            f"{self.name} would cost about {cost:.3g} model evaluations per clip ({probes}{self.params.cost_text()}), "
+            f"above the limit of {MAX_EVALUATIONS_PER_CLIP:.0e} (days per thousand clips on a GPU); lower it, "
+            f"or insist with {how}"
+        )
 
     def replace(self, **changes: Any) -> AttackConfig:
         """A copy with shared settings and/or parameters changed."""

@@ -3,7 +3,8 @@
 Every attacked clip ``i`` keeps a bracket ``(lo_i, hi_i]``: the attack at ``hi_i``
 fooled it, at ``lo_i`` it did not (``lo_i`` starts at ``eps_low``).  Each round
 attacks the clips that still need a probe at once, each at its own ε
-(:mod:`~advaudio.attacks.stepping`).  A clip's minimal budget is ``hi_i``
+(the attack's :meth:`~advaudio.attacks.base.AttackSpec.perturb`; for fgsm, bim and pgd
+:mod:`~advaudio.attacks.stepping`).  A clip's minimal budget is ``hi_i``
 (``minimal_budget``; +inf: not fooled up to ``eps_high``) and ``lo_i`` its lower
 bound (``minimal_budget_low``); the budget at the threshold is the inverted-CDF
 quantile of the ``hi_i`` and the fooling-rate curve their empirical CDF
@@ -45,9 +46,10 @@ import numpy as np
 import torch
 
 from advaudio.attacks._model import CountingModel, attack_mode, batched_logits
+from advaudio.attacks.base import StepContext
 from advaudio.attacks.engine import Prepared
 from advaudio.attacks.results import AttackResult, Note, perturbation_norms
-from advaudio.attacks.stepping import gradient_attack, margins, unit_noise
+from advaudio.attacks.stepping import StepResult, margins, unit_noise
 from advaudio.errors import ParameterError
 
 __all__ = ["GROWTH", "PRECISIONS", "START_DIVISOR", "per_clip_search", "step_settings"]
@@ -74,10 +76,22 @@ ESTIMATE_SCALE = 0.7
 
 
 def step_settings(prep: Prepared) -> dict[str, Any]:
-    """steps, relative step size and random start of a fixed-budget attack's config."""
+    """steps, relative step size and random start of a fixed-budget attack's config (a plugin's
+    parameters may lack them: one step, a step of ε, no random start)."""
     p = prep.config.params
-    return {"steps": int(getattr(p, "steps", 1)), "rel_stepsize": float(p.step_size),
-            "random_start": bool(p.random_start)}
+    step_size = getattr(p, "step_size", None)
+    return {"steps": int(getattr(p, "steps", 1)), "rel_stepsize": float(1.0 if step_size is None else step_size),
+            "random_start": bool(getattr(p, "random_start", False))}
+
+
+def _check_step(prep: Prepared, r: Any, n: int) -> None:
+    """ParameterError unless ``perturb`` returned a StepResult of ``n`` clips shaped like the inputs
+    (a plugin's mistake named in one line, not an index error in the search)."""
+    ok = isinstance(r, StepResult) and all(
+        isinstance(t, torch.Tensor) and len(t) == n for t in (r.adversarial, r.success, r.steps_run, r.margin))
+    if not ok or tuple(r.adversarial.shape[1:]) != tuple(prep.x.shape[1:]):
+        raise ParameterError(f"attack {prep.spec.name}: perturb must return a StepResult of {n} clip(s) shaped "
+                             f"like its inputs, got {type(r).__name__}")
 
 
 def sample_seeds(seed: int, sample_ids: np.ndarray) -> list[int]:
@@ -100,16 +114,15 @@ def attack_at(prep: Prepared, counter: CountingModel, sel: torch.Tensor, eps: to
         inv[order] = torch.arange(len(order), device=order.device)
         return tuple(torch.cat([a[k] for a in parts])[inv] for k in range(len(parts[0])))
     full = bool(full_margin.all()) if full_margin is not None and len(full_margin) else False
-    s = step_settings(prep)
-    classes = prep.targets if prep.targeted else prep.labels
     advs, oks, runs, taken = [], [], [], []
     for a in range(0, len(sel), prep.batch_size):
         rows = sel[a:a + prep.batch_size]
-        r = gradient_attack(counter, prep.x[rows], classes[rows], eps[a:a + prep.batch_size],
-                            targeted=prep.targeted, norm=prep.config.params.norm,
-                            steps=steps or s["steps"], rel_stepsize=s["rel_stepsize"],
-                            noise=None if noise is None else noise[rows], early_stop=early_stop,
-                            full_margin=full)
+        # the attack's own step with one ε per clip (a plugin's too): never a stand-in
+        step = StepContext(model=counter, config=prep.config, noise=None if noise is None else noise[rows],
+                           early_stop=early_stop, full_margin=full, steps=steps)
+        r = prep.spec.perturb(step, prep.x[rows], prep.labels[rows],
+                              prep.targets[rows] if prep.targeted else None, eps[a:a + prep.batch_size])
+        _check_step(prep, r, len(rows))
         advs.append(r.adversarial)
         oks.append(r.success)
         runs.append(r.margin)

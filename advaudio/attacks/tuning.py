@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from advaudio.attacks.engine import execute, prepare
-from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCHES, AttackConfig
+from advaudio.attacks.params import FIXED_BUDGET, MINIMISATION, SEARCH_PROBES, SEARCHES, AttackConfig
 from advaudio.attacks.results import AttackResult, Note, TuningResult
 from advaudio.attacks.search import PRECISIONS, per_clip_search
 from advaudio.errors import ParameterError
@@ -172,7 +172,7 @@ def tune_budget(
     atol: float = 0.0,
     eps_low: float = 0.0,
     eps_high: float | None = None,
-    max_iter: int = 20,
+    max_iter: int = SEARCH_PROBES,
     targets: Any = None,
     batch_size: int = 256,
     starting_pool: Any = None,
@@ -236,6 +236,13 @@ def tune_budget(
     lo = float(eps_low)
     if not 0 <= lo < hi:
         raise ParameterError(f"need 0 <= eps_low < eps_high, got {lo}, {hi}")
+    notes: list[Note] = []
+    if search == "per-clip" and not spec.per_clip_epsilon:
+        # An attack that takes one ε per call cannot run a per-clip search without a stand-in
+        # for its step: its budget is bisected over the batch's fooling rate instead.
+        search = "bisection"
+        notes.append(Note("bisection-one-epsilon", f"{spec.name} takes one ε per call (per_clip_epsilon is "
+                          "False): its budget was bisected over the batch's fooling rate, not searched per clip"))
     if search == "per-clip":
         ids = np.arange(len(prep.x)) if sample_ids is None else np.asarray(sample_ids).reshape(-1)
         if len(ids) != len(prep.x):
@@ -271,7 +278,6 @@ def tune_budget(
     # Bracket by doubling up from a small ε before bisecting: at very large ε a
     # few fixed-size gradient steps overshoot, so the fooling rate is not
     # monotone there and probing the largest ε first can miss a small budget.
-    notes: list[Note] = []
     eps = lo if lo > 0 else hi / 2 ** GROWTH_DOUBLINGS
     closest: tuple[float, AttackResult] | None = None
     while True:
@@ -294,7 +300,7 @@ def tune_budget(
                 evaluations=evaluations, stats=c.stats(), queries=totals["q"],
                 gradient_queries=totals["g"], wall_time_s=time.perf_counter() - t0,
                 tolerance=tol, converged=False, result=c, within_budget=c.success.copy(),
-                notes=list(c.notes),
+                notes=list(c.notes) + notes,
             )
         lo, eps = eps, eps * 2
     if len(evaluations) == 1 and lo > 0:

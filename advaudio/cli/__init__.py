@@ -60,6 +60,9 @@ def cli():
 
 def main(argv=None) -> None:
     """Entry point of the ``advaudio`` console script."""
+    from advaudio.plugins import one_line_warnings
+
+    one_line_warnings()  # a refused or broken plugin: one line, like an error
     try:
         cli.main(args=argv, prog_name="advaudio", standalone_mode=False)
     except click.exceptions.Abort:

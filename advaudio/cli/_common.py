@@ -38,13 +38,13 @@ def int_csv(value: str | None, what: str) -> tuple[int, ...] | None:
         raise ParameterError(f"{what} must be comma-separated integers, got {value!r}") from None
 
 
-def key_values(pairs: tuple[str, ...]) -> dict:
+def key_values(pairs: tuple[str, ...], what: str = "dataset option") -> dict:
     """``KEY=VALUE`` pairs; values parsed as JSON when they parse (numbers, booleans)."""
     out = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ParameterError(f"dataset option must look like KEY=VALUE, got {pair!r}")
+            raise ParameterError(f"{what} must look like KEY=VALUE, got {pair!r}")
         try:
             out[key.replace("-", "_")] = json.loads(raw)
         except ValueError:

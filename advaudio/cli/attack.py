@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -48,21 +49,31 @@ def parse_attack_params(pairs: tuple[str, ...]) -> dict:
 
 
 def _attack_params_help() -> str:
-    """Every attack's parameters with their defaults, from the parameter dataclasses."""
-    from advaudio.attacks.params import PARAMS, SHARED_SETTINGS
+    """Every built-in attack's parameters with their defaults, from the parameter dataclasses;
+    plugins by name only (listing them must not import them: a broken one would break the command)."""
+    from advaudio.attacks.params import SHARED_SETTINGS
+    from advaudio.attacks.registry import ATTACKS, BUILTIN
 
     listing = "; ".join(
-        f"{name}: " + ", ".join(f"{k}={'auto' if v is None else v}" for k, v in cls().to_dict().items())
-        for name, cls in PARAMS.items()
+        f"{name}: " + ", ".join(f"{k}={'auto' if v is None else v}" for k, v in spec.params_type().to_dict().items())
+        for name, spec in BUILTIN.items()
     )
+    plugins = list(ATTACKS.plugins())
+    extra = f" Plugin attacks ({', '.join(plugins)}) take the fields of their own parameter dataclass." if plugins else ""
     return ("Attack parameter, repeatable, e.g. -p pgd.steps=20 -p cw.binary_search_steps=5. "
-            f"Each attack takes {', '.join(SHARED_SETTINGS)} and its own (defaults): {listing}.")
+            f"Each attack takes {', '.join(SHARED_SETTINGS)} and its own (defaults): {listing}.{extra}")
 
 
 def _attack_names() -> str:
     from advaudio.attacks.params import PARAMS
 
-    return ", ".join(PARAMS)
+    return ", ".join(PARAMS)  # built-ins and plugins, from metadata
+
+
+def _max_evaluations() -> int:
+    from advaudio.attacks.params import MAX_EVALUATIONS_PER_CLIP
+
+    return MAX_EVALUATIONS_PER_CLIP
 
 
 def _target_rules() -> list[str]:
@@ -74,7 +85,7 @@ def _target_rules() -> list[str]:
 ATTACK_OPTIONS = [
     click.option("--attacks", default=",".join(config_default(AttackStageConfig, "attacks")), show_default=True,
                  help=f"Comma-separated attacks: {_attack_names()}."),
-    click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "fooling_rate"), show_default=True,
+    click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "threshold"), show_default=True,
                  help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
     click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
     click.option("--batch-size", type=BatchSize(), default=config_default(AttackStageConfig, "batch_size"),
@@ -88,6 +99,10 @@ ATTACK_OPTIONS = [
     click.option("-p", "--param", "params", multiple=True, metavar="ATTACK.KEY=VALUE",
                  help=_attack_params_help()),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--allow-expensive", is_flag=True,
+                 help="Run attacks whose budget search would cost more than "
+                      f"{_max_evaluations():.0e} model evaluations per clip (e.g. -p pgd.steps=1000000000); "
+                      "refused otherwise, with the estimate, before any work."),
 ]
 
 
@@ -103,7 +118,7 @@ def _searches() -> tuple[str, ...]:
               help="Feature store [default: the one the checkpoint was trained on].")
 @with_options(ATTACK_OPTIONS)
 @click.option("--split", type=click.Choice(SPLITS), default=config_default(AttackStageConfig, "split"), show_default=True,
-              help="test: the checkpoint's held-out fold; train: its training folds (retraining data).")
+              help="test: the checkpoint's held-out fold; train: the rows it trained on (retraining data).")
 @click.option("--round", "round_", type=int, default=0, show_default=True,
               help="Retraining round the shards belong to.")
 @click.option("--slice", "slice_", default=None, metavar="I/N",
@@ -118,10 +133,12 @@ def _searches() -> tuple[str, ...]:
                    "clip's minimal ε (clip: slices merge to exactly one run); auto: clip for --slice, else quantile.")
 @click.option("--checks/--no-checks", default=True, show_default=True,
               help="Run the evaluation checks (Carlini et al. 2019) after the attacks.")
+@click.option("--allow-unreached", is_flag=True,
+              help="Exit with status 0 even when an attack's budget never reached the fooling-rate threshold.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @computes
 def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
-           split, round_, slice_, out_dir, search, precision, checks, progress):
+           allow_expensive, split, round_, slice_, out_dir, search, precision, checks, allow_unreached, progress):
     """Tune attacks on a checkpoint to a fooling rate; write adversarial shards into the store.
 
     For fixed-budget attacks (fgsm, bim, pgd) every clip's minimal ε is searched
@@ -129,16 +146,22 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     the threshold); for minimisation attacks (deepfool, cw, ead,
     boundary, hopskipjump) the budget is the quantile of the per-sample
     minimal perturbations. Prints a table and writes
-    attack-round<K>-<split>.json beside the checkpoint.
+    attack-round<K>-<split>.json beside the checkpoint (its path is the last
+    line of standard output).
+
+    Exit status: 0 when every attack's budget reached the threshold; 1 when one
+    never did (a summary line on standard error names it; its results and shard
+    are written all the same; --allow-unreached: 0), except for a --slice, whose
+    budget `store merge` computes over all slices; 2 for an error.
     """
     from advaudio.attacks import Note
     from advaudio.stages.attack import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
 
     config = AttackStageConfig(
-        attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
+        attacks=split_csv(attacks) or (), threshold=fooling_rate, split=split, limit=limit, batch_size=batch_size,
         round=round_, seed=seed, target_rule=target_rule, slice=parse_slice(slice_),
         attack_params=parse_attack_params(params), search=search, checks=checks,
-        precision=None if precision == "auto" else precision,
+        precision=None if precision == "auto" else precision, allow_expensive=allow_expensive,
     )
     doc = attack_stage(config, checkpoint=checkpoint, store=store_path, out_dir=out_dir, device=device,
                        progress=progress)
@@ -148,4 +171,15 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
             click.echo(f"  {record['attack']}: {Note.from_json(note).text}")
     for line in check_warnings(doc):  # a failed evaluation check is never silent
         click.echo(line, err=True)
+    if doc.get("plugins"):
+        from advaudio.plugins import format_records
+
+        click.echo(f"plugins: {format_records(doc['plugins'])}")
     click.echo(doc["results_path"])
+    unreached = [r for r in doc["attacks"] if not r.get("reached")]
+    if unreached and config.slice is None:  # a slice's budget is provisional: the merge decides
+        listing = "; ".join(f"{r['attack']} ({r.get('reason') or 'not reached'})" for r in unreached)
+        click.echo(f"advaudio: {len(unreached)} of {len(doc['attacks'])} attack(s) never reached the fooling-rate "
+                   f"threshold {config.threshold:g}: {listing}", err=True)
+        if not allow_unreached:
+            sys.exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 
@@ -18,11 +20,16 @@ def report(run_dirs, out_dir, max_clips, no_listen, title):
 
     Finds every metrics.json and attack-round*-*.json below each RUN_DIR and
     writes report.md, report.html, report.json and report.csv (every number,
-    with the file it came from) into --out.
+    with the file it came from) into --out. A file that fails its checksum or
+    schema check (damaged, edited, a value out of range) is skipped with a
+    warning naming it; a damaged feature store named by the results is refused
+    (exit status 2).
     """
     from advaudio.reporting import write_report
 
     md = write_report(list(run_dirs), out_dir, listen=not no_listen, max_clips=max_clips, title=title)
+    for warning in json.loads(md.with_suffix(".json").read_text()).get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)  # also in the report: a skipped file is never silent
     click.echo(f"numbers: {md.with_suffix('.json')}, {md.with_suffix('.csv')}")
     click.echo(f"html:    {md.with_suffix('.html')}")
     click.echo(str(md))

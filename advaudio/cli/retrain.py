@@ -61,7 +61,7 @@ def retrain(checkpoint, store_path, shards, round_, mix, epochs, lr, fine_tune, 
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @computes
 def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rule, seed, params, device,
-           train_limit, mix, epochs, fine_tune, progress):
+           allow_expensive, train_limit, mix, epochs, fine_tune, progress):
     """Attack-on-test → attack-on-train → retrain → attack-on-test, K rounds, in RUN_DIR.
 
     RUN_DIR holds a finished `advaudio train` run (round 0). Each round's
@@ -72,9 +72,9 @@ def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rul
     from advaudio.stages.retrain import RetrainConfig
     from advaudio.stages.rounds import run_rounds
 
-    attack_config = AttackStageConfig(attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, limit=limit,
+    attack_config = AttackStageConfig(attacks=split_csv(attacks) or (), threshold=fooling_rate, limit=limit,
                                       batch_size=batch_size, seed=seed, target_rule=target_rule,
-                                      attack_params=parse_attack_params(params))
+                                      attack_params=parse_attack_params(params), allow_expensive=allow_expensive)
     retrain_config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch")
     log = run_rounds(run_dir, rounds=rounds, attack_config=attack_config, retrain_config=retrain_config,
                      train_limit=train_limit, device=device, progress=progress)

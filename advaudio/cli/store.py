@@ -18,14 +18,17 @@ def store():
 @store.command("info")
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
-@click.option("--verify", is_flag=True, help="Recompute the sha256 of every shard against the manifest.")
+@click.option("--verify", is_flag=True,
+              help="Check store.h5 and manifest.json against their digests, the manifest's schema, and every "
+                   "shard's sha256 (feature and adversarial); exit status 1 lists what is damaged.")
 def store_info(path, as_json, verify):
     """Show clips, classes, folds, representations, size and errors of a store."""
     from advaudio.store import Store
 
     s = Store(path, check=not verify)  # --verify lists what is damaged instead of stopping at it
     info = s.info()
-    info.pop("config") if not as_json else None
+    info["sealed"] = s.sealed
+    config = info.pop("config") if not as_json else info["config"]
     if verify:
         info["verify"] = s.verify()
     if as_json:
@@ -43,9 +46,16 @@ def store_info(path, as_json, verify):
         for adv in info["adversarial_shards"]:
             click.echo(f"  {adv}")
         click.echo(f"size         {info['size_bytes'] / 2**20:.1f} MiB")
+        if config.get("plugins"):  # made with a plugin's reader or representations
+            from advaudio.plugins import format_records
+
+            click.echo(f"plugins      {format_records(config['plugins'])}")
         click.echo(f"errors       {len(info['errors'])}")
         for err in info["errors"]:
             click.echo(f"  {err['path']}: {err['reason']}")
+        if not s.sealed:
+            click.echo("checksums    shards only: an earlier release wrote store.h5 (`advaudio featurize` with the "
+                       "same arguments records its and the manifest's)")
         if verify:
             click.echo("verify       " + ("ok" if not info["verify"] else "; ".join(info["verify"])))
     if verify and info["verify"]:

@@ -9,9 +9,9 @@ import click
 
 from advaudio import layout
 from advaudio.augment import MIXING
-from advaudio.cli._common import computes, config_default, size_text
+from advaudio.cli._common import computes, config_default, key_values, size_text
 from advaudio.models import list_models
-from advaudio.training import DTYPES, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
+from advaudio.training import DEFENSES, DTYPES, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 
 
 def _recipe_default(name: str) -> str:
@@ -32,6 +32,11 @@ def _input_size(value: str | None):
               help="Representations joined by '+', appended along the band axis, e.g. stft, dwt+chroma.")
 @click.option("--model", type=click.Choice(list_models()), default=config_default(TrainConfig, "model"), show_default=True,
               help="Architecture.")
+@click.option("--defense", type=click.Choice(list(DEFENSES)), default=config_default(TrainConfig, "defense"),
+              show_default=True, help="What each training step minimises: none (clean training) or an installed "
+                                      "defense plugin, whose loss sees the inputs.")
+@click.option("-d", "--defense-option", "defense_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of the defense, repeatable, e.g. -d epsilon=0.03.")
 @click.option("--width", type=float, default=config_default(TrainConfig, "width"), show_default=True,
               help="Channel-width multiplier of the model (e.g. 0.25 for quick CPU runs).")
 @click.option("--input-size", default=size_text(config_default(TrainConfig, "input_size")), show_default=True, metavar="HxW",
@@ -109,10 +114,10 @@ def _input_size(value: str | None):
               help="Fraction of each training batch taken from --extra sources.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @computes
-def train(store_path, view, model, width, input_size, test_fold, val_fold, val_fraction, recipe, epochs, batch_size,
-          lr, weight_decay, optimizer, schedule, label_smoothing, time_shift, freq_masks, freq_mask_width,
-          time_masks, time_mask_width, gain_db, mixing, mixup_alpha, ema_decay, augment_extra, seed, workers,
-          device, amp, dtype, channels_last, out_dir, resume, init_checkpoint, extra, mix, progress):
+def train(store_path, view, model, defense, defense_options, width, input_size, test_fold, val_fold, val_fraction,
+          recipe, epochs, batch_size, lr, weight_decay, optimizer, schedule, label_smoothing, time_shift, freq_masks,
+          freq_mask_width, time_masks, time_mask_width, gain_db, mixing, mixup_alpha, ema_decay, augment_extra, seed,
+          workers, device, amp, dtype, channels_last, out_dir, resume, init_checkpoint, extra, mix, progress):
     """Train a CNN on a view of a feature store, holding out a test fold.
 
     Streams batches from the store, writes OUT/checkpoint.pt after every epoch
@@ -125,8 +130,9 @@ def train(store_path, view, model, width, input_size, test_fold, val_fold, val_f
     if recipe is None:
         recipe = _resumed_recipe(out_dir) if resume else None
     config = TrainConfig(
-        store=store_path, view=view, model=model, width=width, input_size=_input_size(input_size),
-        test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction,
+        store=store_path, view=view, model=model, defense=defense,
+        defense_options=key_values(defense_options, "defense option"), width=width,
+        input_size=_input_size(input_size), test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction,
         recipe=recipe or config_default(TrainConfig, "recipe"), epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
         label_smoothing=label_smoothing, time_shift=time_shift, freq_masks=freq_masks,

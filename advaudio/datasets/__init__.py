@@ -8,8 +8,10 @@ through featurization. Decoding of individual clips happens later, through
 that is recorded and skipped.
 
 Registry: :data:`DATASETS` maps a name to a reader ``reader(root, **options)``;
-adding a dataset is one function and one line. :func:`read_dataset` dispatches;
-:func:`load_clip` gives one clip's waveform.
+adding a dataset is one function and one line, or, from another distribution, one
+entry point in the group ``advaudio.datasets`` (:mod:`advaudio.plugins`): a reader
+returning a :class:`ClipTable` whose clips are audio files (or synthetic clips).
+:func:`read_dataset` dispatches; :func:`load_clip` gives one clip's waveform.
 
 =================  =========================================================  ========  =====
 name               layout                                                     duration  folds
@@ -46,7 +48,8 @@ from advaudio.datasets.readers import (
 )
 from advaudio.datasets.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_VERSION, synthesize
 from advaudio.datasets.table import Clip, ClipTable
-from advaudio.errors import ParameterError
+from advaudio.errors import ParameterError, PluginError
+from advaudio.plugins import PluginInfo, Registry
 
 __all__ = [
     "Clip",
@@ -64,14 +67,23 @@ __all__ = [
     "load_clip",
 ]
 
-#: Dataset name → reader ``reader(root, **options) -> ClipTable``.
-DATASETS: dict[str, Callable[..., ClipTable]] = {
+
+
+def _plugin_reader(obj, info: PluginInfo) -> Callable[..., ClipTable]:
+    if not callable(obj):
+        raise PluginError(f"dataset {info.name!r} from {info.describe()} is {type(obj).__name__}, not a reader "
+                          "reader(root, **options) -> ClipTable")
+    return obj
+
+
+#: Dataset name → reader ``reader(root, **options) -> ClipTable``: the built-ins, then installed plugins.
+DATASETS: Registry[Callable[..., ClipTable]] = Registry("advaudio.datasets", {
     "esc50": read_esc50,
     "urbansound8k": read_urbansound8k,
     "esc10": read_esc10,
     "folder": read_folder,
     "synthetic": read_synthetic,
-}
+}, what="dataset", adapt=_plugin_reader)
 
 
 def read_dataset(name: str, *, root=None, **options) -> ClipTable:
@@ -100,7 +112,10 @@ def read_dataset(name: str, *, root=None, **options) -> ClipTable:
             f"dataset {name!r} takes option(s) {', '.join(accepted) or '(none)'}; "
             f"got {', '.join(sorted(options))}"
         ) from None
-    return reader(root, **options)
+    table = reader(root, **options)
+    if not isinstance(table, ClipTable):  # a plugin's mistake, named in one line
+        raise ParameterError(f"dataset {name!r}: its reader returned {type(table).__name__}, not a ClipTable")
+    return table
 
 
 def load_clip(table: ClipTable, clip: Clip, *, sr: int) -> np.ndarray:

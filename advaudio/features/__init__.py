@@ -15,7 +15,10 @@ centered on sample ``t * hop_length``.
 
 :func:`compute_features` computes the configured set for one clip, sharing the
 chromagram between ``chroma`` and ``tonnetz``; :func:`feature_shapes` gives the
-shapes without computing anything; :data:`REPRESENTATIONS` is the registry;
+shapes without computing anything; :data:`REPRESENTATIONS` is the registry (the
+built-ins, then plugins of the entry-point group ``advaudio.representations``: a
+:class:`Representation` computed from the waveform and the :class:`FeatureConfig`;
+the store records their distribution and version, so its fingerprint changes with them);
 :func:`provenance` is what, besides the configuration, decides the numbers
 (recorded in every store's fingerprint).
 
@@ -39,11 +42,13 @@ from typing import Any
 import librosa
 import numpy as np
 
+from advaudio.errors import PluginError
 from advaudio.features import _librosa_cqt
 from advaudio.features.config import FeatureConfig
 from advaudio.features.numba_cache import import_librosa_module
 from advaudio.features.spectral import check_waveform, dwt, n_frames, stft
 from advaudio.features.tonal import C1_HZ, IMPLEMENTATION, N_TONNETZ, chroma, tonnetz
+from advaudio.plugins import PluginInfo, Registry
 from advaudio.validation import integer
 
 # The librosa modules whose numba kernels the transforms reach, compiled (first use of an
@@ -55,6 +60,8 @@ __all__ = [
     "FeatureConfig",
     "Representation",
     "REPRESENTATIONS",
+    "BUILTIN_REPRESENTATIONS",
+    "representation_plugins",
     "TRANSFORM_VERSION",
     "IMPLEMENTATION",
     "C1_HZ",
@@ -116,12 +123,13 @@ def _shared_chroma(y: np.ndarray, c: FeatureConfig, shared: dict[str, np.ndarray
             n_octaves=c.n_octaves,
             fmin=c.fmin,
             tuning=c.tuning,
+            floor_db=c.chroma_floor_db,
         )
     return shared["chroma"]
 
 
-#: Registry name -> :class:`Representation`; adding one is a function and an entry here.
-REPRESENTATIONS: dict[str, Representation] = {
+#: The built-in representations; adding one is a function and an entry here.
+BUILTIN_REPRESENTATIONS: dict[str, Representation] = {
     "stft": Representation(
         lambda y, c, shared: stft(
             y,
@@ -148,10 +156,46 @@ REPRESENTATIONS: dict[str, Representation] = {
     ),
     "chroma": Representation(_shared_chroma, lambda c: c.n_chroma),
     "tonnetz": Representation(
-        lambda y, c, shared: tonnetz(chroma=_shared_chroma(y, c, shared)),
+        lambda y, c, shared: tonnetz(chroma=_shared_chroma(y, c, shared), floored=c.chroma_floor_db is not None),
         lambda c: N_TONNETZ,
     ),
 }
+
+
+def _plugin_representation(obj: Any, info: PluginInfo) -> Representation:
+    """A :class:`Representation`, or any object with ``compute(y, config, shared)`` and ``n_bands(config)``."""
+    if isinstance(obj, Representation):
+        return obj
+    compute, n_bands = getattr(obj, "compute", None), getattr(obj, "n_bands", None)
+    if not (callable(compute) and callable(n_bands)):
+        raise PluginError(f"representation {info.name!r} from {info.describe()} has no compute(y, config, shared) "
+                          "and n_bands(config)")
+    return Representation(compute, n_bands)
+
+
+#: Registry name -> :class:`Representation`: the built-ins, then the installed plugins
+#: (entry-point group ``advaudio.representations``, :mod:`advaudio.plugins`). A Dask worker
+#: looks a plugin up itself, on its first clip: nothing about it is shipped with the tasks.
+REPRESENTATIONS: Registry[Representation] = Registry(
+    "advaudio.representations", BUILTIN_REPRESENTATIONS, what="representation", adapt=_plugin_representation)
+
+
+def representation(name: str) -> Representation:
+    """The registry entry ``name``; a name this process does not know is one line saying where
+    (a Dask worker or cluster job whose environment lacks a plugin the client has)."""
+    try:
+        return REPRESENTATIONS[name]
+    except KeyError:
+        import socket
+        import sys
+
+        raise PluginError(f"unknown representation {name!r} in the Python of {socket.gethostname()} "
+                          f"({sys.executable}); known there: {', '.join(REPRESENTATIONS)}") from None
+
+
+def representation_plugins(names) -> list[dict[str, str]]:
+    """The plugin records (group, name, distribution, version) of the plugin representations among ``names``."""
+    return [info.record() for info in (REPRESENTATIONS.plugin(n) for n in names) if info is not None]
 
 
 def compute_features(y: np.ndarray, config: FeatureConfig) -> dict[str, np.ndarray]:
@@ -174,7 +218,7 @@ def compute_features(y: np.ndarray, config: FeatureConfig) -> dict[str, np.ndarr
     out = {}
     for name in config.representations:
         array = np.ascontiguousarray(
-            REPRESENTATIONS[name].compute(y, config, shared), dtype=np.float32
+            representation(name).compute(y, config, shared), dtype=np.float32
         )
         if array.shape != expected[name]:  # the store preallocates from feature_shapes
             raise RuntimeError(
@@ -192,5 +236,5 @@ def feature_shapes(config: FeatureConfig, n_samples: int) -> dict[str, tuple[int
     n_samples = integer("n_samples", n_samples)
     frames = n_frames(n_samples, config.hop_length)
     return {
-        name: (REPRESENTATIONS[name].n_bands(config), frames) for name in config.representations
+        name: (representation(name).n_bands(config), frames) for name in config.representations
     }

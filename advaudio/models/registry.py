@@ -4,6 +4,12 @@ A factory is a function named after its architecture, taking ``in_channels``,
 ``num_classes`` and ``width`` through ``**kwargs`` plus its own options as
 keyword-only parameters with defaults; those parameters are the options
 :func:`create_model` accepts for it.
+
+Plugins (entry-point group ``advaudio.models``, see :mod:`advaudio.plugins`) are
+factories called the same way, ``f(*, in_channels, num_classes, width, **options)``;
+one that returns a plain ``torch.nn.Module`` gets it wrapped in a
+:class:`ModuleClassifier`, so the trainer and the attacks never ask where a model
+came from.
 """
 
 from __future__ import annotations
@@ -12,12 +18,28 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import ParameterError
+from torch import nn
+
+from ..errors import ParameterError, PluginError
+from ..plugins import PluginInfo, Registry
 from .base import Classifier
 
 ModelFactory = Callable[..., Classifier]
 
 _FACTORIES: dict[str, ModelFactory] = {}
+#: The arguments every factory takes; the rest of its keyword-only parameters are its options.
+STANDARD_ARGUMENTS = ("in_channels", "num_classes", "width")
+
+
+def _plugin_factory(obj, info: PluginInfo) -> ModelFactory:
+    if not callable(obj):
+        raise PluginError(f"model {info.name!r} from {info.describe()} is {type(obj).__name__}, not a factory "
+                          "f(*, in_channels, num_classes, width, **options)")
+    return obj
+
+
+#: Built-in factories, then those of installed plugins (looked up on a miss, listed from metadata).
+MODELS: Registry[ModelFactory] = Registry("advaudio.models", _FACTORIES, what="model", adapt=_plugin_factory)
 
 
 def register_model(factory: ModelFactory) -> ModelFactory:
@@ -30,17 +52,22 @@ def register_model(factory: ModelFactory) -> ModelFactory:
 
 
 def list_models() -> list[str]:
-    """Names of the registered architectures, sorted."""
-    return sorted(_FACTORIES)
+    """Names of the registered architectures and of the installed model plugins, sorted."""
+    return sorted(MODELS)
 
 
 def _factory(name: str) -> tuple[str, ModelFactory]:
     key = name.strip().lower() if isinstance(name, str) else name
-    if key not in _FACTORIES:
+    if key not in MODELS:
         raise ParameterError(
             f"unknown model {name!r}; known models: {', '.join(list_models())}"
         )
-    return key, _FACTORIES[key]
+    return key, MODELS[key]
+
+
+def model_plugin(name: str) -> PluginInfo | None:
+    """Where model ``name`` comes from when a plugin provides it; None for a built-in."""
+    return MODELS.plugin(name.strip().lower() if isinstance(name, str) else name)
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -49,7 +76,7 @@ def model_options(name: str) -> dict[str, Any]:
     return {
         parameter.name: parameter.default
         for parameter in inspect.signature(factory).parameters.values()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.name not in STANDARD_ARGUMENTS
     }
 
 
@@ -85,7 +112,12 @@ def create_model(
             f"model {key!r} has no option(s) {', '.join(unknown)}; its options: {known}"
         )
     resolved = {**accepted, **options}
+    missing = sorted(k for k, v in resolved.items() if v is inspect.Parameter.empty)
+    if missing:
+        raise ParameterError(f"model {key!r} needs option(s) {', '.join(missing)}")
     model = factory(in_channels=in_channels, num_classes=num_classes, width=width, **resolved)
+    if not isinstance(model, Classifier):
+        model = _wrap(key, model, in_channels=in_channels, num_classes=num_classes, width=width)
     model.config = {
         "name": key,
         "in_channels": model.in_channels,
@@ -103,3 +135,31 @@ def model_from_config(config: Mapping[str, Any]) -> Classifier:
     arguments = dict(config)
     name = arguments.pop("name")
     return create_model(name, **arguments)
+
+
+def _wrap(name: str, module: Any, *, in_channels: int, num_classes: int, width: float) -> Classifier:
+    info = MODELS.plugin(name)
+    if not isinstance(module, nn.Module):
+        source = f" from {info.describe()}" if info else ""
+        raise PluginError(f"model {name!r}{source} returned {type(module).__name__}, not a torch.nn.Module")
+    return ModuleClassifier(module, in_channels=in_channels, num_classes=num_classes, width=width)
+
+
+class ModuleClassifier(Classifier):
+    """A plain ``torch.nn.Module`` from a plugin factory, as a :class:`Classifier`.
+
+    The module maps ``(N, C, H, W)`` inputs to logits; its ``min_input_size``
+    attribute, when it has one, is the smallest height and width it takes (1
+    otherwise).  Inputs are checked as for the built-ins, so a wrong shape fails with
+    one line instead of deep inside the plugin's layers.  The weights live under
+    ``module.`` in the state dict.
+    """
+
+    def __init__(self, module: nn.Module, *, in_channels: int, num_classes: int, width: float) -> None:
+        super().__init__(in_channels, num_classes, width)
+        self.module = module
+        self.min_input_size = int(getattr(module, "min_input_size", 1))
+
+    def forward(self, x):
+        self.check_input(x)
+        return self.module(x)

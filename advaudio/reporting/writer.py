@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from advaudio.errors import DamagedFileError, StoreError
 from advaudio.reporting.analysis import MINIMISATION, VALUE_COLUMNS, ValueRows, analyse, finite_number
 from advaudio.reporting.discovery import collect_runs
 from advaudio.reporting.document import build_blocks
 from advaudio.reporting.examples import round_examples, safe_name
 from advaudio.reporting.render import render_html, render_markdown
-from advaudio.store import jsonable
+from advaudio.store import Store, jsonable
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "write_report"]
 
@@ -80,6 +81,29 @@ def _remove_stale(directory: Path, pattern: str, keep: set[Path]) -> None:
                 p.unlink()
 
 
+def check_stores(data) -> None:
+    """Open (and so check) every feature store the runs' files name that is still on disk.
+
+    A store's ``store.h5`` decides which clips are test clips, and the report reads
+    clips from it: a damaged one is a DamagedFileError, never a report. A store that
+    is gone or incomplete only costs the example figures (a warning there).
+    """
+    paths = set()
+    for run in data.runs:
+        paths |= {a.document.store for a in run.attacks}
+        paths |= {(m.data.get("store") or {}).get("path") for m in run.metrics.values()
+                  if isinstance(m.data.get("store"), dict)}
+    for path in sorted(str(p) for p in paths if isinstance(p, str) and p):
+        if not Path(path).is_dir():
+            continue
+        try:
+            Store(path)
+        except DamagedFileError:
+            raise
+        except StoreError:
+            continue
+
+
 def write_report(
     run_dirs: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
@@ -103,11 +127,13 @@ def write_report(
     Raises
     ------
     ParameterError : a run directory does not exist, or none holds any result
+    DamagedFileError : a feature store the results name is damaged (:func:`check_stores`)
     """
     from advaudio import __version__
 
     out_dir = Path(out_dir)
     data = collect_runs(run_dirs)
+    check_stores(data)
     warnings = list(data.warnings)
     analysis = analyse(data)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)

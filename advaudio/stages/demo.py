@@ -30,7 +30,7 @@ class DemoConfig:
     recipe : the training recipe (:data:`advaudio.training.RECIPES`)
     epochs : training epochs (None: the recipe's)
     attacks : attacks tuned on the test fold before and after retraining
-    fooling_rate : the threshold budgets are tuned to
+    threshold : the fooling rate budgets are tuned to
     test_limit, train_limit : clips attacked on the test fold / training folds
     rounds : retraining rounds
     retrain_epochs, mix : length of each retraining run, adversarial share of its batches
@@ -48,7 +48,7 @@ class DemoConfig:
     recipe: str = "default"
     epochs: int | None = 12
     attacks: tuple[str, ...] = ("pgd", "deepfool")
-    fooling_rate: float = 0.9
+    threshold: float = 0.9
     test_limit: int | None = 40
     train_limit: int | None = 120
     rounds: int = 1
@@ -119,7 +119,7 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
     run_rounds(
         run_dir,
         rounds=config.rounds,
-        attack_config=AttackStageConfig(attacks=config.attacks, fooling_rate=config.fooling_rate,
+        attack_config=AttackStageConfig(attacks=config.attacks, threshold=config.threshold,
                                         limit=config.test_limit, seed=config.seed),
         retrain_config=RetrainConfig(mix=config.mix, epochs=config.retrain_epochs),
         train_limit=config.train_limit,

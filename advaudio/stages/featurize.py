@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,8 @@ import numpy as np
 from advaudio import store as st
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
-from advaudio.errors import AdvaudioError, AudioError, ParameterError, StoreError
-from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance
+from advaudio.errors import AdvaudioError, AudioError, DatasetError, ParameterError, StoreError
+from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance, representation_plugins
 from advaudio.progress import progress_bar
 from advaudio.validation import choice, integer
 
@@ -121,6 +122,16 @@ def _load_table(config: FeaturizeConfig) -> ClipTable:
         table = table.subset(folds=config.folds, limit_per_class=config.limit_per_class)
     if len(table) == 0:
         raise AdvaudioError(f"dataset {config.dataset!r} has no clips to featurize")
+    where = f"dataset {config.dataset!r}" + (f" at {config.root}" if config.root else "")
+    for name in table.classes:
+        # A class name is a line of `store info`, a row of the report's CSV and a label of its figures.
+        if not name.strip() or any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise DatasetError(f"{where}: class name {name!r} is empty or holds a control character (a newline, "
+                               "a tab); rename it (its folder, or its entry in the metadata)")
+    present = sorted({table.classes[c.label] for c in table.clips})
+    if len(present) < 2:
+        raise DatasetError(f"{where} has clips of {len(present)} class ({', '.join(map(repr, present))}): a classifier "
+                           "needs at least 2 (the folder layout: one sub-folder per class)")
     return table
 
 
@@ -142,6 +153,9 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         "format_version": st.FORMAT_VERSION,
         **provenance(),  # transform version, librosa version, chromagram path
     }
+    plugins = featurize_plugins(config)
+    if plugins:  # a plugin's version is part of what decides the numbers; absent key: built-ins only
+        store_config["plugins"] = plugins
     fp = st.fingerprint({"config": store_config, "inputs": table.fingerprint_items()})
     store_dir = Path(cache) / f"{config.dataset}-{fp}"
     shard_files, tasks = [], []
@@ -162,6 +176,14 @@ def plan_featurize(config: FeaturizeConfig, *, cache: str | os.PathLike = "cache
         tasks=tasks,
         complete=(store_dir / st.MASTER_NAME).is_file(),
     )
+
+
+def featurize_plugins(config: FeaturizeConfig) -> list[dict[str, str]]:
+    """The plugins (dataset reader, representations) ``config`` uses, as the store records them."""
+    from advaudio.datasets import DATASETS
+
+    reader = DATASETS.plugin(config.dataset)
+    return ([reader.record()] if reader else []) + representation_plugins(config.features.representations)
 
 
 # glibc mallopt parameters (malloc.h)
@@ -303,21 +325,39 @@ def featurize(
     integer("workers", workers, minimum=0)
     plan = plan_featurize(config, cache=cache)
     if plan.complete:
-        store = st.Store(plan.store_dir)
-        return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
-                               len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+        store = st.Store(plan.store_dir)  # checked: a damaged store is refused, never reused
+        if store.sealed:
+            return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                                   len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
     (plan.store_dir / st.SHARD_DIR).mkdir(parents=True, exist_ok=True)
     # One featurize run per store at a time: a second is told another is active (no work done twice).
     with st.exclusive_lock(plan.store_dir / st.LOCK_NAME, what=f"store {plan.store_dir}"):
         plan = plan_featurize(config, cache=cache)  # what is left now that no one else writes
         if plan.complete:  # another run finished it while this one waited
             store = st.Store(plan.store_dir)
-            return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
-                                   len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+            if store.sealed:
+                return FeaturizeResult(plan.store_dir, len(plan.table), len(store), store.errors, 0,
+                                       len(plan.shard_files), time.perf_counter() - t0, already_complete=True)
+            # An earlier release's store (its shards just checked against its manifest):
+            # linked again, it records the digests of store.h5 and of its manifest.
+            if progress:
+                print(f"{plan.store_dir}: recording the checksums of {st.MASTER_NAME} and {st.MANIFEST_NAME} "
+                      "(written by an earlier release)", file=sys.stderr)
         st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR)
         st.remove_stale_tmp(plan.store_dir)
         return _run_plan(plan, config, workers=workers, scheduler=scheduler, cluster=cluster, progress=progress,
                          t0=t0)
+
+
+def _linked_digests(store_dir: Path) -> dict[str, str]:
+    """Shard → sha256 in the store's manifest, when a readable one is left from an earlier link."""
+    path = store_dir / st.MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return {e["file"]: e["sha256"] for e in st.check_manifest(st.read_json_strict(path, what="manifest"), path)}
+    except StoreError:
+        return {}  # damaged too: the shards are hashed afresh
 
 
 def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, scheduler: str | None, cluster,
@@ -344,14 +384,20 @@ def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, sch
                 digests[done["shard"]] = done["sha256"]
                 bar.update(len(task.table))
 
-    # Shards finished by an earlier, interrupted run are hashed from their files.
+    # Shards finished by an earlier, interrupted run are hashed from their files, and checked against
+    # the manifest of an earlier link when there is one (store.h5 deleted to be relinked).
+    previous = _linked_digests(plan.store_dir)
     manifest_shards, errors = [], []
     for shard, rel in enumerate(plan.shard_files):
         summary = st.read_shard_summary(plan.store_dir / rel)
         if summary["attrs"].get("fingerprint") != plan.fingerprint:
             raise StoreError(f"{plan.store_dir / rel} belongs to another store; delete it and rerun")
-        manifest_shards.append({"file": rel, "clips": summary["clips"],
-                                "sha256": digests.get(shard) or st.sha256_file(plan.store_dir / rel)})
+        digest = digests.get(shard) or st.sha256_file(plan.store_dir / rel)
+        if shard not in digests and previous.get(rel, digest) != digest:
+            raise StoreError(f"checksum mismatch: {plan.store_dir / rel} differs from its sha256 in "
+                             f"{plan.store_dir / st.MANIFEST_NAME}; delete the shard and rerun to featurize "
+                             "its clips again")
+        manifest_shards.append({"file": rel, "clips": summary["clips"], "sha256": digest})
         errors.extend({"index": i, "clip_id": c, "path": p, "reason": r} for i, c, p, r in summary["errors"])
     attrs = {
         "classes": json.dumps(list(plan.table.classes)),

@@ -25,10 +25,11 @@ from typing import Any
 
 from advaudio import layout, validation
 from advaudio import store as st
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
 from advaudio.killpoints import kill_point
-from advaudio.stages.attack import attack_stage
+from advaudio.stages.attack import AttackStageConfig, attack_stage
 from advaudio.stages.retrain import RetrainConfig, retrain
+from advaudio.store.documents import read_attack_results, read_metrics
 
 
 def is_complete_run(directory: Path) -> bool:
@@ -36,8 +37,8 @@ def is_complete_run(directory: Path) -> bool:
     if not layout.checkpoint_path(directory).is_file() or not metrics.is_file():
         return False
     try:
-        return bool(json.loads(metrics.read_text()).get("complete"))
-    except ValueError:
+        return bool(read_metrics(metrics).get("complete"))
+    except StoreError:  # damaged: not complete; training with resume rewrites it from the checkpoint
         return False
 
 
@@ -67,6 +68,8 @@ def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: Retra
     if path.is_file():
         try:
             before = json.loads(path.read_text())
+            if isinstance(before, dict) and isinstance(before.get("attack"), dict):
+                before["attack"] = AttackStageConfig.upgrade_dict(before["attack"])
         except ValueError:
             before = None
         if before is not None and before != options:
@@ -101,6 +104,9 @@ def run_rounds(
     retrain_config = retrain_config if retrain_config is not None else RetrainConfig()
     validation.integer("rounds", rounds, minimum=0)  # 0: only the attack on the test fold
     if not is_complete_run(run_dir):
+        metrics = layout.metrics_path(run_dir)
+        if metrics.is_file() and layout.checkpoint_path(run_dir).is_file():
+            read_metrics(metrics)  # a damaged file says so (rewritten by `advaudio train --resume`)
         raise StoreError(f"{run_dir} holds no complete round-0 run (checkpoint.pt + metrics.json); "
                          "run `advaudio train --out RUN_DIR` first")
     _check_rounds_options(run_dir, attack_config=attack_config, retrain_config=retrain_config,
@@ -115,9 +121,14 @@ def run_rounds(
         directory = layout.round_dir(run_dir, k)
         results = layout.attack_results_path(run_dir, round=k, split=split)
         if results.is_file():
-            say(f"round {k}: {results.name} exists, skipped")
-            log.append({"round": k, "step": f"attack-{split}", "skipped": True, "path": str(results)})
-            return
+            try:
+                read_attack_results(results)
+            except DamagedFileError as exc:  # never skipped as done: set aside, and attacked again
+                say(f"round {k}: {exc}; set aside as {st.set_aside(results).name}, attacking again")
+            else:
+                say(f"round {k}: {results.name} exists, skipped")
+                log.append({"round": k, "step": f"attack-{split}", "skipped": True, "path": str(results)})
+                return
         cfg = dataclasses.replace(attack_config, split=split, round=k, limit=limit, slice=None)
         say(f"round {k}: attacking the {split} split …")
         doc = attack_stage(cfg, checkpoint=layout.checkpoint_path(directory), out_dir=directory, device=device,

@@ -177,10 +177,14 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """The text :func:`write_json_atomic` writes for ``obj`` (strict JSON, sorted keys, indented)."""
+    return json.dumps(jsonable(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``jsonable(obj)`` to ``path`` atomically (temporary file, fsync, rename)."""
-    text = json.dumps(jsonable(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
-    write_text_atomic(path, text)
+    write_text_atomic(path, json_text(obj))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

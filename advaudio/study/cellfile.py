@@ -22,6 +22,10 @@ source so every number can be traced back::
     wall_time_s                     {"train": …, "rounds": …, "total": …}, measured
     versions, finished
 
+``cell.json`` is sealed (:mod:`advaudio.store.sealed`: the digest of its content under
+``sha256``) and schema-checked when read; a damaged one is a DamagedFileError, which
+``study run`` answers by setting the file aside and recomputing the summary.
+
 ``state.json`` says a cell is running (host, pid, start time) or failed (the reason
 and the log's path); it is advisory, ``cell.json`` alone decides "done".
 """
@@ -40,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from advaudio import layout
-from advaudio.errors import StoreError
-from advaudio.store import write_json_atomic
+from advaudio.errors import DamagedFileError, StoreError
+from advaudio.store import Fields, read_sealed_json, write_json_atomic, write_sealed_json
 
 FORMAT = "advaudio-study-cell"
 VERSION = 1
@@ -154,34 +158,83 @@ def summary_path(cell_dir: str | os.PathLike) -> Path:
 def write_cell_summary(cell_dir: str | os.PathLike, summary: CellSummary) -> Path:
     """Commit ``cell.json`` atomically (a kill leaves either no file or the whole one)."""
     path = summary_path(cell_dir)
-    write_json_atomic(path, summary.to_json())
+    write_sealed_json(path, summary.to_json())
     return path
 
 
 def read_cell_summary(cell_dir: str | os.PathLike) -> CellSummary | None:
     """The summary of a finished cell; None when the cell has none (not done).
 
-    A file that is not a cell summary (another format, a newer version, damaged JSON)
-    is a StoreError naming it.
+    A file that is not a cell summary of this format, fails its checksum or its schema
+    (truncated, edited, a value out of range) is a DamagedFileError naming it; one of a
+    newer version is a StoreError (not damaged: read it with that release).
     """
     path = summary_path(cell_dir)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         return None
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path} is not a readable cell summary ({exc})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise StoreError(f"{path} is not an advaudio study cell summary")
-    if int(d.get("version", 0)) > VERSION:
+    d = read_sealed_json(path, what=WHAT)
+    if d.get("format") != FORMAT:
+        raise DamagedFileError(f"{WHAT} {path} is damaged: its format is {d.get('format')!r}, not {FORMAT!r}")
+    version = d.get("version", 0)
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
         raise StoreError(f"{path} has cell-summary version {d.get('version')}; this advaudio reads up to {VERSION}")
+    check_summary(d, path)
     try:
         return CellSummary(cell_id=d["cell_id"], fingerprint=d["fingerprint"], key=d["key"], config=d["config"],
                            run_dir=d["run_dir"], rounds=tuple(RoundOutcome.from_json(r) for r in d["rounds"]),
                            wall_time_s=d.get("wall_time_s") or {}, versions=d.get("versions") or {},
                            finished=float(d.get("finished") or 0.0), path=str(path))
-    except (KeyError, TypeError) as exc:
-        raise StoreError(f"{path} is an incomplete cell summary (missing {exc})") from None
+    except (KeyError, TypeError, StoreError) as exc:
+        raise DamagedFileError(f"{WHAT} {path} is damaged: {exc}") from None
+
+
+#: How messages name ``cell.json``.
+WHAT = "cell summary"
+
+
+def check_summary(d: dict[str, Any], path: Path) -> None:
+    """DamagedFileError unless ``d`` is a cell summary whose values lie in range."""
+    f = Fields(d, path=path, what=WHAT)
+    f.count("version")
+    for key in ("cell_id", "fingerprint", "run_dir"):
+        f.string(key, nonempty=True)
+    for key in ("key", "config"):
+        f.mapping(key)
+    for key in ("wall_time_s", "versions"):
+        f.mapping(key, optional=True, nullable=True)
+    f.number("finished", low=0.0, optional=True, nullable=True)
+    rounds = f.objects("rounds")
+    if not rounds:
+        f.fail("rounds", "is empty")
+    for r in rounds:
+        r.count("round")
+        for key in ("checkpoint", "metrics"):
+            r.string(key)
+        r.sha256("checkpoint_sha256")
+        r.rate("test_accuracy")
+        r.count("test_clips")
+        attacks = r.mapping("attacks", optional=True)
+        for name in attacks.data if attacks is not None else ():
+            a = attacks.mapping(name)
+            for key in ("attack", "kind", "norm"):
+                a.string(key)
+            a.string("search", optional=True)
+            a.number("threshold", low=0.0, high=1.0)
+            a.number("budget", low=0.0, nullable=True)
+            a.boolean("reached")
+            a.rate("fooling_rate", nullable=True)
+            a.number("wall_time_s", low=0.0, optional=True, nullable=True)
+            a.number("gradient_steps", low=0.0, optional=True, nullable=True)
+            rows = a.items("clip_rows")
+            norms = a.items("minimal_norms")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in rows):
+                a.fail("clip_rows", "must be a list of store rows (integers >= 0)")
+            if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf)
+                       for v in norms):
+                a.fail("minimal_norms", "must be a list of norms (numbers >= 0, or null: never fooled)")
+            if len(rows) != len(norms):
+                a.fail("minimal_norms", f"has {len(norms)} values for {len(rows)} clip rows")
+            a.objects("checks", optional=True)
 
 
 # --------------------------------------------------------------------------- #

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import math
 import sys
 import time
@@ -27,12 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+import advaudio
 from advaudio import layout
 from advaudio import store as st
-from advaudio.errors import AdvaudioError, StoreError
+from advaudio.errors import AdvaudioError, DamagedFileError, DatasetError, ParameterError, StoreError
+from advaudio.plugins import used
+from advaudio.stages.rounds import is_complete_run, run_rounds
+from advaudio.store.documents import read_metrics
+from advaudio.store.results import read_attack_results
 from advaudio.study import cellfile
 from advaudio.study.spec import StudySpec, check_folds
+from advaudio.training import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,6 @@ class Cell:
 
 def train_config(spec: StudySpec, cell: Cell, *, device: str | None = None):
     """The :class:`~advaudio.training.TrainConfig` of ``cell``."""
-    from advaudio.training import TrainConfig
-
     values = {"workers": 0, **spec.train}  # cells run side by side: no loader processes unless asked
     return TrainConfig(store=cell.store_dir, view=cell.view, model=cell.model, width=cell.width,
                        input_size=cell.input_size, test_fold=cell.test_fold, seed=cell.seed,
@@ -89,10 +93,23 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
     parts: dict[str, Any] = {"store": cell.store_fingerprint, "train": config, "attacked": cell.attacked}
     if cell.attacked:
         attack = attack_config(spec, cell).to_dict()
+        # Hashed under the key the threshold had when studies were first written: their cells keep their ids.
+        attack["fooling_rate"] = attack.pop("threshold")
         attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
         parts.update(attack=attack, train_limit=spec.train_limit, rounds=spec.rounds,
                      retrain=dataclasses.asdict(spec.retrain))
+    plugins = cell_plugins(spec, cell)
+    if plugins:  # a plugin's version decides results too (the key is absent for built-ins only)
+        parts["plugins"] = plugins
     return st.fingerprint(parts)
+
+
+def cell_plugins(spec: StudySpec, cell: Cell) -> list[dict[str, str]]:
+    """The plugins a cell's results depend on besides its store's: model, defense and, when attacked, attacks."""
+    entries = [("advaudio.models", cell.model), ("advaudio.defenses", spec.train.get("defense", "none"))]
+    if cell.attacked:
+        entries += [("advaudio.attacks", name) for name in spec.attack.attacks]
+    return used(entries)
 
 
 @dataclass(frozen=True)
@@ -109,11 +126,14 @@ class StorePlan:
 
 def plan_stores(spec: StudySpec) -> dict[str, StorePlan]:
     """Every dataset's store, resolved (reads the datasets' metadata, computes nothing)."""
-    from advaudio.stages.featurize import plan_featurize
+    from advaudio.stages.featurize import plan_featurize  # librosa, numba: only when a study is planned
 
     plans = {}
     for data in spec.data:
-        plan = plan_featurize(data.featurize, cache=layout.study_stores_dir(spec.directory))
+        try:
+            plan = plan_featurize(data.featurize, cache=layout.study_stores_dir(spec.directory))
+        except DatasetError as exc:  # found before anything runs: named by the file and its table
+            raise ParameterError(f"{spec.path}: [data.{data.name}]: {exc}") from None
         folds = sorted({int(c.fold) for c in plan.table.clips})
         check_folds(spec, data, folds)
         plans[data.name] = StorePlan(data.name, plan.store_dir, plan.fingerprint, folds, len(plan.table),
@@ -190,23 +210,38 @@ def run_cell(spec: StudySpec, cell: Cell, *, device: str | None = None, echo: bo
     the error is raised.
     """
     directory = cell.directory(spec)
-    done = cellfile.read_cell_summary(directory)
-    if done is not None and done.fingerprint == cell.fingerprint:
+    done = _finished(cell, directory, locked=False)
+    if done is not None:
         return done
     directory.mkdir(parents=True, exist_ok=True)
     run_dir = layout.cell_run_dir(directory)
     with st.exclusive_lock(directory / layout.CELL_LOCK_NAME, what=f"cell {cell.cell_id}"):
-        done = cellfile.read_cell_summary(directory)  # finished by another run while this one waited?
-        if done is not None and done.fingerprint == cell.fingerprint:
+        done = _finished(cell, directory, locked=True)  # finished by another run while this one waited?
+        if done is not None:
             return done
         return _run_locked(spec, cell, directory, run_dir, device=device, echo=echo, progress=progress)
 
 
+def _finished(cell: Cell, directory: Path, *, locked: bool) -> cellfile.CellSummary | None:
+    """The cell's summary when it is done, else None.
+
+    A damaged ``cell.json`` (truncated, edited, out of range) is not done: holding the
+    cell's lock, it is set aside (``cell.json.damaged-<time>``, kept for a look) and the
+    summary recomputed from the run directory, whose finished steps are not redone.
+    """
+    try:
+        done = cellfile.read_cell_summary(directory)
+    except DamagedFileError as exc:
+        if locked:
+            aside = st.set_aside(cellfile.summary_path(directory))
+            print(f"cell {cell.cell_id}: {exc}; set aside as {aside.name}, the cell's summary is recomputed "
+                  "from its run directory", file=sys.stderr, flush=True)
+        return None
+    return done if done is not None and done.fingerprint == cell.fingerprint else None
+
+
 def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, device: str | None, echo: bool,
                 progress: bool) -> cellfile.CellSummary:
-    from advaudio.stages.rounds import is_complete_run, run_rounds
-    from advaudio.training import train
-
     cellfile.mark_running(directory)
     t0 = time.perf_counter()
     try:
@@ -230,17 +265,10 @@ def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, 
     return cellfile.read_cell_summary(directory)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path}: cannot read ({exc})") from None
-
-
 def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(store rows, per-clip minimal norm) of the attacked clips of a shard; +inf: never fooled."""
     shard = st.AdversarialShard.open(shard_path)
-    norm = str(shard.attr("norm"))
+    norm = str(shard.attrs.norm)
     keys = ["clean_index", "attacked", "success", norm]
     if "minimal_budget" in shard:
         keys.append("minimal_budget")
@@ -254,33 +282,30 @@ def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutcome], float]:
-    document = _read_json(results_path)
+    document = read_attack_results(results_path)
     outcomes = {}
-    for r in document.get("attacks", []):
-        if not r.get("shard"):
+    for r in document.records:
+        if not r.shard:
             continue
-        rows, norms = _clip_norms(Path(r["shard"]))
-        outcomes[r["attack"]] = cellfile.AttackOutcome(
-            attack=r["attack"], kind=r.get("kind", ""), norm=r["norm"], search=r.get("search", ""),
-            threshold=float(r["threshold"]), budget=float(r["budget"]) if r.get("budget") is not None else math.nan,
-            reached=bool(r.get("reached")), fooling_rate=float(r.get("fooling_rate") or math.nan),
+        rows, norms = _clip_norms(Path(r.shard))
+        outcomes[r.attack] = cellfile.AttackOutcome(
+            attack=r.attack, kind=r.kind, norm=r.norm, search=r.search or "", threshold=float(r.threshold),
+            budget=float(r.budget) if r.budget is not None else math.nan, reached=r.reached,
+            fooling_rate=float(r.fooling_rate) if r.fooling_rate is not None else math.nan,
             clip_rows=rows, minimal_norms=norms,
-            checks=[{k: c.get(k) for k in ("check", "status", "text")} for c in r.get("checks") or []],
-            results=str(results_path.resolve()), shard=str(Path(r["shard"]).resolve()),
-            wall_time_s=float(r.get("wall_time_s") or math.nan),
-            gradient_steps=float(r["gradient_queries"]) / max(1, int(r.get("n_attacked") or 1)))
-    return outcomes, float(document.get("wall_time_s") or 0.0)
+            checks=[{"check": c.check, "status": c.status, "text": c.text} for c in r.checks],
+            results=str(results_path.resolve()), shard=str(Path(r.shard).resolve()),
+            wall_time_s=float(r.wall_time_s or math.nan), gradient_steps=r.gradient_steps)
+    return outcomes, float(document.wall_time_s or 0.0)
 
 
 def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan) -> cellfile.CellSummary:
     """The summary of a cell whose run directory is complete, read from its files."""
-    import advaudio
-
     run_dir = layout.cell_run_dir(cell.directory(spec))
     rounds, train_s, attack_s, retrain_s = [], 0.0, 0.0, 0.0
     for k in range(spec.rounds + 1 if cell.attacked else 1):
         metrics_file = layout.metrics_path(run_dir, round=k)
-        metrics = _read_json(metrics_file)
+        metrics = read_metrics(metrics_file)
         if not metrics.get("complete"):
             raise StoreError(f"{metrics_file} is not a complete run")
         if k == 0:
@@ -292,19 +317,17 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
             attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test"))
             attack_s += seconds
             if k < spec.rounds:
-                train_doc = _read_json(layout.attack_results_path(run_dir, round=k, split="train"))
-                attack_s += float(train_doc.get("wall_time_s") or 0.0)
+                train_doc = read_attack_results(layout.attack_results_path(run_dir, round=k, split="train"))
+                attack_s += float(train_doc.wall_time_s or 0.0)
         checkpoint = layout.checkpoint_path(run_dir, round=k)
         rounds.append(cellfile.RoundOutcome(
             round=k, checkpoint=str(checkpoint.resolve()), checkpoint_sha256=st.sha256_file(checkpoint),
-            metrics=str(metrics_file.resolve()), test_accuracy=float(metrics["test_accuracy"]),
+            metrics=str(metrics_file.resolve()), test_accuracy=float(metrics["test"]["accuracy"]),
             test_clips=int(metrics["test"]["n"]), attacks=attacks))
     config = {"train": train_config(spec, cell).to_dict()}
     if cell.attacked:
         config.update(attack=attack_config(spec, cell).to_dict(), train_limit=spec.train_limit,
                       rounds=spec.rounds, retrain=dataclasses.asdict(spec.retrain))
-    import torch
-
     return cellfile.CellSummary(
         cell_id=cell.cell_id, fingerprint=cell.fingerprint, key=cell.key, config=st.jsonable(config),
         run_dir=str(run_dir.resolve()), rounds=tuple(rounds),

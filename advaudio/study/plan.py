@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from advaudio.errors import AdvaudioError
+from advaudio.errors import AdvaudioError, DamagedFileError
 from advaudio.study import cellfile
 from advaudio.study.cells import Cell, StorePlan, expand_cells, plan_stores
 from advaudio.study.spec import StudySpec
@@ -45,6 +45,9 @@ def cell_status(spec: StudySpec, cell: Cell) -> CellStatus:
     directory = cell.directory(spec)
     try:
         summary = cellfile.read_cell_summary(directory)
+    except DamagedFileError as exc:
+        return CellStatus(cell, "failed", f"{exc}; `advaudio study run` sets it aside and recomputes the summary",
+                          str(cellfile.log_path(directory)))
     except AdvaudioError as exc:
         return CellStatus(cell, "failed", str(exc), str(cellfile.log_path(directory)))
     if summary is not None and summary.fingerprint == cell.fingerprint:

@@ -9,6 +9,27 @@ from advaudio import layout
 from advaudio.errors import AdvaudioError
 
 
+def recorded_plugins(summaries) -> list[dict[str, str]]:
+    """The plugins the done cells used, as their files recorded them when they ran: each round's
+    ``metrics.json`` (model, defense) and attack results (store, attacks)."""
+    import json
+
+    from advaudio.plugins import merge_records
+
+    files = []
+    for s in summaries:
+        for r in s.rounds:
+            files.append(r.metrics)
+            files += [a.results for a in r.attacks.values() if a.results]
+    lists = []
+    for path in dict.fromkeys(files):
+        try:
+            lists.append(json.loads(Path(path).read_text()).get("plugins"))
+        except (OSError, ValueError, AttributeError):  # a file the report cannot read adds no plugin
+            continue
+    return merge_records(*lists)
+
+
 def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
                  resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Path:
     """Write the study's report from its done cells; returns the path of ``study.md``.
@@ -34,12 +55,13 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
                      for name, sp in plan.stores.items()},
         "seeds": list(spec.grid.seeds),
         "attacks": list(spec.attack.attacks),
-        "fooling_rate": spec.attack.fooling_rate,
+        "threshold": spec.attack.threshold,
         "test_clips": spec.attack.limit,
         "train_clips": spec.train_limit,
         "rounds": spec.rounds,
         "retrain": {"mix": spec.retrain.mix, "mode": spec.retrain.mode, "epochs": spec.retrain.epochs},
         "cells": len(plan.cells),
+        "plugins": recorded_plugins(summaries),
     }
     missing = [f"{s.cell.cell_id} ({s.status}{': ' + s.reason if s.reason else ''})"
                for s in plan.statuses if s.summary is None]

@@ -251,6 +251,11 @@ def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, mi
     blocks: list[Block] = [("h2", "Protocol")]
     items = []
     for key, value in (protocol or {}).items():
+        if key == "plugins":  # name (group: distribution version), not the records' JSON
+            from advaudio.plugins import format_records
+
+            items.append(f"plugins: {format_records(value or [])}")
+            continue
         items.append(f"{key}: {value if isinstance(value, str) else json.dumps(jsonable(value), sort_keys=True, default=str)}")
     for dataset, rows in tables.datasets.items():
         cells = [s for r in rows for s in r.cells]

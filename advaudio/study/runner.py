@@ -15,6 +15,7 @@ from pathlib import Path
 
 from advaudio import layout
 from advaudio import store as st
+from advaudio.errors import DatasetError, ParameterError
 from advaudio.stages.featurize import featurize
 from advaudio.study import executors
 from advaudio.study.cells import find_cell
@@ -33,8 +34,11 @@ def featurize_study(spec: StudySpec, *, progress: bool = True, scheduler: str | 
     """Featurize every dataset of the study once (a complete store is reused); name → store."""
     stores = {}
     for data in spec.data:
-        result = featurize(data.featurize, cache=layout.study_stores_dir(spec.directory),
-                           workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
+        try:
+            result = featurize(data.featurize, cache=layout.study_stores_dir(spec.directory),
+                               workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
+        except DatasetError as exc:
+            raise ParameterError(f"{spec.path}: [data.{data.name}]: {exc}") from None
         if result.failed and progress:
             print(f"{data.name}: {result.failed} clip(s) could not be featurized "
                   f"(`advaudio store info {result.store_dir}`)", file=sys.stderr)

@@ -351,6 +351,10 @@ def _read_attacks(where: _Where, table: dict[str, Any]):
     from advaudio.stages.attack import AttackStageConfig
 
     table = dict(table)
+    if "fooling_rate" in table:  # the key's name in earlier study files
+        if "threshold" in table:
+            raise where.error("[attacks] fooling_rate", "is the older name of threshold: give one of them")
+        table["threshold"] = table.pop("fooling_rate")
     for k in table:
         if k in _LOOP_ATTACK_FIELDS:
             raise where.error(f"[attacks] {k}", "is set per step by the cell's loop (use names, params, test_clips)")
@@ -382,6 +386,18 @@ def _read_rounds(where: _Where, table: dict[str, Any]):
 
 def _read_run(where: _Where, table: dict[str, Any]) -> RunSpec:
     run = where.build("[run]", RunSpec, **table)
+    if not isinstance(run.out, str) or not run.out.strip():
+        raise where.error("[run] out", f"must be the study directory's path, got {run.out!r}")
+    out = Path(os.path.expanduser(run.out))
+    out = out if out.is_absolute() else where.path.parent / out
+    if out.exists() and not out.is_dir():
+        raise where.error("[run] out", f"{out} exists and is not a directory")
+    from advaudio.training.distributed import resolve_device
+
+    try:
+        resolve_device(run.device, check_available=False)  # whether it is one; CUDA is looked for when cells run
+    except AdvaudioError as exc:
+        raise where.error("[run] device", str(exc)) from None
     try:
         validation.choice("executor", run.executor, EXECUTORS)
         validation.integer("workers", run.workers)

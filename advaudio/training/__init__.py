@@ -11,6 +11,8 @@ Modules, in the order a run uses them:
   norm over the global batch (:class:`CpuSyncBatchNorm`); how a DDP run equals a
   single-process one;
 * :mod:`.splits` — :class:`FoldSplit`: the train / validation / test rows by fold;
+* :mod:`.defenses` — :class:`Defense`: the loss each step minimises, which sees the
+  inputs (``none``: clean training; plugins: on-the-fly adversarial training);
 * :mod:`.loop` — :func:`train`: build, resume, epochs, final test, ``metrics.json``;
   why a resumed run equals an unbroken one;
 * :mod:`.evaluation` — :func:`evaluate` a checkpoint on a fold, :func:`run_evaluation`,
@@ -18,7 +20,8 @@ Modules, in the order a run uses them:
 * :mod:`.checkpoint` — the checkpoint file format: :func:`save_checkpoint`,
   :func:`read_checkpoint`, :func:`load_checkpoint` → :class:`Checkpoint`.
 
-The loss is the model's own (:meth:`advaudio.models.Classifier.training_loss`).
+The loss is the defense's (:mod:`.defenses`); with ``none`` the model's own
+(:meth:`advaudio.models.Classifier.training_loss`).
 """
 
 from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
@@ -34,6 +37,7 @@ from .checkpoint import (
     set_rng_states,
 )
 from .config import DTYPES, OPTIMIZERS, RECIPES, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
+from .defenses import DEFENSES, Defense, StepContext, create_defense, defense_options
 from .distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm, resolve_device, setup_distributed
 from .evaluation import evaluate, recalibrate_bn, run_evaluation, summarize_confusion
 from .loop import train
@@ -51,10 +55,15 @@ __all__ = [
     "SCHEDULES",
     "Checkpoint",
     "CpuSyncBatchNorm",
+    "DEFENSES",
+    "Defense",
+    "StepContext",
     "Distributed",
     "FoldSplit",
     "TrainConfig",
     "convert_sync_batchnorm",
+    "create_defense",
+    "defense_options",
     "evaluate",
     "load_checkpoint",
     "read_checkpoint",

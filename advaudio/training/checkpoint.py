@@ -14,6 +14,8 @@ is a dict of tensors and plain Python containers, strings and numbers only, so
     distributed: {world_size, backend, sync_batchnorm},
     ema: {decay, updates, weights} (only with weight averaging; the final save's
     model weights are then the average, see :mod:`.averaging`),
+    plugins (only when the run used any: [{group, name, distribution, version}] of its
+    model and defense plugins, see :mod:`advaudio.plugins`),
     sha256 (digest of everything else, see :func:`content_digest`)
 
 ``complete`` is true only in the final save, the one that carries the test
@@ -26,7 +28,8 @@ A resumed run needs no RNG state to continue exactly (every random choice is a
 function of the seed and the epoch; see :mod:`advaudio.training`); the global
 RNG states are saved anyway, and restored, for code that uses them between
 epochs. A file of a newer ``format_version`` is refused with a StoreError
-naming both versions.
+naming both versions. A checkpoint of a plugin model whose distribution is not
+installed is refused with one line naming the distribution (a PluginError).
 """
 
 from __future__ import annotations
@@ -205,11 +208,22 @@ def save_checkpoint(
     }
     if ema is not None:  # absent otherwise: a run without it writes the same file as before
         obj["ema"] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in ema.items()}
+    plugins = training_plugins(model, config)
+    if plugins:  # absent when there are none: files of built-in runs stay as they were
+        obj["plugins"] = plugins
     obj[DIGEST_KEY] = content_digest(obj)
     # torch reports a failed write (a full disk) as a RuntimeError of its zip writer.
     with atomic_write(path, errors=(OSError, RuntimeError)) as tmp:
         torch.save(obj, tmp)
     return path
+
+
+def training_plugins(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, str]]:
+    """The plugins a run uses (its model's factory, its defense), as checkpoints and metrics record them."""
+    from advaudio.plugins import used
+
+    return used([("advaudio.models", getattr(model, "config", {}).get("name")),
+                 ("advaudio.defenses", config.defense)])
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -256,8 +270,11 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     """Load a checkpoint: model rebuilt with ``model_from_config`` (eval mode, on ``device``),
     view, classes, store fingerprint, training configuration and history."""
     from advaudio.models import model_from_config
+    from advaudio.plugins import require
 
     obj = read_checkpoint(path)
+    # A plugin model that is not installed: one line naming its distribution, not "unknown model".
+    require(obj.get("plugins") or [], where=f"checkpoint {path}", groups=("advaudio.models",))
     try:
         model = model_from_config(obj["model"]["config"])
         model.load_state_dict(obj["model"]["state_dict"])

@@ -68,6 +68,9 @@ class TrainConfig:
     model : architecture name (``advaudio.models.list_models()``)
     width : channel-width multiplier of the model (1.0: the published widths)
     model_options : extra architecture options (e.g. ``{"dropout": 0.3}``)
+    defense : what each training step minimises (:mod:`advaudio.training.defenses`):
+        ``"none"`` (clean training) or an installed defense plugin
+    defense_options : the defense's options (e.g. ``{"epsilon": 0.03}``)
     input_size : model input ``(H, W)``; None keeps the store's bands × frames
     test_fold : fold held out for testing; None: the highest fold of the store
     val_fold : a fold held out for validation (exclusive with ``val_fraction``)
@@ -75,7 +78,8 @@ class TrainConfig:
     epochs, batch_size : length of the run and samples per step (*recipe*)
     lr : peak learning rate (one-cycle) or the constant one (*recipe*)
     weight_decay : AdamW's decoupled weight decay (SGD: L2) (*recipe*)
-    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9) (*recipe*)
+    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9; one-cycle cycles it between
+        0.95 and 0.85, against the learning rate) (*recipe*)
     schedule : ``"onecycle"`` (warm-up then cosine annealing, per step) or ``"constant"`` (*recipe*)
     warmup_fraction : share of the steps spent warming up (one-cycle ``pct_start``) (*recipe*)
     recipe : ``"default"`` or ``"paper"``: the values of the fields below marked *recipe*
@@ -91,7 +95,8 @@ class TrainConfig:
         applied to the dB rows of the view (*recipe*)
     mixing : ``"none"``, ``"mixup"`` (Zhang et al. 2018) or ``"bc"`` (between-class mixing
         of sounds, Tokozume et al. 2018): training samples mixed in pairs, with mixed
-        labels; never the extra (adversarial) samples (*recipe*)
+        labels; never the extra (adversarial) samples (*recipe*; ``"none"`` under a
+        defense other than ``"none"``, which it cannot be combined with)
     mixup_alpha : mixup's ``Beta(α, α)`` (*recipe*)
     ema_decay : exponential moving average of the weights (0: off); the average is what is
         evaluated and saved at the end, with recalibrated batch norm (*recipe*)
@@ -128,6 +133,8 @@ class TrainConfig:
     model: str = "resnet18"
     width: float = 1.0
     model_options: dict = field(default_factory=dict)
+    defense: str = "none"
+    defense_options: dict = field(default_factory=dict)
     input_size: tuple[int, int] | None = (128, 128)
     test_fold: int | None = None
     val_fold: int | None = None
@@ -167,6 +174,9 @@ class TrainConfig:
     def __post_init__(self):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
         validation.choice("recipe", self.recipe, RECIPE_NAMES)
+        defended = str(self.defense).strip().lower() != "none"
+        if defended and self.mixing is None:
+            put("mixing", "none")  # an on-the-fly defense attacks each sample's own class: no pair mixing
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 put(name, value)
@@ -175,6 +185,8 @@ class TrainConfig:
         put("model", str(self.model).strip().lower())
         put("input_size", parse_input_size(self.input_size))
         put("model_options", dict(self.model_options or {}))
+        put("defense", str(self.defense).strip().lower())
+        put("defense_options", dict(self.defense_options or {}))
         put("percentiles", tuple(float(p) for p in self.percentiles))
         put("extra_sources", tuple(ModelSpaceSource.from_dict(s) for s in self.extra_sources))
         if self.init_checkpoint is not None:
@@ -204,6 +216,10 @@ class TrainConfig:
         if self.extra_sources and self.mix == 0:
             raise ParameterError("extra_sources need mix > 0 (the fraction of each batch they fill)")
         validation.choice("mixing", self.mixing, MIXING)
+        if defended and self.mixing != "none":
+            raise ParameterError(f"mixing {self.mixing!r} with defense {self.defense!r}: a defense's loss takes each "
+                                 "sample's class (an attack in the step needs it), not a mixed pair's soft label; "
+                                 "use mixing='none' (the default under a defense)")
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             raise ParameterError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if self.ema_decay > 0 and not self.recalibrate_bn:
@@ -211,6 +227,9 @@ class TrainConfig:
                                  "statistics of their own)")
         self.augmentation()  # checks masks, gain and mixing
         resolve_device(self.device, check_available=False)
+        from .defenses import check_options
+
+        check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
 
     def augmentation(self) -> Augmentation:
         """The masks, gain and mixing of training batches (:mod:`advaudio.augment`)."""
@@ -223,6 +242,10 @@ class TrainConfig:
         d["input_size"] = list(self.input_size) if self.input_size else None
         d["percentiles"] = list(self.percentiles)
         d["extra_sources"] = [s.to_dict() for s in self.extra_sources]
+        if self.defense == "none" and not self.defense_options:
+            # Clean training is what every run was before defenses existed: leaving the keys out
+            # keeps the hash of every earlier run and study cell (from_dict fills them back in).
+            del d["defense"], d["defense_options"]
         return d
 
     def result_dict(self) -> dict[str, Any]:

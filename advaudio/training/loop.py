@@ -36,7 +36,6 @@ byte for byte (attack shards are keyed by its sha256).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -49,17 +48,20 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from advaudio.data import StoreBatches, default_workers, derive_seed, make_loader, to_device
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import DamagedFileError, ParameterError, StoreError
 from advaudio.killpoints import kill_point
 from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
 from advaudio.models import Classifier, create_model, model_from_config
+from advaudio.plugins import require
 from advaudio.progress import progress_bar
-from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp, write_json_atomic
+from advaudio.store import Store, check_same_store, inspect_shards, remove_stale_tmp
+from advaudio.store.documents import read_metrics, write_metrics
 from advaudio.views import View, fit_view
 
 from .averaging import WeightAverage
-from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states
+from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states, training_plugins
 from .config import RESUME_MAY_CHANGE, TrainConfig
+from .defenses import Defense, NoDefense, StepContext, create_defense
 from .distributed import (
     Distributed,
     autocast,
@@ -140,6 +142,7 @@ class _Run:
     use_amp: bool
     memory_format: torch.memory_format = torch.contiguous_format
     ema: WeightAverage | None = None
+    defense: Defense = field(default_factory=NoDefense)  # the loss each step minimises
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     recalibrated: bool = False
@@ -168,7 +171,7 @@ class _Run:
     def write_metrics(self, test: Mapping[str, Any] | None, complete: bool) -> dict[str, Any]:
         metrics = _metrics(self, test, complete)
         if self.ctx.is_main:
-            write_json_atomic(self.out_dir / METRICS_NAME, metrics)
+            write_metrics(self.out_dir / METRICS_NAME, metrics)
         return metrics
 
     def close(self) -> None:
@@ -234,10 +237,16 @@ def _train(config: TrainConfig, ctx: Distributed, device: torch.device, *, out_d
 
 
 def _complete_metrics(path: Path) -> dict[str, Any] | None:
-    """``metrics.json`` when it records a complete run, else None (absent, partial or unreadable)."""
+    """``metrics.json`` when it records a complete run, else None (absent, partial or damaged).
+
+    A damaged file is said so on standard error: the caller rewrites it from the final checkpoint.
+    """
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = read_metrics(path)
+    except DamagedFileError as exc:
+        print(f"warning: {exc}; it is rewritten from the checkpoint", file=sys.stderr)
+        return None
+    except StoreError:
         return None
     return metrics if isinstance(metrics, dict) and metrics.get("complete") and "test" in metrics else None
 
@@ -277,6 +286,9 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
     if config.init_checkpoint is not None and saved is None:
         init = read_checkpoint(config.init_checkpoint)
         check_same_store(store, init["store"]["fingerprint"], what=f"init checkpoint {config.init_checkpoint}")
+        require(init.get("plugins") or [], where=f"init checkpoint {config.init_checkpoint}")
+    if saved is not None:
+        require(saved.get("plugins") or [], where=f"checkpoint {out_dir / CHECKPOINT_NAME}")
     view = _view(config, store, split, source=saved or init)
     _check_extra_sources(config, store, split, view)
     model, net = _build_model(config, store, view, device, ctx, init=init, saved=saved)
@@ -302,7 +314,8 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
                scheduler=_build_scheduler(optimizer, config, len(train_ds)),
                scaler=torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, use_amp)), use_amp=use_amp,
                memory_format=memory_format(config, device),
-               ema=WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None)
+               ema=WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None,
+               defense=create_defense(config.defense, **config.defense_options))
     if saved is not None:
         run.optimizer.load_state_dict(saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
@@ -431,10 +444,17 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
         n = y.shape[0]
         # DDP: the share's summed loss over global batch / world, so DDP's gradient average is the global mean.
         denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
+        # The defense sees the inputs (an on-the-fly attack perturbs them); "none" is net(x) and its loss.
+        step_context = StepContext(classifier=run.model, epoch=epoch, step=step, seed=config.seed, rank=ctx.rank,
+                                   label_smoothing=config.label_smoothing, denominator=denominator)
         with autocast(device, run.use_amp):
-            output = run.net(x)
-            loss = run.model.training_loss(output, target, label_smoothing=config.label_smoothing,
-                                           denominator=denominator)
+            # Mixed samples' soft targets reach only the built-in "none" (the config refuses mixing with
+            # another defense: an attack inside the step wants each sample's class).
+            loss = run.defense.loss(run.net, x, target, step_context=step_context)
+        output = step_context.output
+        if output is None:
+            raise ParameterError(f"defense {config.defense!r} did not set step_context.output (the output whose "
+                                 "logits count as training accuracy)")
         run.optimizer.zero_grad(set_to_none=True)
         if run.scaler.is_enabled():
             run.scaler.scale(loss).backward()
@@ -559,6 +579,7 @@ def _metrics(run: _Run, test: Mapping[str, Any] | None, complete: bool) -> dict[
         "round": int(config.provenance.get("round", 0)),
         "world_size": run.ctx.world_size,
         "distributed": run.ctx.to_dict(),
+        "plugins": training_plugins(run.model, config),
     }
     if test is not None:
         out["test"] = dict(test)
