@@ -54,7 +54,10 @@ clip, so it is no longer an adversarial example of either, and its label no long
 what it is. They get the time shift as before (the perturbation rolls with its clip) and,
 only with ``extra = True``, masks and gain. For on-the-fly adversarial training the
 attack should perturb the input the model is trained on: masks, gain and shifts come
-first, and a defense that gets mixed inputs must take the soft ``target`` too.
+first (the defense's loss receives the augmented batch, :mod:`advaudio.training.defenses`).
+Pair mixing is off under a defense: ``TrainConfig`` resolves the recipe's ``mixing`` to
+``"none"`` when ``defense`` is not ``"none"`` and refuses an explicit mixing there, since
+an attack in the step needs each sample's own class, not a mixed pair's soft label.
 """
 
 from __future__ import annotations

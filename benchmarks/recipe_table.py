@@ -18,7 +18,6 @@ over the training clips).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -58,6 +57,9 @@ def cell_rows(study_file: str, *, train_eval: bool = True) -> tuple[dict, list[d
             "seconds_per_epoch": statistics.median(h["seconds"] for h in history),
             "epochs": len(history), "train_seconds": sum(h["seconds"] for h in history),
         }
+        attacks = _attack_budgets(summary)
+        if attacks:
+            row["attacks"] = attacks
         if "train_accuracy" in metrics.get("test", {}):  # measured by the run itself
             row["train_accuracy"] = metrics["test"]["train_accuracy"]
             row["gap_pp"] = 100 * (row["train_accuracy"] - row["test_accuracy"])
@@ -74,6 +76,34 @@ def cell_rows(study_file: str, *, train_eval: bool = True) -> tuple[dict, list[d
                                      "freq_mask_width", "time_masks", "time_mask_width", "gain_db", "mixing",
                                      "mixup_alpha", "ema_decay")}
     return {"name": spec.name, "file": study_file, "train": train}, rows, missing
+
+
+def _attack_budgets(summary) -> dict:
+    """The clean model's attack budgets (round 0) at the cell's threshold, with the 95 % bootstrap interval
+    over its attacked clips (:func:`advaudio.reporting.bootstrap.budget_interval`, the study report's)."""
+    from advaudio.reporting.bootstrap import budget_interval
+
+    first = summary.round(0)
+    out = {}
+    for name, a in (first.attacks if first is not None else {}).items():
+        iv = budget_interval([a.minimal_norms], a.threshold)
+        out[name] = {"norm": a.norm, "threshold": a.threshold, "budget": iv.budget, "reached": iv.reached,
+                     "ci95": [iv.low, iv.high], "clips": iv.n, "results": a.results}
+    return out
+
+
+def robustness(studies: list[dict]) -> str:
+    """Per attacked cell: the budgets at the threshold with their 95 % intervals."""
+    lines = ["| recipe (study) | view | fold | attack | norm | budget at threshold [95 % CI] | clips |",
+             "|---|---|---|---|---|---|---|"]
+    for s in studies:
+        for r in s["cells"]:
+            for name, a in sorted(r.get("attacks", {}).items()):
+                lo, hi = a["ci95"]
+                lines.append(f"| {s['name']} | {r['view']} | {r['test_fold']} | {name} (≥ {a['threshold']:g}) "
+                             f"| {a['norm']} | {a['budget']:.4g} [{lo:.4g}, {hi:.4g}]"
+                             f"{'' if a['reached'] else ' (not reached)'} | {a['clips']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -145,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         doc["studies"].append(entry)
     if args.baseline:
         lines += ["", paired(doc["studies"], args.baseline)]
+    budgets = robustness(doc["studies"])
+    if budgets:
+        lines += ["", budgets]
     table = "\n".join(lines)
     print(table)
     doc["table_markdown"] = table

@@ -46,6 +46,20 @@ def test_recipes_resolve_and_given_values_override():
         TrainConfig(store="-", ema_decay=0.9, recalibrate_bn=False)
 
 
+def test_a_defense_trains_without_pair_mixing(monkeypatch):
+    from advaudio.training import DEFENSES, Defense
+
+    monkeypatch.setitem(DEFENSES.builtins, "attacking", Defense)
+    defended = TrainConfig(store="-", defense="attacking")  # the default recipe mixes pairs (bc) ...
+    assert RECIPES["default"]["mixing"] == "bc" and defended.mixing == "none"  # ... not under a defense
+    # the rest of the recipe stays: masks and gain still apply to the clean samples
+    assert (defended.freq_masks, defended.gain_db) == (RECIPES["default"]["freq_masks"], RECIPES["default"]["gain_db"])
+    assert TrainConfig.from_dict(defended.to_dict()) == defended
+    with pytest.raises(ParameterError, match="mixing 'mixup' with defense 'attacking'"):
+        TrainConfig(store="-", defense="attacking", mixing="mixup")
+    assert TrainConfig(store="-", defense="none").mixing == "bc"
+
+
 def test_a_configuration_recorded_before_recipes_is_the_paper_recipe():
     old = _old_dict(TrainConfig(store="s", recipe="paper", test_fold=3))
     config = TrainConfig.from_dict(old)
