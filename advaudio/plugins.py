@@ -59,10 +59,10 @@ __all__ = ["GROUPS", "PluginInfo", "PluginWarning", "Registry", "declared", "for
 
 #: Entry-point group → the module that owns its registry (imported by :func:`require` and :func:`used`).
 GROUPS: dict[str, str] = {
-    "advaudio.models": "advaudio.models.registry",
+    "advaudio.models": "advaudio.models.builtins",
     "advaudio.attacks": "advaudio.attacks.registry",
-    "advaudio.datasets": "advaudio.datasets",
-    "advaudio.representations": "advaudio.features",
+    "advaudio.datasets": "advaudio.datasets.registry",
+    "advaudio.representations": "advaudio.features.representations",
     "advaudio.defenses": "advaudio.training.defenses",
 }
 
@@ -108,6 +108,14 @@ def declared(group: str) -> list[PluginInfo]:
         if _declared is None:
             _declared = _scan()
         return list(_declared.get(group, ()))
+
+
+def names(group: str, builtins: Iterable[str]) -> list[str]:
+    """The names a registry of ``group`` with these built-ins lists, read from metadata only (no plugin
+    and no registry owner is imported: option choices and ``--help`` stay light): the built-ins, then
+    the declared plugins' names that no built-in takes, sorted."""
+    builtins = list(builtins)
+    return builtins + sorted({info.name for info in declared(group)} - set(builtins))
 
 
 def _scan() -> dict[str, list[PluginInfo]]:

@@ -35,7 +35,7 @@ def cell_rows(study_file: str, *, train_eval: bool = True) -> tuple[dict, list[d
     """The study's resolved [train] table, one row per finished cell, and the number not finished."""
     from advaudio.store.documents import read_metrics
     from advaudio.study.cellfile import read_cell_summary
-    from advaudio.study.plan import plan_study
+    from advaudio.study.planning import plan_study
     from advaudio.study.spec import read_study
     from advaudio.training import TrainConfig, evaluate
 

@@ -63,12 +63,12 @@ def run(tmp_path_factory):
     """A real two-round run directory, its store, and the report written from it."""
     from advaudio.features import FeatureConfig
     from advaudio.stages.attack import AttackStageConfig, attack_stage
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
     from advaudio.training import TrainConfig, train
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("report")
-    res = featurize(
+    res = featurize_store(
         FeaturizeConfig(dataset="synthetic",
                         dataset_options={"clips_per_class": 8, "n_classes": 3, "duration": 1.0, "n_folds": 3},
                         features=FeatureConfig(representations=("stft",))),

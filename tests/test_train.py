@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _make_store(cache, **options):
     from advaudio.features import FeatureConfig
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 
     config = FeaturizeConfig(
         dataset="synthetic",
@@ -37,7 +37,7 @@ def _make_store(cache, **options):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Store(featurize(config, cache=cache, workers=0, progress=False).store_dir)
+        return Store(featurize_store(config, cache=cache, workers=0, progress=False).store_dir)
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,9 @@ __all__ = [
 FIXED_BUDGET = "fixed-budget"
 #: Budget searches of fixed-budget attacks, the first the default (:func:`~advaudio.attacks.tune_budget`).
 SEARCHES = ("per-clip", "bisection")
+#: Where the per-clip search's tolerance applies: only the budget (their quantile), or every clip's
+#: minimal ε (:func:`~advaudio.attacks.search.per_clip_search`).
+PRECISIONS = ("quantile", "clip")
 MINIMISATION = "minimisation"
 #: The kinds an attack can be (a plugin's params_type says which).
 KINDS = (FIXED_BUDGET, MINIMISATION)

@@ -14,6 +14,10 @@ the resolved values, so a run is defined by them, not by the recipe's name.
   30 epochs, random time shifts, nothing else), kept for comparison with earlier
   results. A recorded configuration without a recipe (a checkpoint written before
   them) is read as ``"paper"`` (:meth:`TrainConfig.from_dict`), which is what it was.
+
+Light on purpose (no torch): ``advaudio train --help`` and the Python API read its defaults
+and build one before any model exists; the checks that need a registry of torch objects
+(a defense's options) import it when a config is built.
 """
 
 from __future__ import annotations
@@ -23,13 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from advaudio import validation
-from advaudio.augment import MIXING, Augmentation
-from advaudio.data import ModelSpaceSource
+from advaudio import plugins, validation
+from advaudio.augment_spec import MIXING, Augmentation
 from advaudio.errors import ParameterError, check_known_fields
-from advaudio.views import DEFAULT_PERCENTILES, parse_input_size, parse_view
-
-from .distributed import resolve_device
+from advaudio.store.sources import ModelSpaceSource
+from advaudio.view_spec import DEFAULT_PERCENTILES, parse_input_size, parse_view
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "constant")
@@ -55,6 +57,13 @@ RECIPE_NAMES = tuple(RECIPES)
 #: before them (so it keeps its study fingerprint, see :meth:`TrainConfig.result_dict`).
 ADDED_WITH_RECIPES = ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width", "gain_db", "mixing",
                       "mixup_alpha", "ema_decay", "augment_extra")
+#: The built-in defenses (:data:`advaudio.training.defenses.DEFENSES` holds them).
+BUILTIN_DEFENSES = ("none",)
+
+
+def defense_names() -> list[str]:
+    """Built-in and installed plugin defenses (as ``list(DEFENSES)``), from metadata only."""
+    return plugins.names("advaudio.defenses", BUILTIN_DEFENSES)
 
 
 @dataclass(frozen=True)
@@ -226,10 +235,11 @@ class TrainConfig:
             raise ParameterError("ema_decay needs recalibrate_bn (the averaged weights need batch-norm "
                                  "statistics of their own)")
         self.augmentation()  # checks masks, gain and mixing
-        resolve_device(self.device, check_available=False)
-        from .defenses import check_options
+        validation.device("device", self.device)  # whether a GPU is there: asked when the run starts
+        if self.defense != "none" or self.defense_options:  # clean training takes no option: no torch to ask
+            from .defenses import check_options
 
-        check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
+            check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
 
     def augmentation(self) -> Augmentation:
         """The masks, gain and mixing of training batches (:mod:`advaudio.augment`)."""
