@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advaudio.study.plan import plan_study  # noqa: E402
 from record import record  # noqa: E402
 
 from advaudio.study.costs import DEFAULT_UNITS, _check_work, attack_work, work  # noqa: E402
+from advaudio.study.planning import plan_study  # noqa: E402
 from advaudio.study.spec import read_study  # noqa: E402
 
 

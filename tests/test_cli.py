@@ -188,11 +188,31 @@ def test_the_demo_sizes_itself_to_the_dataset():
 
     synthetic, real = DemoConfig.for_dataset("synthetic"), DemoConfig.for_dataset("esc10", root="/data")
     assert synthetic == DemoConfig()
-    assert (real.width, real.input_size, real.epochs, real.test_limit, real.train_limit) == (1.0, (128, 128), 30,
+    # real data: the published size, the recipe's epochs
+    assert (real.width, real.input_size, real.epochs, real.test_limit, real.train_limit) == (1.0, (128, 128), None,
                                                                                             None, None)
+    assert real.recipe == synthetic.recipe == "default"
     assert DemoConfig.for_dataset("esc10", root="/data", epochs=3, width=None).epochs == 3  # None: not given
     with pytest.raises(ParameterError, match="needs --root"):
         DemoConfig.for_dataset("esc10")
+
+
+def test_the_recipe_options_fill_the_config_and_default_to_the_recipe():
+    """Every field a recipe sets is an option of ``train``; not given, it is None (the recipe's value)."""
+    from advaudio.stages.demo_config import DEMO
+    from advaudio.stages.train_config import TRAIN
+    from advaudio.training import RECIPES, TrainConfig
+
+    fields = {o.field for o in TRAIN.options}
+    assert set(RECIPES["default"]) - {"warmup_fraction"} <= fields
+    assert {"augment_extra"} <= fields and "recipe" in {o.name for o in TRAIN.options}
+    assert "recipe" in {o.field for o in DEMO.options}
+    given = TRAIN.bind((), {"store": "s", "out": "o", "mixing": "mixup", "freq_masks": "1", "recipe": "paper"})
+    assert given.recipe == "paper" and given.config()["mixing"] == "mixup" and given.config()["epochs"] is None
+    config = TrainConfig(**given.config(), recipe=given.recipe)
+    assert (config.mixing, config.freq_masks, config.epochs) == ("mixup", 1, RECIPES["paper"]["epochs"])
+    with pytest.raises(ParameterError, match=r"^train: --mixing must be one of none, mixup, bc"):
+        TRAIN.bind((), {"store": "s", "out": "o", "mixing": "cutmix"})
 
 
 def test_the_store_options_reach_the_feature_config():

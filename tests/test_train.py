@@ -46,8 +46,9 @@ def store(tmp_path_factory):
 
 
 def _config(store, **kw):
+    # The paper recipe: the loop's mechanics are under test (tests/test_recipe.py runs the augmented one).
     base = dict(store=str(store.directory), view="stft+chroma", model="resnet18", width=0.125, input_size=32,
-                test_fold=5, epochs=2, batch_size=8, lr=3e-3, seed=0, workers=0, device="cpu")
+                test_fold=5, epochs=2, batch_size=8, lr=3e-3, seed=0, workers=0, device="cpu", recipe="paper")
     return TrainConfig(**{**base, **kw})
 
 

@@ -55,7 +55,8 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
     else:
         step(f"train {config.model} (width {config.width}) on the {config.view} view")
         train(TrainConfig(store=str(result.store_dir), view=config.view, model=config.model, width=config.width,
-                          input_size=config.input_size, epochs=config.epochs, seed=config.seed, workers=0,
+                          input_size=config.input_size, recipe=config.recipe, epochs=config.epochs,
+                          seed=config.seed, workers=0,
                           device=device),
               out_dir=run_dir, resume=layout.checkpoint_path(run_dir).is_file(), progress=progress)
 
@@ -88,6 +89,7 @@ def demo(v: Values) -> DemoRun:
     from advaudio.threads import configure_threads
 
     config = DemoConfig.for_dataset(v.dataset, root=v.root, model=v.model, view=v.view, attacks=v.attacks,
-                                    rounds=v.rounds, workers=v.workers, width=v.width, epochs=v.epochs)
+                                    rounds=v.rounds, workers=v.workers, width=v.width, recipe=v.recipe,
+                                    epochs=v.epochs)
     configure_threads(v.threads)
     return DemoRun(Path(run_demo(config, out=v.out, device=v.device, progress=v.progress)), config=config)

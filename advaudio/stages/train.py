@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from advaudio import layout
-from advaudio.options import CommandResult, Values
+from advaudio.options import CommandResult, Values, field_default
 from advaudio.stages.train_config import EVALUATE, TRAIN
 
 __all__ = ["EvaluateRun", "TrainRun", "evaluate", "train"]
@@ -39,7 +39,8 @@ class TrainRun(CommandResult):
             out.append(f"final train loss {last['train_loss']:.4f}, train accuracy {last['train_accuracy']:.3f}{val}")
         if m.get("test"):
             t = m["test"]
-            out.append(f"test accuracy {t['accuracy']:.3f} on fold {t['fold']} ({t['n']} clips)")
+            on_train = f"; {t['train_accuracy']:.3f} on the training clips (clean)" if "train_accuracy" in t else ""
+            out.append(f"test accuracy {t['accuracy']:.3f} on fold {t['fold']} ({t['n']} clips){on_train}")
         sps = m.get("samples_per_second")
         out.append(f"{sps:.1f} samples/s, {m['wall_seconds']:.1f} s" if sps else f"{m['wall_seconds']:.1f} s")
         out.append(f"metrics: {layout.metrics_path(self.path.parent)}")
@@ -55,10 +56,22 @@ def train(v: Values) -> TrainRun:
     from advaudio.training import TrainConfig
     from advaudio.training import train as run
 
-    config = TrainConfig(**v.config())
+    recipe = v.recipe or (_resumed_recipe(v.out) if v.resume else None)
+    config = TrainConfig(**v.config(), recipe=recipe or field_default(TrainConfig, "recipe")())
     configure_threads(v.threads)
     metrics = run(config, out_dir=v.out, resume=v.resume, progress=v.progress)
     return TrainRun(Path(metrics["checkpoint"]), metrics=metrics, rank=int(os.environ.get("RANK", "0")))
+
+
+def _resumed_recipe(out_dir) -> str | None:
+    """The recipe of the checkpoint ``resume`` continues (``paper`` for one written before
+    recipes), so that the command that started a run resumes it; None without a checkpoint."""
+    from advaudio.training import read_checkpoint
+
+    path = layout.checkpoint_path(out_dir)
+    if not path.is_file():
+        return None
+    return read_checkpoint(path)["train_config"].get("recipe", "paper")
 
 
 @dataclass

@@ -6,12 +6,32 @@ functions are :mod:`advaudio.stages.train`; training itself is :mod:`advaudio.tr
 from __future__ import annotations
 
 from advaudio import validation
+from advaudio.augment_spec import MIXING
 from advaudio.models.names import model_names
 from advaudio.options import PROGRESS, THREADS, UNSET, Command, Option
-from advaudio.training.config import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig, defense_names
+from advaudio.training.config import (
+    DTYPES,
+    OPTIMIZERS,
+    RECIPE_NAMES,
+    RECIPES,
+    SCHEDULES,
+    TrainConfig,
+    defense_names,
+)
 from advaudio.view_spec import format_input_size, parse_input_size
 
 __all__ = ["EVALUATE", "TRAIN"]
+
+
+def _recipe_default(name: str) -> str:
+    """The help text's default of a recipe field: its value in each recipe."""
+    return " [default: from --recipe: " + ", ".join(f"{r} {v[name]}" for r, v in RECIPES.items()) + "]"
+
+
+def _recipe(name: str, help: str, **kwargs) -> Option:
+    """An option whose default is its recipe's (the field's default, None, takes it from the recipe)."""
+    return Option(name, field=name, default=UNSET, show_default=False, help=help + _recipe_default(name), **kwargs)
+
 
 TRAIN = Command(
     "train",
@@ -43,20 +63,34 @@ TRAIN = Command(
         Option("val_fold", field="val_fold", cli_type=int, help="A fold held out for validation."),
         Option("val_fraction", field="val_fraction", default=UNSET, cli_type=float,
                help="Stratified fraction of the training clips held out for validation."),
-        Option("epochs", field="epochs", default=UNSET, cli_type=int, help="Passes over the training clips."),
-        Option("batch_size", field="batch_size", default=UNSET, cli_type=int,
-               help="Samples per optimizer step (global: under torchrun, split across the processes)."),
-        Option("lr", field="lr", default=UNSET, cli_type=float,
-               help="Peak learning rate of the one-cycle schedule (AdamW)."),
-        Option("weight_decay", field="weight_decay", default=UNSET, cli_type=float,
-               help="AdamW decoupled weight decay (SGD: L2)."),
-        Option("optimizer", field="optimizer", default=UNSET, choices=OPTIMIZERS, help="Optimizer."),
-        Option("schedule", field="schedule", default=UNSET, choices=SCHEDULES,
-               help="Learning-rate schedule, stepped per batch."),
-        Option("label_smoothing", field="label_smoothing", default=UNSET, cli_type=float,
-               help="Label smoothing of the training loss."),
-        Option("time_shift", field="time_shift", default=UNSET, cli_type=float,
-               help="Random circular shift along time, max fraction of the width (0 turns it off)."),
+        Option("recipe", choices=RECIPE_NAMES, show_default=False,
+               help="Named defaults of the options marked 'from --recipe': 'default' (chosen by 5-fold "
+                    "cross-validation on ESC-10: masks, gain, between-class mixing) or 'paper' (the recipe of "
+                    "runs before recipes existed: time shifts only). Options given override it. "
+                    "[default: default; with --resume, the checkpoint's]"),
+        _recipe("epochs", "Passes over the training clips.", cli_type=int),
+        _recipe("batch_size", "Samples per optimizer step (global: under torchrun, split across the processes).",
+                cli_type=int),
+        _recipe("lr", "Peak learning rate of the one-cycle schedule (AdamW).", cli_type=float),
+        _recipe("weight_decay", "AdamW decoupled weight decay (SGD: L2).", cli_type=float),
+        _recipe("optimizer", "Optimizer.", choices=OPTIMIZERS),
+        _recipe("schedule", "Learning-rate schedule, stepped per batch.", choices=SCHEDULES),
+        _recipe("label_smoothing", "Label smoothing of the training loss.", cli_type=float),
+        _recipe("time_shift", "Random circular shift along time, max fraction of the width (0 turns it off).",
+                cli_type=float),
+        _recipe("freq_masks", "SpecAugment frequency masks per training sample.", cli_type=int),
+        _recipe("freq_mask_width", "Widest frequency mask, fraction of the input height.", cli_type=float),
+        _recipe("time_masks", "SpecAugment time masks per training sample.", cli_type=int),
+        _recipe("time_mask_width", "Widest time mask, fraction of the input width.", cli_type=float),
+        _recipe("gain_db", "Random gain of each training sample, uniform in +-DB dB (the view's dB rows).",
+                cli_type=float, metavar="DB"),
+        _recipe("mixing", "Mix training samples in pairs with mixed labels: mixup, or bc (between-class mixing of "
+                          "sounds); adversarial samples are never mixed.", choices=MIXING),
+        _recipe("mixup_alpha", "mixup's Beta(a, a).", cli_type=float),
+        _recipe("ema_decay", "Evaluate and save an exponential moving average of the weights (0: off).",
+                cli_type=float),
+        Option("augment_extra", kind="flag", field="augment_extra", default=UNSET,
+               help="Masks and gain also on --extra (adversarial) samples."),
         Option("seed", field="seed", default=UNSET, cli_type=int, help="Seed of every random choice."),
         Option("workers", field="workers", default=UNSET, cli_type=int,
                help="DataLoader worker processes reading the store (0: read in the main process; default: sized "

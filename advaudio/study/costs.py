@@ -176,7 +176,9 @@ def _check_work(name: str, params, clips: int, precision: str) -> tuple[float, f
 def work(spec: StudySpec, store: StorePlan, cell: Cell) -> Work:
     """The work of ``cell``: training (and retraining) sample passes; attacked clips with their gradient
     steps and forwards, test and training splits, every round, the evaluation checks included."""
-    epochs = int(spec.train.get("epochs", 30))
+    from advaudio.training import TrainConfig
+
+    epochs = TrainConfig(store="-", **spec.train).epochs  # given, or the recipe's
     n_train = _train_clips(store, cell)
     samples = n_train * epochs
     if not cell.attacked:

@@ -32,7 +32,7 @@ _EXPORTS = {
     "advaudio.layout": ["CHECKPOINT_NAME", "METRICS_NAME"],
     ".checkpoint": ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "read_checkpoint",
                     "rng_states", "save_checkpoint", "set_rng_states"],
-    ".config": ["DTYPES", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig"],
+    ".config": ["DTYPES", "OPTIMIZERS", "RECIPES", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig"],
     ".defenses": ["DEFENSES", "Defense", "StepContext", "create_defense", "defense_options"],
     ".distributed": ["CpuSyncBatchNorm", "Distributed", "convert_sync_batchnorm", "resolve_device",
                      "setup_distributed"],
