@@ -22,7 +22,7 @@ from advaudio.errors import ParameterError, StoreError
 from advaudio.features import FeatureConfig
 from advaudio.frontend import from_store
 from advaudio.stages.attack import AttackStageConfig, attack_stage
-from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 from advaudio.store.results import read_attack_results
 from advaudio.training import TrainConfig, load_checkpoint, train
 
@@ -38,7 +38,7 @@ GRID = 2.5e-7
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("wave")
-    result = featurize(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
+    result = featurize_store(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
                                        features=FeatureConfig(representations=("stft", "chroma"))),
                        cache=base / "cache", workers=0, progress=False)
     train(TrainConfig(store=str(result.store_dir), view="stft", model="resnet18", width=0.125,
@@ -179,7 +179,7 @@ def folder_run(tmp_path_factory):
             y = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t) + 0.02 * rng.standard_normal(sr)
             (root / name).mkdir(parents=True, exist_ok=True)
             sf.write(root / name / f"{name}{i}.wav", y.astype(np.float32), sr, subtype="FLOAT")
-    result = featurize(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"n_folds": 2,
+    result = featurize_store(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"n_folds": 2,
                                                                                           "duration": 1.0},
                                        features=FeatureConfig(representations=("stft",))),
                        cache=base / "cache", workers=0, progress=False)
@@ -254,7 +254,7 @@ def test_listen_writes_the_shards_exact_waveforms(trained, attacked, tmp_path):
 def chroma_run(tmp_path_factory):
     """A view with a CQT (``stft+chroma``, the chromagram floored as the front end needs) on the synthetic set."""
     base = tmp_path_factory.mktemp("chroma")
-    result = featurize(FeaturizeConfig(dataset="synthetic", dataset_options={**SYNTH, "clips_per_class": 6},
+    result = featurize_store(FeaturizeConfig(dataset="synthetic", dataset_options={**SYNTH, "clips_per_class": 6},
                                        features=FeatureConfig(representations=("stft", "chroma"),
                                                               chroma_floor_db=80.0)),
                        cache=base / "cache", workers=0, progress=False)
@@ -292,13 +292,13 @@ def test_the_report_never_mixes_waveform_budgets_with_feature_budgets(trained, a
 
 
 def test_retrain_takes_waveform_shards_and_refuses_a_round_of_both_domains(trained, tmp_path):
-    from advaudio.stages.retrain import RetrainConfig, retrain
+    from advaudio.stages.retrain import RetrainConfig, retrain_checkpoint
 
     store, ckpt = trained
     attack_stage(AttackStageConfig(attacks=("pgd",), split="train", round=4, threshold=0.5, limit=6,
                                    domain="waveform", checks=False, attack_params={"pgd": {"steps": 5}}),
                  checkpoint=ckpt, out_dir=tmp_path / "attacks", device="cpu", progress=False)
-    retrain(ckpt, out_dir=tmp_path / "retrained", round=4, config=RetrainConfig(epochs=1), device="cpu",
+    retrain_checkpoint(ckpt, out_dir=tmp_path / "retrained", round=4, config=RetrainConfig(epochs=1), device="cpu",
             progress=False)
     shards = load_checkpoint(tmp_path / "retrained" / "checkpoint.pt").config["provenance"]["shards"]
     assert [s["domain"] for s in shards] == ["waveform"]
@@ -306,5 +306,5 @@ def test_retrain_takes_waveform_shards_and_refuses_a_round_of_both_domains(train
                                    checks=False),
                  checkpoint=ckpt, out_dir=tmp_path / "attacks", device="cpu", progress=False)
     with pytest.raises(StoreError, match="mix threat models"):
-        retrain(ckpt, out_dir=tmp_path / "again", round=4, config=RetrainConfig(epochs=1), device="cpu",
+        retrain_checkpoint(ckpt, out_dir=tmp_path / "again", round=4, config=RetrainConfig(epochs=1), device="cpu",
                 progress=False)
