@@ -78,6 +78,34 @@ def warn(text: str) -> None:
     warnings.warn(text, PluginWarning, stacklevel=3)
 
 
+#: What a group's plugins are called in messages.
+WHAT: dict[str, str] = {"advaudio.models": "model", "advaudio.attacks": "attack", "advaudio.datasets": "dataset",
+                        "advaudio.representations": "representation", "advaudio.defenses": "defense"}
+_warned: set[str] = set()  # each clash is said once per process, whether the names or the registry meet it first
+
+
+def _usable(group: str, builtins: Iterable[str]) -> dict[str, PluginInfo]:
+    """The declared plugins of ``group`` that take no built-in's name and no earlier distribution's
+    (by distribution name), from metadata; every refused one warned about once."""
+    builtins = set(builtins)
+    chosen: dict[str, PluginInfo] = {}
+    for info in sorted(declared(group), key=lambda i: (i.name, i.distribution.lower())):
+        what = WHAT.get(group, "plugin")
+        if info.name in builtins:
+            text = f"plugin {what} {info.name!r} of {info.describe()} is refused: advaudio has a built-in {what} of that name"
+        elif info.name in chosen:
+            text = f"plugin {what} {info.name!r} of {info.describe()} is refused: {chosen[info.name].describe()} declares it too"
+        else:
+            chosen[info.name] = info
+            continue
+        with _lock:
+            new = text not in _warned
+            _warned.add(text)
+        if new:
+            warn(text)
+    return chosen
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     """One declared entry point: where it comes from (the distribution and its version)."""
@@ -115,7 +143,7 @@ def names(group: str, builtins: Iterable[str]) -> list[str]:
     and no registry owner is imported: option choices and ``--help`` stay light): the built-ins, then
     the declared plugins' names that no built-in takes, sorted."""
     builtins = list(builtins)
-    return builtins + sorted({info.name for info in declared(group)} - set(builtins))
+    return builtins + sorted(_usable(group, builtins))
 
 
 def _scan() -> dict[str, list[PluginInfo]]:
@@ -144,6 +172,7 @@ def refresh() -> None:
     global _declared
     with _lock:
         _declared = None
+        _warned.clear()
         for registry in _registries.values():
             registry._reset()
 
@@ -196,17 +225,7 @@ class Registry(Mapping[str, T], Generic[T]):
         """The usable plugin names of this group (no clash), from metadata; clashes warned about once."""
         with _lock:
             if self._plugins is None:
-                chosen: dict[str, PluginInfo] = {}
-                for info in sorted(declared(self.group), key=lambda i: (i.name, i.distribution.lower())):
-                    if info.name in self.builtins:
-                        warn(f"plugin {self.what} {info.name!r} of {info.describe()} is refused: advaudio has a "
-                             f"built-in {self.what} of that name")
-                    elif info.name in chosen:
-                        warn(f"plugin {self.what} {info.name!r} of {info.describe()} is refused: "
-                             f"{chosen[info.name].describe()} declares it too")
-                    else:
-                        chosen[info.name] = info
-                self._plugins = chosen
+                self._plugins = _usable(self.group, self.builtins)
             return self._plugins
 
     def plugin(self, name: str) -> PluginInfo | None:

@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
                                     features=FeatureConfig(representations=("stft",))),
                           cache=base / "cache", workers=0, progress=False)
     train(TrainConfig(store=str(res.store_dir), view="stft", model="resnet18", width=0.125, input_size=(32, 32),
-                      batch_size=4, epochs=2, lr=5e-3, time_shift=0.0, workers=0, device="cpu", amp=False),
+                      batch_size=4, epochs=2, lr=5e-3, time_shift=0.0, workers=0, device="cpu", amp=False, recipe="paper"),
           out_dir=base / "run", progress=False)
     return res.store_dir, base / "run" / "checkpoint.pt"
 
