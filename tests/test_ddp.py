@@ -145,6 +145,7 @@ def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path, aug
     assert third["x"].shape == (0, 1, 24, 20) and third["y"].numel() == 0
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(store, single, tmp_path):
     ref_dir, ref = single
     out = tmp_path / "ddp"
@@ -187,6 +188,7 @@ def test_torchrun_two_processes_match_one(store, single, tmp_path):
     assert gap <= LOGIT_TOLERANCE * max(1.0, float(logits[1].abs().max()))
 
 
+@pytest.mark.slow
 def test_torchrun_resumes_a_single_process_checkpoint(store, single, tmp_path):
     """All ranks load the checkpoint (written here by one process) and finish the run like an unbroken one."""
     ref_dir, ref = single
@@ -207,6 +209,7 @@ def test_torchrun_resumes_a_single_process_checkpoint(store, single, tmp_path):
     assert metrics["test"]["confusion_matrix"] == ref["test"]["confusion_matrix"]
 
 
+@pytest.mark.slow
 def test_first_step_gradients_match_within_float32_rounding(store, tmp_path):
     """One SGD step on one global batch: the two ranks' update equals the single process's
     to within the rounding bound of float32 sums (plain SGD: the update is lr × 1.9 × gradient)."""

@@ -132,6 +132,7 @@ def _run_cli(args, **kw):
     return subprocess.run([sys.executable, "-m", "advaudio", *args], capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.floats
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     opts = ["-o", "clips_per_class=6", "-o", "n_classes=3", "-o", "duration=1.0",

@@ -74,6 +74,7 @@ def test_retrain_records_its_shards_and_refuses_test_fold_shards(store_dir, tmp_
     assert new.config["mix"] == 0.5 and len(new.config["extra_sources"]) == 2
 
 
+@pytest.mark.slow
 def test_two_rounds_through_the_cli_and_the_report_agrees(store_dir, tmp_path):
     run = _base_run(tmp_path / "run", store_dir)
     done = _cli("rounds", str(run), "--rounds", "2", *ROUND_ARGS)
@@ -107,6 +108,7 @@ def test_two_rounds_through_the_cli_and_the_report_agrees(store_dir, tmp_path):
             assert reported("fooling_rate", k, record["attack"]) == pytest.approx(record["fooling_rate"])
 
 
+@pytest.mark.slow
 @pytest.mark.floats
 def test_rounds_resume_after_a_kill(store_dir, tmp_path):
     run = _base_run(tmp_path / "run", store_dir)
@@ -142,6 +144,7 @@ def test_resuming_a_finished_run_leaves_its_checkpoint_unchanged(store_dir, tmp_
     assert st.sha256_file(run / "checkpoint.pt") == digest
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_resumes(tmp_path):
     from advaudio.stages.demo import DemoConfig, run_demo
 

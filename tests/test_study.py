@@ -201,6 +201,7 @@ def test_init_writes_every_example_as_a_valid_study(tmp_path, name):
 # --------------------------------------------------------------------------- #
 # Running: killed, resumed, the report
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 @pytest.mark.floats
 def test_a_killed_study_resumes_and_finishes_every_cell(tiny_study):
     assert "interrupted" in tiny_study["status_killed"]  # its process died without finishing
@@ -236,6 +237,7 @@ def test_cell_files_hold_the_runs_numbers(tiny_study):
                 assert len(outcome.clip_rows) == record["n_attacked"]
 
 
+@pytest.mark.slow
 def test_report_numbers_equal_the_cell_files(tiny_study):
     result = _advaudio("study", "report", str(tiny_study["file"]), "--resamples", "200", cwd=tiny_study["dir"])
     assert result.returncode == 0, result.stderr
@@ -266,6 +268,7 @@ def test_report_numbers_equal_the_cell_files(tiny_study):
         assert (report_dir / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_changed_parameter_reruns_only_the_cells_it_touches(tiny_study, tmp_path):
     copy = tmp_path / "study"
     shutil.copytree(tiny_study["dir"], copy)
@@ -287,6 +290,7 @@ def test_a_changed_parameter_reruns_only_the_cells_it_touches(tiny_study, tmp_pa
     assert all(Path(after[c].path).stat().st_mtime_ns == mtimes[c] for c in before)
 
 
+@pytest.mark.slow
 def test_a_damaged_cell_summary_is_set_aside_and_recomputed(tiny_study, tmp_path):
     """Issue 18: a truncated or edited cell.json no longer fails every later `study run` on its cell."""
     copy = tmp_path / "study"
@@ -321,6 +325,7 @@ def test_a_damaged_cell_summary_is_set_aside_and_recomputed(tiny_study, tmp_path
     assert all(Path(after[cid].path).stat().st_mtime_ns == t for cid, t in untouched.items())
 
 
+@pytest.mark.slow
 @pytest.mark.floats
 def test_dask_executor_gives_the_local_results_value_by_value(tiny_study, tmp_path):
     study_file = _write(tmp_path, TINY.replace('out = "tiny.study"', 'out = "dask.study"\nexecutor = "dask"'))
@@ -344,6 +349,7 @@ def test_dask_executor_gives_the_local_results_value_by_value(tiny_study, tmp_pa
                     math.isnan(ra.attacks[name].budget) and math.isnan(rb.attacks[name].budget))
 
 
+@pytest.mark.slow
 def test_a_failed_cell_is_reported_with_its_reason_and_log(tmp_path, tiny_study):
     shutil.copytree(layout.study_stores_dir(tiny_study["spec"].directory), tmp_path / "tiny.study" / "stores")
     study_file = _write(tmp_path, TINY.replace("lr = 3e-3", "lr = 3e-3\nmodel_options = { nosuch = 1 }")
