@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "targets": ("advaudio/attacks/targets.py", ["tests/test_meaning_attacks.py"]),
     "results": ("advaudio/attacks/results.py", ["tests/test_meaning_attacks.py"]),
     "views": ("advaudio/views.py", ["tests/test_meaning_views.py", "tests/test_views.py"]),
-    "bootstrap": ("advaudio/reporting/bootstrap.py", ["tests/test_study_report.py"]),
+    "bootstrap": ("advaudio/reporting/bootstrap.py", ["tests/test_study_report.py", "tests/test_meaning_bootstrap.py"]),
     "retrain": ("advaudio/stages/retrain.py", ["tests/test_meaning_training.py", "-k", "retrain"]),
 }
 
