@@ -1,5 +1,6 @@
 """Training: learns, resumes to the same weights (also after SIGKILL), checkpoints, metrics, CLI."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -111,16 +112,31 @@ def test_checkpoint_loads_weights_only_and_evaluates(store, learned):
     assert (predicted == store.labels[rows]).mean() == pytest.approx(result["accuracy"])
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """The runs a resume test compares compute with one thread each: the thread count decides the
+    reduction order, and an in-process command elsewhere may have sized this process's threads to
+    the CPUs that were idle at that moment (advaudio.threads), which a subprocess would not share."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def unbroken(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("unbroken")
-    train(_config(store), out_dir=out, progress=False)
+    with _one_thread():
+        train(_config(store), out_dir=out, progress=False)
     return out / "checkpoint.pt"
 
 
 @pytest.mark.floats
 def test_resume_gives_the_weights_of_an_unbroken_run(store, unbroken, tmp_path):
-    first = train(_config(store), out_dir=tmp_path, progress=False, stop_after=1)
+    with _one_thread():
+        first = train(_config(store), out_dir=tmp_path, progress=False, stop_after=1)
     assert not first["complete"] and first["epochs_done"] == 1 and "test" not in first
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
     with pytest.raises(ParameterError, match="--resume"):
@@ -128,14 +144,17 @@ def test_resume_gives_the_weights_of_an_unbroken_run(store, unbroken, tmp_path):
     with pytest.raises(ParameterError, match="lr"):
         train(_config(store, lr=1e-3), out_dir=tmp_path, resume=True, progress=False)
     # Resume with another worker count: batches do not depend on it.
-    done = train(_config(store, workers=2), out_dir=tmp_path, resume=True, progress=False)
+    with _one_thread():
+        done = train(_config(store, workers=2), out_dir=tmp_path, resume=True, progress=False)
     assert done["complete"] and done["epochs_done"] == 2
     assert _same_weights(_weights(tmp_path / "checkpoint.pt"), _weights(unbroken))
 
 
 KILLED_RUN = """
 import os, sys, time
+import torch
 from advaudio.training import TrainConfig, train
+torch.set_num_threads(1)
 config = TrainConfig(**{config!r})
 
 def pause(step):
@@ -169,7 +188,8 @@ def test_resume_after_sigkill_mid_epoch(store, unbroken, tmp_path):
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1  # epoch 2 never committed
-    done = train(config, out_dir=out, resume=True, progress=False)
+    with _one_thread():
+        done = train(config, out_dir=out, resume=True, progress=False)
     assert done["complete"]
     assert not any(".tmp-" in p.name for p in out.iterdir())
     assert _same_weights(_weights(out / "checkpoint.pt"), _weights(unbroken))
