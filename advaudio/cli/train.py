@@ -19,6 +19,25 @@ def _input_size(value: str | None):
     return parse_input_size(value)
 
 
+def _defense_params(pairs: tuple[str, ...], defense: str) -> dict:
+    """``defense.KEY=VALUE`` (or ``NAME.KEY=VALUE``) pairs; ``8/255`` reads as a number."""
+    from advaudio.errors import ParameterError
+
+    out = {}
+    for pair in pairs:
+        head, sep, value = pair.partition("=")
+        owner, dot, key = head.partition(".")
+        if not sep or not dot or owner.strip().lower() not in ("defense", defense):
+            raise ParameterError(f"-p takes defense.KEY=VALUE (the options of --defense {defense}), got {pair!r}")
+        num, slash, den = value.partition("/")
+        try:
+            value = str(float(num) / float(den)) if slash else value
+        except ValueError:
+            pass
+        out.update(key_values((f"{key}={value}",), "defense option"))
+    return out
+
+
 @click.command()
 @click.option("--store", "store_path", required=True, type=click.Path(),
               help="Feature store directory (made by `advaudio featurize`).")
@@ -31,6 +50,11 @@ def _input_size(value: str | None):
                                       "defense plugin, whose loss sees the inputs.")
 @click.option("-d", "--defense-option", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="Option of the defense, repeatable, e.g. -d epsilon=0.03.")
+@click.option("-p", "--param", "defense_params", multiple=True, metavar="defense.KEY=VALUE",
+              help="Option of the defense as defense.KEY=VALUE (or NAME.KEY=VALUE), repeatable; a fraction "
+                   "is a number: -p defense.epsilon=8/255 -p defense.steps=7. pgd-at: epsilon, alpha, steps, "
+                   "random_start, norm; trades: epsilon, alpha, steps, beta, norm; fast-at: epsilon, alpha, "
+                   "random_start.")
 @click.option("--width", type=float, default=config_default(TrainConfig, "width"), show_default=True,
               help="Channel-width multiplier of the model (e.g. 0.25 for quick CPU runs).")
 @click.option("--input-size", default=size_text(config_default(TrainConfig, "input_size")), show_default=True, metavar="HxW",
@@ -81,7 +105,7 @@ def _input_size(value: str | None):
               help="Fraction of each training batch taken from --extra sources.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @computes
-def train(store_path, view, model, defense, defense_options, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
+def train(store_path, view, model, defense, defense_options, defense_params, width, input_size, test_fold, val_fold, val_fraction, epochs, batch_size, lr,
           weight_decay, optimizer, schedule, label_smoothing, time_shift, seed, workers, device, amp, dtype,
           channels_last, out_dir, resume, init_checkpoint, extra, mix, progress):
     """Train a CNN on a view of a feature store, holding out a test fold.
@@ -94,7 +118,8 @@ def train(store_path, view, model, defense, defense_options, width, input_size, 
     from advaudio.training import train as run
 
     config = TrainConfig(
-        store=store_path, view=view, model=model, defense=defense, defense_options=key_values(defense_options, "defense option"),
+        store=store_path, view=view, model=model, defense=defense,
+        defense_options={**key_values(defense_options, "defense option"), **_defense_params(defense_params, defense)},
         width=width, input_size=_input_size(input_size),
         test_fold=test_fold, val_fold=val_fold, val_fraction=val_fraction, epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
