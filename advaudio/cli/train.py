@@ -157,13 +157,24 @@ def train(store_path, view, model, defense, defense_options, defense_params, wid
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per forward pass.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--autoattack", default=None, metavar="NORM:EPS,…",
+              help="Robust accuracy under AutoAttack (standard version, every correctly classified clip) at "
+                   "each NORM:EPS, e.g. linf:8/255,l2:0.5 (ε in model-input units); needs pyautoattack "
+                   "(pip install 'advaudio[autoattack]'). Written beside the checkpoint as autoattack.json.")
+@click.option("--seed", type=int, default=0, show_default=True, help="AutoAttack's seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @computes
-def evaluate(checkpoint, store_path, fold, device, batch_size, workers, as_json):
-    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold."""
+def evaluate(checkpoint, store_path, fold, device, batch_size, workers, autoattack, seed, as_json):
+    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold (and, with
+    --autoattack, robust accuracy under AutoAttack with a binomial 95 % interval)."""
     from advaudio.training import evaluate as run
 
-    r = run(checkpoint, store=store_path, fold=fold, device=device, batch_size=batch_size, workers=workers)
+    r = run(checkpoint, store=store_path, fold=fold, device=device, batch_size=batch_size, workers=workers,
+            autoattack=autoattack, seed=seed)
+    if autoattack:
+        from advaudio.training.evaluation import write_autoattack
+
+        write_autoattack(checkpoint, r)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
@@ -176,3 +187,9 @@ def evaluate(checkpoint, store_path, fold, device, batch_size, workers, as_json)
     click.echo("confusion matrix (rows: true class, columns: predicted)")
     for name, row in zip(r["classes"], r["confusion_matrix"]):
         click.echo(f"  {name:<{width}}  " + " ".join(f"{v:4d}" for v in row))
+    for a in r.get("autoattack") or []:
+        click.echo(f"AutoAttack {a['norm']} ε={a['eps']:.4g}: robust accuracy {a['robust_accuracy']:.4f} "
+                   f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}] ({a['n_robust']} of {a['n']} clips; "
+                   f"{a['n_correct']} attacked, {a['seconds']:.0f} s)")
+        for w in a.get("warnings") or []:
+            click.echo(f"  warning: {w}")

@@ -54,18 +54,30 @@ def _steps_per_clip(spec: StudySpec) -> float:
     return total
 
 
+def defense_passes(spec: StudySpec, cell: Cell) -> float:
+    """Forward + backward passes per training sample of ``cell``'s defense: 1 for clean training,
+    steps + 1 for PGD-AT, steps + 2 for TRADES (its clean forward too), 2 for fast-AT."""
+    if cell.defense in ("", "none"):
+        return 1.0
+    from advaudio.training.defenses import resolved_options
+
+    options = resolved_options(cell.defense, dict(spec.defense_params.get(cell.defense, {})))
+    steps = int(options.get("steps", 1))
+    return {"pgd-at": steps + 1, "trades": steps + 2, "fast-at": 2}.get(cell.defense, 1.0)
+
+
 def work(spec: StudySpec, store: StorePlan, cell: Cell) -> tuple[int, int, float]:
     """(training sample passes, attacked clips, nominal gradient steps) of ``cell``."""
     epochs = int(spec.train.get("epochs", 30))
     n_train = _train_clips(store, cell)
-    samples = n_train * epochs
+    samples = int(round(n_train * epochs * defense_passes(spec, cell)))
     if not cell.attacked:
         return samples, 0, 0.0
     test = min(store.clips // max(1, len(store.folds)), spec.attack.limit or 10**9)
     train_attacked = min(n_train, spec.train_limit or 10**9)
     retrain_epochs = spec.retrain.epochs or epochs
-    samples += spec.rounds * n_train * retrain_epochs
-    clips = len(spec.attack.attacks) * ((spec.rounds + 1) * test + spec.rounds * train_attacked)
+    samples += cell.rounds * n_train * retrain_epochs
+    clips = len(spec.attack.attacks) * ((cell.rounds + 1) * test + cell.rounds * train_attacked)
     per_clip = _steps_per_clip(spec) / max(1, len(spec.attack.attacks))
     return samples, clips, clips * per_clip
 
