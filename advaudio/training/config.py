@@ -144,11 +144,13 @@ class TrainConfig:
         if self.extra_sources and self.mix == 0:
             raise ParameterError("extra_sources need mix > 0 (the fraction of each batch they fill)")
         resolve_device(self.device, check_available=False)
-        from .defenses import check_options, resolved_options
+        from .defenses import check_options, create_defense, resolved_options
 
         check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
         # Every option with its default, so that the run's hash names the defense's parameters in full.
         put("defense_options", resolved_options(self.defense, self.defense_options))
+        if self.defense in ("pgd-at", "trades", "fast-at"):
+            create_defense(self.defense, **self.defense_options)  # a value out of range fails here too
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
