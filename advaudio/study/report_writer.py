@@ -350,6 +350,38 @@ def _tables_json(tables: StudyTables) -> list[dict[str, Any]]:
     return out
 
 
+def _defense_blocks(summaries, out_dir: Path, **settings) -> dict[str, Any]:
+    """The defense table and the clean-vs-robust figure, when the study has a defense axis."""
+    from advaudio.study.defense_table import (
+        defense_rows,
+        defense_rows_json,
+        defense_table_text,
+        has_defense_axis,
+        tradeoff_figure,
+    )
+
+    if not has_defense_axis(summaries):
+        return {"blocks": [], "figures": [], "json": []}
+    rows = defense_rows(summaries, **settings)
+    header, text = defense_table_text(rows)
+    blocks: list[Block] = [("h2", "Defenses"), ("note", "Per defense: clean accuracy (mean ± std over the CV folds), "
+                            "AutoAttack (standard) robust accuracy on the attacked folds with its Clopper–Pearson "
+                            "95 % interval, the budget at the fooling-rate threshold with its bootstrap interval "
+                            "and its ratio to none's on the same clips, and the training time per cell."),
+                           ("table", header, text)]
+    flags = [f"{r.defense} ({a.norm} ε={a.eps:.4g}): AutoAttack: {w}" for r in rows for a in r.robust
+             for w in a.warnings]
+    if flags:
+        blocks += [("h3", "AutoAttack's flags"), ("list", flags)]
+    figures = []
+    if any(r.robust for r in rows):
+        path = out_dir / "figures" / "defenses-tradeoff.png"
+        tradeoff_figure(rows, path)
+        figures.append(str(path.relative_to(out_dir)))
+        blocks.append(("img", figures[-1], "clean vs AutoAttack robust accuracy per defense"))
+    return {"blocks": blocks, "figures": figures, "json": defense_rows_json(rows)}
+
+
 def write_study_report(
     summaries: Iterable[CellSummary],
     out_dir: str | os.PathLike,
@@ -382,6 +414,7 @@ def write_study_report(
     """
     from advaudio import __version__
 
+    summaries = list(summaries)
     tables = study_tables(summaries, resamples=resamples, confidence=confidence, seed=seed)
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -397,6 +430,9 @@ def write_study_report(
     blocks += _protocol_blocks(tables, protocol, missing, out_dir)
     for dataset, rows in tables.datasets.items():
         blocks += _dataset_blocks(dataset, rows, figs[dataset], out_dir)
+    defenses = _defense_blocks(summaries, out_dir, resamples=resamples, confidence=confidence, seed=seed)
+    blocks += defenses["blocks"]
+    fig_files += defenses["figures"]
     blocks.append(("p", "Every number above is in study.csv and study.json, with the cell.json (and attack "
                         "results) files it was computed from."))
     md_path = out_dir / "study.md"
@@ -412,6 +448,7 @@ def write_study_report(
         "protocol": dict(protocol or {}),
         "bootstrap": {"resamples": tables.resamples, "confidence": tables.confidence, "seed": tables.seed},
         "rows": _tables_json(tables),
+        "defenses": defenses["json"],
         "values": values,
         "value_columns": list(STUDY_COLUMNS),
         "figures": fig_files,
