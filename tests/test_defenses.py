@@ -231,6 +231,7 @@ def test_the_robust_accuracy_interval_matches_an_independent_computation():
 
 @pytest.mark.slow
 def test_autoattack_robust_accuracy_is_at_most_pgds_on_the_same_clips():
+    pytest.importorskip("pyautoattack", reason="pip install 'advaudio[autoattack]'")
     from advaudio.attacks.autoattack import robust_accuracy
     from tests.tiny_cnn import trained_model
 
@@ -254,6 +255,7 @@ def test_autoattack_robust_accuracy_is_at_most_pgds_on_the_same_clips():
 
 @pytest.mark.slow
 def test_evaluate_json_holds_autoattack(store, tmp_path, capsys):
+    pytest.importorskip("pyautoattack", reason="pip install 'advaudio[autoattack]'")
     from advaudio.cli import main
 
     torch.set_num_threads(1)
