@@ -269,3 +269,52 @@ def test_evaluate_json_holds_autoattack(store, tmp_path, capsys):
     assert a["norm"] == "linf" and math.isclose(a["eps"], 8 / 255) and a["n"] == d["n"]
     assert a["robust_accuracy"] <= d["accuracy"]
     assert (tmp_path / "run" / "autoattack.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.floats
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+@pytest.mark.parametrize("defense", ["pgd-at", "trades"])
+def test_a_defense_under_torchrun_matches_one_process(store, tmp_path, defense):
+    """Two ranks (gloo) make the same adversarial examples and end at the same weights as one process
+    (float64, the tolerances of tests/test_ddp.py: the attack runs per sample in eval mode, its random
+    starts seeded by global position; TRADES's adversarial forward goes through synchronised BN)."""
+    from advaudio.training import TrainConfig, train
+    from tests import test_ddp as ddp
+
+    torch.set_num_threads(1)
+    base = {**ddp.BASE, "epochs": 2}
+    options = {"steps": 2}
+    single = tmp_path / "single"
+    train(TrainConfig(store=str(store.directory), **base, **ddp.F64, defense=defense, defense_options=options),
+          out_dir=single, progress=False)
+    cli = [*ddp.CLI, *ddp.F64_CLI, "--defense", defense, "-p", "defense.steps=2"]
+    cli[cli.index("--epochs") + 1] = "2"
+    ddp._torchrun(store, tmp_path / "ddp", cli=cli)
+    distance = ddp._relative_distance(ddp._state(tmp_path / "ddp" / "checkpoint.pt"),
+                                      ddp._state(single / "checkpoint.pt"))
+    assert distance <= ddp.WEIGHT_TOLERANCE, distance
+
+
+@pytest.mark.slow
+def test_the_report_shows_autoattack_with_its_interval_and_flags(store, tmp_path, capsys):
+    pytest.importorskip("pyautoattack", reason="pip install 'advaudio[autoattack]'")
+    from advaudio.reporting import write_report
+    from advaudio.training import evaluate
+    from advaudio.training.evaluation import write_autoattack
+
+    torch.set_num_threads(1)
+    _train(_config(store, epochs=1), tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    write_autoattack(checkpoint, evaluate(checkpoint, device="cpu", autoattack="linf:8/255,l2:0.5"))
+    path = tmp_path / "run" / "autoattack.json"
+    doc = json.loads(path.read_text())
+    doc.pop("sha256")  # edited on purpose: read as a file without a digest
+    doc["autoattack"][0]["warnings"] = ["it seems to be a randomized defense! Please use version=\"rand\"."]
+    path.write_text(json.dumps(doc))
+    md = write_report(tmp_path / "run", tmp_path / "report", listen=False).read_text()
+    assert "## Robust accuracy under AutoAttack" in md
+    a = doc["autoattack"][0]
+    assert f"[{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}] %" in md
+    assert "| l2 | 0.5 |" in md and "| linf | 0.03137 |" in md
+    assert "AutoAttack: it seems to be a randomized defense" in md.split("## Warnings")[1]
