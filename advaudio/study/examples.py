@@ -88,6 +88,8 @@ views = {views}
 widths = [1.0]
 input_sizes = ["128x128"]
 seeds = [0]
+# defenses = ["none", "shards", "pgd-at", "trades", "fast-at"]   # shards: the [rounds] below
+# [defenses.pgd-at]                  # (after [grid]) options of a defense: epsilon, steps, alpha
 
 [train]
 epochs = 30
@@ -100,6 +102,7 @@ attack_folds = {attack_folds}
 [attacks]
 names = {attacks}
 fooling_rate = 0.9
+# autoattack = "linf:8/255"          # AutoAttack robust accuracy on every round of the attacked cells
 # test_clips = 80                     # omit: every clip of the attacked fold
 # train_clips = 400
 [attacks.params.pgd]
