@@ -319,3 +319,30 @@ def test_the_report_shows_autoattack_with_its_interval_and_flags(store, tmp_path
     assert f"[{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}] %" in md
     assert "| l2 | 0.5 |" in md and "| linf | 0.03137 |" in md
     assert "AutoAttack: it seems to be a randomized defense" in md.split("## Warnings")[1]
+
+
+@pytest.mark.parametrize("classes, targets", [(4, 3), (10, 9), (50, 9)])
+def test_autoattack_runs_the_standard_version_with_the_right_targets(monkeypatch, classes, targets):
+    pyautoattack = pytest.importorskip("pyautoattack", reason="pip install 'advaudio[autoattack]'")
+    from advaudio.attacks.autoattack import robust_accuracy
+
+    seen = {}
+
+    def run(self, x, y, *, batch_size=250, state_path=None):
+        seen.update(version=self.version, attacks=list(self.attacks_to_run), norm=self.norm, eps=self.epsilon,
+                    apgd_t=self.apgd_targeted.n_target_classes, fab_t=self.fab.n_target_classes, n=len(x))
+        return x.clone(), y.clone()  # nothing fooled
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", run)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, classes, bias=False))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[:4, :4] = torch.eye(4)
+    x = torch.zeros(5, 1, 2, 2)
+    x.view(5, 4)[torch.arange(5), y] = 1.0
+    x[4] = 0  # all-zero logits: argmax 0, misclassified (label 1), so not attacked
+    r = robust_accuracy(model, x, y, norm="l2", eps=0.5, num_classes=classes)
+    assert seen == {"version": "standard", "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "norm": "L2",
+                    "eps": 0.5, "apgd_t": targets, "fab_t": targets, "n": 4}
+    assert (r.n, r.n_correct, r.n_robust, r.robust_accuracy) == (5, 4, 4, 0.8)
