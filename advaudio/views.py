@@ -48,7 +48,11 @@ Normalisation (why percentiles, per representation, from training folds only)
 * Computed **streaming**, never loading the store: one pass for min/max and one
   pass filling a 65 536-bin histogram per representation, in chunks of clips;
   percentiles are interpolated inside their bin (error below one bin width,
-  ``(max - min) / 65536``, e.g. 0.002 dB on a 140 dB range).
+  ``(max - min) / 65536``, e.g. 0.002 dB on a 140 dB range, plus the gap between
+  the two values numpy's percentile interpolates between: negligible among a
+  store's millions of values, several bins where a few values span the range).
+  Percentiles closer than one bin (a near-constant representation) give way to
+  the full range ``(min, max)``.
 """
 
 from __future__ import annotations
@@ -410,9 +414,11 @@ def _fit_one(reader: FeatureReader, rows: np.ndarray, percentiles: tuple[float, 
     for start in range(0, rows.size, chunk):
         block = read_rows(dataset, rows[start : start + chunk])
         counts += np.histogram(block, bins=bins, range=(lo, hi))[0]
-    out = [_histogram_quantile(counts, lo, hi, q / 100.0, count) for q in qs]
-    low, high = out
-    if high <= low:  # a near-constant representation: fall back to the full range
+    low, high = (_histogram_quantile(counts, lo, hi, q / 100.0, count) for q in qs)
+    if high - low < (hi - lo) / bins:
+        # A near-constant representation: both percentiles fall in one bin (all but a few values
+        # are one value), where the histogram cannot tell them apart and would spread that one
+        # value over the bin. Fall back to the full range rather than a range the data lack.
         low, high = lo, hi
     return float(low), float(high)
 

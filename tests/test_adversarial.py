@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def attacked(trained):
     store_dir, ckpt = trained
-    doc = attack_stage(AttackStageConfig(attacks=("pgd", "deepfool"), fooling_rate=0.75, seed=3),
+    doc = attack_stage(AttackStageConfig(attacks=("pgd", "deepfool"), threshold=0.75, seed=3),
                        checkpoint=ckpt, progress=False)
     return doc
 
@@ -183,23 +183,23 @@ def test_attack_parameters_are_refused_before_any_work(tmp_path, capsys, param, 
 def test_a_shard_described_by_another_results_file_is_not_replaced(trained, tmp_path):
     """`attack --out elsewhere` would replace a shard whose first results file still describes it."""
     store_dir, ckpt = trained
-    first = attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=4),
+    first = attack_stage(AttackStageConfig(attacks=("deepfool",), threshold=0.5, round=5, limit=4),
                          checkpoint=ckpt, out_dir=tmp_path / "a", progress=False)
     shard = Path(first["attacks"][0]["shard"])
     before = st.sha256_file(shard)
     with pytest.raises(StoreError, match=r"belongs to the results in .*attack-round05-test\.json, made with other"):
-        attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2),
+        attack_stage(AttackStageConfig(attacks=("deepfool",), threshold=0.5, round=5, limit=2),
                      checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
     assert st.sha256_file(shard) == before and not (tmp_path / "b" / "attack-round05-test.json").exists()
-    again = attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=4),
+    again = attack_stage(AttackStageConfig(attacks=("deepfool",), threshold=0.5, round=5, limit=4),
                          checkpoint=ckpt, out_dir=tmp_path / "a", progress=False)  # the same run may redo it
     assert again["attacks"][0]["n_samples"] == 4
     (tmp_path / "a" / "attack-round05-test.json").unlink()  # its results gone: the shard is free again
-    attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2),
+    attack_stage(AttackStageConfig(attacks=("deepfool",), threshold=0.5, round=5, limit=2),
                  checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
     assert st.AdversarialShard.open(shard).size == 2
     # the same settings from a third directory rewrite the same clips: allowed
-    attack_stage(AttackStageConfig(attacks=("deepfool",), fooling_rate=0.5, round=5, limit=2, batch_size=1),
+    attack_stage(AttackStageConfig(attacks=("deepfool",), threshold=0.5, round=5, limit=2, batch_size=1),
                  checkpoint=ckpt, out_dir=tmp_path / "c", progress=False)
 
 

@@ -124,7 +124,7 @@ SHARD_ATTRS = {
     "norm": "linf", "budget": 0.03, "fooling_rate": 0.92, "threshold": 0.9, "targeted": True, "round": 1,
     "split": "train", "slice": [0, 1], "checkpoint": "/runs/r/round01/checkpoint.pt", "checkpoint_sha256": "ab" * 32,
     "store_fingerprint": "abc123", "view": {"name": "stft", "shapes": [[6, 5]]}, "test_fold": 5, "seed": 0,
-    "versions": {"advaudio": "0", "torch": "2"}, "notes": ["a note"],
+    "versions": {"advaudio": "0", "torch": "2"}, "notes": [{"code": "note", "text": "a note"}],
     "merged_from": [{"slice": [0, 2], "budget": None}], "slice_budgets": [0.03, 0.02], "budget_source": "quantile",
 }
 
@@ -137,8 +137,8 @@ def test_adversarial_shard_round_trip(tmp_path):
     shard = st.AdversarialShard.open(path)
     assert shard.name == path.stem and shard.size == 4
     assert set(shard.datasets) == set(arrays)
-    assert dict(shard.attrs) == SHARD_ATTRS  # every attribute back as the value written, JSON decoded
-    assert isinstance(shard.attr("targeted"), bool) and isinstance(shard.attr("round"), int)
+    assert shard.attrs.to_attrs() == SHARD_ATTRS  # every attribute back as the value written, JSON decoded
+    assert shard.attrs.targeted is True and shard.attrs.round == 1 and shard.attrs.slice == (0, 1)
     back = shard.read()
     for key, value in arrays.items():
         assert back[key].dtype == value.dtype, key

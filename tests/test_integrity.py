@@ -194,7 +194,7 @@ def test_metrics_and_results_are_sealed_and_their_values_checked(run, tmp_path):
     results_path = run["run"] / "attack-round00-test.json"
     metrics = json.loads(metrics_path.read_text())
     assert len(metrics.pop(st.DIGEST_KEY)) == 64 and read_metrics(metrics_path) == metrics
-    assert "attacks" in read_attack_results(results_path)
+    assert read_attack_results(results_path).records
     cases = [
         # an edit keeps the old digest: refused as changed after it was written
         ({"test": {**metrics["test"], "accuracy": 0.5}}, True, "checksum mismatch: metrics file"),
@@ -304,8 +304,8 @@ def test_attack_exits_1_when_a_budget_never_reached_the_threshold(run, tmp_path,
     code, out, err = _cli(argv, capsys)
     results = tmp_path / "attack-round05-test.json"
     assert results.is_file(), (code, err)
-    record = read_attack_results(results)["attacks"][0]
-    assert not record["reached"], "the tiny model's FGSM was expected to miss a 100 % fooling rate"
+    record = read_attack_results(results).records[0]
+    assert not record.reached, "the tiny model's FGSM was expected to miss a 100 % fooling rate"
     assert code == 1 and out.strip().splitlines()[-1] == str(results)  # its results are written all the same
     assert "advaudio: 1 of 1 attack(s) never reached the fooling-rate threshold 1: fgsm (" in err
     code, _, err = _cli(argv + ["--allow-unreached"], capsys)

@@ -167,7 +167,7 @@ def _rounds(run_dir):
     from advaudio.stages.retrain import RetrainConfig
     from advaudio.stages.rounds import run_rounds
 
-    return run_rounds(run_dir, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), fooling_rate=0.6, limit=4),
+    return run_rounds(run_dir, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), threshold=0.6, limit=4),
                       retrain_config=RetrainConfig(epochs=1), train_limit=8, device="cpu", progress=False)
 
 
@@ -230,7 +230,7 @@ def test_rounds_refuses_a_rerun_with_other_options(reference_rounds, tmp_path):
     shutil.copytree(reference_rounds, run)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*.json")}
     with pytest.raises(ParameterError, match=r"attack\.limit: 4 → 6; retrain\.epochs: 1 → 2"):
-        run_rounds(run, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), fooling_rate=0.6, limit=6),
+        run_rounds(run, rounds=1, attack_config=AttackStageConfig(attacks=("fgsm",), threshold=0.6, limit=6),
                    retrain_config=RetrainConfig(epochs=2), train_limit=8, device="cpu", progress=False)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*.json")} == before  # refused before any work
     log = _rounds(run)  # the same options: every step is skipped

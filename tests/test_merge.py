@@ -63,7 +63,7 @@ def workspace(trained, directory: Path) -> tuple[Path, Path]:
 
 
 def attack(store: Path, ckpt: Path, **kw) -> dict:
-    config = AttackStageConfig(**{"attacks": ("deepfool",), "fooling_rate": 0.5, **kw})
+    config = AttackStageConfig(**{"attacks": ("deepfool",), "threshold": 0.5, **kw})
     return attack_stage(config, checkpoint=ckpt, store=store, device="cpu", progress=False)
 
 
@@ -131,7 +131,27 @@ def test_merged_set_is_registered_once_for_retraining_and_reports(merged):
     run = collect_runs(merged["ckpt"].parent).runs[0]
     (entry,) = [a for a in run.attacks if a.slice is None]
     assert entry.path.name == "attack-round00-test.json"
-    assert entry.record["budget"] == merged["doc"]["attacks"][0]["budget"]
+    assert entry.record.budget == merged["doc"]["attacks"][0]["budget"]
+
+
+def test_results_files_and_shards_read_back_as_written(merged):
+    """The typed records are the only readers and writers: what they read from a real run's files
+    (slices, merge) is, written again, the files' content key for key, value for value."""
+    files = sorted(merged["ckpt"].parent.glob("attack-round00-test*.json"))
+    assert len(files) == 3  # two slices and the merge
+    for path in files:
+        raw = json.loads(path.read_text())
+        raw.pop(st.DIGEST_KEY)
+        results = st.AttackResults.read(path)
+        assert results.to_json() == raw, path.name
+        assert (results.merged_from is not None) == path.name.endswith("-test.json")
+        assert all(r.attack == "deepfool" and r.kind == "minimisation" for r in results.records)
+    for path in st.shard_paths(merged["store"]):
+        _, attrs = read_shard(path)
+        decoded = {k: st.decode_attr(v) for k, v in attrs.items()}
+        typed = st.AdversarialShard.open(path).attrs
+        assert typed.to_attrs() == decoded and list(typed.to_attrs()) == list(decoded)  # values and order
+        assert typed.merged == ("slice" not in path.stem) and typed.sliced == ("slice" in path.stem)
 
 
 def test_merging_again_changes_nothing(merged, capsys):
@@ -188,7 +208,7 @@ def test_incomplete_or_inconsistent_sets_are_refused(trained, tmp_path, capsys):
         main(["store", "merge", str(store), "--round", "0", "--split", "test"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "missing slice(s) 1/3" in err and err.count("\n") == 1
-    attack(store, ckpt, slice=(1, 3), fooling_rate=0.8)  # complete, but run with another threshold
+    attack(store, ckpt, slice=(1, 3), threshold=0.8)  # complete, but run with another threshold
     with pytest.raises(StoreError, match=r"differ in threshold: slice 0/3 has 0\.5, slice 1/3 has 0\.8"):
         merged_shards(merge_results(store, round=0, split="test"))
     assert not (store / "adversarial" / f"round00-test-{sha10}-deepfool.h5").exists()
@@ -250,7 +270,7 @@ def test_fixed_budget_slices_with_different_budgets_need_consent(trained, tmp_pa
 def test_per_clip_search_slices_of_3_merge_to_the_unsliced_run_exactly(trained, tmp_path):
     """pgd with the per-clip ε search: a clip's probes and random start are its own, so 3 slices merged
     hold the unsliced run's minimal budgets, budget, CDF and within-budget flags exactly."""
-    kw = dict(attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, fooling_rate=0.8, split="train",
+    kw = dict(attacks=("pgd",), attack_params={"pgd": {"steps": 10}}, threshold=0.8, split="train",
               limit=24, checks=False, precision="clip")
     store_a, ckpt_a = workspace(trained, tmp_path / "a")
     (whole,) = attack(store_a, ckpt_a, **kw)["attacks"]
@@ -275,7 +295,7 @@ def test_quantile_precision_slices_merge_to_an_honest_bracket(trained, tmp_path)
     the merge's bracket (budget_low, budget] comes from the union's per-clip lower bounds and
     holds the quantile of a run that refined every clip; a bracket wider than the tolerance
     is reported, never passed off as converged."""
-    kw = dict(attacks=("bim",), attack_params={"bim": {"steps": 5}}, fooling_rate=0.8, split="train",
+    kw = dict(attacks=("bim",), attack_params={"bim": {"steps": 5}}, threshold=0.8, split="train",
               limit=24, checks=False)
     store_a, ckpt_a = workspace(trained, tmp_path / "a")
     (exact,) = attack(store_a, ckpt_a, precision="clip", **kw)["attacks"]
@@ -330,22 +350,22 @@ def test_slices_that_attack_no_clip_are_rebuilt_from_the_store(merged, trained, 
 
 
 def test_slice_notes_union_reads_structured_and_old_plain_string_notes():
+    from advaudio.attacks.merging import union_notes
     from advaudio.attacks.results import Note, excluded_note
-    from advaudio.stages.merge import _Slice, _union_notes
+    from advaudio.store.results import notes_of  # how a results record reads its notes
 
     pool = Note("starting-points", "boundary starting points (misclassified): 3 nearest from the pool",
                 {"pool": 3, "noise": 0, "noise_draws": 256, "none": 0})
-    slices = [
-        _Slice(0, 2, record={"notes": [excluded_note(1, 3).to_json(), pool.to_json()]}),
-        _Slice(1, 2, record={"notes": [excluded_note(2, 3).to_json(), pool.to_json(),
-                                       Note("targets-given", "targets given by the caller").to_json()]}),
-    ]
-    notes = _union_notes(slices, 3, 6)
+    slices = [(0, 2), (1, 2)]
+    per_slice = [notes_of([excluded_note(1, 3).to_json(), pool.to_json()]),
+                 notes_of([excluded_note(2, 3).to_json(), pool.to_json(),
+                           Note("targets-given", "targets given by the caller").to_json()])]
+    notes = union_notes(per_slice, slices, n_excluded=3, n=6)
     assert notes[0] == excluded_note(3, 6)  # recomputed for the union, the slices' own dropped
     assert notes[1] == pool  # every slice has it: once
     assert notes[2].code == "targets-given" and notes[2].text == "slice 1/2: targets given by the caller"
     assert notes[2].counts == {"slice": [1, 2]} and len(notes) == 3
     # Results files written before notes had codes hold plain strings; the exclusion note is still recognised.
-    old = [_Slice(i, 2, record={"notes": [n.text for n in (excluded_note(1, 3), pool)]}) for i in range(2)]
-    notes = _union_notes(old, 2, 6)
+    old = [notes_of([n.text for n in (excluded_note(1, 3), pool)]) for _ in slices]
+    notes = union_notes(old, slices, n_excluded=2, n=6)
     assert [n.text for n in notes] == [excluded_note(2, 6).text, pool.text]

@@ -200,8 +200,8 @@ def test_the_per_clip_search_runs_the_plugins_own_step(installed, tmp_path, monk
     np.testing.assert_allclose(again.adversarial.numpy(), res.adversarial[fooled], atol=1e-5)
     # The evaluation checks of an iterative attack rerun that same step (twice the steps, one FGSM step).
     before = len(_log(log))
-    checks = evaluation_checks(model, x, y, {"mifgsm": tune}, targets=res.targets, batch_size=256)["checks"]
-    assert {c["check"] for c in checks} == {"success-at-large-eps", "iterative-beats-fgsm", "more-steps-no-gain"}
+    checks = evaluation_checks(model, x, y, {"mifgsm": tune}, targets=res.targets, batch_size=256).checks
+    assert {c.check for c in checks} == {"success-at-large-eps", "iterative-beats-fgsm", "more-steps-no-gain"}
     assert any(len(c["epsilons"]) == 1 for c in _log(log)[before:])  # at the budget
 
 

@@ -78,7 +78,7 @@ def run(tmp_path_factory):
     common = dict(store=str(res.store_dir), view="stft", model="resnet18", width=0.125, input_size=(32, 32),
                   batch_size=4, workers=0, device="cpu", time_shift=0.0, amp=False)
     train(TrainConfig(epochs=3, lr=5e-3, **common), out_dir=run_dir, progress=False)
-    stage = dict(attacks=ATTACKS, fooling_rate=0.5, limit=8)
+    stage = dict(attacks=ATTACKS, threshold=0.5, limit=8)
     attack_stage(AttackStageConfig(**stage), checkpoint=run_dir / "checkpoint.pt", device="cpu", progress=False)
     made = attack_stage(AttackStageConfig(split="train", **stage), checkpoint=run_dir / "checkpoint.pt",
                         device="cpu", progress=False)

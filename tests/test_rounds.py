@@ -47,9 +47,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_retrain_records_its_shards_and_refuses_test_fold_shards(store_dir, tmp_path, capsys):
     run = _base_run(tmp_path / "run", store_dir)
     ckpt = run / "checkpoint.pt"
-    config = AttackStageConfig(attacks=("fgsm", "deepfool"), fooling_rate=0.5, limit=12)
+    config = AttackStageConfig(attacks=("fgsm", "deepfool"), threshold=0.5, limit=12)
     test_doc = attack_stage(config, checkpoint=ckpt, progress=False)
-    train_doc = attack_stage(AttackStageConfig(attacks=("fgsm", "deepfool"), fooling_rate=0.5, split="train"),
+    train_doc = attack_stage(AttackStageConfig(attacks=("fgsm", "deepfool"), threshold=0.5, split="train"),
                              checkpoint=ckpt, progress=False)
 
     test_shard = test_doc["attacks"][0]["shard"]
@@ -145,7 +145,7 @@ def test_demo_runs_the_whole_loop_and_resumes(tmp_path):
     from advaudio.stages.demo import DemoConfig, run_demo
 
     config = DemoConfig(clips_per_class=6, features=("stft", "chroma"), width=0.125, input_size=(32, 32),
-                        epochs=2, attacks=("fgsm", "deepfool"), fooling_rate=0.6, test_limit=8, train_limit=16,
+                        epochs=2, attacks=("fgsm", "deepfool"), threshold=0.6, test_limit=8, train_limit=16,
                         retrain_epochs=1, workers=0)
     report = run_demo(config, out=tmp_path, progress=False)
     assert report == tmp_path / "report" / "report.md" and report.is_file()

@@ -166,7 +166,7 @@ def test_fmn_reaches_its_targets(setup):
 
 
 def _status(evaluation, check):
-    return [c["status"] for c in evaluation["checks"] if c["check"] == check]
+    return [c.status for c in evaluation.checks if c.check == check]
 
 
 def test_evaluation_checks_pass_on_a_normal_run(setup):
@@ -179,7 +179,7 @@ def test_evaluation_checks_pass_on_a_normal_run(setup):
     assert _status(ev, "iterative-beats-fgsm") == ["pass"]
     assert _status(ev, "more-steps-no-gain") == ["pass"]
     assert _status(ev, "black-box-not-better") == ["pass"]
-    ra = ev["robust_accuracy"]["l2"]
+    ra = ev.robust_accuracy["l2"]
     worst = np.minimum(tunings["pgd"].result.budget_norms(), tunings["hopskipjump"].result.budget_norms())
     assert ra["accuracy"] == [float((worst > e).mean()) for e in ra["epsilons"]]
 

@@ -156,7 +156,7 @@ def tiny_study(tmp_path_factory):
     (("n_classes = 3", "n_classes = 1"), "[data.synth]: dataset 'synthetic' has clips of 1 class"),
     (('out = "tiny.study"', 'out = ""'), "[run] out: must be the study directory's path"),
     (('out = "tiny.study"', 'out = "tiny.toml"'), "exists and is not a directory"),
-    (("checks = false", 'checks = false\nfooling_rate = "0.9"'), "fooling_rate must be a number, got '0.9'"),
+    (("checks = false", 'checks = false\nthreshold = "0.9"'), "threshold must be a number, got '0.9'"),
     (("[attacks.params.pgd]\nsteps = 5", "[attacks.params.pgd]\nsteps = 1000000000"),
      "pgd would cost about 2e+10 model evaluations per clip"),
     (("checks = false\n[attacks.params.pgd]\nsteps = 5",

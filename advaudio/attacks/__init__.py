@@ -18,8 +18,10 @@ Modules, in the order a run uses them:
 ``engine``       :func:`run_attack`: clean classification, chunks, verification
 ``tuning``       :func:`tune_budget`, :func:`fooling_rate_curve`,
                  :func:`quantile_budget`, :func:`minimisation_budget`
-``results``      :class:`AttackResult`, :class:`TuningResult`, :class:`Note`,
-                 :func:`perturbation_norms`
+``merging``      the arithmetic of merging a job array's slices (the union's budget,
+                 bracket, curve and notes; :mod:`advaudio.stages.merge` does the files)
+``results``      :class:`AttackResult`, :class:`TuningResult` (its ``to_record``: a results
+                 file's record), :class:`Note` (the store's), :func:`perturbation_norms`
 ``_model``       eval mode with frozen weights, query counting, seeding, input checks
 ``_foolbox``     the only import of Foolbox 3, lazy (on the first attack run)
 ================ ==================================================================

@@ -1,7 +1,8 @@
 """Evaluation checks (Carlini et al. 2019, "On Evaluating Adversarial Robustness") and robust accuracy.
 
-Run on the attacks of one stage, on the same clips; each check is a JSON record
-``{"check", "status": "pass"|"warn", "attacks", "text", **numbers}``.  A failed
+Run on the attacks of one stage, on the same clips; each check is a
+:class:`~advaudio.store.results.Check` (in a results file
+``{"check", "status": "pass"|"warn", "attacks", "text", **numbers}``).  A failed
 check is a symptom of gradient masking or an under-run attack, never silent:
 
 ``success-at-large-eps``  (a) the success rate over every ε tried is ≥ 99 %.
@@ -35,6 +36,7 @@ from advaudio.attacks.params import AttackConfig
 from advaudio.attacks.results import TuningResult
 from advaudio.attacks.search import attack_at, sample_seeds, step_settings
 from advaudio.attacks.stepping import unit_noise
+from advaudio.store.results import Check, Evaluation
 
 __all__ = ["DECISION_BASED", "ROBUST_EPSILONS", "evaluation_checks", "robust_accuracy"]
 
@@ -50,8 +52,8 @@ ROBUST_EPSILONS: dict[str, tuple[float, ...]] = {
 }
 
 
-def _check(name: str, ok: bool, attacks: list[str], text: str, **numbers: Any) -> dict[str, Any]:
-    return {"check": name, "status": "pass" if ok else "warn", "attacks": attacks, "text": text, **numbers}
+def _check(name: str, ok: bool, attacks: list[str], text: str, **numbers: Any) -> Check:
+    return Check(check=name, status="pass" if ok else "warn", attacks=tuple(attacks), text=text, values=numbers)
 
 
 def _fooled_at(model, x, y, config: AttackConfig, eps: float, *, targets, sample_ids, batch_size,
@@ -87,10 +89,10 @@ def evaluation_checks(
     seed: int = 0,
     subset: int = 16,
     robust_epsilons: Mapping[str, tuple[float, ...]] = ROBUST_EPSILONS,
-) -> dict[str, Any]:
+) -> Evaluation:
     """The checks that apply to ``tunings`` (attack name → result on ``inputs``) and robust accuracy."""
     ids = np.arange(len(labels)) if sample_ids is None else np.asarray(sample_ids)
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []
     done = {n: t for n, t in tunings.items() if t.result is not None}
     for name, t in done.items():
         ok = t.success_rate >= MIN_SUCCESS
@@ -141,7 +143,7 @@ def evaluation_checks(
                              f"{name} ({t.norm}) budget {t.budget:.4g} vs best white-box {best_name} {best:.4g}",
                              budget=t.budget, white_box_budget=best if math.isfinite(best) else None,
                              white_box=best_name))
-    return {"checks": checks, "robust_accuracy": robust_accuracy(done, robust_epsilons=robust_epsilons)}
+    return Evaluation(checks=tuple(checks), robust_accuracy=robust_accuracy(done, robust_epsilons=robust_epsilons))
 
 
 def _iterative(name: str, tuning: TuningResult) -> bool:

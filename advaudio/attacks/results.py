@@ -2,79 +2,22 @@
 
 :class:`AttackResult` is one run (:func:`~advaudio.attacks.run_attack`),
 :class:`TuningResult` one budget search (:func:`~advaudio.attacks.tune_budget`);
-their ``summary``/``to_dict`` are the records of the results JSON.  A
-:class:`Note` is a code, counts and a sentence: programs read the code and counts,
-people the text; nothing parses the text back.
+:meth:`TuningResult.to_record` makes the :class:`~advaudio.store.results.AttackRecord`
+of a results file.  :class:`Note` (a code, counts and a sentence) is the store's
+(:mod:`advaudio.store.results`): results files and shards hold notes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from advaudio.store.results import AttackRecord, Check, Note, excluded_note
+
 __all__ = ["AttackResult", "Note", "TuningResult", "excluded_note", "perturbation_norms"]
-
-
-@dataclass(frozen=True)
-class Note:
-    """A remark on a run: a stable ``code``, the ``counts`` it is about, and ``text``.
-
-    Codes written by advaudio: ``excluded-misclassified`` (count, of),
-    ``untargeted`` (the attack cannot be targeted), ``fgsm-targeted-step``,
-    ``targets-given``, ``targets-ignored``, ``const-retries`` (retried,
-    const_retries, last_const, last_steps, failed), ``starting-points`` (pool, noise,
-    noise_draws, none), ``no-starting-point`` (count), ``reached-at-eps-low``
-    (eps_low), ``bisection-max-iter`` (max_iter, bracket), ``bisection-one-epsilon`` (an
-    attack without per-clip ε was bisected), ``merged`` (count),
-    ``mixed-budgets`` (budgets); a note of one slice of a merged set also has
-    ``slice`` ([index, count]).  ``note`` marks a plain string from a results file
-    written before notes had codes.
-
-    JSON form (:meth:`to_json`): ``{"code": ..., **counts, "text": ...}``.
-    """
-
-    code: str
-    text: str
-    counts: Mapping[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.text
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, **self.counts, "text": self.text}
-
-    @classmethod
-    def from_json(cls, value: Any) -> Note:
-        """Inverse of :meth:`to_json`; also reads the plain strings of older results files."""
-        if isinstance(value, Note):
-            return value
-        if isinstance(value, dict):
-            counts = {k: v for k, v in value.items() if k not in ("code", "text")}
-            return cls(code=str(value.get("code", "note")), text=str(value.get("text", "")), counts=counts)
-        text = str(value)
-        # Older files: the one note a merge must recognise, by its text (they had no codes).
-        m = _LEGACY_EXCLUDED.match(text)
-        if m:
-            return excluded_note(int(m["count"]), int(m["of"]))
-        return cls(code="note", text=text)
-
-
-_LEGACY_EXCLUDED = re.compile(
-    r"^(?P<count>\d+) of (?P<of>\d+) sample\(s\) misclassified when clean: not attacked, excluded from the rates$"
-)
-
-
-def excluded_note(count: int, of: int) -> Note:
-    """The note of ``count`` of ``of`` samples not attacked because misclassified when clean."""
-    return Note("excluded-misclassified",
-                f"{count} of {of} sample(s) misclassified when clean: not attacked, excluded from the rates",
-                {"count": int(count), "of": int(of)})
 
 
 def perturbation_norms(clean: Any, adversarial: Any) -> dict[str, np.ndarray]:
@@ -252,18 +195,28 @@ class TuningResult:
     #: how the budget was found: "per-clip" (fixed-budget, per-clip ε search),
     #: "bisection" (fixed-budget, the batch's fooling rate bisected), "minimisation"
     search: str = "bisection"
-    #: evaluation checks (:mod:`advaudio.attacks.checks`), as JSON records
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    #: evaluation checks (:mod:`advaudio.attacks.checks`) of this attack
+    checks: list[Check] = field(default_factory=list)
+
+    def to_record(self, *, shard: str | None = None, n_samples: int | None = None, split: str | None = None,
+                  round: int | None = None, slice: tuple[int, int] | None = None,
+                  checks: list[Check] | None = None) -> AttackRecord:
+        """The record of this search in a results file, placed: its shard, clips, split, round, slice
+        (and ``checks``, default :attr:`checks`)."""
+        return AttackRecord(
+            attack=self.attack, kind=self.kind, norm=self.norm, threshold=self.threshold, budget=self.budget,
+            reached=self.reached, reason=self.reason, fooling_rate=self.fooling_rate,
+            success_rate=self.success_rate, evaluations=tuple((float(e), float(r)) for e, r in self.evaluations),
+            stats=self.stats, n_samples=n_samples, n_attacked=self.n_attacked, n_excluded=self.n_excluded,
+            queries=self.queries, gradient_queries=self.gradient_queries, wall_time_s=self.wall_time_s,
+            tolerance=self.tolerance, converged=self.converged, notes=tuple(self.notes), search=self.search,
+            checks=tuple(self.checks if checks is None else checks),
+            config=self.result.config if self.result is not None else None,
+            targeted=self.result.targeted if self.result is not None else None,
+            shard=shard, split=split, round=round, slice=slice,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        d = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in ("result", "within_budget")
-        }
-        d["evaluations"] = [[float(e), float(r)] for e, r in self.evaluations]
-        d["notes"] = [n.to_json() for n in self.notes]
-        d["config"] = self.result.config if self.result is not None else None
-        d["targeted"] = self.result.targeted if self.result is not None else None
-        return d
-
+        """The search's part of its record (:meth:`to_record`) as JSON, without the placement."""
+        placement = ("shard", "n_samples", "split", "round", "slice")
+        return {k: v for k, v in self.to_record().to_json().items() if k not in placement}

@@ -85,7 +85,7 @@ def _target_rules() -> list[str]:
 ATTACK_OPTIONS = [
     click.option("--attacks", default=",".join(config_default(AttackStageConfig, "attacks")), show_default=True,
                  help=f"Comma-separated attacks: {_attack_names()}."),
-    click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "fooling_rate"), show_default=True,
+    click.option("--fooling-rate", type=float, default=config_default(AttackStageConfig, "threshold"), show_default=True,
                  help="Threshold each attack's budget is tuned to (fraction of attacked clips)."),
     click.option("--limit", type=int, default=None, help="Attack at most N clips (evenly spaced)."),
     click.option("--batch-size", type=BatchSize(), default=config_default(AttackStageConfig, "batch_size"),
@@ -118,7 +118,7 @@ def _searches() -> tuple[str, ...]:
               help="Feature store [default: the one the checkpoint was trained on].")
 @with_options(ATTACK_OPTIONS)
 @click.option("--split", type=click.Choice(SPLITS), default=config_default(AttackStageConfig, "split"), show_default=True,
-              help="test: the checkpoint's held-out fold; train: its training folds (retraining data).")
+              help="test: the checkpoint's held-out fold; train: the rows it trained on (retraining data).")
 @click.option("--round", "round_", type=int, default=0, show_default=True,
               help="Retraining round the shards belong to.")
 @click.option("--slice", "slice_", default=None, metavar="I/N",
@@ -158,7 +158,7 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     from advaudio.stages.attack import AttackStageConfig, attack_stage, check_warnings, format_table, parse_slice
 
     config = AttackStageConfig(
-        attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, split=split, limit=limit, batch_size=batch_size,
+        attacks=split_csv(attacks) or (), threshold=fooling_rate, split=split, limit=limit, batch_size=batch_size,
         round=round_, seed=seed, target_rule=target_rule, slice=parse_slice(slice_),
         attack_params=parse_attack_params(params), search=search, checks=checks,
         precision=None if precision == "auto" else precision, allow_expensive=allow_expensive,
@@ -180,6 +180,6 @@ def attack(checkpoint, store_path, attacks, fooling_rate, limit, batch_size, tar
     if unreached and config.slice is None:  # a slice's budget is provisional: the merge decides
         listing = "; ".join(f"{r['attack']} ({r.get('reason') or 'not reached'})" for r in unreached)
         click.echo(f"advaudio: {len(unreached)} of {len(doc['attacks'])} attack(s) never reached the fooling-rate "
-                   f"threshold {config.fooling_rate:g}: {listing}", err=True)
+                   f"threshold {config.threshold:g}: {listing}", err=True)
         if not allow_unreached:
             sys.exit(1)

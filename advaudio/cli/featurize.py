@@ -37,6 +37,9 @@ from advaudio.stages.featurize import FeaturizeConfig
               help="Hop in samples, shared by every representation.")
 @click.option("--wavelet", default=config_default(FeatureConfig, "wavelet"), show_default=True, help="PyWavelets wavelet of the DWT.")
 @click.option("--dwt-level", type=int, default=config_default(FeatureConfig, "dwt_level"), show_default=True, help="Wavelet-packet depth (2**level bands).")
+@click.option("--chroma-floor-db", type=float, default=None,
+              help="Chroma frames this many dB below the clip's loudest are not normalised to 1 (80 makes chroma "
+                   "and tonnetz well-conditioned, as the waveform-domain front end needs) [default: librosa's].")
 @click.option("--shard-size", type=int, default=config_default(FeaturizeConfig, "shard_size"), show_default=True,
               help="Clips per Dask task and per shard file (small: less idle time at the end of the run).")
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True,
@@ -69,7 +72,7 @@ from advaudio.stages.featurize import FeaturizeConfig
               help="Seconds to wait for the first worker job to connect (0: forever).")
 @computes
 def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_per_class, dataset_options,
-              sr, n_fft, hop_length, wavelet, dwt_level, shard_size, compression, allow_errors, progress,
+              sr, n_fft, hop_length, wavelet, dwt_level, chroma_floor_db, shard_size, compression, allow_errors, progress,
               cluster_kind, cluster_jobs, cluster_cores, cluster_memory, cluster_walltime, cluster_queue,
               cluster_account, cluster_interface, cluster_extra, cluster_prologue, cluster_python,
               cluster_local_directory, cluster_log_directory, cluster_wait):
@@ -86,7 +89,7 @@ def featurize(dataset, root, cache, features, workers, scheduler, folds, limit_p
 
     feature_config = FeatureConfig(
         representations=split_csv(features) or (), sr=sr, n_fft=n_fft, hop_length=hop_length,
-        wavelet=wavelet, dwt_level=dwt_level,
+        wavelet=wavelet, dwt_level=dwt_level, chroma_floor_db=chroma_floor_db,
     )
     config = FeaturizeConfig(
         dataset=dataset, root=root, dataset_options=key_values(dataset_options),

@@ -72,7 +72,7 @@ def rounds(run_dir, rounds, attacks, fooling_rate, limit, batch_size, target_rul
     from advaudio.stages.retrain import RetrainConfig
     from advaudio.stages.rounds import run_rounds
 
-    attack_config = AttackStageConfig(attacks=split_csv(attacks) or (), fooling_rate=fooling_rate, limit=limit,
+    attack_config = AttackStageConfig(attacks=split_csv(attacks) or (), threshold=fooling_rate, limit=limit,
                                       batch_size=batch_size, seed=seed, target_rule=target_rule,
                                       attack_params=parse_attack_params(params), allow_expensive=allow_expensive)
     retrain_config = RetrainConfig(mix=mix, epochs=epochs, mode="fine-tune" if fine_tune else "from-scratch")

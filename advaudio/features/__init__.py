@@ -123,6 +123,7 @@ def _shared_chroma(y: np.ndarray, c: FeatureConfig, shared: dict[str, np.ndarray
             n_octaves=c.n_octaves,
             fmin=c.fmin,
             tuning=c.tuning,
+            floor_db=c.chroma_floor_db,
         )
     return shared["chroma"]
 
@@ -155,7 +156,7 @@ BUILTIN_REPRESENTATIONS: dict[str, Representation] = {
     ),
     "chroma": Representation(_shared_chroma, lambda c: c.n_chroma),
     "tonnetz": Representation(
-        lambda y, c, shared: tonnetz(chroma=_shared_chroma(y, c, shared)),
+        lambda y, c, shared: tonnetz(chroma=_shared_chroma(y, c, shared), floored=c.chroma_floor_db is not None),
         lambda c: N_TONNETZ,
     ),
 }

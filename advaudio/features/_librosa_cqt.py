@@ -70,8 +70,10 @@ def chroma_cqt(
     n_octaves: int,
     bins_per_octave: int,
     tuning: float | None,
+    norm: float | None = np.inf,
 ) -> np.ndarray:
-    """``librosa.feature.chroma_cqt(y=y, ...)`` with its defaults (threshold 0, norm inf)."""
+    """``librosa.feature.chroma_cqt(y=y, ...)`` with its defaults (threshold 0, norm inf; ``norm=None``
+    leaves the frames unnormalised)."""
     magnitude = cqt_magnitude(
         y,
         sr=sr,
@@ -84,7 +86,9 @@ def chroma_cqt(
     to_chroma = _cq_to_chroma(magnitude.shape[-2], bins_per_octave, n_chroma, float(fmin))
     result = np.einsum("cf,...ft->...ct", to_chroma, magnitude, optimize=True)
     result[result < 0.0] = 0.0
-    return librosa.util.normalize(result, norm=np.inf, axis=-2)
+    if norm is None:
+        return result
+    return librosa.util.normalize(result, norm=norm, axis=-2)
 
 
 def tonnetz(chroma: np.ndarray) -> np.ndarray:

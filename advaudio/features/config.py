@@ -64,6 +64,17 @@ class FeatureConfig:
     tuning : float or None
         CQT tuning deviation from A440 in fractions of a bin; None estimates it
         per clip (librosa's default).
+    chroma_floor_db : float or None
+        None (default): each chroma frame is normalised to a maximum of 1,
+        librosa's ``chroma_cqt``. A number: frames more than this many dB
+        (amplitude) below the clip's loudest chroma frame are divided by that
+        floor instead, and the tonnetz does not scale up frames whose chroma
+        sums to less than 1 (only such floored frames). Max-normalising a frame of
+        near digital silence magnifies rounding noise to full scale: such
+        frames differ between float32 and float64, CPU and GPU, soxr and any
+        other resampler, and have gradients of ~1e10 in the waveform. 80 makes
+        both representations well-conditioned; needed for the waveform-domain
+        front end (:mod:`advaudio.frontend`) to equal the store.
     """
 
     representations: tuple[str, ...] = _DEFAULT_REPRESENTATIONS
@@ -81,6 +92,7 @@ class FeatureConfig:
     n_octaves: int = 7
     fmin: float = C1_HZ
     tuning: float | None = None
+    chroma_floor_db: float | None = None
 
     def __post_init__(self) -> None:
         from advaudio.features import REPRESENTATIONS  # the package imports this module first
@@ -119,6 +131,8 @@ class FeatureConfig:
             set_("top_db", finite_float("top_db", self.top_db, positive=True))
         if self.tuning is not None:
             set_("tuning", finite_float("tuning", self.tuning))
+        if self.chroma_floor_db is not None:
+            set_("chroma_floor_db", finite_float("chroma_floor_db", self.chroma_floor_db, positive=True))
         for name in ("window", "wavelet", "dwt_mode"):
             if not isinstance(getattr(self, name), str):
                 raise ParameterError(f"{name} must be a str, got {getattr(self, name)!r}")
@@ -147,8 +161,15 @@ class FeatureConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-able dict (tuples stay tuples; ``json`` writes lists)."""
-        return dataclasses.asdict(self)
+        """The configuration as a JSON-able dict (tuples stay tuples; ``json`` writes lists).
+
+        ``chroma_floor_db`` appears only when set, so that stores made before
+        the option existed keep their fingerprint.
+        """
+        d = dataclasses.asdict(self)
+        if d["chroma_floor_db"] is None:
+            del d["chroma_floor_db"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureConfig:

@@ -17,7 +17,7 @@ from advaudio.errors import ParameterError
 from advaudio.features import _librosa_cqt
 from advaudio.features.spectral import check_waveform
 
-__all__ = ["chroma", "tonnetz", "check_cqt_range", "C1_HZ", "N_TONNETZ", "IMPLEMENTATION"]
+__all__ = ["chroma", "tonnetz", "floored_normalize", "check_cqt_range", "C1_HZ", "N_TONNETZ", "IMPLEMENTATION"]
 
 #: C1 in Hz (MIDI 24), librosa's default lowest CQT frequency.
 C1_HZ = float(librosa.note_to_hz("C1"))
@@ -64,10 +64,12 @@ def chroma(
     n_octaves: int = 7,
     fmin: float = C1_HZ,
     tuning: float | None = None,
+    floor_db: float | None = None,
 ) -> np.ndarray:
     """Constant-Q chromagram: ``librosa.feature.chroma_cqt`` with the same arguments, faster.
 
-    Each frame is normalised to a maximum of 1 (librosa's ``norm=np.inf``).
+    Each frame is normalised to a maximum of 1 (librosa's ``norm=np.inf``), or
+    with ``floor_db``, to ``max(frame maximum, floor)`` (see :func:`floored_normalize`).
 
     On librosa 0.11 this is :mod:`advaudio.features._librosa_cqt`, librosa's
     statements with the filter bank cached: 3 times faster, equal to ~1e-6
@@ -92,6 +94,10 @@ def chroma(
         Lowest CQT frequency in Hz (C1 ~= 32.70 Hz).
     tuning : float or None
         Deviation from A440 in fractions of a CQT bin; None estimates it from ``y``.
+    floor_db : float or None
+        None: librosa's per-frame normalisation. A number: frames more than
+        ``floor_db`` dB below the clip's loudest frame are not brought up to 1
+        (:class:`~advaudio.features.FeatureConfig` ``chroma_floor_db`` says why).
 
     Returns
     -------
@@ -111,13 +117,31 @@ def chroma(
             result = chroma_cqt(
                 y=y, sr=sr, hop_length=hop_length, fmin=fmin, n_chroma=n_chroma,
                 n_octaves=n_octaves, bins_per_octave=bins_per_octave, tuning=tuning,
+                norm=np.inf if floor_db is None else None,
             )
     except librosa.util.exceptions.ParameterError as exc:  # e.g. a clip too short for the CQT
         raise ParameterError(f"chroma: {exc}") from None
+    if floor_db is not None:
+        result = floored_normalize(result, floor_db=floor_db)
     return result.astype(np.float32)
 
 
-def tonnetz(*, chroma: np.ndarray) -> np.ndarray:
+def floored_normalize(chroma: np.ndarray, *, floor_db: float) -> np.ndarray:
+    """Divide each frame of an unnormalised ``[n_chroma, frames]`` chromagram by ``max(frame max, floor)``.
+
+    ``floor = 10 ** (-floor_db / 20)`` times the clip's largest value (the CQT
+    is an amplitude): frames within ``floor_db`` of the loudest are librosa's
+    max-normalised frames, quieter ones keep their level relative to the
+    floor. Continuous in the chromagram, and invariant to the clip's gain like
+    librosa's normalisation. A clip of zeros stays zeros.
+    """
+    frame_max = np.max(chroma, axis=-2, keepdims=True)
+    length = np.maximum(frame_max, np.max(frame_max) * 10.0 ** (-floor_db / 20.0))
+    length[length < np.finfo(chroma.dtype).tiny] = 1.0  # librosa.util.normalize's threshold
+    return chroma / length
+
+
+def tonnetz(*, chroma: np.ndarray, floored: bool = False) -> np.ndarray:
     """Tonal centroid features (Harte et al. 2006) of an already computed chromagram.
 
     Equal to ``librosa.feature.tonnetz(chroma=chroma)``; taking the chromagram
@@ -127,6 +151,11 @@ def tonnetz(*, chroma: np.ndarray) -> np.ndarray:
     ----------
     chroma : np.ndarray [shape=(n_chroma, frames)]
         Chromagram, e.g. from :func:`chroma`.
+    floored : bool
+        The chromagram was computed with ``floor_db``: frames are divided by
+        ``max(L1 norm, 1)`` instead of their L1 norm, so the floored (quiet)
+        frames, the only ones whose chroma sums to less than 1, are not scaled
+        back up (librosa's values everywhere else).
 
     Returns
     -------
@@ -140,6 +169,12 @@ def tonnetz(*, chroma: np.ndarray) -> np.ndarray:
         )
     if not np.isfinite(chroma).all():
         raise ParameterError("chroma contains NaN or infinite values")
+    if floored:
+        # librosa divides by the L1 norm; max(L1, 1) is the same for every frame that peaks
+        # at 1 and leaves the floored frames at their level.
+        normalized = chroma / np.maximum(np.sum(np.abs(chroma), axis=-2, keepdims=True), 1.0)
+        basis = _librosa_cqt._tonnetz_basis(chroma.shape[-2])
+        return np.einsum("pc,ci->pi", basis, normalized, optimize=True).astype(np.float32)
     if _librosa_cqt.ACTIVE:
         return _librosa_cqt.tonnetz(chroma).astype(np.float32)
     return librosa.feature.tonnetz(chroma=chroma).astype(np.float32)

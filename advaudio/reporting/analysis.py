@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from advaudio.attacks.results import Note
 from advaudio.reporting.discovery import AttackEntry, ReportData, RunData
 
 __all__ = ["VALUE_COLUMNS", "FIXED_BUDGET", "MINIMISATION", "ValueRows", "analyse", "finite_number",
@@ -182,9 +181,9 @@ def analyse(data: ReportData) -> dict[str, Any]:
                     note = "training not complete: no test accuracy"
             else:
                 a = next((a for a in run.attacks if a.round == r
-                          and finite_number(a.document.get("clean_test_accuracy")) is not None), None)
+                          and finite_number(a.document.clean_test_accuracy) is not None), None)
                 if a is not None:
-                    value, source, pointer = float(a.document["clean_test_accuracy"]), str(a.path), \
+                    value, source, pointer = float(a.document.clean_test_accuracy), str(a.path), \
                         "/clean_test_accuracy"
                     note = "from the attack results (no metrics.json found for this round)"
                 else:
@@ -220,57 +219,55 @@ def analyse(data: ReportData) -> dict[str, Any]:
             entries = sorted(groups[key], key=lambda a: a.round)
             split, attack, sl = key
             first = entries[0].record
-            norm = str(first.get("norm", ""))
-            kind = str(first.get("kind", ""))
+            norm, kind = first.norm, first.kind
             g: dict[str, Any] = {"split": split, "attack": attack, "slice": sl, "label": entries[0].label,
                                  "norm": norm, "kind": kind, "rounds": [], "comparisons": []}
             for e in entries:
                 rec = e.record
+                as_written = rec.to_json()  # what the JSON pointers of the value rows point into
                 row = {
                     "round": e.round, "source": str(e.path), "pointer": e.pointer,
-                    "kind": rec.get("kind"), "norm": rec.get("norm"),
-                    "reached": bool(rec.get("reached")), "reason": rec.get("reason"),
-                    "targeted": rec.get("targeted"), "evaluations": rec.get("evaluations") or [],
-                    "shard": rec.get("shard"), "notes": [Note.from_json(n).to_json() for n in rec.get("notes") or []],
-                    "checkpoint": e.document.get("checkpoint"),
-                    "search": rec.get("search"), "checks": rec.get("checks") or [],
+                    "kind": rec.kind, "norm": rec.norm, "reached": rec.reached, "reason": rec.reason,
+                    "targeted": rec.targeted, "evaluations": as_written.get("evaluations") or [],
+                    "shard": rec.shard, "notes": [n.to_json() for n in rec.notes],
+                    "checkpoint": e.document.checkpoint,
+                    "search": rec.search, "checks": [c.to_json() for c in rec.checks],
                 }
                 for metric, ptr in RECORD_METRICS:
-                    v = _get(rec, ptr)
+                    v = _get(as_written, ptr)
                     row[metric] = v
                     note = ""
-                    if metric == "budget" and not rec.get("reached"):
-                        note = f"not reached: {rec.get('reason') or 'unknown reason'}"
+                    if metric == "budget" and not rec.reached:
+                        note = f"not reached: {rec.reason or 'unknown reason'}"
                     values.add(run=run, round=e.round, metric=metric, value=v, source=e.path,
                                pointer=e.pointer + ptr, split=split, attack=e.label, norm=norm, note=note)
                 g["rounds"].append(row)
             base = entries[0]
             b_rec = base.record
-            b_budget = finite_number(b_rec.get("budget")) if b_rec.get("reached") else None
+            b_budget = finite_number(b_rec.budget) if b_rec.reached else None
             for e in entries[1:]:
                 rec = e.record
                 comp: dict[str, Any] = {"round": e.round, "base_round": base.round, "budget_ratio": None,
                                         "budget_ratio_lower_bound": None, "epsilon": b_budget,
-                                        "fooling_rate_before": (finite_number(b_rec.get("fooling_rate"))
+                                        "fooling_rate_before": (finite_number(b_rec.fooling_rate)
                                                                 if b_budget is not None else None),
                                         "fooling_rate_after": None, "method": None, "bracket": [], "note": ""}
-                if rec.get("norm") != b_rec.get("norm"):
-                    comp["note"] = f"norms differ ({b_rec.get('norm')} vs {rec.get('norm')}): not compared"
+                if rec.norm != b_rec.norm:
+                    comp["note"] = f"norms differ ({b_rec.norm} vs {rec.norm}): not compared"
                 elif b_budget is None:
-                    comp["note"] = f"round {base.round} did not reach the threshold: " \
-                                   f"{b_rec.get('reason') or 'no budget'}"
+                    comp["note"] = f"round {base.round} did not reach the threshold: {b_rec.reason or 'no budget'}"
                 else:
-                    a_budget = finite_number(rec.get("budget"))
-                    if rec.get("reached") and a_budget is not None and b_budget > 0:
+                    a_budget = finite_number(rec.budget)
+                    if rec.reached and a_budget is not None and b_budget > 0:
                         comp["budget_ratio"] = a_budget / b_budget
                     elif a_budget is not None and b_budget > 0:
                         comp["budget_ratio_lower_bound"] = a_budget / b_budget
-                        comp["note"] = f"round {e.round} not reached: {rec.get('reason') or ''}".strip()
+                        comp["note"] = f"round {e.round} not reached: {rec.reason or ''}".strip()
                     else:
-                        comp["note"] = f"round {e.round} not reached: {rec.get('reason') or 'no budget'}"
+                        comp["note"] = f"round {e.round} not reached: {rec.reason or 'no budget'}"
                     # a per-clip search records the empirical CDF of minimal ε, as minimisation attacks do
-                    read = fooling_rate_at(rec.get("evaluations") or [], b_budget,
-                                           MINIMISATION if rec.get("search") == "per-clip" else str(rec.get("kind")))
+                    read = fooling_rate_at(rec.evaluations, b_budget,
+                                           MINIMISATION if rec.search == "per-clip" else rec.kind)
                     comp.update(fooling_rate_after=read["value"], method=read["method"], bracket=read["bracket"])
                 common = dict(run=run, round=e.round, split=split, attack=e.label, norm=norm, source="derived")
                 values.add(metric="budget_ratio", value=comp["budget_ratio"],
@@ -287,10 +284,10 @@ def analyse(data: ReportData) -> dict[str, Any]:
         # ---- evaluation checks and robust accuracy, one entry per results file
         out["evaluation"] = []
         for a in sorted({a.path: a for a in run.attacks}.values(), key=lambda a: (a.round, str(a.path))):
-            ev = a.document.get("evaluation")
-            if isinstance(ev, dict):
+            ev = a.document.evaluation
+            if ev is not None:
                 out["evaluation"].append({"round": a.round, "split": a.key[0], "source": str(a.path),
-                                          "checks": ev.get("checks") or [],
-                                          "robust_accuracy": ev.get("robust_accuracy") or {}})
+                                          "checks": [c.to_json() for c in ev.checks or ()],
+                                          "robust_accuracy": dict(ev.robust_accuracy or {})})
         runs_out.append(out)
     return {"runs": runs_out, "values": values.rows}

@@ -13,7 +13,7 @@ A **run directory** holds a model and the attacks on it, round after round::
 below each RUN_DIR (recursively, any layout; file names from :mod:`advaudio.layout`)
 and groups them by round:
 
-* an attack record's round is its ``"round"`` field (else the file's
+* an attack record's round is its ``round`` (else the file's
   ``config.round``, else the ``roundNN`` of its file name);
 * a ``metrics.json``'s round is its top-level ``"round"``; else the round of the
   attack results that attacked the checkpoint beside it (same resolved path, or
@@ -22,14 +22,15 @@ and groups them by round:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advaudio import layout
 from advaudio.errors import ParameterError, StoreError
-from advaudio.store.documents import read_attack_results, read_metrics
+from advaudio.store.documents import read_metrics
+from advaudio.store.results import AttackRecord, AttackResults, read_attack_results
 
 __all__ = ["AttackEntry", "MetricsEntry", "RunData", "ReportData", "collect_runs"]
 
@@ -54,8 +55,8 @@ class AttackEntry:
     split: str
     attack: str
     slice: str | None
-    record: dict
-    document: dict  # the whole results file (shared between its records)
+    record: AttackRecord
+    document: AttackResults  # the whole results file (shared between its records)
 
     @property
     def pointer(self) -> str:
@@ -84,20 +85,22 @@ class RunData:
     def rounds(self) -> list[int]:
         return sorted(set(self.metrics) | {a.round for a in self.attacks})
 
-    def _first(self, getter):
+    def _first(self, from_metrics: Callable[[dict], Any], from_results: Callable[[AttackResults], Any]) -> Any:
+        """The first value found: in the metrics, round by round, then in the attack results."""
         for r in sorted(self.metrics):
-            v = getter(self.metrics[r].data)
+            v = from_metrics(self.metrics[r].data)
             if v:
                 return v
         for a in self.attacks:
-            v = getter(a.document)
+            v = from_results(a.document)
             if v:
                 return v
         return None
 
     @property
     def model(self) -> dict:
-        return self._first(lambda d: d.get("model") if isinstance(d.get("model"), dict) else None) or {}
+        return self._first(lambda d: d.get("model") if isinstance(d.get("model"), dict) else None,
+                           lambda doc: dict(doc.model) if doc.model else None) or {}
 
     @property
     def model_label(self) -> str:
@@ -114,12 +117,13 @@ class RunData:
             v = d.get("view")
             return v.get("name") if isinstance(v, dict) else v
 
-        return str(self._first(get) or "?")
+        return str(self._first(get, lambda doc: doc.view) or "?")
 
     @property
     def test_fold(self) -> int | None:
         return self._first(lambda d: (d.get("split") or {}).get("test_fold")
-                           if isinstance(d.get("split"), dict) else None)
+                           if isinstance(d.get("split"), dict) else None,
+                           lambda doc: None)  # a results file does not record it
 
 
 @dataclass
@@ -136,7 +140,7 @@ class ReportData:
         return files
 
 
-def _read_checked(read, path: Path, warnings: list[str]) -> dict | None:
+def _read_checked(read: Callable[[Path], Any], path: Path, warnings: list[str]) -> Any:
     """``read(path)`` (a checked reader of :mod:`advaudio.store.documents`), or None with a warning
     naming the file and what is wrong with it: a damaged file's numbers are never shown."""
     try:
@@ -191,20 +195,14 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
             doc = _read_checked(read_attack_results, path, run.warnings)
             if doc is None:
                 continue
-            records = doc["attacks"]
-            cfg = doc.get("config") or {}
+            cfg = doc.config or {}
             named = layout.parse_attack_results_name(path.name)
             file_round = cfg.get("round", named.round if named else 0)
-            for i, rec in enumerate(records):
-                if not isinstance(rec, dict) or "attack" not in rec:
-                    run.warnings.append(f"{path}: attack record {i} has no 'attack' name; skipped")
-                    continue
-                sl = rec.get("slice")
-                sl = f"{sl[0]}/{sl[1]}" if isinstance(sl, (list, tuple)) and len(sl) == 2 else None
+            for i, rec in enumerate(doc.records):
                 run.attacks.append(AttackEntry(
-                    path=path, index=i, round=int(rec.get("round", file_round) or 0),
-                    split=str(rec.get("split", cfg.get("split", "test"))), attack=str(rec["attack"]),
-                    slice=sl, record=rec, document=doc,
+                    path=path, index=i, round=rec.round if rec.round is not None else int(file_round or 0),
+                    split=rec.split or str(cfg.get("split", "test")), attack=rec.attack,
+                    slice=rec.slice_label, record=rec, document=doc,
                 ))
         # duplicates (same round, split, attack, slice from two files): the newest file wins
         seen: dict[tuple, AttackEntry] = {}
@@ -222,7 +220,7 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
         by_ckpt: dict[str, set[int]] = {}
         by_dir: dict[str, set[int]] = {}
         for a in run.attacks:
-            c = _resolved(a.document.get("checkpoint"))
+            c = _resolved(a.document.checkpoint)
             if c:
                 by_ckpt.setdefault(c, set()).add(a.round)
             by_dir.setdefault(str(a.path.parent.resolve()), set()).add(a.round)

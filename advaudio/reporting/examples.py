@@ -17,6 +17,9 @@ import numpy as np
 from advaudio.errors import StoreError
 from advaudio.reporting.discovery import AttackEntry, RunData
 from advaudio.reporting.render import fmt_num
+from advaudio.store import AdversarialShard, Store, check_same_store, shard_path
+from advaudio.store.results import AttackRecord, AttackResults
+from advaudio.views import View
 
 __all__ = ["round_examples", "safe_name"]
 
@@ -26,25 +29,20 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
 
 
-def _shard_path(record: dict, document: dict) -> Path | None:
-    p = record.get("shard")
-    if not p:
+def _shard_path(record: AttackRecord, document: AttackResults) -> Path | None:
+    if not record.shard:
         return None
-    path = Path(p)
+    path = Path(record.shard)
     if path.is_file():
         return path
-    from advaudio.store import shard_path
-
-    store = document.get("store")
+    store = document.store
     if store and shard_path(store, path.stem).is_file():  # the store moved with its shards
         return shard_path(store, path.stem)
     return None
 
 
 def _open_store(entries: list[AttackEntry], shard: Path):
-    from advaudio.store import Store
-
-    for cand in [e.document.get("store") for e in entries] + [shard.parent.parent]:
+    for cand in [e.document.store for e in entries] + [shard.parent.parent]:
         if cand and Path(cand).is_dir():
             try:
                 return Store(cand)
@@ -54,24 +52,20 @@ def _open_store(entries: list[AttackEntry], shard: Path):
 
 
 def _read_shard(path: Path) -> dict[str, Any]:
-    from advaudio.store import AdversarialShard
-
     shard = AdversarialShard.open(path)
     d = shard.read([k for k in ("adversarial", "clean_index", "label", "target", "predicted", "attacked",
                                 "success", "within_budget", "minimal_budget") if k in shard])
     d["adversarial"] = np.asarray(d["adversarial"], np.float32)
     d["file"] = path
-    d["view"] = shard.attr("view")
-    d["fingerprint"] = shard.attr("store_fingerprint")
+    d["view"] = shard.attrs.view
+    d["fingerprint"] = shard.attrs.store_fingerprint
     return d
 
 
 def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, listen: bool,
                    warnings: list[str]) -> dict[str, Any] | None:
     """Fig. 1 grid (and WAVs for an stft view) for the test-split shards of one round."""
-    from advaudio.reporting import figures
-    from advaudio.store import check_same_store
-    from advaudio.views import View
+    from advaudio.reporting import figures  # matplotlib: only when there is a figure to draw
 
     entries = [a for a in run.attacks if a.round == rnd and a.split == "test" and a.slice is None]
     shards = []
@@ -79,8 +73,8 @@ def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, lis
         p = _shard_path(e.record, e.document)
         if p is not None:
             shards.append((e, p))
-        elif e.record.get("shard"):
-            warnings.append(f"{run.label} round {rnd}: shard of {e.attack} not found ({e.record.get('shard')})")
+        elif e.record.shard:
+            warnings.append(f"{run.label} round {rnd}: shard of {e.attack} not found ({e.record.shard})")
     if not shards or max_clips <= 0:
         return None
     try:
@@ -99,7 +93,10 @@ def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, lis
         except StoreError as exc:
             warnings.append(f"{run.label} round {rnd}: {exc}")
             return None
-    view = View.from_dict(d0["view"])
+    if d0["view"] is None:
+        warnings.append(f"{run.label} round {rnd}: {d0['file']} does not record its view; no example figure")
+        return None
+    view = View.from_dict(dict(d0["view"]))
     # clips present in every shard; prefer those fooled within the budget by every attack
     common = set(int(i) for i in d0["clean_index"])
     for _, _, d in loaded[1:]:
@@ -126,9 +123,8 @@ def round_examples(run: RunData, rnd: int, out_dir: Path, *, max_clips: int, lis
         idx = [int(np.flatnonzero(d["clean_index"] == r)[0]) for r in rows]
         index[e.attack] = (p, idx, d)
         adversarials[e.attack] = d["adversarial"][idx]
-        b = e.record.get("budget")
-        reached = e.record.get("reached")
-        titles[e.attack] = f"{e.attack}\n{e.record.get('norm', '')} ε={fmt_num(b, 3)}" + ("" if reached else " (n.r.)")
+        titles[e.attack] = f"{e.attack}\n{e.record.norm} ε={fmt_num(e.record.budget, 3)}" \
+            + ("" if e.record.reached else " (n.r.)")
     classes = store.classes
     labels = [f"{store.clip_ids[r]}\n({classes[int(store.labels[r])]})" for r in rows]
     fig_path = out_dir / "figures" / f"examples-{safe_name(run.label)}-round{rnd:02d}.png"

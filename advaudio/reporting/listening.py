@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 
 from advaudio.errors import ParameterError, StoreError
+from advaudio.store import AdversarialShard, Store, check_same_store
+from advaudio.views import View
 
 __all__ = [
     "METHODS",
@@ -201,8 +203,7 @@ def clean_audio(store, row: int, *, root: str | os.PathLike | None = None) -> tu
     options) and loads the clip with :func:`advaudio.datasets.load_clip`. ``root``
     overrides the recorded dataset root (the dataset moved).
     """
-    from advaudio.datasets import load_clip, read_dataset
-    from advaudio.store import Store
+    from advaudio.datasets import load_clip, read_dataset  # soundfile, soxr: only when audio is read
 
     s = store if isinstance(store, Store) else Store(store)
     fz = s.config.get("featurize") or {}
@@ -309,18 +310,18 @@ def listen(
     """
     import soundfile as sf
 
-    from advaudio.store import AdversarialShard, Store, check_same_store
-    from advaudio.views import View
-
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     shard = Path(shard)
     adversarial = AdversarialShard.open(shard)
+    attrs = adversarial.attrs
     s = store if isinstance(store, Store) else Store(store if store is not None else shard.parent.parent)
-    fp = adversarial.attr("store_fingerprint")
-    if fp is not None:
-        check_same_store(s, fp, what=f"adversarial shard {shard}")
-    view = View.from_dict(adversarial.attr("view"))
+    if attrs.store_fingerprint is not None:
+        check_same_store(s, attrs.store_fingerprint, what=f"adversarial shard {shard}")
+    if attrs.view is None:
+        raise StoreError(f"{shard} does not record the view it was made in (no 'view' attribute): "
+                         "not an advaudio adversarial shard")
+    view = View.from_dict(dict(attrs.view))
     _stft_view(view)
     i = pick_sample(adversarial) if sample is None else int(sample)
     n = adversarial.size
@@ -344,24 +345,24 @@ def listen(
     y, y_clean, y_adv = (np.asarray(v * gain, np.float32) for v in (y, y_clean, y_adv))
 
     clip_id = str(s.clip_ids[row])
-    attack = str(adversarial.attr("attack", "attack"))
+    attack = attrs.attack or "attack"
     stem = prefix or f"{_safe(attack)}-{_safe(clip_id)}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"{stem}-{k}.wav" for k in ("clean", "clean-resynth", "adversarial")}
     for key, wave in zip(paths, (y, y_clean, y_adv)):
         sf.write(paths[key], wave, sr, subtype="FLOAT")
-    budget = adversarial.attr("budget")
+    budget = attrs.budget
     return ListenResult(
         shard=str(shard.resolve()),
         sample=i,
         store_row=row,
         clip_id=clip_id,
         attack=attack,
-        round=int(adversarial.attr("round", 0)),
-        split=str(adversarial.attr("split", "")),
-        norm=str(adversarial.attr("norm", "")),
-        budget=float(budget) if budget is not None and math.isfinite(float(budget)) else None,
+        round=attrs.round or 0,
+        split=attrs.split or "",
+        norm=attrs.norm or "",
+        budget=float(budget) if budget is not None and math.isfinite(budget) else None,
         label=info["label"],
         target=info["target"],
         predicted=info["predicted"],

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from advaudio.errors import DamagedFileError, StoreError
 from advaudio.reporting.analysis import MINIMISATION, VALUE_COLUMNS, ValueRows, analyse, finite_number
 from advaudio.reporting.discovery import collect_runs
 from advaudio.reporting.document import build_blocks
 from advaudio.reporting.examples import round_examples, safe_name
 from advaudio.reporting.render import render_html, render_markdown
 from advaudio.reporting.robustness import autoattack_blocks, autoattack_entries
-from advaudio.store import jsonable
+from advaudio.store import Store, jsonable
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "write_report"]
 
@@ -88,12 +89,9 @@ def check_stores(data) -> None:
     clips from it: a damaged one is a DamagedFileError, never a report. A store that
     is gone or incomplete only costs the example figures (a warning there).
     """
-    from advaudio.errors import DamagedFileError, StoreError
-    from advaudio.store import Store
-
     paths = set()
     for run in data.runs:
-        paths |= {a.document.get("store") for a in run.attacks}
+        paths |= {a.document.store for a in run.attacks}
         paths |= {(m.data.get("store") or {}).get("path") for m in run.metrics.values()
                   if isinstance(m.data.get("store"), dict)}
     for path in sorted(str(p) for p in paths if isinstance(p, str) and p):

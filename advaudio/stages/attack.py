@@ -20,15 +20,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+import advaudio
 from advaudio import layout, validation
 from advaudio import store as st
+from advaudio.attacks import choose_targets, foolbox_version, tune_budget
+from advaudio.attacks.checks import evaluation_checks
+from advaudio.attacks.engine import auto_batch_size
 from advaudio.errors import ParameterError, StoreError
-from advaudio.store.documents import read_attack_results, write_attack_results
+from advaudio.plugins import merge_records, used
+from advaudio.store.results import read_attack_results, write_attack_results
+from advaudio.training import load_checkpoint, resolve_device
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,10 @@ class AttackStageConfig:
     Parameters
     ----------
     attacks : registry names, run in this order
-    fooling_rate : threshold the budget is tuned to (fraction of attacked samples)
-    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (its training folds)
+    threshold : the fooling rate each budget is tuned to (fraction of attacked samples); a
+        *fooling rate* is always a measured one (``--fooling-rate`` on the command line)
+    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (the rows it trained on: its
+        training folds less any validation rows drawn from them)
     limit : attack at most this many clips (an evenly spaced subset, stable across runs)
     batch_size : samples per attack call; None (default): automatic — 64 on CPU, on CUDA the
         largest that fits in a safe fraction of the device's free memory
@@ -64,7 +72,7 @@ class AttackStageConfig:
     """
 
     attacks: tuple[str, ...] = ("pgd", "cw")
-    fooling_rate: float = 0.9
+    threshold: float = 0.9
     split: str = "test"
     limit: int | None = None
     batch_size: int | None = None
@@ -94,9 +102,9 @@ class AttackStageConfig:
         if self.search not in SEARCHES:
             raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
         validation.choice("split", self.split, layout.SPLITS)
-        validation.finite_float("fooling_rate", self.fooling_rate)
-        if not 0.0 < self.fooling_rate <= 1.0:
-            raise ParameterError(f"fooling_rate must be in (0, 1], got {self.fooling_rate}")
+        validation.finite_float("threshold", self.threshold)
+        if not 0.0 < self.threshold <= 1.0:
+            raise ParameterError(f"threshold must be in (0, 1], got {self.threshold}")
         validation.finite_float("rtol", self.rtol, minimum=0.0)
         for name in ("checks", "allow_expensive"):
             if not isinstance(getattr(self, name), bool):
@@ -137,6 +145,14 @@ class AttackStageConfig:
             return self.precision
         return "clip" if self.slice is not None else "quantile"
 
+    #: Keys of earlier releases' ``config`` dicts (results files, ``rounds.json``) → the fields' names now.
+    OLDER_KEYS: ClassVar[dict[str, str]] = {"fooling_rate": "threshold"}
+
+    @classmethod
+    def upgrade_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """A ``config`` dict as an earlier release wrote it, with today's keys (compared, never rewritten)."""
+        return {cls.OLDER_KEYS.get(k, k): v for k, v in d.items()}
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("allow_expensive")  # a permission: results and fingerprints never depend on it
@@ -156,15 +172,42 @@ def parse_slice(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None) -> np.ndarray:
-    """Store rows of the checkpoint's test fold or of its training folds."""
+def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None,
+               val_rows: np.ndarray | None = None) -> np.ndarray:
+    """Store rows of the checkpoint's test fold or of its training rows: its training folds
+    less ``val_rows`` (the validation rows a ``val_fraction`` drew from them)."""
     if split == "test":
         if test_fold is None:
             raise StoreError("the checkpoint records no test fold; attack --split train instead")
         return store.select(folds=[int(test_fold)])
     if train_folds:
-        return store.select(folds=[int(f) for f in train_folds])
-    return store.select(exclude_folds=[int(test_fold)] if test_fold is not None else None)
+        rows = store.select(folds=[int(f) for f in train_folds])
+    else:
+        rows = store.select(exclude_folds=[int(test_fold)] if test_fold is not None else None)
+    return rows if val_rows is None else np.setdiff1d(rows, np.asarray(val_rows, np.int64))
+
+
+def validation_rows(store: st.Store, checkpoint) -> np.ndarray:
+    """Rows a loaded checkpoint validated on that lie in its training folds: those its ``val_fraction``
+    drew (a ``val_fold`` is not among the training folds; none without validation)."""
+    from advaudio.training import TrainConfig
+    from advaudio.training.splits import split_by_fold
+
+    config = TrainConfig.from_dict({**checkpoint.config, "store": str(store.directory)})
+    if config.val_fold is not None or config.val_fraction <= 0:
+        return np.zeros(0, np.int64)
+    return split_by_fold(store, config).val
+
+
+def checkpoint_rows(store: st.Store, checkpoint, *, split: str) -> np.ndarray:
+    """Store rows of ``split`` for a loaded checkpoint: its test fold, or the rows it trained on.
+
+    Validation rows are left out of the training split: their adversarial examples, mixed into
+    retraining, would make the next round's validation accuracy one on data it trained on.
+    """
+    return split_rows(store, split=split, test_fold=checkpoint.test_fold,
+                      train_folds=checkpoint.split.get("train_folds"),
+                      val_rows=validation_rows(store, checkpoint) if split == "train" else None)
 
 
 def choose_rows(rows: np.ndarray, *, limit: int | None, slice: tuple[int, int] | None) -> np.ndarray:
@@ -177,9 +220,6 @@ def choose_rows(rows: np.ndarray, *, limit: int | None, slice: tuple[int, int] |
 
 
 def _versions() -> dict[str, str]:
-    import advaudio
-    from advaudio.attacks import foolbox_version
-
     return {"advaudio": advaudio.__version__, "torch": torch.__version__, "foolbox": foolbox_version(),
             "numpy": np.__version__, "python": sys.version.split()[0]}
 
@@ -196,7 +236,7 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
     except StoreError:  # gone or damaged: it describes nothing this run could contradict
         return False
     target = str(shard.resolve())
-    if not any(r.get("shard") and str(Path(r["shard"]).resolve()) == target for r in document.get("attacks", [])):
+    if not any(r.shard and str(Path(r.shard).resolve()) == target for r in document.records):
         return False
 
     def settings(d: dict) -> dict:
@@ -208,7 +248,7 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
         d["precision"] = d.get("precision") or ("clip" if d.get("slice") else "quantile")
         return st.jsonable(d)
 
-    return settings(document.get("config") or {}) != settings(config.to_dict())
+    return settings(AttackStageConfig.upgrade_dict(dict(document.config or {}))) != settings(config.to_dict())
 
 
 def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt_sha: str,
@@ -225,7 +265,7 @@ def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt
         path = st.shard_path(feature_store.directory, stem)
         if not path.is_file():
             continue
-        owner = st.AdversarialShard.open(path).attr("results")
+        owner = st.AdversarialShard.open(path).attrs.results
         if owner and owner != mine and _owner_differs(Path(owner), path, config, name):
             raise StoreError(f"{path} belongs to the results in {owner}, made with other settings; attack "
                              f"with --out {Path(owner).parent} to redo that run, or remove {owner} first")
@@ -248,10 +288,6 @@ def attack_stage(
     fooling rate, success rate, perturbation statistics, queries, wall time
     and the shard's path.
     """
-    from advaudio.attacks import choose_targets, tune_budget
-    from advaudio.attacks.engine import auto_batch_size
-    from advaudio.training import load_checkpoint, resolve_device
-
     t_stage = time.perf_counter()
     checkpoint = Path(checkpoint)
     dev = resolve_device(device)
@@ -260,8 +296,7 @@ def attack_stage(
     feature_store = st.Store(store_path)
     st.check_same_store(feature_store, ckpt.store_fingerprint, what=f"checkpoint {checkpoint}")
     ckpt.view.check_store(feature_store)
-    rows = split_rows(feature_store, split=config.split, test_fold=ckpt.test_fold,
-                      train_folds=ckpt.split.get("train_folds"))
+    rows = checkpoint_rows(feature_store, ckpt, split=config.split)
     rows = choose_rows(rows, limit=config.limit, slice=config.slice)
     if len(rows) == 0:
         raise ParameterError("no clips to attack in this split/slice")
@@ -281,8 +316,8 @@ def attack_stage(
                              num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
     batch_size = config.batch_size or auto_batch_size(model, inputs[:1].to(dev))
     precision = config.search_precision()
-    records = []
     tunings = {}
+    shards: dict[str, Path | None] = {}
     for name in config.attacks:
         attack_config = config.attack_config(name)
         if progress:  # what it costs, said before it starts
@@ -290,14 +325,14 @@ def attack_stage(
                   f"{attack_config.evaluations_per_clip():.3g} model evaluations per clip …",
                   file=sys.stderr, flush=True)
         tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
-                             fooling_rate=config.fooling_rate, rtol=config.rtol, targets=targets,
+                             fooling_rate=config.threshold, rtol=config.rtol, targets=targets,
                              batch_size=batch_size, search=config.search, sample_ids=rows,
                              precision=precision)
         tunings[name] = tuning
         result = tuning.result
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
                                  slice=config.slice)
-        shard_file = None
+        shards[name] = None
         if result is not None:
             within = tuning.within_budget if tuning.within_budget is not None else result.success
             arrays = {
@@ -318,99 +353,92 @@ def attack_stage(
                 arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
             if result.minimal_budget_low is not None:  # and how precise each clip's value is
                 arrays["minimal_budget_low"] = np.asarray(result.minimal_budget_low, np.float64)
-            attrs = {
-                "attack": name, "attack_config": result.config, "kind": tuning.kind, "norm": tuning.norm,
-                "budget": float(tuning.budget), "fooling_rate": float(tuning.fooling_rate),
-                "threshold": config.fooling_rate, "targeted": bool(result.targeted),
-                "round": config.round, "split": config.split,
-                "slice": list(config.slice) if config.slice else [0, 1],
-                "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": ckpt_sha,
-                "store_fingerprint": feature_store.fingerprint, "view": ckpt.view.to_dict(),
-                "test_fold": ckpt.test_fold if ckpt.test_fold is not None else -1,
-                "seed": config.seed, "versions": _versions(), "notes": [n.to_json() for n in tuning.notes],
-                "search": tuning.search, "results": str(results_path.resolve()),
-            }
-            if tuning.search == "per-clip":
-                attrs["precision"] = precision
-                low = (tuning.tolerance or {}).get("budget_low")
-                attrs["budget_low"] = float(low) if low is not None else float("nan")
-            shard_file = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
-        record = tuning.to_dict()
-        record.update({
-            "shard": str(shard_file) if shard_file else None,
-            "n_samples": int(len(rows)),
-            "split": config.split,
-            "round": config.round,
-            "slice": list(config.slice) if config.slice else None,
-        })
-        records.append(record)
+            per_clip = tuning.search == "per-clip"
+            low = (tuning.tolerance or {}).get("budget_low")
+            attrs = st.ShardAttrs(
+                attack=name, attack_config=result.config, kind=tuning.kind, norm=tuning.norm,
+                budget=float(tuning.budget), fooling_rate=float(tuning.fooling_rate),
+                threshold=config.threshold, targeted=bool(result.targeted),
+                round=config.round, split=config.split, slice=config.slice or (0, 1),
+                checkpoint=str(checkpoint.resolve()), checkpoint_sha256=ckpt_sha,
+                store_fingerprint=feature_store.fingerprint, view=ckpt.view.to_dict(),
+                test_fold=ckpt.test_fold if ckpt.test_fold is not None else -1,
+                seed=config.seed, versions=_versions(), notes=tuple(tuning.notes),
+                search=tuning.search, results=str(results_path.resolve()),
+                precision=precision if per_clip else None,
+                budget_low=(float(low) if low is not None else math.nan) if per_clip else None,
+            )
+            shards[name] = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
 
     evaluation = None
     if config.checks:
-        from advaudio.attacks.checks import evaluation_checks
-
         evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
                                        sample_ids=rows, batch_size=batch_size, seed=config.seed)
-        for record in records:
-            record["checks"] = [c for c in evaluation["checks"] if record["attack"] in c["attacks"]]
-    document = {
-        "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": ckpt_sha,
-        "model": ckpt.model.config,
-        "view": ckpt.view.name,
-        "store": str(feature_store.directory.resolve()),
-        "store_fingerprint": feature_store.fingerprint,
-        "clean_test_accuracy": (ckpt.test or {}).get("accuracy"),
-        "config": config.to_dict(),
-        "device": str(dev),
-        "batch_size": batch_size,  # the size used (config.batch_size None: chosen for the device)
-        "precision": precision,
-        "wall_time_s": time.perf_counter() - t_stage,
-        "attacks": records,
-        "evaluation": evaluation,
-        "plugins": stage_plugins(ckpt, feature_store, config.attacks),
-    }
-    write_attack_results(results_path, document)
+    records = tuple(
+        tuning.to_record(shard=str(shards[name]) if shards[name] else None, n_samples=int(len(rows)),
+                         split=config.split, round=config.round, slice=config.slice,
+                         checks=[c for c in evaluation.checks or () if c.about(name)] if evaluation else None)
+        for name, tuning in tunings.items()
+    )
+    results = st.AttackResults(
+        records=records,
+        checkpoint=str(checkpoint.resolve()),
+        checkpoint_sha256=ckpt_sha,
+        model=ckpt.model.config,
+        view=ckpt.view.name,
+        store=str(feature_store.directory.resolve()),
+        store_fingerprint=feature_store.fingerprint,
+        clean_test_accuracy=(ckpt.test or {}).get("accuracy"),
+        config=config.to_dict(),
+        device=str(dev),
+        batch_size=batch_size,  # the size used (config.batch_size None: chosen for the device)
+        precision=precision,
+        wall_time_s=time.perf_counter() - t_stage,
+        evaluation=evaluation,
+        plugins=stage_plugins(ckpt, feature_store, config.attacks),
+    )
+    document = write_attack_results(results_path, results)
     document["results_path"] = str(results_path)
     return document
-
 
 
 def stage_plugins(ckpt, feature_store: st.Store, attacks) -> list[dict[str, str]]:
     """The plugins behind a results document: the checkpoint's (model, defense), the store's
     (dataset reader, representations) and the attacks' own, each with its distribution and version."""
-    from advaudio.plugins import merge_records, used
-
     return merge_records(ckpt.raw.get("plugins"), feature_store.config.get("plugins"),
                          used(("advaudio.attacks", name) for name in attacks))
 
 
-def check_warnings(document: dict[str, Any]) -> list[str]:
+def _results(document: st.AttackResults | dict[str, Any]) -> st.AttackResults:
+    """What :func:`attack_stage` (or a merge) returned, typed."""
+    if isinstance(document, st.AttackResults):
+        return document
+    return st.AttackResults.from_json({k: v for k, v in document.items() if k != "results_path"},
+                                      document.get("results_path") or "(results document)")
+
+
+def check_warnings(document: st.AttackResults | dict[str, Any]) -> list[str]:
     """One line per failed evaluation check of a results document (none: all passed or not run)."""
-    checks = (document.get("evaluation") or {}).get("checks") or []
-    return [f"warning: evaluation check {c['check']} failed: {c['text']}" for c in checks if c["status"] != "pass"]
+    return [f"warning: evaluation check {c.check} failed: {c.text}" for c in _results(document).failed_checks]
 
 
-def format_table(document: dict[str, Any]) -> str:
+def format_table(document: st.AttackResults | dict[str, Any]) -> str:
     """The results as a fixed-width table for the terminal."""
     head = f"{'attack':<12}{'norm':<6}{'budget':>10}{'fooled':>8}{'success':>9}{'L2 med':>9}{'SNR dB':>8}" \
            f"{'steps':>8}{'time s':>8}  note"
     lines = [head, "-" * len(head)]
-    for r in document["attacks"]:
-        med = (r.get("stats") or {}).get("l2", {}).get("median")
-        snr = (r.get("stats") or {}).get("snr_db", {}).get("median")
-        steps = r.get("gradient_queries", 0) / max(1, r.get("n_attacked") or 1)
 
-        def num(v, fmt):
-            width = int("".join(c for c in fmt.split(".")[0] if c.isdigit()) or 0)
-            ok = isinstance(v, (int, float)) and math.isfinite(v)
-            return format(v, fmt) if ok else "-".rjust(width)
+    def num(v, fmt):
+        width = int("".join(c for c in fmt.split(".")[0] if c.isdigit()) or 0)
+        ok = isinstance(v, (int, float)) and math.isfinite(v)
+        return format(v, fmt) if ok else "-".rjust(width)
 
-        note = "" if r.get("reached") else (r.get("reason") or "not reached")
-        if r.get("targeted") is False:
+    for r in _results(document).records:
+        note = "" if r.reached else (r.reason or "not reached")
+        if r.targeted is False:
             note = ("untargeted; " + note).strip("; ")
-        lines.append(f"{r['attack']:<12}{r['norm']:<6}{num(r.get('budget'), '10.4g')}"
-                     f"{num(r.get('fooling_rate'), '8.2f')}{num(r.get('success_rate'), '9.2f')}"
-                     f"{num(med, '9.3g')}{num(snr, '8.1f')}{num(steps, '8.0f')}{num(r.get('wall_time_s'), '8.1f')}"
-                     f"  {note}")
+        lines.append(f"{r.attack:<12}{r.norm:<6}{num(r.budget, '10.4g')}"
+                     f"{num(r.fooling_rate, '8.2f')}{num(r.success_rate, '9.2f')}"
+                     f"{num(r.stat('l2'), '9.3g')}{num(r.stat('snr_db'), '8.1f')}{num(r.gradient_steps, '8.0f')}"
+                     f"{num(r.wall_time_s, '8.1f')}  {note}")
     return "\n".join(lines)

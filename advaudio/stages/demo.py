@@ -28,7 +28,7 @@ class DemoConfig:
     features : representations to store (the view must be a subset)
     view, model, width, input_size, epochs : the classifier and its training
     attacks : attacks tuned on the test fold before and after retraining
-    fooling_rate : the threshold budgets are tuned to
+    threshold : the fooling rate budgets are tuned to
     test_limit, train_limit : clips attacked on the test fold / training folds
     rounds : retraining rounds
     retrain_epochs, mix : length of each retraining run, adversarial share of its batches
@@ -45,7 +45,7 @@ class DemoConfig:
     input_size: tuple[int, int] = (64, 64)
     epochs: int = 12
     attacks: tuple[str, ...] = ("pgd", "deepfool")
-    fooling_rate: float = 0.9
+    threshold: float = 0.9
     test_limit: int | None = 40
     train_limit: int | None = 120
     rounds: int = 1
@@ -115,7 +115,7 @@ def run_demo(config: DemoConfig, *, out: str | Path = "cache/demo", device: str 
     run_rounds(
         run_dir,
         rounds=config.rounds,
-        attack_config=AttackStageConfig(attacks=config.attacks, fooling_rate=config.fooling_rate,
+        attack_config=AttackStageConfig(attacks=config.attacks, threshold=config.threshold,
                                         limit=config.test_limit, seed=config.seed),
         retrain_config=RetrainConfig(mix=config.mix, epochs=config.retrain_epochs),
         train_limit=config.train_limit,

@@ -16,52 +16,28 @@ and writes ``<dir>/attack-round<K>-<split>.json``, the results file an unsliced
 run writes, so ``advaudio retrain --round K``, ``advaudio rounds`` and
 ``advaudio report`` take the merged set as they take an unsliced run.
 
-Budgets. A slice tunes its budget on its own clips.
-
-* Minimisation attacks (deepfool, cw, ead, boundary, hopskipjump): a sample's
-  minimal perturbation does not depend on the other samples, so the merge
-  recomputes the budget as the quantile of the union's minimal norms
-  (:func:`advaudio.attacks.minimisation_budget`), ``within_budget``, the fooling
-  rate, the CDF (``evaluations``) and the statistics, exactly as one run over
-  all clips does. With ``--batch-size 1`` (one clip per attack call) the
-  merged set of a deterministic attack equals an unsliced run bit for bit:
-  deepfool (tested on CPU), and by the same reasoning cw and ead. With larger
-  batches results may differ slightly: kernels round differently per batch
-  size (deepfool: last float32 bits), and cw/ead's early abort watches the
-  batch's summed loss. boundary and hopskipjump take starting points from
-  the attacked batch and random draws seeded per batch, so a slice is a valid
-  run on its clips but not the same draws as one unsliced run.
-* Fixed-budget attacks (fgsm, bim, pgd) tuned by the per-clip search (the
-  default; their shards hold ``minimal_budget`` and ``minimal_budget_low``, each
-  clip's bracket): they merge like minimisation attacks, the quantile of the
-  union. With ``precision="clip"`` (the stage's default for slices) a clip's
-  bracket depends on that clip only (its probes, its seeded random start), so
-  the merge equals one unsliced run exactly. With ``precision="quantile"`` a
-  slice refined only the clips near its own quantile: the merged budget is
-  still an upper bound of the union's quantile, the union's lower bounds give
-  its bracket (``tolerance.budget_low``), and when that is wider than the
-  tolerance the record says so (``converged`` False, a ``merged-precision`` note).
-* Fixed-budget attacks tuned by ``--search bisection``: each slice bisects its own ε, so the
-  slices' examples are made at different budgets, which one run never does.
-  When every slice ended at the same ε the set merges as is; otherwise merging
-  is refused unless ``allow_mixed_budgets``, which keeps every slice's
-  examples at its own ε, records the per-slice budgets and takes their
-  maximum as the set's budget (an upper bound on the budget one run over the
-  union would find, assuming the fooling rate grows with ε), with a note.
-  ``evaluations`` holds the union's fooling rate at the ε that every slice
-  probed (a weighted mean of the slices' rates, exact).
+Budgets. A slice tunes its budget on its own clips; the merged set's numbers come from
+the union of the slices' per-clip values, by :mod:`advaudio.attacks.merging` (which
+says when they equal an unsliced run's exactly). Minimisation attacks and fixed-budget
+attacks tuned by the per-clip search (the default) merge to the quantile of the union's
+minimal budgets. Fixed-budget attacks tuned by ``--search bisection`` bisected each
+slice's own ε, so the slices' examples are made at different budgets, which one run
+never does: when every slice ended at the same ε the set merges as is; otherwise
+merging is refused unless ``allow_mixed_budgets``, which keeps every slice's examples
+at its own ε, records the per-slice budgets and takes their maximum as the set's
+budget, with a note.
 
 A slice whose clips are all misclassified when clean attacks nothing and
 writes no shard, only its results record; the merge rebuilds its rows (the
 clean inputs, not attacked) from the checkpoint and the store, as an
 unsliced run holds them.
 
-Provenance. The merged shard's attributes are those of an unsliced run plus
-``merged_from`` (each slice's file, sha256, budget, fooling rate and size),
-``slice_budgets`` and ``budget_source``; its results record has
-``merged_from`` too. Slice files stay where they are (the merge can be redone,
-e.g. after one slice was rerun); the retraining stage's ``find_shards`` skips
-slice shards, so a set is never trained on twice.
+Provenance. The merged shard's attributes (:class:`advaudio.store.ShardAttrs`) are
+those of an unsliced run plus ``merged_from`` (each slice's file, sha256, budget,
+fooling rate and size), ``slice_budgets`` and ``budget_source``; its results record
+(:class:`advaudio.store.AttackRecord`) has ``merged_from`` too. Slice files stay where
+they are (the merge can be redone, e.g. after one slice was rerun); the retraining
+stage's ``find_shards`` skips slice shards, so a set is never trained on twice.
 
 Idempotence. Rerunning a slice overwrites its files (no duplicates); merging
 again rewrites the merged results and rewrites the merged shard only when a
@@ -71,6 +47,7 @@ never replaced unless ``force``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import sys
@@ -79,21 +56,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from advaudio import layout, validation
 from advaudio import store as st
-from advaudio.attacks.results import Note, excluded_note
+from advaudio.attacks import FIXED_BUDGET, choose_targets
+from advaudio.attacks.merging import (
+    common_curve,
+    merged_note,
+    mixed_budgets_note,
+    slice_sizes,
+    union_budget,
+    union_notes,
+    union_precision,
+    union_result,
+)
+from advaudio.attacks.results import Note
 from advaudio.errors import DamagedFileError, ParameterError, StoreError
-from advaudio.store.documents import read_attack_results, write_attack_results
+from advaudio.plugins import merge_records
+from advaudio.stages.attack import AttackStageConfig, checkpoint_rows, choose_rows
+from advaudio.store.results import AttackRecord, AttackResults, read_attack_results, write_attack_results
+from advaudio.training import load_checkpoint
 
 __all__ = ["merge_results"]
 
-#: Attributes every slice of one set must share (values compared after JSON decoding).
+#: Attributes (fields of :class:`advaudio.store.ShardAttrs`) every slice of one set must share.
 _SAME_ATTRS = ("attack", "attack_config", "kind", "norm", "threshold", "targeted", "round", "split",
                "checkpoint_sha256", "store_fingerprint", "view", "test_fold", "seed")
 #: Keys of the stage configuration that may differ between slices (they do not change the set's rows or values).
 _FREE_CONFIG = ("slice", "attacks", "batch_size")
-_NO_CLIP = "no correctly classified samples to attack"
 
 
 @dataclass
@@ -101,10 +92,10 @@ class _Slice:
     index: int
     count: int
     path: Path | None = None  # None: the slice attacked no clip and wrote no shard
-    attrs: dict[str, Any] | None = None  # the shard's attributes, decoded (AdversarialShard.attrs)
+    attrs: st.ShardAttrs | None = None  # its shard's attributes
     sha256: str | None = None
-    record: dict[str, Any] | None = None
-    document: dict[str, Any] | None = None
+    record: AttackRecord | None = None  # its results record of this attack
+    document: AttackResults | None = None  # its results file
     results_path: Path | None = None
 
     @property
@@ -115,10 +106,6 @@ class _Slice:
     def empty(self) -> bool:
         return self.path is None
 
-    def attr(self, key: str) -> Any:
-        return (self.attrs or {}).get(key)
-
-
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
@@ -126,9 +113,9 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A slice's results file, checked (a damaged one is a DamagedFileError naming it)."""
-    return read_attack_results(path)
+def _budget(value: float | None) -> float:
+    """A recorded budget as a number (a record's null, a shard's NaN: NaN)."""
+    return float(value) if value is not None else math.nan
 
 
 # --------------------------------------------------------------------------- discovery
@@ -153,11 +140,11 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
         if (not m or m.slice is None or m.round != round or m.split != split
                 or not wanted(m.sha10, m.attack)):
             continue
-        attrs = dict(st.AdversarialShard.open(path).attrs)
+        attrs = st.AdversarialShard.open(path).attrs
         key = m.slice
         groups.setdefault((m.sha10, m.attack), {})[key] = _Slice(key[0], key[1], path=path, attrs=attrs)
         if results_dir is None:
-            directory = Path(str(attrs.get("checkpoint", "."))).parent
+            directory = Path(attrs.checkpoint or ".").parent
             if directory not in result_dirs:
                 result_dirs.append(directory)
     for directory in result_dirs:
@@ -169,18 +156,17 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
                 continue
             key = m.slice
             try:
-                doc = _read_json(path)
+                doc = read_attack_results(path)
             except DamagedFileError as exc:  # never skipped: its slice would look missing
                 raise StoreError(f"{exc}; rerun slice {key[0]}/{key[1]}, or remove the file if it is not "
                                  "this set's") from None
-            if doc.get("store_fingerprint") != store.fingerprint:
+            if doc.store_fingerprint != store.fingerprint:
                 continue  # an attack on another store
-            sha10 = str(doc.get("checkpoint_sha256", ""))[:10]
-            for rec in doc["attacks"]:
-                name = rec.get("attack") if isinstance(rec, dict) else None
-                if not name or rec.get("shard") or not wanted(sha10, name):
+            sha10 = (doc.checkpoint_sha256 or "")[:10]
+            for rec in doc.records:
+                if rec.shard or not wanted(sha10, rec.attack):
                     continue
-                group = groups.setdefault((sha10, name), {})
+                group = groups.setdefault((sha10, rec.attack), {})
                 if key not in group:  # a slice whose attack wrote no shard
                     group[key] = _Slice(key[0], key[1], record=rec, document=doc, results_path=path)
     return groups
@@ -219,21 +205,20 @@ def _check_shard(sl: _Slice) -> None:
 
 def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str) -> None:
     """Find the results file of a slice with a shard, and its record of this attack."""
-    directory = results_dir if results_dir is not None else Path(str(sl.attr("checkpoint") or ".")).parent
+    assert sl.path is not None and sl.attrs is not None
+    directory = results_dir if results_dir is not None else Path(sl.attrs.checkpoint or ".").parent
     path = directory / layout.attack_results_name(round=round, split=split, slice=(sl.index, sl.count))
-    name = sl.attr("attack")
+    name = sl.attrs.attack
     if not path.is_file():
         raise StoreError(f"no results file {path} for slice {sl.label} of {name} ({sl.path.name}); "
                          "give the directory the slices wrote their results to (their --out) with --results-dir")
-    doc = _read_json(path)
-    if doc.get("checkpoint_sha256") != sl.attr("checkpoint_sha256"):
-        raise StoreError(f"{path} belongs to checkpoint {str(doc.get('checkpoint_sha256'))[:10]}, but "
-                         f"{sl.path.name} to {str(sl.attr('checkpoint_sha256'))[:10]}: rerun slice {sl.label}")
-    for rec in doc["attacks"]:
-        if isinstance(rec, dict) and rec.get("attack") == name and rec.get("shard") \
-                and Path(rec["shard"]).name == sl.path.name:
-            budget = float(rec["budget"]) if rec.get("budget") is not None else math.nan
-            if not _same(budget, float(sl.attr("budget"))):
+    doc = read_attack_results(path)
+    if doc.checkpoint_sha256 != sl.attrs.checkpoint_sha256:
+        raise StoreError(f"{path} belongs to checkpoint {str(doc.checkpoint_sha256)[:10]}, but "
+                         f"{sl.path.name} to {str(sl.attrs.checkpoint_sha256)[:10]}: rerun slice {sl.label}")
+    for rec in doc.records:
+        if rec.attack == name and rec.shard and Path(rec.shard).name == sl.path.name:
+            if not _same(_budget(rec.budget), _budget(sl.attrs.budget)):
                 raise StoreError(f"{path} and {sl.path.name} disagree on the budget (was slice {sl.label} "
                                  "interrupted while rerunning?): rerun it")
             sl.record, sl.document, sl.results_path = rec, doc, path
@@ -241,9 +226,15 @@ def _attach_results(sl: _Slice, results_dir: Path | None, round: int, split: str
     raise StoreError(f"{path} has no record of {name} for {sl.path.name}: rerun slice {sl.label}")
 
 
+def _stage_config(sl: _Slice) -> dict[str, Any]:
+    """The slice's stage configuration, in today's names (an earlier release's results file may call
+    the threshold ``fooling_rate``)."""
+    return AttackStageConfig.upgrade_dict(dict(sl.document.config or {}) if sl.document else {})
+
+
 def _run_options(sl: _Slice, attack: str) -> dict[str, Any]:
     """The slice's stage options that decide this attack's rows and values."""
-    config = (sl.document or {}).get("config") or {}
+    config = _stage_config(sl)
     options = {k: v for k, v in config.items() if k not in _FREE_CONFIG}
     options["attack_params"] = (config.get("attack_params") or {}).get(attack, {})  # the other attacks' do not matter
     return options
@@ -251,7 +242,7 @@ def _run_options(sl: _Slice, attack: str) -> dict[str, Any]:
 
 def _check_consistent(slices: list[_Slice], where: str, name: str) -> None:
     def value(sl: _Slice, key: str) -> Any:
-        v = sl.attr(key)
+        v = getattr(sl.attrs, key)
         if key == "attack_config" and isinstance(v, dict):  # a fixed-budget run's ε is its tuned budget
             v = {k: x for k, x in v.items() if k != "epsilon"}
         return v
@@ -266,15 +257,15 @@ def _check_consistent(slices: list[_Slice], where: str, name: str) -> None:
     first = slices[0]
     for sl in slices[1:]:
         for key in ("kind", "norm", "threshold"):
-            if not _same(first.record.get(key), sl.record.get(key)):
+            if not _same(getattr(first.record, key), getattr(sl.record, key)):
                 raise StoreError(f"slices of {where} differ in {key}: slice {first.label} has "
-                                 f"{first.record.get(key)!r}, slice {sl.label} has {sl.record.get(key)!r}")
+                                 f"{getattr(first.record, key)!r}, slice {sl.label} has {getattr(sl.record, key)!r}")
         a, b = _run_options(first, name), _run_options(sl, name)
         if a != b:
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise StoreError(f"slices of {where} were run with different options ({', '.join(diff)}): slice "
                              f"{first.label} {[a.get(k) for k in diff]}, slice {sl.label} {[b.get(k) for k in diff]}")
-        if sl.document.get("checkpoint_sha256") != first.document.get("checkpoint_sha256"):
+        if sl.document.checkpoint_sha256 != first.document.checkpoint_sha256:
             raise StoreError(f"slices of {where} attacked different checkpoints")
 
 
@@ -288,26 +279,19 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
                      like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The shard rows an unsliced run holds for a slice that attacked no clip: clean inputs, not attacked."""
-    import torch
-
-    from advaudio.attacks import choose_targets
-    from advaudio.stages.attack import choose_rows, split_rows
-    from advaudio.training import load_checkpoint
-
-    doc, rec = sl.document or {}, sl.record or {}
-    config = doc.get("config") or {}
-    ckpt_path = Path(str(doc.get("checkpoint")))
-    sha = str(doc.get("checkpoint_sha256"))
+    assert sl.document is not None and sl.record is not None
+    config = _stage_config(sl)
+    ckpt_path = Path(str(sl.document.checkpoint))
+    sha = str(sl.document.checkpoint_sha256)
     why = f"slice {sl.label} attacked no clip (all misclassified when clean) and wrote no shard"
     if not ckpt_path.is_file() or st.sha256_file(ckpt_path) != sha:
         raise StoreError(f"{why}; rebuilding its rows needs its checkpoint {ckpt_path} (sha256 {sha[:10]}), "
                          "which is not there (or changed)")
     ckpt = load_checkpoint(ckpt_path)
-    rows = split_rows(store, split=str(config.get("split")), test_fold=ckpt.test_fold,
-                      train_folds=ckpt.split.get("train_folds"))
+    rows = checkpoint_rows(store, ckpt, split=str(config.get("split")))
     rows = choose_rows(rows, limit=config.get("limit"), slice=(sl.index, sl.count))
-    if len(rows) != int(rec.get("n_samples") or 0):
-        raise StoreError(f"{why}; it recorded {rec.get('n_samples')} clips, but its rows are now {len(rows)}: "
+    if len(rows) != int(sl.record.n_samples or 0):
+        raise StoreError(f"{why}; it recorded {sl.record.n_samples} clips, but its rows are now {len(rows)}: "
                          f"rerun slice {sl.label}")
     with store.reader() as reader:
         x = ckpt.view.read(reader, rows).float().clamp(0.0, 1.0)
@@ -341,67 +325,46 @@ def _unattacked_rows(sl: _Slice, store: st.Store, *, targeted: bool,
 # --------------------------------------------------------------------------- merging one attack
 
 
-def _merged_note(n: int) -> Note:
-    return Note("merged", f"merged from {n} slice{'' if n == 1 else 's'} (advaudio store merge)", {"count": n})
-
-
-def _union_notes(slices: list[_Slice], n_excluded: int, n: int) -> list[Note]:
-    """The notes of the merged set: its own exclusion count, then the slices' other notes
-    (once if every slice has it, else once per slice that has it, with the slice)."""
-    notes = [excluded_note(n_excluded, n)] if n_excluded else []
-    per_slice = [[x for x in map(Note.from_json, (sl.record or {}).get("notes") or [])
-                  if x.code != "excluded-misclassified"] for sl in slices]
-    order: list[Note] = []
-    for lst in per_slice:
-        order += [x for x in lst if x not in order]
-    for note in order:
-        where = [sl for sl, lst in zip(slices, per_slice) if note in lst]
-        if len(where) == len(slices):
-            notes.append(note)
-        else:
-            notes += [Note(note.code, f"slice {sl.label}: {note.text}", {**note.counts, "slice": [sl.index, sl.count]})
-                      for sl in where]
-    return notes
-
-
 @dataclass
 class _Merged:
     stem: str
     arrays: dict[str, np.ndarray] | None  # None: no slice attacked anything, no shard (as an unsliced run)
-    attrs: dict[str, Any] | None
-    record: dict[str, Any]
+    attrs: st.ShardAttrs | None
+    record: AttackRecord
+
+
+def _notes(slices: list[_Slice], n_excluded: int, n: int) -> list[Note]:
+    return union_notes([sl.record.notes for sl in slices], [(sl.index, sl.count) for sl in slices],
+                       n_excluded=n_excluded, n=n)
 
 
 def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mixed_budgets: bool,
                   where: str) -> _Merged:
     """The merged arrays, attributes and results record of one attack (nothing written)."""
-    from advaudio.attacks import FIXED_BUDGET, AttackResult, minimisation_budget
-
-    records = [sl.record or {} for sl in slices]
-    kind, norm = records[0].get("kind"), records[0].get("norm")
-    threshold = float(records[0].get("threshold"))
+    records: list[AttackRecord] = [sl.record for sl in slices]
+    kind, norm, threshold = records[0].kind, records[0].norm, float(records[0].threshold)
     shards = [sl for sl in slices if not sl.empty]
     summed = {
-        "queries": sum(int(r.get("queries") or 0) for r in records),
-        "gradient_queries": sum(int(r.get("gradient_queries") or 0) for r in records),
-        "wall_time_s": sum(float(r.get("wall_time_s") or 0.0) for r in records),
-        "n_samples": sum(int(r.get("n_samples") or 0) for r in records),
+        "queries": sum(r.queries or 0 for r in records),
+        "gradient_queries": sum(r.gradient_queries or 0 for r in records),
+        "wall_time_s": sum(float(r.wall_time_s or 0.0) for r in records),
+        "n_samples": sum(r.n_samples or 0 for r in records),
         "slice": None,
     }
     slice_info = [
         {"slice": [sl.index, sl.count], "file": sl.path.name if sl.path else None, "sha256": sl.sha256,
-         "budget": float(sl.attr("budget")) if not sl.empty else None,
-         "fooling_rate": float(sl.attr("fooling_rate")) if not sl.empty else None,
-         "n_samples": int(r.get("n_samples") or 0), "n_attacked": int(r.get("n_attacked") or 0),
+         "budget": _budget(sl.attrs.budget) if not sl.empty else None,
+         "fooling_rate": _budget(sl.attrs.fooling_rate) if not sl.empty else None,
+         "n_samples": int(r.n_samples or 0), "n_attacked": int(r.n_attacked or 0),
          "results": str(sl.results_path) if sl.results_path else None}
         for sl, r in zip(slices, records)
     ]
     if not shards:  # nothing attacked anywhere: an unsliced run writes no shard either
-        record = dict(records[0])
-        record.update(summed, n_attacked=0, n_excluded=summed["n_samples"], shard=None,
-                      notes=[n.to_json() for n in _union_notes(slices, summed["n_samples"], summed["n_samples"])
-                             + [_merged_note(len(slices))]],
-                      merged_from={"budget_source": None, "slices": slice_info})
+        n = summed["n_samples"]
+        record = records[0].with_values(
+            **summed, n_attacked=0, n_excluded=n, shard=None,
+            notes=tuple(_notes(slices, n, n) + [merged_note(len(slices))]),
+            merged_from={"budget_source": None, "slices": slice_info})
         return _Merged(stem=stem, arrays=None, attrs=None, record=record)
 
     first = shards[0]
@@ -410,33 +373,25 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
     for sl, p in zip(slices, parts):
         if p is not None and sorted(p) != sorted(like):
             raise StoreError(f"{sl.path.name} holds datasets {sorted(p)}, slice {first.label} {sorted(like)}")
-    parts = [p if p is not None else _unattacked_rows(sl, store, targeted=bool(first.attr("targeted")), like=like)
+    parts = [p if p is not None else _unattacked_rows(sl, store, targeted=bool(first.attrs.targeted), like=like)
              for sl, p in zip(slices, parts)]
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in like}
     sizes = [len(p["clean_index"]) for p in parts]
     total = sum(sizes)
-    expected = [len(a) for a in np.array_split(np.arange(total), len(slices))]
+    expected = slice_sizes(total, len(slices))
     if sizes != expected or len(np.unique(arrays["clean_index"])) != total:
         raise StoreError(f"the slices of {where} do not partition one set of clips (sizes {sizes}, expected "
                          f"{expected} for {total} clips): were they run with different --limit or stores?")
 
-    attacked, success = arrays["attacked"].astype(bool), arrays["success"].astype(bool)
+    result = union_result(arrays, attack=str(first.attrs.attack), kind=kind, norm=norm,
+                          targeted=bool(first.attrs.targeted), config=first.attrs.attack_config)
+    attacked = result.attacked
     n_attacked = int(attacked.sum())
     n_excluded = total - n_attacked
-    result = AttackResult(
-        attack=first.attr("attack"), kind=kind, norm=norm, epsilon=None, targeted=bool(first.attr("targeted")),
-        target_rule=None, config=first.attr("attack_config"), adversarial=arrays["adversarial"],
-        labels=arrays["label"], clean_predicted=arrays["predicted"], predicted=arrays["predicted"],
-        targets=arrays.get("target"), attacked=attacked, success=success,
-        **{k: arrays[k].astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
-        queries=0, gradient_queries=0, wall_time_s=0.0,
-        minimal_budget=arrays["minimal_budget"].astype(np.float64) if "minimal_budget" in arrays else None,
-        minimal_budget_low=(arrays["minimal_budget_low"].astype(np.float64) if "minimal_budget_low" in arrays
-                            else None),
-    )
-    notes = _union_notes(slices, n_excluded, total)
-    budgets = [float(sl.attr("budget")) for sl in shards]
-    attack_config = first.attr("attack_config")
+    notes = _notes(slices, n_excluded, total)
+    budgets = [_budget(sl.attrs.budget) for sl in shards]
+    attack_config = first.attrs.attack_config
+    used = [r for sl, r in zip(slices, records) if not sl.empty]
     evaluations: list[list[float]]
     if kind == FIXED_BUDGET and result.minimal_budget is None:  # slices bisected their own ε
         mixed = len(set(budgets)) > 1
@@ -450,94 +405,56 @@ def _merge_attack(slices: list[_Slice], *, store: st.Store, stem: str, allow_mix
             )
         within = arrays["within_budget"].astype(bool)
         budget = max(budgets)
-        used = [r for sl, r in zip(slices, records) if not sl.empty]
-        reached = all(bool(r.get("reached")) for r in used)
-        reason = "; ".join((f"slice {sl.label}: " if len(slices) > 1 else "") + str(r.get("reason"))
-                           for sl, r in zip(slices, records) if not sl.empty and not r.get("reached")) or None
-        weights = [int(r.get("n_attacked") or 0) for r in used]
-        curves = [{float(e): rate for e, rate in (r.get("evaluations") or []) if rate is not None} for r in used]
-        evaluations = []
-        for eps, _ in used[0].get("evaluations") or []:
-            if all(float(eps) in c for c in curves):
-                rate = sum(w * c[float(eps)] for w, c in zip(weights, curves)) / sum(weights)
-                evaluations.append([float(eps), float(rate)])
+        reached = all(r.reached for r in used)
+        reason = "; ".join((f"slice {sl.label}: " if len(slices) > 1 else "") + str(r.reason)
+                           for sl, r in zip(slices, records) if not sl.empty and not r.reached) or None
+        evaluations = common_curve([r.evaluations for r in used], [int(r.n_attacked or 0) for r in used])
         stats = result.stats()
         budget_source = "per-slice bisection (mixed: maximum)" if mixed else "per-slice bisection (all equal)"
         if mixed:
-            attack_config = {**attack_config, "epsilon": None}  # no single ε made these examples
-            notes.append(Note(
-                "mixed-budgets",
-                "merged with mixed budgets: each slice's examples were made at its own tuned ε ("
-                + ", ".join(f"{sl.label}: {b:.6g}" for sl, b in zip(shards, budgets))
-                + "); the budget is their maximum, an upper bound on what one run over all clips would find; "
-                "evaluations are the union's fooling rates at the ε every slice probed",
-                {"budgets": budgets},
-            ))
-        tolerance = used[0].get("tolerance")
-        converged = all(bool(r.get("converged")) for r in used)
+            attack_config = {**(attack_config or {}), "epsilon": None}  # no single ε made these examples
+            notes.append(mixed_budgets_note([sl.label for sl in shards], budgets))
+        tolerance = used[0].tolerance
+        converged = all(bool(r.converged) for r in used)
     else:
-        mb = minimisation_budget(result, threshold)  # exactly as one run over all clips
+        mb = union_budget(result, threshold)  # exactly as one run over all clips
         budget, reached, within, reason, stats = mb.budget, mb.reached, mb.within_budget, mb.reason, mb.stats
         evaluations = [[e, r] for e, r in mb.evaluations]
         budget_source = ("quantile of the union's per-clip minimal budgets" if kind == FIXED_BUDGET
                          else "quantile of the union's minimal norms")
-        tolerance = records[0].get("tolerance") if kind == FIXED_BUDGET else None
-        converged = all(bool(r.get("converged", True)) for sl, r in zip(slices, records) if not sl.empty)
+        tolerance = records[0].tolerance if kind == FIXED_BUDGET else None
+        converged = all(r.converged is not False for r in used)
         if kind == FIXED_BUDGET and result.minimal_budget_low is not None:
-            tolerance, converged = _union_precision(result, threshold, budget, records, slices, notes,
-                                                    tolerance, converged)
+            # slices with precision "quantile" refined only the clips near their own quantile
+            modes = sorted({str((r.tolerance or {}).get("precision", "clip")) for r in used})
+            tolerance = dict(tolerance or {})
+            low, note = union_precision(result, threshold, budget, rtol=float(tolerance.get("rtol", 0.0) or 0.0),
+                                        atol=float(tolerance.get("atol", 0.0) or 0.0), precision="/".join(modes))
+            tolerance.update(budget_low=low, precision=modes[0] if len(modes) == 1 else "mixed")
+            if note is not None:
+                converged = False
+                notes.append(note)
     fooling_rate = float(within[attacked].mean())
     arrays["within_budget"] = within
-    notes.append(_merged_note(len(slices)))
+    notes.append(merged_note(len(slices)))
 
-    attrs = dict(first.attrs or {})
-    attrs.pop("results", None)  # the first slice's results file: the merged set is described by the merge's
-    attrs.update({
-        "attack_config": attack_config, "budget": float(budget), "fooling_rate": fooling_rate, "slice": [0, 1],
-        "notes": [n.to_json() for n in notes], "merged_from": slice_info, "slice_budgets": budgets,
-        "budget_source": budget_source,
-    })
-    versions = [sl.attr("versions") for sl in shards]
-    if any(v != versions[0] for v in versions):
-        attrs["slice_versions"] = versions
-
-    record = dict(next(r for sl, r in zip(slices, records) if not sl.empty))
-    record.update(summed)
-    record.update({
-        "budget": float(budget), "fooling_rate": fooling_rate, "success_rate": result.success_rate,
-        "reached": bool(reached), "reason": reason, "evaluations": evaluations, "stats": stats,
-        "n_attacked": n_attacked, "n_excluded": n_excluded, "tolerance": tolerance, "converged": converged,
-        "notes": [n.to_json() for n in notes], "config": attack_config,
-        "merged_from": {"budget_source": budget_source, "slices": slice_info},
-    })
+    versions = [sl.attrs.versions for sl in shards]
+    attrs = dataclasses.replace(
+        first.attrs,
+        results=None,  # the first slice's results file: the merged set is described by the merge's
+        attack_config=attack_config, budget=float(budget), fooling_rate=fooling_rate, slice=(0, 1),
+        notes=tuple(notes), merged_from=tuple(slice_info), slice_budgets=tuple(budgets),
+        budget_source=budget_source,
+        slice_versions=tuple(versions) if any(v != versions[0] for v in versions) else None,
+    )
+    record = used[0].with_values(
+        **summed, budget=float(budget), fooling_rate=fooling_rate, success_rate=result.success_rate,
+        reached=bool(reached), reason=reason, evaluations=tuple(tuple(p) for p in evaluations), stats=stats,
+        n_attacked=n_attacked, n_excluded=n_excluded, tolerance=tolerance, converged=converged,
+        notes=tuple(notes), config=attack_config,
+        merged_from={"budget_source": budget_source, "slices": slice_info},
+    )
     return _Merged(stem=stem, arrays=arrays, attrs=attrs, record=record)
-
-
-def _union_precision(result, threshold: float, budget: float, records: list[dict], slices: list[_Slice],
-                     notes: list[Note], tolerance: dict | None, converged: bool) -> tuple[dict, bool]:
-    """The merged budget's bracket ``(budget_low, budget]`` from the union's per-clip lower bounds.
-
-    A slice searched with ``precision="quantile"`` tightened only the clips near its own
-    quantile, so the union's bracket can be wider than the tolerance: then ``converged`` is
-    False and a ``merged-precision`` note says how wide (``precision="clip"`` slices, the
-    stage's default for slices, always meet it)."""
-    from advaudio.attacks.tuning import budget_low
-
-    low = budget_low(result, threshold)
-    used = [r for sl, r in zip(slices, records) if not sl.empty]
-    modes = sorted({str((r.get("tolerance") or {}).get("precision", "clip")) for r in used})
-    tol = dict(tolerance or {})
-    tol.update(budget_low=low, precision=modes[0] if len(modes) == 1 else "mixed")
-    rtol, atol = float(tol.get("rtol", 0.0) or 0.0), float(tol.get("atol", 0.0) or 0.0)
-    if low is not None and math.isfinite(budget) and budget - low > max(atol, rtol * budget) + 1e-12:
-        converged = False
-        width = (budget - low) / budget
-        notes.append(Note("merged-precision",
-                          f"the union's budget is known to {100 * width:.1f} % (in ({low:.6g}, {budget:.6g}]), "
-                          f"wider than the tolerance {100 * rtol:g} %: slices searched with precision "
-                          f"{'/'.join(modes)} refined only the clips near their own quantile",
-                          {"budget_low": low, "width": width}))
-    return tol, converged
 
 
 def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:
@@ -546,18 +463,17 @@ def _write(store: st.Store, merged: _Merged) -> tuple[Path | None, bool]:
         return None, False
     final = st.shard_path(store.directory, merged.stem)
     if final.is_file() and st.AdversarialShard.recorded_sha256(final) is not None:
-        previous = st.AdversarialShard.open(final).attr("merged_from")
-        if previous is not None and previous == st.jsonable(merged.attrs["merged_from"]):
+        previous = st.AdversarialShard.open(final).attrs.merged_from
+        if previous is not None and st.jsonable(previous) == st.jsonable(merged.attrs.merged_from):
             return final, False  # already merged from exactly these slice files
     return st.write_adversarial_shard(store.directory, merged.stem, arrays=merged.arrays, attrs=merged.attrs), True
 
 
 def _refuse_unsliced(store: st.Store, stem: str) -> None:
     final = st.shard_path(store.directory, stem)
-    if final.is_file():
-        if "merged_from" not in st.AdversarialShard.open(final).attrs:
-            raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
-                                 "remove it or merge with --force to replace it")
+    if final.is_file() and not st.AdversarialShard.open(final).attrs.merged:
+        raise StoreError(f"{final} exists and was written by an unsliced attack run, not by a merge; "
+                         "remove it or merge with --force to replace it")
 
 
 # --------------------------------------------------------------------------- entry points
@@ -612,10 +528,10 @@ def merge_results(
             if sl.empty:
                 continue
             _check_shard(sl)
-            full = str(sl.attr("checkpoint_sha256"))
+            full = str(sl.attrs.checkpoint_sha256)
             if checkpoint_sha and not full.startswith(checkpoint_sha):
                 raise StoreError(f"{sl.path.name} was made from checkpoint {full}, not {checkpoint_sha}")
-            st.check_same_store(fs, sl.attr("store_fingerprint"), what=f"adversarial shard {sl.path.name}")
+            st.check_same_store(fs, sl.attrs.store_fingerprint, what=f"adversarial shard {sl.path.name}")
             _attach_results(sl, rdir, round, split)
         _check_consistent(slices, where, name)
         slice_sets.append((name, where, slices))
@@ -635,7 +551,7 @@ def merge_results(
         except DamagedFileError as exc:  # replaced by this merge, which says so
             print(f"warning: {exc}; it is replaced by the merged results", file=sys.stderr)
             previous = None
-        if previous is not None and "merged_from" not in previous and not force:
+        if previous is not None and previous.merged_from is None and not force:
             raise StoreError(f"{results_path} exists and was written by an unsliced attack run, not by a merge; "
                              "remove it or merge with --force to replace it")
 
@@ -646,37 +562,39 @@ def merge_results(
             _refuse_unsliced(fs, stem)
         computed.append(_merge_attack(slices, store=fs, stem=stem, allow_mixed_budgets=allow_mixed_budgets,
                                       where=where))
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, AttackRecord] = {}
+    written: dict[str, bool] = {}
     for m in computed:
-        path, written = _write(fs, m)
-        merged[m.record["attack"]] = {**m.record, "shard": str(path) if path else None, "written": written}
+        path, written[m.record.attack] = _write(fs, m)
+        merged[m.record.attack] = m.record.with_values(shard=str(path) if path else None)
 
-    base = base_slice.document or {}
-    records: dict[str, dict[str, Any]] = {}
-    if previous is not None and "merged_from" in previous \
-            and previous.get("checkpoint_sha256") == base.get("checkpoint_sha256"):
-        records = {r["attack"]: r for r in previous.get("attacks", []) if isinstance(r, dict) and "attack" in r}
+    base = base_slice.document
+    records: dict[str, AttackRecord] = {}
+    if previous is not None and previous.merged_from is not None \
+            and previous.checkpoint_sha256 == base.checkpoint_sha256:
+        records = {r.attack: r for r in previous.records}
     records.update(merged)
-    order = list(base.get("config", {}).get("attacks") or [])
+    order = list((base.config or {}).get("attacks") or [])
     names = sorted(records, key=lambda a: (order.index(a) if a in order else len(order), a))
-    from advaudio.plugins import merge_records
 
     docs = {sl.results_path: sl.document for _, _, slices in slice_sets for sl in slices}  # one per results file
-    devices = sorted({str(d.get("device")) for d in docs.values() if d})
-    document = {k: base.get(k) for k in ("checkpoint", "checkpoint_sha256", "model", "view", "store",
-                                         "store_fingerprint", "clean_test_accuracy")}
-    document.update({
-        "config": {**base.get("config", {}), "slice": None, "attacks": names},
-        "device": devices[0] if len(devices) == 1 else ", ".join(devices),
-        "wall_time_s": sum(float((d or {}).get("wall_time_s") or 0.0) for d in docs.values()),
-        "attacks": [{k: v for k, v in records[a].items() if k != "written"} for a in names],
-        "merged_from": {"results": sorted(str(p) for p in docs if p is not None)},
+    devices = sorted({str(d.device) for d in docs.values()})
+    document = AttackResults(
+        records=tuple(records[a] for a in names),
+        checkpoint=base.checkpoint, checkpoint_sha256=base.checkpoint_sha256, model=base.model, view=base.view,
+        store=base.store, store_fingerprint=base.store_fingerprint, clean_test_accuracy=base.clean_test_accuracy,
+        config={**(base.config or {}), "slice": None, "attacks": names},
+        device=devices[0] if len(devices) == 1 else ", ".join(devices),
+        wall_time_s=sum(float(d.wall_time_s or 0.0) for d in docs.values()),
+        merged_from={"results": sorted(str(p) for p in docs if p is not None)},
         # the slices' plugins (model, store, attacks), each once
-        "plugins": merge_records(*((d or {}).get("plugins") for d in docs.values()), (previous or {}).get("plugins")),
-    })
-    write_attack_results(results_path, document)
-    out = dict(document)
-    out["attacks"] = [records[a] for a in names]
+        plugins=merge_records(*(d.plugins for d in docs.values()), previous.plugins if previous else None),
+        # the slices' batch sizes, precisions and evaluation checks are their own: no merged values
+        absent=frozenset({"batch_size", "precision", "evaluation"}),
+    )
+    out = write_attack_results(results_path, document)
+    out["attacks"] = [{**r, "written": written[r["attack"]]} if r["attack"] in merged else r
+                      for r in out["attacks"]]
     out["merged"] = list(merged)
     out["results_path"] = str(results_path)
     return out

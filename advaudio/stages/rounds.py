@@ -27,7 +27,7 @@ from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.errors import DamagedFileError, ParameterError, StoreError
 from advaudio.killpoints import kill_point
-from advaudio.stages.attack import attack_stage
+from advaudio.stages.attack import AttackStageConfig, attack_stage
 from advaudio.stages.retrain import RetrainConfig, retrain
 from advaudio.store.documents import read_attack_results, read_metrics
 
@@ -68,6 +68,8 @@ def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: Retra
     if path.is_file():
         try:
             before = json.loads(path.read_text())
+            if isinstance(before, dict) and isinstance(before.get("attack"), dict):
+                before["attack"] = AttackStageConfig.upgrade_dict(before["attack"])
         except ValueError:
             before = None
         if before is not None and before != options:

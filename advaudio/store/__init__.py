@@ -13,14 +13,17 @@ module                                 owns
 :mod:`advaudio.store.reader`           :class:`FeatureReader`, the chunk-aligned reader of
                                        ``store.h5``'s feature arrays (``Store.reader()``)
 :mod:`advaudio.store.adversarial`      :class:`AdversarialShard`, the writer and reader of
-                                       ``adversarial/<name>.h5`` and its checksum
+                                       ``adversarial/<name>.h5`` and its checksum;
+                                       :class:`ShardAttrs`, its attributes
 :mod:`advaudio.store.provenance`       which adversarial shards may enter training
                                        (:func:`find_shards`, :func:`inspect_shards`)
 :mod:`advaudio.store.sealed`           the integrity rule of every small file a stage trusts:
                                        a digest of its content inside it, checked on read
 :mod:`advaudio.store.schema`           schema checks (types, value ranges) of JSON files
-:mod:`advaudio.store.documents`        ``metrics.json`` and attack results files: their
-                                       one writer and checked reader
+:mod:`advaudio.store.documents`        ``metrics.json``: its one writer and checked reader
+:mod:`advaudio.store.results`          attack results files: :class:`AttackResults`,
+                                       :class:`AttackRecord` (and the :class:`Note` and
+                                       :class:`Check` they hold), their writer and reader
 =====================================  ==============================================
 
 Run directories (checkpoints, metrics, attack results) are laid out by
@@ -30,6 +33,7 @@ Run directories (checkpoints, metrics, attack results) are laid out by
 from advaudio.store.adversarial import (
                                         ADVERSARIAL_DIR,
                                         AdversarialShard,
+                                        ShardAttrs,
                                         decode_attr,
                                         shard_path,
                                         shard_paths,
@@ -70,13 +74,14 @@ from advaudio.store.files import (
 )
 from advaudio.store.provenance import find_shards, inspect_shards
 from advaudio.store.reader import FeatureReader, read_rows, sorted_unique
+from advaudio.store.results import AttackRecord, AttackResults, Check, Evaluation, Note, excluded_note
 from advaudio.store.schema import Fields
 from advaudio.store.sealed import DIGEST_KEY, read_json_strict, read_sealed_json, set_aside, write_sealed_json
 
 __all__ = [
-    "ADVERSARIAL_DIR", "AdversarialShard", "DIGEST_KEY", "FORMAT_VERSION", "Fields", "FeatureReader", "LOCK_NAME",
-    "MANIFEST_NAME", "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX",
-    "atomic_write", "check_manifest", "check_same_store", "commit_file", "decode_attr", "exclusive_lock",
+    "ADVERSARIAL_DIR", "AdversarialShard", "AttackRecord", "AttackResults", "Check", "DIGEST_KEY", "Evaluation", "FORMAT_VERSION", "Fields", "FeatureReader", "LOCK_NAME",
+    "MANIFEST_NAME", "MASTER_NAME", "Note", "SHARD_DIR", "ShardAttrs", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX",
+    "atomic_write", "check_manifest", "check_same_store", "commit_file", "decode_attr", "excluded_note", "exclusive_lock",
     "find_shards", "fingerprint", "h5_create", "inspect_shards", "is_temporary", "jsonable", "link_master",
     "open_h5_read", "read_json_strict", "read_rows", "read_sealed_json", "read_shard_summary", "remove_stale_tmp",
     "set_aside", "sha256_file",

@@ -25,12 +25,9 @@ def find_shards(store: Store, *, checkpoint_sha: str, round: int, split: str = "
     """Registered adversarial shards made from ``checkpoint_sha`` in ``round`` on ``split``."""
     found = []
     for path in store.adversarial_shards():
-        shard = AdversarialShard.open(path)
-        sl = shard.attr("slice")
+        a = AdversarialShard.open(path).attrs
         # A job array's slices enter training through their merged shard only.
-        sliced = isinstance(sl, list) and sl[1] > 1
-        if (shard.attr("checkpoint_sha256") == checkpoint_sha and int(shard.attr("round", -1)) == round
-                and shard.attr("split") == split and not sliced):
+        if a.checkpoint_sha256 == checkpoint_sha and a.round == round and a.split == split and not a.sliced:
             found.append(path)
     return found
 
@@ -59,26 +56,27 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
     records = []
     for path in shards:
         shard = AdversarialShard.open(path)
+        a = shard.attrs
         if "adversarial" not in shard:
             raise StoreError(f"{path} is not an advaudio adversarial shard (no 'adversarial' dataset)")
-        has_provenance = "fold" in shard or shard.attr("store_fingerprint") is not None
-        if require_provenance and ("fold" not in shard or shard.attr("store_fingerprint") is None):
+        has_provenance = "fold" in shard or a.store_fingerprint is not None
+        if require_provenance and ("fold" not in shard or a.store_fingerprint is None):
             raise StoreError(f"{path} is not an advaudio adversarial shard (no fold or store fingerprint)")
         if has_provenance or AdversarialShard.recorded_sha256(path) is not None:
             digest = shard.verify()  # an attack shard without its checksum file is not a complete one
         else:
             digest = sha256_file(path)
-        if shard.attr("store_fingerprint") is not None:
-            check_same_store(store, shard.attr("store_fingerprint"), what=f"adversarial shard {path}")
-        made_in = shard.attr("view")
-        if view is not None and isinstance(made_in, Mapping):
+        if a.store_fingerprint is not None:
+            check_same_store(store, a.store_fingerprint, what=f"adversarial shard {path}")
+        made_in = a.view
+        if view is not None and made_in is not None:
             differ = [k for k in _VIEW_KEYS if k in made_in and made_in.get(k) != view.get(k)]
             if differ:
                 raise StoreError(f"{path} was made in view {made_in.get('name')!r} "
                                  f"{made_in.get('output_shape')}, not in the model's view {view.get('name')!r} "
                                  f"{view.get('output_shape')} (differs in {', '.join(differ)})")
-        if checkpoint_sha is not None and shard.attr("checkpoint_sha256") not in (None, checkpoint_sha):
-            raise StoreError(f"{path} was made by checkpoint {str(shard.attr('checkpoint_sha256'))[:10]}…, not by "
+        if checkpoint_sha is not None and a.checkpoint_sha256 not in (None, checkpoint_sha):
+            raise StoreError(f"{path} was made by checkpoint {str(a.checkpoint_sha256)[:10]}…, not by "
                              f"the one being retrained ({checkpoint_sha[:10]}…)")
         arrays = shard.read([k for k in ("fold", "success") if k in shard])
         if "fold" in arrays:
@@ -86,7 +84,7 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
             leaked = sorted(folds & held_out_folds)
             if leaked:
                 raise StoreError(
-                    f"{path} holds clips of held-out fold(s) {leaked} (split {shard.attr('split')!r}): "
+                    f"{path} holds clips of held-out fold(s) {leaked} (split {a.split!r}): "
                     "refusing to train on them, test data must not leak into training"
                 )
         low, high = _value_range(shard)
@@ -96,11 +94,11 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
         records.append({
             "path": str(Path(path).resolve()),
             "sha256": digest,
-            "attack": str(shard.attr("attack")),
-            "norm": str(shard.attr("norm")),
-            "budget": float(shard.attr("budget", np.nan)),
-            "fooling_rate": float(shard.attr("fooling_rate", np.nan)),
-            "round": int(shard.attr("round", -1)),
+            "attack": str(a.attack),
+            "norm": str(a.norm),
+            "budget": float(a.budget if a.budget is not None else np.nan),
+            "fooling_rate": float(a.fooling_rate if a.fooling_rate is not None else np.nan),
+            "round": a.round if a.round is not None else -1,
             "samples": shard.size,
             "successful": int(np.asarray(arrays["success"]).sum()) if "success" in arrays else None,
         })

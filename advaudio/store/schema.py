@@ -93,14 +93,17 @@ class Fields:
 
     # ----------------------------------------------------------------- checks
     def number(self, key: str, *, low: float | None = None, high: float | None = None, integer: bool = False,
-               optional: bool = False, nullable: bool = False, default: Any = None) -> Any:
-        """A finite number (``integer``: an integer) within ``[low, high]``."""
+               optional: bool = False, nullable: bool = False, default: Any = None, nan: bool = False) -> Any:
+        """A finite number (``integer``: an integer) within ``[low, high]``; ``nan``: NaN too (an HDF5
+        attribute can hold it, JSON cannot: there null says "no value")."""
         check, value = self._present(key, optional=optional, nullable=nullable, default=default)
         if not check:
             return value
         kind = "an integer" if integer else "a number"
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-            and (not integer or isinstance(value, int) or float(value).is_integer())
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if nan and number and math.isnan(value):
+            return value
+        ok = number and math.isfinite(value) and (not integer or isinstance(value, int) or float(value).is_integer())
         ok = ok and (low is None or value >= low) and (high is None or value <= high)
         if not ok:
             self.fail(key, f"must be {kind}{_range_text(low, high)}, got {_shown(value)}")

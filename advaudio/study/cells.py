@@ -26,13 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+import advaudio
 from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import AdvaudioError, DamagedFileError, DatasetError, ParameterError, StoreError
-from advaudio.store.documents import read_attack_results, read_metrics
+from advaudio.plugins import used
+from advaudio.stages.rounds import is_complete_run, run_rounds
+from advaudio.store.documents import read_metrics
+from advaudio.store.results import read_attack_results
 from advaudio.study import cellfile
 from advaudio.study.spec import SHARDS, StudySpec, check_folds
+from advaudio.training import TrainConfig, evaluate, train
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,6 @@ class Cell:
 
 def train_config(spec: StudySpec, cell: Cell, *, device: str | None = None):
     """The :class:`~advaudio.training.TrainConfig` of ``cell``."""
-    from advaudio.training import TrainConfig
-
     values = {"workers": 0, **spec.train}  # cells run side by side: no loader processes unless asked
     if cell.defense not in ("", "none"):
         values.update(defense=cell.defense, defense_options=dict(spec.defense_params.get(cell.defense, {})))
@@ -102,6 +106,8 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
     parts: dict[str, Any] = {"store": cell.store_fingerprint, "train": config, "attacked": cell.attacked}
     if cell.attacked:
         attack = attack_config(spec, cell).to_dict()
+        # Hashed under the key the threshold had when studies were first written: their cells keep their ids.
+        attack["fooling_rate"] = attack.pop("threshold")
         attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
         parts.update(attack=attack, train_limit=spec.train_limit, rounds=cell.rounds,
                      retrain=dataclasses.asdict(spec.retrain))
@@ -113,8 +119,6 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
 
 def cell_plugins(spec: StudySpec, cell: Cell) -> list[dict[str, str]]:
     """The plugins a cell's results depend on besides its store's: model, defense and, when attacked, attacks."""
-    from advaudio.plugins import used
-
     defense = cell.defense if cell.defense not in ("", SHARDS) else spec.train.get("defense", "none")
     entries = [("advaudio.models", cell.model), ("advaudio.defenses", defense)]
     if cell.attacked:
@@ -136,7 +140,7 @@ class StorePlan:
 
 def plan_stores(spec: StudySpec) -> dict[str, StorePlan]:
     """Every dataset's store, resolved (reads the datasets' metadata, computes nothing)."""
-    from advaudio.stages.featurize import plan_featurize
+    from advaudio.stages.featurize import plan_featurize  # librosa, numba: only when a study is planned
 
     plans = {}
     for data in spec.data:
@@ -277,9 +281,6 @@ def _finished(cell: Cell, directory: Path, *, locked: bool) -> cellfile.CellSumm
 
 def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, device: str | None, echo: bool,
                 progress: bool) -> cellfile.CellSummary:
-    from advaudio.stages.rounds import is_complete_run, run_rounds
-    from advaudio.training import train
-
     cellfile.mark_running(directory)
     t0 = time.perf_counter()
     try:
@@ -312,8 +313,6 @@ def autoattack_path(run_dir: Path, k: int) -> Path:
 def run_autoattack(run_dir: Path, k: int, cell: Cell, *, device: str) -> list[dict[str, Any]]:
     """AutoAttack robust accuracy of round ``k``'s model on the test fold, per (norm, ε) of the cell;
     kept in ``run/autoattack-round<K>.json`` (with the checkpoint's sha256), reused when it matches."""
-    from advaudio.training import evaluate
-
     checkpoint = layout.checkpoint_path(run_dir, round=k)
     sha = st.sha256_file(checkpoint)
     path = autoattack_path(run_dir, k)
@@ -334,7 +333,7 @@ def run_autoattack(run_dir: Path, k: int, cell: Cell, *, device: str) -> list[di
 def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(store rows, per-clip minimal norm) of the attacked clips of a shard; +inf: never fooled."""
     shard = st.AdversarialShard.open(shard_path)
-    norm = str(shard.attr("norm"))
+    norm = str(shard.attrs.norm)
     keys = ["clean_index", "attacked", "success", norm]
     if "minimal_budget" in shard:
         keys.append("minimal_budget")
@@ -350,26 +349,23 @@ def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutcome], float]:
     document = read_attack_results(results_path)
     outcomes = {}
-    for r in document.get("attacks", []):
-        if not r.get("shard"):
+    for r in document.records:
+        if not r.shard:
             continue
-        rows, norms = _clip_norms(Path(r["shard"]))
-        outcomes[r["attack"]] = cellfile.AttackOutcome(
-            attack=r["attack"], kind=r.get("kind", ""), norm=r["norm"], search=r.get("search", ""),
-            threshold=float(r["threshold"]), budget=float(r["budget"]) if r.get("budget") is not None else math.nan,
-            reached=bool(r.get("reached")), fooling_rate=float(r.get("fooling_rate") or math.nan),
+        rows, norms = _clip_norms(Path(r.shard))
+        outcomes[r.attack] = cellfile.AttackOutcome(
+            attack=r.attack, kind=r.kind, norm=r.norm, search=r.search or "", threshold=float(r.threshold),
+            budget=float(r.budget) if r.budget is not None else math.nan, reached=r.reached,
+            fooling_rate=float(r.fooling_rate) if r.fooling_rate is not None else math.nan,
             clip_rows=rows, minimal_norms=norms,
-            checks=[{k: c.get(k) for k in ("check", "status", "text")} for c in r.get("checks") or []],
-            results=str(results_path.resolve()), shard=str(Path(r["shard"]).resolve()),
-            wall_time_s=float(r.get("wall_time_s") or math.nan),
-            gradient_steps=float(r["gradient_queries"]) / max(1, int(r.get("n_attacked") or 1)))
-    return outcomes, float(document.get("wall_time_s") or 0.0)
+            checks=[{"check": c.check, "status": c.status, "text": c.text} for c in r.checks],
+            results=str(results_path.resolve()), shard=str(Path(r.shard).resolve()),
+            wall_time_s=float(r.wall_time_s or math.nan), gradient_steps=r.gradient_steps)
+    return outcomes, float(document.wall_time_s or 0.0)
 
 
 def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan) -> cellfile.CellSummary:
     """The summary of a cell whose run directory is complete, read from its files."""
-    import advaudio
-
     run_dir = layout.cell_run_dir(cell.directory(spec))
     rounds, train_s, attack_s, retrain_s = [], 0.0, 0.0, 0.0
     for k in range(cell.rounds + 1 if cell.attacked else 1):
@@ -387,7 +383,7 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
             attack_s += seconds
             if k < cell.rounds:
                 train_doc = read_attack_results(layout.attack_results_path(run_dir, round=k, split="train"))
-                attack_s += float(train_doc.get("wall_time_s") or 0.0)
+                attack_s += float(train_doc.wall_time_s or 0.0)
         checkpoint = layout.checkpoint_path(run_dir, round=k)
         autoattack = []
         if cell.autoattack:
@@ -404,8 +400,6 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
                       rounds=cell.rounds, retrain=dataclasses.asdict(spec.retrain))
     if cell.autoattack:
         config["autoattack"] = [list(a) for a in cell.autoattack]
-    import torch
-
     return cellfile.CellSummary(
         cell_id=cell.cell_id, fingerprint=cell.fingerprint, key=cell.key, config=st.jsonable(config),
         run_dir=str(run_dir.resolve()), rounds=tuple(rounds),

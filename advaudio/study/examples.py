@@ -50,7 +50,7 @@ attack_folds = [3, 4]                 # folds whose models are attacked and retr
 
 [attacks]                             # advaudio.stages.attack.AttackStageConfig
 names = ["pgd", "deepfool"]
-fooling_rate = 0.9                    # budgets are tuned to this fooling rate
+threshold = 0.9                       # budgets are tuned to this fooling rate
 test_clips = 12                       # clips attacked on the test fold (omit: all)
 train_clips = 24                      # training clips attacked per round for retraining (omit: all)
 # precision = "clip"                  # the default here: every clip's minimal ε to 5 %, as the bootstrap needs
@@ -101,7 +101,7 @@ attack_folds = {attack_folds}
 
 [attacks]
 names = {attacks}
-fooling_rate = 0.9
+threshold = 0.9
 # autoattack = "linf:8/255"          # AutoAttack robust accuracy on every round of the attacked cells
 # test_clips = 80                     # omit: every clip of the attacked fold
 # train_clips = 400

@@ -55,7 +55,7 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
                      for name, sp in plan.stores.items()},
         "seeds": list(spec.grid.seeds),
         "attacks": list(spec.attack.attacks),
-        "fooling_rate": spec.attack.fooling_rate,
+        "threshold": spec.attack.threshold,
         "test_clips": spec.attack.limit,
         "train_clips": spec.train_limit,
         "rounds": spec.rounds,

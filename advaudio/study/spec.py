@@ -410,6 +410,10 @@ def _read_attacks(where: _Where, table: dict[str, Any]):
     from advaudio.stages.attack import AttackStageConfig
 
     table = dict(table)
+    if "fooling_rate" in table:  # the key's name in earlier study files
+        if "threshold" in table:
+            raise where.error("[attacks] fooling_rate", "is the older name of threshold: give one of them")
+        table["threshold"] = table.pop("fooling_rate")
     for k in table:
         if k in _LOOP_ATTACK_FIELDS:
             raise where.error(f"[attacks] {k}", "is set per step by the cell's loop (use names, params, test_clips)")

@@ -42,7 +42,8 @@ class TrainConfig:
     epochs, batch_size : length of the run and samples per step
     lr : peak learning rate (one-cycle) or the constant one
     weight_decay : AdamW's decoupled weight decay (SGD: L2)
-    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9)
+    optimizer : ``"adamw"`` or ``"sgd"`` (Nesterov, momentum 0.9; one-cycle cycles it between
+        0.95 and 0.85, against the learning rate)
     schedule : ``"onecycle"`` (warm-up then cosine annealing, per step) or ``"constant"``
     warmup_fraction : share of the steps spent warming up (one-cycle ``pct_start``)
     label_smoothing : cross-entropy label smoothing in training
