@@ -46,7 +46,7 @@ def test_a_minimal_study_file_takes_the_documented_defaults(tmp_path):
     # [attacks]: pgd and deepfool tuned to 90 % on every clip of the fold; every clip's minimal ε
     # to the tolerance ("clip"), since the report's bootstrap resamples clips
     stage = AttackStageConfig(attacks=("pgd", "deepfool"), precision="clip")
-    assert spec.attack == stage and stage.fooling_rate == 0.9 and stage.limit is None
+    assert spec.attack == stage and stage.threshold == 0.9 and stage.limit is None
     assert spec.attack.search_precision() == "clip" and AttackStageConfig().search_precision() == "quantile"
     assert spec.train_limit is None
     # [rounds]: one round, half of every batch adversarial, fine-tuned at a tenth of the learning rate
@@ -118,7 +118,7 @@ mode = "from-scratch"
             (4, 1e-3, 0.1, 0.25, (64, 64))
         attack = attack_config(spec, cell)
         assert attack.seed == cell.seed  # targets and random starts follow the grid's seed
-        assert (attack.attacks, attack.limit, attack.fooling_rate, attack.precision) == (("fgsm",), 10, 0.8, "clip")
+        assert (attack.attacks, attack.limit, attack.threshold, attack.precision) == (("fgsm",), 10, 0.8, "clip")
     assert spec.train_limit == 20 and spec.rounds == 2 and spec.retrain.mode == "from-scratch"
     assert {c.attacked for c in cells if c.test_fold == 2} == {True}
     assert {c.attacked for c in cells if c.test_fold == 1} == {False}
