@@ -2,14 +2,17 @@
 training (side by side in one run, interleaved, best of the repeats), and AutoAttack's cost
 per clip relative to one PGD-40 run on the same clips.
 
-    python benchmarks/bench_defenses.py [--store DIR] [--repeats 2] [--clips 16]
+    python benchmarks/bench_defenses.py [--store DIR] [--repeats 3] [--clips 16] [--eps 8/255,1/1000]
 
-Without ``--store`` a synthetic store is made (4 classes × 24 clips). The training arms run
+Without ``--store`` a synthetic store is made (4 classes × ``--clips-per-class`` clips). The training arms run
 one epoch each through ``advaudio.training.train`` (the streaming trainer: store reads,
 time shifts, the defense's loss) with one thread and no loader workers; the defaults of each
 defense (pgd-at 7 steps, trades 10 steps, fast-at one step). The attack arms use the clean
-model of the first repeat: AutoAttack (standard, L∞ 8/255) on ``--clips`` test clips against
-untargeted PGD (40 steps of ε/10 from a random start) on the same clips. Writes its JSON with
+model of the first repeat: AutoAttack (standard, L∞) on ``--clips`` test clips against
+untargeted PGD (40 steps of ε/10 from a random start) on the same clips, at each ε of ``--eps``.
+AutoAttack's cost depends on how many clips survive each of its stages (a clip broken by
+APGD-CE is not attacked again), so the default measures two ε: 8/255, where a clean model
+falls to APGD-CE alone, and 1/1000, where clips survive and every stage runs (the worst case). Writes its JSON with
 ``benchmarks/record.py``.
 """
 
@@ -29,14 +32,14 @@ from record import record  # noqa: E402
 DEFENSES = ("none", "pgd-at", "trades", "fast-at")
 
 
-def _store(path: str | None, tmp: Path):
+def _store(path: str | None, tmp: Path, clips_per_class: int):
     from advaudio.features import FeatureConfig
     from advaudio.stages.featurize import FeaturizeConfig, featurize
     from advaudio.store import Store
 
     if path:
         return Store(path)
-    config = FeaturizeConfig(dataset="synthetic", dataset_options={"clips_per_class": 24, "duration": 1.0,
+    config = FeaturizeConfig(dataset="synthetic", dataset_options={"clips_per_class": clips_per_class, "duration": 1.0,
                                                                    "n_classes": 4},
                              features=FeatureConfig(representations=("stft",)))
     return Store(featurize(config, cache=tmp / "cache", workers=0, progress=False).store_dir)
@@ -49,8 +52,10 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--input-size", default="64x64")
     ap.add_argument("--test-fold", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--clips-per-class", type=int, default=48)
+    ap.add_argument("--eps", default="8/255,1/1000", help="L∞ radii of the attack arms, comma-separated")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from advaudio.attacks.autoattack import robust_accuracy
@@ -59,7 +64,7 @@ def main() -> None:
     from advaudio.training import TrainConfig, load_checkpoint, train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-defenses-"))
-    store = _store(args.store, tmp)
+    store = _store(args.store, tmp, args.clips_per_class)
     view = args.view or "stft"
     h, w = (int(v) for v in args.input_size.split("x"))
     seconds: dict[str, list[float]] = {d: [] for d in DEFENSES}
@@ -84,36 +89,49 @@ def main() -> None:
     batch = ds[(0, 0)]
     x, y = batch["x"].float(), batch["y"]
     model = ck.model.eval()
-    eps = 8 / 255
-    t0 = time.perf_counter()
-    aa = robust_accuracy(model, x, y, norm="linf", eps=eps, num_classes=store.num_classes)
-    aa_s = time.perf_counter() - t0
+    clean = model(x).argmax(1) == y
     for p in model.parameters():
         p.requires_grad_(False)
-    t0 = time.perf_counter()
-    noise = unit_noise(tuple(x.shape[1:]), norm="linf", seeds=list(range(len(x))), device=x.device)
-    pgd = gradient_attack(model, x, y, torch.full((len(x),), eps), targeted=False, steps=40, rel_stepsize=0.1,
-                          noise=noise, early_stop=False)
-    pgd_s = time.perf_counter() - t0
-    pgd_robust = float(((model(x).argmax(1) == y) & ~pgd.success).float().mean())
+    arms = []
+    for text in args.eps.split(","):
+        num, _, den = text.strip().partition("/")
+        eps = float(num) / float(den or 1)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        t0 = time.perf_counter()
+        aa = robust_accuracy(model, x, y, norm="linf", eps=eps, num_classes=store.num_classes)
+        aa_s = time.perf_counter() - t0
+        for p in model.parameters():
+            p.requires_grad_(False)
+        t0 = time.perf_counter()
+        noise = unit_noise(tuple(x.shape[1:]), norm="linf", seeds=list(range(len(x))), device=x.device)
+        pgd = gradient_attack(model, x, y, torch.full((len(x),), eps), targeted=False, steps=40, rel_stepsize=0.1,
+                              noise=noise, early_stop=False)
+        pgd_s = time.perf_counter() - t0
+        pgd_robust = float((clean & ~pgd.success).float().mean())
+        arms.append({"eps": eps, "eps_text": text.strip(), "clips": len(x),
+                     "autoattack": {"seconds": aa_s, "seconds_per_clip": aa_s / len(x),
+                                    "robust_accuracy": aa.robust_accuracy, "n_correct": aa.n_correct,
+                                    "per_attack": aa.per_attack, "warnings": list(aa.warnings)},
+                     "pgd40": {"seconds": pgd_s, "seconds_per_clip": pgd_s / len(x), "robust_accuracy": pgd_robust},
+                     "autoattack_vs_pgd40": aa_s / pgd_s})
     ds.close()
 
     print("\ndefense   s/epoch (best)   × none")
     for d in DEFENSES:
-        print(f"{d:8s} {best[d]:10.1f} {ratios[d]:10.2f}")
-    print(f"\nAutoAttack (standard, linf 8/255) on {len(x)} clips: {aa_s:.1f} s ({aa_s / len(x):.2f} s/clip), "
-          f"robust accuracy {aa.robust_accuracy:.3f}; PGD-40: {pgd_s:.1f} s, robust accuracy {pgd_robust:.3f}; "
-          f"AutoAttack / PGD-40 = {aa_s / pgd_s:.1f}×")
+        print(f"{d:8s} {best[d]:10.2f} {ratios[d]:10.2f}")
+    for arm in arms:
+        aa, pgd = arm["autoattack"], arm["pgd40"]
+        print(f"\nL∞ ε={arm['eps_text']} on {arm['clips']} clips: AutoAttack (standard) {aa['seconds']:.1f} s "
+              f"({aa['seconds_per_clip']:.2f} s/clip), robust accuracy {aa['robust_accuracy']:.3f}, stages "
+              f"{', '.join(aa['per_attack'])}; PGD-40 {pgd['seconds']:.1f} s, robust accuracy "
+              f"{pgd['robust_accuracy']:.3f}; AutoAttack / PGD-40 = {arm['autoattack_vs_pgd40']:.1f}×")
     record("defenses", {
         "store": str(store.directory), "view": view, "width": args.width, "input_size": [h, w],
+        "clips_per_class": None if args.store else args.clips_per_class, "split": m.get("split"),
         "repeats": args.repeats, "seconds_per_epoch": seconds, "best": best, "ratio_to_none": ratios,
-        "autoattack": {"clips": len(x), "seconds": aa_s, "seconds_per_clip": aa_s / len(x),
-                       "robust_accuracy": aa.robust_accuracy, "n_correct": aa.n_correct,
-                       "per_attack": aa.per_attack, "warnings": list(aa.warnings)},
-        "pgd40": {"seconds": pgd_s, "seconds_per_clip": pgd_s / len(x), "robust_accuracy": pgd_robust},
-        "autoattack_vs_pgd40": aa_s / pgd_s,
+        "attacks": arms,
     })
-
 
 if __name__ == "__main__":
     main()
