@@ -431,11 +431,11 @@ def attacked(store, fold2, tmp_path_factory):
             "train": dict(split="train", round=9)}
     shards = {}
     for name, options in runs.items():
-        config = AttackStageConfig(attacks=("fgsm",), fooling_rate=0.5, checks=False, **options)
+        config = AttackStageConfig(attacks=("fgsm",), threshold=0.5, checks=False, **options)
         doc = attack_stage(config, checkpoint=fold2["checkpoint"], out_dir=out / name, device="cpu", progress=False)
         (record,) = doc["attacks"]
         shard = st.AdversarialShard.open(record["shard"])
-        shards[name] = {"arrays": shard.read(), "attrs": dict(shard.attrs), "record": record}
+        shards[name] = {"arrays": shard.read(), "attrs": shard.attrs.to_attrs(), "record": record}
     return shards
 
 
