@@ -4,6 +4,7 @@ AutoAttack on the attacked cells, and the report's defense table."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,9 @@ def test_a_defense_study_runs_and_reports_its_table(tmp_path):
     out = tmp_path / "tiny.study" / "report"
     md = (out / "study.md").read_text()
     assert "## Defenses" in md and (out / "figures" / "defenses-tradeoff.png").is_file()
+    # the fast-at cell counts among the finished cells and has its row in the wall-time table
+    assert "from 2 finished cells (1 of them with an on-the-fly defense: see Defenses)" in md
+    assert re.search(r"\| 3 \| fast-at \| yes \|", md) and re.search(r"\| 3 \| none \| yes \|", md)
     rows = {r["defense"]: r for r in json.loads((out / "study.json").read_text())["defenses"]}
     assert set(rows) == {"none", "shards", "fast-at"}
     for name, r in rows.items():

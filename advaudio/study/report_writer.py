@@ -247,7 +247,7 @@ def _fmt_s(v: Any) -> str:
 
 
 def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, missing: Sequence[str],
-                     out_dir: Path) -> list[Block]:
+                     out_dir: Path, defended: Sequence[CellSummary] = ()) -> list[Block]:
     blocks: list[Block] = [("h2", "Protocol")]
     items = []
     for key, value in (protocol or {}).items():
@@ -277,20 +277,22 @@ def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, mi
     items.append(f"bootstrap: percentile intervals at {100 * tables.confidence:g} %, {tables.resamples} "
                  f"resamples, seed {tables.seed}; clips resampled within each cell and pooled over a row's cells; "
                  f"the ratio paired over the test clips attacked in either round")
-    total = sum(t for t in (s.wall_time_s.get("total") for s in tables.summaries)
+    timed = list(tables.summaries) + list(defended)  # the on-the-fly defenses' cells cost time too
+    total = sum(t for t in (s.wall_time_s.get("total") for s in timed)
                 if isinstance(t, (int, float)) and math.isfinite(t))
-    items.append(f"measured wall time: {total:.1f} s over {len(tables.summaries)} cells")
+    items.append(f"measured wall time: {total:.1f} s over {len(timed)} cells")
     blocks.append(("list", items))
     blocks.append(("h3", "Wall time per cell (measured, s)"))
     time_rows = []
-    for s in tables.summaries:
+    for s in timed:
         w = s.wall_time_s or {}
-        time_rows.append([_link(cell_source(s), out_dir, s.cell_id), s.key.get("dataset"), s.key.get("model"),
-                          s.key.get("view"), s.key.get("seed"), s.key.get("test_fold"),
-                          "yes" if s.key.get("attacked") else "no", _fmt_s(w.get("train")),
-                          _fmt_s(w.get("rounds")), _fmt_s(w.get("total"))])
-    blocks.append(("table", ["cell", "dataset", "model", "view", "seed", "test fold", "attacked", "train",
-                             "rounds", "total"], time_rows))
+        row = [_link(cell_source(s), out_dir, s.cell_id), s.key.get("dataset"), s.key.get("model"),
+               s.key.get("view"), s.key.get("seed"), s.key.get("test_fold"),
+               "yes" if s.key.get("attacked") else "no", _fmt_s(w.get("train")),
+               _fmt_s(w.get("rounds")), _fmt_s(w.get("total"))]
+        time_rows.append(row[:6] + [str(s.key.get("defense") or "none")] + row[6:] if defended else row)
+    header = ["cell", "dataset", "model", "view", "seed", "test fold", "attacked", "train", "rounds", "total"]
+    blocks.append(("table", header[:6] + ["defense"] + header[6:] if defended else header, time_rows))
     warnings = [f"cell not finished: {m}" for m in missing] + list(tables.warnings)
     blocks.append(("h3", f"Warnings ({len(warnings)})"))
     blocks.append(("list", warnings) if warnings else ("p", "None: every evaluation check passed, no cell missing."))
@@ -423,11 +425,14 @@ def write_study_report(
     _remove_stale(out_dir / "figures", "*.png", {(out_dir / f).resolve() for f in fig_files})
 
     generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    kept = {id(s) for s in tables.summaries}
+    defended = [s for s in summaries if id(s) not in kept and str(s.key.get("defense") or "none") != "none"]
+    also = f" ({len(defended)} of them with an on-the-fly defense: see Defenses)" if defended else ""
     blocks: list[Block] = [("h1", title),
                            ("p", f"Generated {generated} by advaudio {__version__} from "
-                                 f"{len(tables.summaries)} finished cells."),
+                                 f"{len(tables.summaries) + len(defended)} finished cells{also}."),
                            ("note", HOW_TO_READ)]
-    blocks += _protocol_blocks(tables, protocol, missing, out_dir)
+    blocks += _protocol_blocks(tables, protocol, missing, out_dir, defended)
     for dataset, rows in tables.datasets.items():
         blocks += _dataset_blocks(dataset, rows, figs[dataset], out_dir)
     defenses = _defense_blocks(summaries, out_dir, resamples=resamples, confidence=confidence, seed=seed)
