@@ -2,7 +2,7 @@
 training (side by side in one run, interleaved, best of the repeats), and AutoAttack's cost
 per clip relative to one PGD-40 run on the same clips.
 
-    python benchmarks/bench_defenses.py [--store DIR] [--repeats 3] [--clips 16] [--eps 8/255,1/1000]
+    python benchmarks/bench_defenses.py [--store DIR] [--repeats 3] [--clips 16] [--eps 8/255,1/1000] [--checkpoint CK]
 
 Without ``--store`` a synthetic store is made (4 classes × ``--clips-per-class`` clips). The training arms run
 one epoch each through ``advaudio.training.train`` (the streaming trainer: store reads,
@@ -56,11 +56,15 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--clips-per-class", type=int, default=48)
     ap.add_argument("--eps", default="8/255,1/1000", help="L∞ radii of the attack arms, comma-separated")
+    ap.add_argument("--checkpoint", default=None,
+                    help="attack this trained model (on its test fold) instead of the first repeat's clean one; "
+                         "with --repeats 0 only the attack arms run")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from advaudio.attacks.autoattack import robust_accuracy
     from advaudio.attacks.stepping import gradient_attack, unit_noise
     from advaudio.data import StoreBatches
+    from advaudio.store import sha256_file
     from advaudio.training import TrainConfig, load_checkpoint, train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-defenses-"))
@@ -80,10 +84,13 @@ def main() -> None:
             if d == "none" and clean_checkpoint is None:
                 clean_checkpoint = out / "checkpoint.pt"
             print(f"repeat {rep + 1}: {d:8s} {seconds[d][-1]:.1f} s/epoch", file=sys.stderr, flush=True)
-    best = {d: min(v) for d, v in seconds.items()}
-    ratios = {d: best[d] / best["none"] for d in DEFENSES}
+    best = {d: min(v) for d, v in seconds.items() if v}
+    ratios = {d: best[d] / best["none"] for d in best}
 
-    ck = load_checkpoint(clean_checkpoint, device="cpu")
+    attacked = args.checkpoint or clean_checkpoint
+    if attacked is None:
+        ap.error("--repeats 0 needs --checkpoint")
+    ck = load_checkpoint(attacked, device="cpu")
     rows = store.select(folds=[ck.test_fold])[: args.clips]
     ds = StoreBatches(store, ck.view, rows, batch_size=len(rows))
     batch = ds[(0, 0)]
@@ -118,7 +125,7 @@ def main() -> None:
     ds.close()
 
     print("\ndefense   s/epoch (best)   × none")
-    for d in DEFENSES:
+    for d in best:
         print(f"{d:8s} {best[d]:10.2f} {ratios[d]:10.2f}")
     for arm in arms:
         aa, pgd = arm["autoattack"], arm["pgd40"]
@@ -129,7 +136,9 @@ def main() -> None:
     record("defenses", {
         "store": str(store.directory), "view": view, "width": args.width, "input_size": [h, w],
         "clips_per_class": None if args.store else args.clips_per_class, "split": m.get("split"),
-        "repeats": args.repeats, "seconds_per_epoch": seconds, "best": best, "ratio_to_none": ratios,
+        "repeats": args.repeats, "attacked_checkpoint": str(attacked),
+        "attacked_checkpoint_sha256": sha256_file(attacked), "attacked_test_accuracy": float(clean.float().mean()),
+        "seconds_per_epoch": seconds, "best": best, "ratio_to_none": ratios,
         "attacks": arms,
     })
 
