@@ -72,7 +72,7 @@ def main() -> None:
     view = args.view or "stft"
     h, w = (int(v) for v in args.input_size.split("x"))
     seconds: dict[str, list[float]] = {d: [] for d in DEFENSES}
-    clean_checkpoint = None
+    clean_checkpoint, m = None, None
     for rep in range(args.repeats):
         for d in DEFENSES:  # interleaved: drifting machine speed hits every arm alike
             config = TrainConfig(store=str(store.directory), view=view, model="resnet18", width=args.width,
@@ -135,7 +135,7 @@ def main() -> None:
               f"{pgd['robust_accuracy']:.3f}; AutoAttack / PGD-40 = {arm['autoattack_vs_pgd40']:.1f}×")
     record("defenses", {
         "store": str(store.directory), "view": view, "width": args.width, "input_size": [h, w],
-        "clips_per_class": None if args.store else args.clips_per_class, "split": m.get("split"),
+        "clips_per_class": None if args.store else args.clips_per_class, "split": m.get("split") if m else None,
         "repeats": args.repeats, "attacked_checkpoint": str(attacked),
         "attacked_checkpoint_sha256": sha256_file(attacked), "attacked_test_accuracy": float(clean.float().mean()),
         "seconds_per_epoch": seconds, "best": best, "ratio_to_none": ratios,
