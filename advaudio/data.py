@@ -47,23 +47,41 @@ differ by at most one, and every rank has the same number of batches (a
 share may be empty when a batch is smaller than the world). Time shifts are
 drawn for the whole batch from the ``(seed, epoch, i)`` generator and each
 rank applies those of its positions, so the union of the shares is exactly
-the single-process batch, augmentation included.
+the single-process batch, augmentation included. The other augmentations
+(:mod:`advaudio.augment`: masks, gain, mixing) follow the same rule; with mixing a
+rank also reads the partners of its samples, wherever they are in the global batch.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from advaudio.augment import (
+    GAIN_PURPOSE,
+    MASK_PURPOSE,
+    MIX_PURPOSE,
+    Augmentation,
+    MixPlan,
+    RowProfile,
+    apply_gain_,
+    apply_masks_,
+    draw_gains,
+    draw_masks,
+    mix_inputs,
+    mix_targets,
+    plan_mixing,
+    row_profile,
+)
 from advaudio.errors import ParameterError, StoreError
-from advaudio.store import AdversarialShard, FeatureReader, Store, sorted_unique
+from advaudio.store import FeatureReader, Store, sorted_unique
+from advaudio.store.sources import ModelSpaceSource
 from advaudio.views import View
 
 SOURCE_STORE = 0  # ``batch["source"]`` of store clips; extra source j has j + 1
@@ -78,71 +96,7 @@ def derive_seed(*keys: int) -> int:
 # --------------------------------------------------------------------------- #
 # Extra sources of model-space inputs
 # --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class ModelSpaceSource:
-    """An HDF5 file of inputs already in model space, e.g. an adversarial shard.
-
-    Parameters
-    ----------
-    path : the HDF5 file
-    inputs : dataset ``(N, 1, H, W)`` float in [0, 1]
-    labels : dataset ``(N,)`` of integer class labels (the *true* labels for
-        adversarial training)
-    mask : optional boolean dataset ``(N,)``; only rows where it is true are
-        used. A file without that dataset uses every row; None ignores it.
-    """
-
-    path: str
-    inputs: str = "adversarial"
-    labels: str = "label"
-    mask: str | None = "success"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | ModelSpaceSource) -> ModelSpaceSource:
-        if isinstance(d, ModelSpaceSource):
-            return d
-        if isinstance(d, (str, os.PathLike)):
-            return cls(str(d))
-        return cls(**{k: d[k] for k in ("path", "inputs", "labels", "mask") if k in d})
-
-    def shard(self) -> AdversarialShard:
-        """The file, opened as an adversarial shard (its datasets checked)."""
-        try:
-            shard = AdversarialShard.open(self.path)
-        except StoreError as exc:
-            raise StoreError(f"cannot open extra source {self.path}: {exc}") from None
-        for key in (self.inputs, self.labels):
-            if key not in shard:
-                raise StoreError(f"extra source {self.path} has no dataset {key!r} (has {list(shard.datasets)})")
-        return shard
-
-    def index(self, *, output_shape: tuple[int, ...] | None = None,
-              num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Usable rows (sorted) and the labels of all rows; checks shapes and labels."""
-        shard = self.shard()
-        shape = shard.shape(self.inputs)
-        use_mask = self.mask is not None and self.mask in shard
-        arrays = shard.read([self.labels] + ([self.mask] if use_mask else []))
-        labels = np.asarray(arrays[self.labels], dtype=np.int64).ravel()
-        if len(shape) != 4 or shape[0] != labels.size:
-            raise StoreError(f"{self.path}:{self.inputs} must be (N, C, H, W) with N = len({self.labels}); "
-                             f"got {shape} and {labels.size} labels")
-        if output_shape is not None and tuple(shape[1:]) != tuple(output_shape):
-            raise StoreError(f"{self.path}:{self.inputs} holds inputs of shape {tuple(shape[1:])}, "
-                             f"the view's model space is {tuple(output_shape)}")
-        keep = np.ones(labels.size, bool)
-        if use_mask:
-            m = np.asarray(arrays[self.mask]).ravel()
-            if m.size != labels.size:
-                raise StoreError(f"{self.path}:{self.mask} has {m.size} rows, expected {labels.size}")
-            keep &= m.astype(bool)
-        used = labels[keep]
-        if num_classes is not None and used.size and (used.min() < 0 or used.max() >= num_classes):
-            raise StoreError(f"{self.path}: labels outside 0..{num_classes - 1}")
-        return np.flatnonzero(keep), labels
+# ModelSpaceSource lives in advaudio.store.sources (TrainConfig names it without torch).
 
 
 # --------------------------------------------------------------------------- #
@@ -166,12 +120,17 @@ class PlannedBatch:
         order in which :class:`StoreBatches` concatenates them; each part stays sorted.
         """
         positions = np.arange(int(rank), self.size, int(world_size), dtype=np.int64)
+        return self.select(positions), positions
+
+    def select(self, positions: np.ndarray) -> PlannedBatch:
+        """The samples at ``positions`` (increasing) of the batch, as a batch of their own."""
+        positions = np.asarray(positions, dtype=np.int64)
         parts, lo = [], 0
         for block in (self.rows, *self.extra):
             hi = lo + block.size
             parts.append(block[positions[(positions >= lo) & (positions < hi)] - lo])
             lo = hi
-        return PlannedBatch(parts[0], tuple(parts[1:])), positions
+        return PlannedBatch(parts[0], tuple(parts[1:]))
 
 
 def batch_sizes(n_rows: int, batch_size: int, mix: float, *, drop_singleton: bool) -> tuple[list[int], list[int]]:
@@ -286,6 +245,8 @@ class StoreBatches(Dataset):
     shuffle : permute per epoch (training) or keep row order (evaluation)
     seed : base of every random choice (plan and augmentation)
     time_shift : max circular roll along time as a fraction of the width (0: off)
+    augmentation : masks, gain and mixing of training batches (:mod:`advaudio.augment`); None: none.
+        With mixing, items also hold ``target``, the mixed labels ``(B, classes)``
     extra_sources, mix : model-space sources and the fraction of each batch they fill
     rank, world_size : distributed training: serve only rank ``rank``'s share of each
         batch of the plan (``batch_size`` is then the global batch; see the module docstring)
@@ -301,6 +262,7 @@ class StoreBatches(Dataset):
         shuffle: bool = False,
         seed: int = 0,
         time_shift: float = 0.0,
+        augmentation: Augmentation | None = None,
         extra_sources: Sequence[ModelSpaceSource] = (),
         mix: float = 0.0,
         rank: int = 0,
@@ -319,6 +281,9 @@ class StoreBatches(Dataset):
         self.time_shift = float(time_shift)
         if not 0 <= self.time_shift <= 1:
             raise ParameterError(f"time_shift is a fraction of the width in [0, 1], got {time_shift}")
+        # Off stays off: no augmentation object, so a batch is built exactly as before they existed.
+        self.augmentation = augmentation if augmentation is not None and augmentation.active else None
+        self._profile: RowProfile | None = None
         self.sources = tuple(ModelSpaceSource.from_dict(s) for s in extra_sources)
         self.mix = float(mix)
         if not 0 <= self.mix < 1:
@@ -407,13 +372,41 @@ class StoreBatches(Dataset):
     # ---- reading ------------------------------------------------------------- #
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
-        plan = self.plan(int(epoch))
+        epoch, i = int(epoch), int(i)
+        plan = self.plan(epoch)
         if not 0 <= i < len(plan):
             raise IndexError(i)
-        b, positions = plan[i], None
+        b = plan[i]
         total = b.size
-        if self.world_size > 1:
-            b, positions = b.share(self.rank, self.world_size)
+        # ``wanted``: the positions this rank serves (None: all); ``read``: those it reads, which
+        # with mixing include the partners of ``wanted``, wherever in the global batch they are.
+        wanted = None if self.world_size == 1 else b.share(self.rank, self.world_size)[1]
+        aug, mix = self.augmentation, None
+        if aug is not None and aug.mixes:
+            labels, sources = self._batch_labels(b)
+            rng = np.random.default_rng(derive_seed(self.seed, epoch, i, MIX_PURPOSE))
+            mix = plan_mixing(labels, sources == SOURCE_STORE, aug.mixing, aug.mixup_alpha, rng)
+            wanted = np.arange(total, dtype=np.int64) if wanted is None else wanted
+            read = np.union1d(wanted, mix.partner[wanted])
+        else:
+            read = wanted
+        x, y, src, idx = self._read(b if read is None else b.select(read))
+        if self.time_shift > 0:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, i, 2))
+            time_shift_(x, self.time_shift, g, positions=read, total=total)
+        out = {"x": x, "y": y, "source": src, "index": idx}
+        if aug is not None:
+            out = self._augment(out, aug, mix, epoch, i, total, read, wanted)
+        return out
+
+    def _batch_labels(self, b: PlannedBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and sources of every position of a planned batch (nothing read)."""
+        labels = [self.labels[b.rows]] + [self.extra_labels[j][rows] for j, rows in enumerate(b.extra)]
+        sources = [np.full(b.rows.size, SOURCE_STORE)] + [np.full(rows.size, j + 1) for j, rows in enumerate(b.extra)]
+        return np.concatenate(labels), np.concatenate(sources)
+
+    def _read(self, b: PlannedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs, labels, sources and source rows of a (part of a) planned batch, in position order."""
         xs = [self.view.read(self._store_reader(), b.rows) if b.rows.size
               else torch.zeros((0,) + tuple(self.view.output_shape))]
         ys = [self.labels[b.rows]]
@@ -430,15 +423,50 @@ class StoreBatches(Dataset):
             src.append(np.full(rows.size, j + 1))
             idx.append(rows)
         x = xs[0] if len(xs) == 1 else torch.cat(xs)
-        if self.time_shift > 0:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, int(epoch), int(i), 2))
-            time_shift_(x, self.time_shift, g, positions=positions, total=total)
-        return {
-            "x": x,
-            "y": torch.from_numpy(np.concatenate(ys)),
-            "source": torch.from_numpy(np.concatenate(src).astype(np.int64)),
-            "index": torch.from_numpy(np.concatenate(idx)),
-        }
+        return (x, torch.from_numpy(np.concatenate(ys)), torch.from_numpy(np.concatenate(src).astype(np.int64)),
+                torch.from_numpy(np.concatenate(idx)))
+
+    @property
+    def profile(self) -> RowProfile:
+        if self._profile is None:
+            self._profile = row_profile(self.view)
+        return self._profile
+
+    def _augment(self, batch: dict[str, torch.Tensor], aug: Augmentation, mix: MixPlan | None, epoch: int,
+                 i: int, total: int, read: np.ndarray | None, wanted: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """Gain (every sample read), mixing (``wanted`` with their partners), masks (``wanted``).
+
+        Every draw is made for the ``total`` positions of the global batch; a sample takes
+        those of its position (see :mod:`advaudio.augment`).
+        """
+        x = batch["x"]
+        positions = np.arange(total, dtype=np.int64) if read is None else read  # of the rows of x
+        if aug.gain_db > 0:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, i, GAIN_PURPOSE))
+            gains = draw_gains(total, aug.gain_db, g)[torch.from_numpy(positions)]
+            rows = self._augmented_rows(batch["source"], aug)
+            x[rows] = apply_gain_(x[rows], gains[rows], self.profile)
+        if mix is not None:
+            own = torch.from_numpy(np.searchsorted(positions, wanted))
+            partner = torch.from_numpy(np.searchsorted(positions, mix.partner[wanted]))
+            weight = torch.from_numpy(mix.weight[wanted])
+            y = batch["y"]
+            batch = {k: v[own] for k, v in batch.items()}
+            batch["x"] = mix_inputs(x[own], x[partner], weight, aug.mixing, self.profile)
+            batch["target"] = mix_targets(y[own], y[partner], weight, len(self.store.classes))
+            positions = wanted
+        if aug.masks:
+            x = batch["x"]
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, i, MASK_PURPOSE))
+            draws = draw_masks(total, x.shape[-2], x.shape[-1], aug, g).take(torch.from_numpy(positions))
+            rows = self._augmented_rows(batch["source"], aug)
+            x[rows] = apply_masks_(x[rows], draws.take(rows))
+        return batch
+
+    @staticmethod
+    def _augmented_rows(source: torch.Tensor, aug: Augmentation) -> torch.Tensor:
+        """Rows that masks and gain apply to: store clips, and extra samples only with ``aug.extra``."""
+        return torch.arange(source.numel()) if aug.extra else torch.nonzero(source == SOURCE_STORE).flatten()
 
 
 class EpochBatchSampler(Sampler):

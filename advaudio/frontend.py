@@ -68,7 +68,12 @@ from advaudio.features.differentiable import STFT, ChromaCQT, WaveletPacketEnerg
 from advaudio.features.differentiable import tonnetz as _tonnetz
 from advaudio.views import View
 
-__all__ = ["FrontEnd", "from_store", "store_waveforms"]
+__all__ = ["CONTRACT", "FrontEnd", "from_store", "store_waveforms"]
+
+#: The contract per representation: max |front_end(waveform) − View.read| in model-input units
+#: (the measured maxima are in the module docstring). A clip further off than its view's largest
+#: tolerance does not match its stored features (its audio changed, or another store's).
+CONTRACT = {"stft": 1e-3, "dwt": 1e-3, "chroma": 1e-2, "tonnetz": 1e-2}
 
 
 class FrontEnd(nn.Module):

@@ -15,6 +15,11 @@ and the adversarial shards those attacks write into the store
     <store>/adversarial/round00-test-<sha10>-pgd.h5
     <store>/adversarial/round00-train-<sha10>-pgd-slice000of004.h5
 
+A waveform-domain attack (``attack --domain waveform``) says so after the split:
+``attack-round00-test-waveform.json``, ``round00-test-waveform-<sha10>-pgd.h5``
+(the feature domain's names are unchanged), so the two threat models of one
+checkpoint never share a file.
+
 Names are built and parsed only here; shell scripts ask ``advaudio path …``.
 """
 
@@ -25,6 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from advaudio.errors import ParameterError
+
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 #: The options ``advaudio rounds`` ran a run directory with (a rerun must use the same).
@@ -34,9 +41,16 @@ SPLITS = ("test", "train")  # a checkpoint's held-out fold and its training fold
 
 ATTACK_RESULTS_GLOB = "attack-round*-*.json"
 
+#: The threat models (:mod:`advaudio.attacks.domain`), the first the default.
+DOMAINS = ("feature", "waveform")
+#: The threat models whose files carry their name (the feature domain's do not: they came first).
+NAMED_DOMAINS = ("waveform",)
+
 _SLICE = r"(?:-slice(?P<i>\d{3,})of(?P<n>\d{3,}))?"
-_RESULTS = re.compile(r"^attack-round(?P<round>\d+)-(?P<split>[^-]+?)" + _SLICE + r"\.json$")
-_SHARD = re.compile(r"^round(?P<round>\d+)-(?P<split>test|train)-(?P<sha>[0-9a-f]{10})-(?P<attack>.+?)" + _SLICE + "$")
+_DOMAIN = r"(?:-(?P<domain>" + "|".join(NAMED_DOMAINS) + "))?"
+_RESULTS = re.compile(r"^attack-round(?P<round>\d+)-(?P<split>[^-]+?)" + _DOMAIN + _SLICE + r"\.json$")
+_SHARD = re.compile(r"^round(?P<round>\d+)-(?P<split>test|train)" + _DOMAIN + r"-(?P<sha>[0-9a-f]{10})-(?P<attack>.+?)"
+                    + _SLICE + "$")
 # Directories named by hand ("round1", "round-2") count too, not only round_dir's "round01".
 _ROUND_DIR = re.compile(r"round[-_]?(\d+)$", re.IGNORECASE)
 
@@ -47,6 +61,15 @@ def _slice_suffix(slice: tuple[int, int] | None) -> str:
 
 def _parsed_slice(m: re.Match) -> tuple[int, int] | None:
     return (int(m["i"]), int(m["n"])) if m["i"] is not None else None
+
+
+def _domain_suffix(domain: str) -> str:
+    """``-waveform`` for a waveform-domain file, nothing for the feature domain's."""
+    if domain in NAMED_DOMAINS:
+        return f"-{domain}"
+    if domain != "feature":
+        raise ParameterError(f"unknown domain {domain!r}")
+    return ""
 
 
 def round_dir(run_dir: str | os.PathLike, round: int) -> Path:
@@ -75,20 +98,21 @@ def rounds_options_path(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / ROUNDS_OPTIONS_NAME
 
 
-def attack_results_name(*, round: int, split: str, slice: tuple[int, int] | None = None) -> str:
-    """``attack-round<KK>-<split>[-slice<III>of<NNN>].json``: the results of one attack run (or slice)."""
-    return f"attack-round{round:02d}-{split}{_slice_suffix(slice)}.json"
+def attack_results_name(*, round: int, split: str, slice: tuple[int, int] | None = None,
+                        domain: str = "feature") -> str:
+    """``attack-round<KK>-<split>[-waveform][-slice<III>of<NNN>].json``: the results of one attack run (or slice)."""
+    return f"attack-round{round:02d}-{split}{_domain_suffix(domain)}{_slice_suffix(slice)}.json"
 
 
 def attack_results_path(run_dir: str | os.PathLike, *, round: int, split: str,
-                        slice: tuple[int, int] | None = None) -> Path:
+                        slice: tuple[int, int] | None = None, domain: str = "feature") -> Path:
     """Where the attack stage of ``advaudio rounds`` writes round ``round``'s results: beside its checkpoint."""
-    return round_dir(run_dir, round) / attack_results_name(round=round, split=split, slice=slice)
+    return round_dir(run_dir, round) / attack_results_name(round=round, split=split, slice=slice, domain=domain)
 
 
-def slice_results_glob(*, round: int, split: str) -> str:
-    """Glob of the results files of every slice of (round, split)."""
-    return f"attack-round{round:02d}-{split}-slice*of*.json"
+def slice_results_glob(*, round: int, split: str, domain: str = "feature") -> str:
+    """Glob of the results files of every slice of (round, split[, domain])."""
+    return f"attack-round{round:02d}-{split}{_domain_suffix(domain)}-slice*of*.json"
 
 
 @dataclass(frozen=True)
@@ -98,18 +122,19 @@ class AttackResultsName:
     round: int
     split: str
     slice: tuple[int, int] | None = None
+    domain: str = "feature"
 
 
 def parse_attack_results_name(name: str) -> AttackResultsName | None:
     """Inverse of :func:`attack_results_name`; None for any other name."""
     m = _RESULTS.match(name)
-    return AttackResultsName(int(m["round"]), m["split"], _parsed_slice(m)) if m else None
+    return AttackResultsName(int(m["round"]), m["split"], _parsed_slice(m), m["domain"] or "feature") if m else None
 
 
 def shard_stem(*, round: int, split: str, checkpoint_sha: str, attack: str,
-               slice: tuple[int, int] | None = None) -> str:
-    """``round<KK>-<split>-<sha10>-<attack>[-slice<III>of<NNN>]``: an adversarial shard's stem."""
-    return f"round{round:02d}-{split}-{checkpoint_sha[:10]}-{attack}{_slice_suffix(slice)}"
+               slice: tuple[int, int] | None = None, domain: str = "feature") -> str:
+    """``round<KK>-<split>[-waveform]-<sha10>-<attack>[-slice<III>of<NNN>]``: an adversarial shard's stem."""
+    return f"round{round:02d}-{split}{_domain_suffix(domain)}-{checkpoint_sha[:10]}-{attack}{_slice_suffix(slice)}"
 
 
 @dataclass(frozen=True)
@@ -121,12 +146,14 @@ class ShardStem:
     sha10: str
     attack: str
     slice: tuple[int, int] | None = None
+    domain: str = "feature"
 
 
 def parse_shard_stem(stem: str) -> ShardStem | None:
     """Inverse of :func:`shard_stem`; None for any other stem."""
     m = _SHARD.match(stem)
-    return ShardStem(int(m["round"]), m["split"], m["sha"], m["attack"], _parsed_slice(m)) if m else None
+    return ShardStem(int(m["round"]), m["split"], m["sha"], m["attack"], _parsed_slice(m),
+                     m["domain"] or "feature") if m else None
 
 
 # --------------------------------------------------------------------------- #

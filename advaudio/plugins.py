@@ -59,10 +59,10 @@ __all__ = ["GROUPS", "PluginInfo", "PluginWarning", "Registry", "declared", "for
 
 #: Entry-point group → the module that owns its registry (imported by :func:`require` and :func:`used`).
 GROUPS: dict[str, str] = {
-    "advaudio.models": "advaudio.models.registry",
+    "advaudio.models": "advaudio.models.builtins",
     "advaudio.attacks": "advaudio.attacks.registry",
-    "advaudio.datasets": "advaudio.datasets",
-    "advaudio.representations": "advaudio.features",
+    "advaudio.datasets": "advaudio.datasets.registry",
+    "advaudio.representations": "advaudio.features.representations",
     "advaudio.defenses": "advaudio.training.defenses",
 }
 
@@ -76,6 +76,34 @@ class PluginWarning(UserWarning):
 def warn(text: str) -> None:
     """One-line warning: the CLI prints it as ``advaudio: warning: …`` (see :mod:`advaudio.cli`)."""
     warnings.warn(text, PluginWarning, stacklevel=3)
+
+
+#: What a group's plugins are called in messages.
+WHAT: dict[str, str] = {"advaudio.models": "model", "advaudio.attacks": "attack", "advaudio.datasets": "dataset",
+                        "advaudio.representations": "representation", "advaudio.defenses": "defense"}
+_warned: set[str] = set()  # each clash is said once per process, whether the names or the registry meet it first
+
+
+def _usable(group: str, builtins: Iterable[str]) -> dict[str, PluginInfo]:
+    """The declared plugins of ``group`` that take no built-in's name and no earlier distribution's
+    (by distribution name), from metadata; every refused one warned about once."""
+    builtins = set(builtins)
+    chosen: dict[str, PluginInfo] = {}
+    for info in sorted(declared(group), key=lambda i: (i.name, i.distribution.lower())):
+        what = WHAT.get(group, "plugin")
+        if info.name in builtins:
+            text = f"plugin {what} {info.name!r} of {info.describe()} is refused: advaudio has a built-in {what} of that name"
+        elif info.name in chosen:
+            text = f"plugin {what} {info.name!r} of {info.describe()} is refused: {chosen[info.name].describe()} declares it too"
+        else:
+            chosen[info.name] = info
+            continue
+        with _lock:
+            new = text not in _warned
+            _warned.add(text)
+        if new:
+            warn(text)
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,14 @@ def declared(group: str) -> list[PluginInfo]:
         return list(_declared.get(group, ()))
 
 
+def names(group: str, builtins: Iterable[str]) -> list[str]:
+    """The names a registry of ``group`` with these built-ins lists, read from metadata only (no plugin
+    and no registry owner is imported: option choices and ``--help`` stay light): the built-ins, then
+    the declared plugins' names that no built-in takes, sorted."""
+    builtins = list(builtins)
+    return builtins + sorted(_usable(group, builtins))
+
+
 def _scan() -> dict[str, list[PluginInfo]]:
     # importlib.metadata.entry_points() reads only entry_points.txt of each distribution (not their
     # METADATA: ~4x faster than walking distributions()), and keeps the first copy of a
@@ -136,6 +172,7 @@ def refresh() -> None:
     global _declared
     with _lock:
         _declared = None
+        _warned.clear()
         for registry in _registries.values():
             registry._reset()
 
@@ -188,17 +225,7 @@ class Registry(Mapping[str, T], Generic[T]):
         """The usable plugin names of this group (no clash), from metadata; clashes warned about once."""
         with _lock:
             if self._plugins is None:
-                chosen: dict[str, PluginInfo] = {}
-                for info in sorted(declared(self.group), key=lambda i: (i.name, i.distribution.lower())):
-                    if info.name in self.builtins:
-                        warn(f"plugin {self.what} {info.name!r} of {info.describe()} is refused: advaudio has a "
-                             f"built-in {self.what} of that name")
-                    elif info.name in chosen:
-                        warn(f"plugin {self.what} {info.name!r} of {info.describe()} is refused: "
-                             f"{chosen[info.name].describe()} declares it too")
-                    else:
-                        chosen[info.name] = info
-                self._plugins = chosen
+                self._plugins = _usable(self.group, self.builtins)
             return self._plugins
 
     def plugin(self, name: str) -> PluginInfo | None:

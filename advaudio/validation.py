@@ -15,14 +15,13 @@ advaudio.errors.ParameterError: hop_length must be a positive integer, got 0
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Collection
 from typing import Any, TypeVar
 
-import numpy as np
-
 from advaudio.errors import ParameterError
 
-__all__ = ["integer", "finite_float", "choice"]
+__all__ = ["integer", "finite_float", "choice", "device"]
 
 T = TypeVar("T")
 
@@ -33,7 +32,7 @@ def integer(name: str, value: Any, *, minimum: int = 1) -> int:
     ``bool`` is refused although it is an ``int`` subclass: ``True`` as a hop
     length is a mistake, not 1. numpy integers are accepted.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = {1: "a positive integer", 0: "a non-negative integer"}.get(
             minimum, f"an integer >= {minimum}"
         )
@@ -46,7 +45,7 @@ def finite_float(name: str, value: Any, *, positive: bool = False, minimum: floa
 
     Defaults: any finite number.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ParameterError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ParameterError(f"{name} must be finite, got {value!r}")
@@ -64,3 +63,13 @@ def choice(name: str, value: T, choices: Collection[T]) -> T:
             f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"
         )
     return value
+
+
+def device(name: str, value: Any) -> str:
+    """``value`` if it names a device a stage can ask torch for: ``auto``, ``cpu`` or ``cuda[:N]``
+    (checked as text, without torch; whether a GPU is there is the stage's question)."""
+    text = str(value).strip().lower()
+    kind, sep, index = text.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (sep and (kind == "auto" or not index.isdigit())):
+        raise ParameterError(f"{name} must be auto, cpu or cuda[:N], got {value!r}")
+    return text

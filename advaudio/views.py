@@ -69,58 +69,15 @@ import torch.nn.functional as F
 
 from advaudio.errors import ParameterError, StoreError
 from advaudio.store.reader import FeatureReader, sorted_unique
+from advaudio.view_spec import DEFAULT_PERCENTILES, SEPARATOR, parse_input_size, parse_view  # noqa: F401
 
-SEPARATOR = "+"
-DEFAULT_PERCENTILES = (0.5, 99.5)
 HISTOGRAM_BINS = 1 << 16
 FIT_CHUNK_CLIPS = 64
 
 
 # --------------------------------------------------------------------------- #
-# Names and sizes
+# Names and sizes: advaudio.view_spec (TrainConfig parses them without torch)
 # --------------------------------------------------------------------------- #
-def parse_view(spec: str | Sequence[str] | View) -> tuple[str, ...]:
-    """Representation names of a view spec: ``"dwt+chroma"`` → ``("dwt", "chroma")``."""
-    if isinstance(spec, View):
-        return spec.representations
-    if isinstance(spec, str):
-        names = tuple(part.strip() for part in spec.split(SEPARATOR))
-    else:
-        names = tuple(str(part).strip() for part in spec)
-    if not names or any(not n for n in names):
-        raise ParameterError(f"a view names representations joined by '+', e.g. 'dwt+chroma'; got {spec!r}")
-    if len(set(names)) != len(names):
-        raise ParameterError(f"view {spec!r} names a representation twice")
-    return names
-
-
-def parse_input_size(value: Any) -> tuple[int, int] | None:
-    """``None``/``"none"`` (keep the store's size), ``128``, ``"128x96"``, ``(128, 96)`` → ``(H, W)``."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("", "none", "native"):
-            return None
-        parts = text.replace("×", "x").split("x")
-        try:
-            sizes = [int(p) for p in parts]
-        except ValueError:
-            raise ParameterError(f"input size must look like 128 or 128x96 (HxW), got {value!r}") from None
-    elif isinstance(value, (int, np.integer)):
-        sizes = [int(value)]
-    else:
-        try:
-            sizes = [int(v) for v in value]
-        except (TypeError, ValueError):
-            raise ParameterError(f"input size must be (H, W), got {value!r}") from None
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) < 1:
-        raise ParameterError(f"input size must be two positive integers (H, W), got {value!r}")
-    return (sizes[0], sizes[1])
-
-
 def check_store_has(store, names: Sequence[str]) -> list[tuple[int, int]]:
     """Shapes ``(bands, frames)`` of ``names`` in ``store``; StoreError naming what it has otherwise."""
     have = store.representations

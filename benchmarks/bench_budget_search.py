@@ -46,13 +46,13 @@ from advaudio.attacks import AttackConfig, choose_targets, tune_budget  # noqa: 
 
 def synthetic_checkpoint(directory: Path, *, epochs: int) -> Path:
     from advaudio.features import FeatureConfig
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
     from advaudio.training import TrainConfig, train
 
-    res = featurize(FeaturizeConfig(dataset="synthetic",
+    res = featurize_store(FeaturizeConfig(dataset="synthetic",
                                     dataset_options={"clips_per_class": 40, "n_classes": 4, "duration": 1.0},
                                     features=FeatureConfig(representations=("stft",))),
-                    cache=directory / "cache", workers=0, progress=False)
+                          cache=directory / "cache", workers=0, progress=False)
     train(TrainConfig(store=str(res.store_dir), view="stft", model="resnet18", width=0.25, input_size=(64, 64),
                       batch_size=16, epochs=epochs, lr=3e-3, workers=0, device="cpu", amp=False),
           out_dir=directory / "run", progress=False)

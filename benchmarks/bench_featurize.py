@@ -36,7 +36,7 @@ import numpy as np
 
 from advaudio.datasets import load_clip, read_dataset
 from advaudio.features import FeatureConfig, compute_features
-from advaudio.stages.featurize import FeaturizeConfig, dask_client, featurize
+from advaudio.stages.featurize import FeaturizeConfig, dask_client, featurize_store
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
 
@@ -76,7 +76,7 @@ def compute_only(table, features: FeatureConfig) -> tuple[float, float]:
 def end_to_end(config: FeaturizeConfig, workers: int, cluster=None) -> float:
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
-        featurize(config, cache=cache, workers=workers, cluster=cluster, progress=False)
+        featurize_store(config, cache=cache, workers=workers, cluster=cluster, progress=False)
         return time.perf_counter() - t0
 
 
@@ -95,7 +95,7 @@ def peak_worker_memory(n_clips: int, workers: int) -> float:
         features=FeatureConfig(representations=("stft", "dwt")),
     )
     with tempfile.TemporaryDirectory() as cache, dask_client(workers=workers) as client:
-        featurize(config, cache=cache, progress=False, cluster=client.cluster)
+        featurize_store(config, cache=cache, progress=False, cluster=client.cluster)
         peaks = client.run(_peak_rss_mib)
     return max(peaks.values())
 

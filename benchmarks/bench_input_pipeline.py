@@ -113,7 +113,7 @@ class _EpochKeys(torch.utils.data.Sampler):
 
 def make_store(cache: str, clips_per_class: int, duration: float, workers: int) -> Store:
     from advaudio.features import FeatureConfig
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 
     config = FeaturizeConfig(
         dataset="synthetic",
@@ -122,7 +122,7 @@ def make_store(cache: str, clips_per_class: int, duration: float, workers: int) 
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = featurize(config, cache=cache, workers=workers, progress=True)
+        result = featurize_store(config, cache=cache, workers=workers, progress=True)
     return Store(result.store_dir)
 
 

@@ -9,7 +9,7 @@ import pytest
 def store(tmp_path_factory):
     """A real feature store (stft + chroma) of 4 synthetic classes × 12 one-second clips."""
     from advaudio.features import FeatureConfig
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
     from advaudio.store import Store
 
     config = FeaturizeConfig(
@@ -17,7 +17,7 @@ def store(tmp_path_factory):
         dataset_options={"clips_per_class": 12, "duration": 1.0, "n_classes": 4},
         features=FeatureConfig(representations=("stft", "chroma")),
     )
-    result = featurize(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False)
+    result = featurize_store(config, cache=tmp_path_factory.mktemp("cache"), workers=0, progress=False)
     return Store(result.store_dir)
 
 

@@ -21,7 +21,7 @@ from advaudio.cli import cli, main
 from advaudio.errors import ParameterError, StoreError
 from advaudio.features import FeatureConfig
 from advaudio.stages.attack import AttackStageConfig, attack_stage, choose_rows
-from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 SYNTH = {"clips_per_class": 10, "n_classes": 4, "duration": 1.0}
@@ -31,9 +31,9 @@ SYNTH = {"clips_per_class": 10, "n_classes": 4, "duration": 1.0}
 def trained(tmp_path_factory):
     """A tiny real store and a tiny model trained on it (module-wide, a few seconds)."""
     base = tmp_path_factory.mktemp("adv")
-    result = featurize(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
+    result = featurize_store(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
                                        features=FeatureConfig(representations=("stft", "chroma"))),
-                       cache=base / "cache", workers=0, progress=False)
+                             cache=base / "cache", workers=0, progress=False)
     run = base / "run"
     train(TrainConfig(store=str(result.store_dir), view="stft", model="resnet18", width=0.125,
                       input_size=(32, 32), epochs=4, workers=0, seed=0), out_dir=run, progress=False)
@@ -114,9 +114,9 @@ def test_limit_and_slices_partition_the_rows():
 
 def test_mismatched_store_and_bad_arguments_are_clear_errors(trained, tmp_path, capsys):
     store_dir, ckpt = trained
-    other = featurize(FeaturizeConfig(dataset="synthetic", dataset_options={**SYNTH, "seed": 9},
+    other = featurize_store(FeaturizeConfig(dataset="synthetic", dataset_options={**SYNTH, "seed": 9},
                                       features=FeatureConfig(representations=("stft",))),
-                      cache=tmp_path, workers=0, progress=False)
+                            cache=tmp_path, workers=0, progress=False)
     with pytest.raises(StoreError, match="was made from store"):
         attack_stage(AttackStageConfig(attacks=("fgsm",)), checkpoint=ckpt, store=other.store_dir, progress=False)
     with pytest.raises(ParameterError, match="unknown attack"):

@@ -15,8 +15,8 @@ from advaudio import store as st
 from advaudio.cli import main
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
-from advaudio.stages.featurize import FeaturizeConfig, featurize
-from advaudio.stages.retrain import retrain
+from advaudio.stages.featurize import FeaturizeConfig, featurize_store
+from advaudio.stages.retrain import retrain_checkpoint
 from advaudio.training import TrainConfig, load_checkpoint, train
 
 
@@ -86,9 +86,9 @@ def test_huge_float_samples_are_a_clip_error_not_infinite_features(tmp_path):
     (root / "b" / "gone.wav").symlink_to(root / "nowhere.wav")
     (root / "b" / "folder.wav").mkdir()
     os.mkfifo(root / "b" / "pipe.wav")
-    result = featurize(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"duration": 1.0},
+    result = featurize_store(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"duration": 1.0},
                                        features=FeatureConfig(representations=("stft",))),
-                       cache=tmp_path / "cache", workers=0, progress=False)
+                             cache=tmp_path / "cache", workers=0, progress=False)
     reasons = {Path(e["path"]).name: e["reason"] for e in result.errors}
     assert set(reasons) == {"huge.wav", "gone.wav", "folder.wav", "pipe.wav"}
     assert "non-finite stft values" in reasons["huge.wav"] and "e+30" in reasons["huge.wav"]
@@ -152,12 +152,12 @@ def test_adversarial_shards_are_checked_wherever_they_enter_training(store, mode
                     if entry == "train --extra":
                         _extra(store, model_run, path, tmp_path / f"{name}-extra")
                     else:
-                        retrain(model_run, out_dir=tmp_path / f"{name}-retrain", shards=[path], progress=False)
+                        retrain_checkpoint(model_run, out_dir=tmp_path / f"{name}-retrain", shards=[path], progress=False)
             path.unlink()
         # A shard made by another checkpoint is not this model's retraining data.
         other = _shard(store, model_run, "t-other", sha="0" * 64)
         with pytest.raises(StoreError, match="made by checkpoint 0000000000"):
-            retrain(model_run, out_dir=tmp_path / "other", shards=[other], progress=False)
+            retrain_checkpoint(model_run, out_dir=tmp_path / "other", shards=[other], progress=False)
     finally:
         for p in (store.directory / st.ADVERSARIAL_DIR).glob("t-*"):
             p.unlink()
@@ -189,10 +189,10 @@ def test_an_injected_enospc_is_a_one_line_store_error(monkeypatch, store, tmp_pa
                                                                    "duration": 0.5},
                              features=FeatureConfig(representations=("stft",)))
     with pytest.raises(StoreError, match=r"cannot write .*shard-00000\.h5: No space left on device"):
-        featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
+        featurize_store(config, cache=tmp_path / "cache", workers=0, progress=False)
     assert _no_temporaries(tmp_path) and not list((tmp_path / "cache").rglob("shard-*.h5"))
     monkeypatch.setattr(h5py.Group, "create_dataset", real)
-    featurize(config, cache=tmp_path / "cache", workers=0, progress=False)  # the disk has room again: it resumes
+    featurize_store(config, cache=tmp_path / "cache", workers=0, progress=False)  # the disk has room again: it resumes
 
     import torch
 
@@ -287,14 +287,14 @@ def test_a_second_featurize_is_told_another_is_active_and_spares_its_temporaries
         dead_tmp.write_bytes(b"left by a killed run")
         assert st.tmp_owner(live_tmp) == (live_tmp.name.split(".tmp-")[1].rsplit("-", 1)[0], other.pid)
         with pytest.raises(StoreError, match=f"another run \\(pid {other.pid} on .*\\) is writing store"):
-            featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
+            featurize_store(config, cache=tmp_path / "cache", workers=0, progress=False)
         assert st.remove_stale_tmp(plan.store_dir / st.SHARD_DIR) == 1
         assert live_tmp.exists() and not dead_tmp.exists()  # the live writer's file is left alone
     finally:
         os.kill(other.pid, signal.SIGKILL)
         other.wait()
     # Its owner killed (the kernel drops its lock): the next run takes over and cleans up.
-    result = featurize(config, cache=tmp_path / "cache", workers=0, progress=False)
+    result = featurize_store(config, cache=tmp_path / "cache", workers=0, progress=False)
     assert st.Store(result.store_dir) and not live_tmp.exists() and _no_temporaries(tmp_path)
 
 

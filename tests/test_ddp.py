@@ -11,6 +11,7 @@ import h5py
 import pytest
 import torch
 
+from advaudio.augment import Augmentation
 from advaudio.data import StoreBatches, plan_epoch
 from advaudio.models import create_model
 from advaudio.training import TrainConfig, evaluate, load_checkpoint, train
@@ -99,15 +100,26 @@ def single(store, tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path):
-    """The ranks' shares of a batch are the single-process batch: rows, extra samples, time shifts."""
+AUGMENTATIONS = {
+    "time shift": None,
+    "masks, gain, mixup": Augmentation(freq_masks=2, freq_mask_width=0.3, time_masks=1, time_mask_width=0.4,
+                                       gain_db=6.0, mixing="mixup", mixup_alpha=0.5),
+    "between-class": Augmentation(gain_db=3.0, mixing="bc", freq_masks=1, freq_mask_width=0.2),
+}
+
+
+@pytest.mark.parametrize("augmentation", list(AUGMENTATIONS))
+def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path, augmentation):
+    """The ranks' shares of a batch are the single-process batch: rows, extra samples, time shifts,
+    masks, gains and mixed inputs and labels (each rank reads its samples' partners itself)."""
     rows = store.select(exclude_folds=[5])
     view = fit_view(store, "stft", rows=rows, input_size=(24, 20))
     adv = tmp_path / "adv.h5"
     with store.reader() as f, h5py.File(adv, "w") as g:
         g["adversarial"] = view.read(f, rows[:9]).numpy()
         g["label"] = store.labels[rows[:9]]
-    kw = dict(batch_size=7, shuffle=True, seed=5, time_shift=0.5, extra_sources=[{"path": str(adv)}], mix=0.3)
+    kw = dict(batch_size=7, shuffle=True, seed=5, time_shift=0.5, extra_sources=[{"path": str(adv)}], mix=0.3,
+              augmentation=AUGMENTATIONS[augmentation])
     whole = StoreBatches(store, view, rows, **kw)
     world = 3
     shares = [StoreBatches(store, view, rows, rank=r, world_size=world, **kw) for r in range(world)]
@@ -118,11 +130,12 @@ def test_shares_partition_every_batch_with_its_augmentation(store, tmp_path):
             parts = [s[epoch, i] for s in shares]
             sizes = [p["y"].numel() for p in parts]
             assert sum(sizes) == ref["y"].numel() and max(sizes) - min(sizes) <= 1
-            x = torch.empty_like(ref["x"])
-            y = torch.empty_like(ref["y"])
-            for r, p in enumerate(parts):  # rank r holds positions r, r + world, … of the batch
-                x[r::world], y[r::world] = p["x"], p["y"]
-            assert torch.equal(x, ref["x"]) and torch.equal(y, ref["y"])
+            for key in ref:  # x, y, source, index and, with mixing, target
+                whole_batch = torch.empty_like(ref[key])
+                for r, p in enumerate(parts):  # rank r holds positions r, r + world, … of the batch
+                    whole_batch[r::world] = p[key]
+                assert torch.equal(whole_batch, ref[key]), key
+            assert ("target" in ref) == (augmentation != "time shift")
             assert whole.global_batch_size(epoch, i) == shares[1].global_batch_size(epoch, i) == ref["y"].numel()
     # a batch smaller than the world: the surplus ranks get empty shares of the right shape
     tiny = plan_epoch(rows[:2], 2, shuffle=False)[0]

@@ -117,7 +117,8 @@ def _config(store, **values):
     from advaudio.training import TrainConfig
 
     base = dict(store=store.directory, view="stft", model="resnet18", width=0.125, input_size=(16, 16),
-                test_fold=4, epochs=2, batch_size=8, workers=0, device="cpu", seed=1)
+                test_fold=4, epochs=2, batch_size=8, workers=0, device="cpu", seed=1,
+                recipe="paper")  # time shifts only: the clean run and a defended one differ by the defense alone
     return TrainConfig(**{**base, **values})
 
 
@@ -196,12 +197,16 @@ def test_sample_seeds_follow_the_global_position_under_ddp():
 
 
 def test_train_cli_takes_defense_params():
-    from advaudio.cli.train import _defense_params
+    from advaudio.stages.train_config import TRAIN, defense_params
 
-    assert _defense_params(("defense.epsilon=8/255", "pgd-at.steps=3"), "pgd-at") == {"epsilon": 8 / 255,
-                                                                                      "steps": 3}
+    assert defense_params(("defense.epsilon=8/255", "pgd-at.steps=3"), "pgd-at") == {"epsilon": 8 / 255,
+                                                                                     "steps": 3}
+    # the API's dict of dicts is the same option (train(param={"defense": {...}}))
+    assert defense_params({"defense": {"epsilon": "8/255"}, "pgd-at": {"steps": 3}}, "pgd-at") == {
+        "epsilon": 8 / 255, "steps": 3}
     with pytest.raises(ParameterError, match="defense.KEY=VALUE"):
-        _defense_params(("pgd.steps=3",), "pgd-at")
+        defense_params(("pgd.steps=3",), "pgd-at")
+    assert TRAIN.option("param").short == "-p"
 
 
 # --------------------------------------------------------------------------- AutoAttack

@@ -434,14 +434,14 @@ def test_store_records_librosa_version_and_chromagram_path(tmp_path, monkeypatch
     import h5py
 
     from advaudio import store as st
-    from advaudio.stages.featurize import FeaturizeConfig, featurize, plan_featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store, plan_featurize
 
     config = FeaturizeConfig(
         dataset="synthetic",
         dataset_options={"clips_per_class": 1, "n_classes": 2, "duration": 0.5},
         features=FeatureConfig(representations=("chroma",)),
     )
-    store_dir = featurize(config, cache=tmp_path, workers=0, progress=False).store_dir
+    store_dir = featurize_store(config, cache=tmp_path, workers=0, progress=False).store_dir
     recorded = st.Store(store_dir).config
     assert {k: recorded[k] for k in F.provenance()} == F.provenance() == {
         "transform_version": F.TRANSFORM_VERSION,
@@ -453,7 +453,7 @@ def test_store_records_librosa_version_and_chromagram_path(tmp_path, monkeypatch
     fingerprint = plan_featurize(config, cache=tmp_path).fingerprint
     monkeypatch.setattr(librosa, "__version__", "0.10.2")
     other_librosa = plan_featurize(config, cache=tmp_path).fingerprint
-    monkeypatch.setattr(F, "IMPLEMENTATION", "librosa")
+    monkeypatch.setattr(F.representations, "IMPLEMENTATION", "librosa")  # the module provenance() reads
     monkeypatch.setattr(librosa, "__version__", recorded["librosa_version"])
     other_path = plan_featurize(config, cache=tmp_path).fingerprint
     assert len({fingerprint, other_librosa, other_path}) == 3

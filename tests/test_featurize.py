@@ -21,7 +21,7 @@ from advaudio.cli import cli, main
 from advaudio.datasets import load_clip, read_dataset
 from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig, compute_features
-from advaudio.stages.featurize import FeaturizeConfig, featurize, plan_featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize_store, plan_featurize
 
 ESC10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "esc10"
 SYNTH = {"clips_per_class": 4, "n_classes": 3, "duration": 1.0}
@@ -56,7 +56,7 @@ def assert_store_matches_direct_computation(store_dir: Path, config: FeaturizeCo
 @pytest.mark.floats
 def test_featurize_on_local_dask_cluster_matches_single_process(tmp_path):
     config = synthetic_config()
-    result = featurize(config, cache=tmp_path, workers=2, progress=False)
+    result = featurize_store(config, cache=tmp_path, workers=2, progress=False)
     assert result.clips == result.featurized == 12 and result.failed == 0
     assert result.shards_written == 3
     assert result.store_dir.name.startswith("synthetic-")
@@ -72,7 +72,7 @@ def test_featurize_on_local_dask_cluster_matches_single_process(tmp_path):
     for entry in manifest["shards"]:
         assert st.sha256_file(result.store_dir / entry["file"]) == entry["sha256"]
     # A second run finds the finished store and recomputes nothing.
-    again = featurize(config, cache=tmp_path, workers=0, progress=False)
+    again = featurize_store(config, cache=tmp_path, workers=0, progress=False)
     assert again.already_complete and again.store_dir == result.store_dir
 
 
@@ -175,8 +175,8 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_store_info_verify_and_missing_shard(tmp_path):
-    result = featurize(synthetic_config(features=FeatureConfig(representations=("stft",))),
-                       cache=tmp_path, workers=0, progress=False)
+    result = featurize_store(synthetic_config(features=FeatureConfig(representations=("stft",))),
+                             cache=tmp_path, workers=0, progress=False)
     runner = CliRunner()
     out = runner.invoke(cli, ["store", "info", str(result.store_dir), "--verify"])
     assert out.exit_code == 0, out.output
@@ -231,7 +231,7 @@ def test_real_esc10_subset_featurizes(tmp_path):
         pytest.skip(f"real ESC-10 copy not found at {ESC10}")
     config = FeaturizeConfig(dataset="esc10", root=str(ESC10), folds=(1,), limit_per_class=1,
                              features=FEATURES, shard_size=4)
-    result = featurize(config, cache=tmp_path, workers=0, progress=False)
+    result = featurize_store(config, cache=tmp_path, workers=0, progress=False)
     assert result.featurized == 10 and result.failed == 0
     store = st.Store(result.store_dir)
     assert store.num_classes == 10 and set(store.folds) == {1}

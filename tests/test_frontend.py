@@ -131,10 +131,10 @@ def test_chroma_floor_is_recorded_only_when_set():
 # Views of a store: FrontEnd against View.read
 # --------------------------------------------------------------------------- #
 def _featurize(cache, **options):
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
     from advaudio.store import Store
 
-    result = featurize(FeaturizeConfig(**options), cache=cache, workers=0, progress=False)
+    result = featurize_store(FeaturizeConfig(**options), cache=cache, workers=0, progress=False)
     return Store(result.store_dir)
 
 

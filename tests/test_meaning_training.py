@@ -24,7 +24,7 @@ from advaudio import store as st
 from advaudio.cli import cli
 from advaudio.errors import StoreError
 from advaudio.models import create_model
-from advaudio.stages.retrain import RetrainConfig, retrain
+from advaudio.stages.retrain import RetrainConfig, retrain_checkpoint
 from advaudio.store import Store, find_shards
 from advaudio.training import TrainConfig, evaluate, load_checkpoint, train
 from advaudio.training.evaluation import recalibrate_bn
@@ -37,7 +37,7 @@ U32 = 2.0**-24
 
 def _make_store(cache):
     from advaudio.features import FeatureConfig
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 
     config = FeaturizeConfig(
         dataset="synthetic",
@@ -46,7 +46,7 @@ def _make_store(cache):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Store(featurize(config, cache=cache, workers=0, progress=False).store_dir)
+        return Store(featurize_store(config, cache=cache, workers=0, progress=False).store_dir)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,10 @@ def test_the_test_fold_asked_for_is_held_out(store, meta, test_fold):
     np.testing.assert_array_equal(split.train, np.flatnonzero(folds != test_fold))
     assert split.val.size == 0 and split.test_fold == test_fold and split.val_fold is None
     assert split.train_folds == sorted(set(folds.tolist()) - {test_fold})
+    # every set, the empty validation set too, is integer rows the store can be indexed with
+    for rows in (split.train, split.val, split.test):
+        assert rows.dtype.kind in "iu"
+        assert store.labels[rows].shape == rows.shape
 
 
 def test_without_a_test_fold_the_highest_fold_is_held_out(store, meta):
@@ -389,8 +393,11 @@ def test_retraining_starts_where_its_mode_says_at_the_learning_rate_it_says(stor
     _cli("retrain", "--checkpoint", str(parent), "--out", str(store.directory / "unused"), "--epochs", "1",
          "--mix", "0.25", "--no-progress")
     assert given[-1].epochs == 1 and given[-1].mix == 0.25
-    retrain(parent, out_dir=store.directory / "unused", config=RetrainConfig(mode="from-scratch"), progress=False)
-    assert (given[-1].lr, given[-1].init_checkpoint) == (base.lr, None)  # the API says the same
+    retrain_checkpoint(parent, out_dir=store.directory / "unused", config=RetrainConfig(mode="from-scratch"),
+                       progress=False)
+    assert (given[-1].lr, given[-1].init_checkpoint) == (base.lr, None)  # the config-level function says the same
+    advaudio.retrain(checkpoint=parent, out=store.directory / "unused", mode="from-scratch", epochs=1, progress=False)
+    assert (given[-1].lr, given[-1].init_checkpoint, given[-1].epochs) == (base.lr, None, 1)  # and the API
 
 
 def _parameters(state: dict) -> dict[str, torch.Tensor]:
@@ -435,7 +442,7 @@ def attacked(store, fold2, tmp_path_factory):
         doc = attack_stage(config, checkpoint=fold2["checkpoint"], out_dir=out / name, device="cpu", progress=False)
         (record,) = doc["attacks"]
         shard = st.AdversarialShard.open(record["shard"])
-        shards[name] = {"arrays": shard.read(), "attrs": shard.attrs.to_attrs(), "record": record}
+        shards[name] = {"arrays": shard.read(), "attrs": dataclasses.asdict(shard.attrs), "record": record}
     return shards
 
 

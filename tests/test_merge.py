@@ -23,7 +23,7 @@ from advaudio.errors import StoreError
 from advaudio.features import FeatureConfig
 from advaudio.reporting import collect_runs
 from advaudio.stages.attack import AttackStageConfig, attack_stage
-from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 from advaudio.stages.merge import merge_results
 from advaudio.store import find_shards
 from advaudio.training import TrainConfig, train
@@ -43,11 +43,11 @@ def merged_shards(doc):
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("merge")
-    res = featurize(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
+    res = featurize_store(FeaturizeConfig(dataset="synthetic", dataset_options=SYNTH,
                                     features=FeatureConfig(representations=("stft",))),
-                    cache=base / "cache", workers=0, progress=False)
+                          cache=base / "cache", workers=0, progress=False)
     train(TrainConfig(store=str(res.store_dir), view="stft", model="resnet18", width=0.125, input_size=(32, 32),
-                      batch_size=4, epochs=2, lr=5e-3, time_shift=0.0, workers=0, device="cpu", amp=False),
+                      batch_size=4, epochs=2, lr=5e-3, time_shift=0.0, workers=0, device="cpu", amp=False, recipe="paper"),
           out_dir=base / "run", progress=False)
     return res.store_dir, base / "run" / "checkpoint.pt"
 

@@ -15,14 +15,14 @@ from advaudio.features import numba_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Imports librosa (lazy: no kernels yet), says so, then imports advaudio.features,
-# which loads librosa.util.utils' kernels under the lock, and prints when it has.
+# Imports librosa (lazy: no kernels yet), says so, then imports advaudio.features.representations
+# (the transforms' registry), which loads librosa.util.utils' kernels under the lock, and prints when it has.
 CHILD = """
 import sys, time
 import librosa
 assert "librosa.util.utils" not in sys.modules
 print("ready", flush=True)
-import advaudio.features
+import advaudio.features.representations
 assert "librosa.util.utils" in sys.modules
 print("loaded", time.time(), flush=True)
 """

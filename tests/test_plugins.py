@@ -226,8 +226,10 @@ def test_an_attack_with_one_epsilon_per_call_is_bisected_and_says_so(installed, 
 def _train(store, out: Path, **values):
     from advaudio.training import TrainConfig, train
 
+    # the paper recipe: the subject is the defense's step, not the augmentation (which a defense turns partly off)
     config = TrainConfig(store=store.directory, view="stft", model="resnet18", width=0.125, input_size=(16, 16),
-                         test_fold=4, epochs=1, batch_size=8, workers=0, device="cpu", seed=1, **values)
+                         test_fold=4, epochs=1, batch_size=8, workers=0, device="cpu", seed=1, recipe="paper",
+                         **values)
     train(config, out_dir=out, progress=False)
     return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
 

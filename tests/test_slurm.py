@@ -27,7 +27,7 @@ from advaudio import store as st
 from advaudio.cluster import ClusterConfig, cluster_job_script, make_cluster
 from advaudio.errors import AdvaudioError, ParameterError
 from advaudio.features import FeatureConfig
-from advaudio.stages.featurize import FeaturizeConfig, featurize
+from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 from advaudio.store import Store
 
 pytestmark = pytest.mark.slow
@@ -198,7 +198,7 @@ def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path)
             worker_jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
             assert sorted(worker_jobs.values()) == job_ids
             assert set(_job_states(job_ids).values()) == {"RUNNING"}
-        result = featurize(config, cache=tmp_path / "slurm", cluster=cluster, progress=False)
+        result = featurize_store(config, cache=tmp_path / "slurm", cluster=cluster, progress=False)
         assert (result.clips, result.featurized, result.failed, result.shards_written) == (12, 12, 0, 3)
     t_slurm = time.perf_counter() - t0
     # Closing the cluster cancels the jobs: none is left in the queue.
@@ -209,7 +209,7 @@ def test_featurize_on_slurm_worker_jobs_matches_local_run(local_slurm, tmp_path)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(
         f"advaudio-dask-{j}.{ext}" for j in job_ids for ext in ("err", "out"))
 
-    local = featurize(config, cache=tmp_path / "local", workers=0, progress=False)
+    local = featurize_store(config, cache=tmp_path / "local", workers=0, progress=False)
     assert local.store_dir.name == result.store_dir.name  # same fingerprint
     assert_same_store(result.store_dir, local.store_dir)
     print(f"\nSLURM featurize: first worker after {t_first_worker:.1f} s, "
@@ -302,7 +302,7 @@ def _run_featurize_sbatch(tmp_path: Path, *sbatch_args: str, **variables: str) -
 def test_featurize_sbatch_script_end_to_end(local_slurm, tmp_path):
     text, store_dir = _run_featurize_sbatch(tmp_path, WORKERS="2")
     assert "featurized 12/12 clips" in text and "0 failed" in text
-    local = featurize(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
+    local = featurize_store(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
     assert store_dir.name == local.store_dir.name
     assert_same_store(store_dir, local.store_dir)
 
@@ -327,7 +327,7 @@ def test_featurize_sbatch_driver_mode_submits_worker_jobs(local_slurm, tmp_path)
         INTERFACE="lo", SETUP=PROLOGUE[0])
     assert "featurized 12/12 clips" in text
     assert list((tmp_path / "advaudio-dask-logs").glob("advaudio-dask-*.err")), "no worker job ran"
-    local = featurize(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
+    local = featurize_store(tiny_config(), cache=tmp_path / "local", workers=0, progress=False)
     assert_same_store(store_dir, local.store_dir)
 
 
@@ -337,11 +337,11 @@ def _tiny_checkpoint(directory: Path) -> tuple[Path, Path]:
     """A real store (3 classes × 6 clips, 3 folds, STFT) and a tiny ResNet-18 on it (a few seconds)."""
     from advaudio.training import TrainConfig, train
 
-    res = featurize(FeaturizeConfig(dataset="synthetic",
+    res = featurize_store(FeaturizeConfig(dataset="synthetic",
                                     dataset_options={"clips_per_class": 6, "n_classes": 3, "duration": 1.0,
                                                      "n_folds": 3},
                                     features=FeatureConfig(representations=("stft",))),
-                    cache=directory / "cache", workers=0, progress=False)
+                          cache=directory / "cache", workers=0, progress=False)
     train(TrainConfig(store=str(res.store_dir), view="stft", model="resnet18", width=0.125, input_size=(32, 32),
                       batch_size=4, epochs=2, lr=5e-3, time_shift=0.0, workers=0, device="cpu", amp=False),
           out_dir=directory / "run", progress=False)
@@ -552,7 +552,7 @@ resources = "--time=00:10:00"
 @pytest.mark.floats
 def test_study_runs_as_a_slurm_job_chain(local_slurm, tmp_path):
     """`advaudio study run` with the slurm executor: featurize → one job per cell → report, all from the file."""
-    from advaudio.study.plan import plan_study
+    from advaudio.study.planning import plan_study
     from advaudio.study.spec import read_study
 
     study_file = tmp_path / "s.toml"

@@ -27,7 +27,7 @@ from advaudio.attacks import quantile_budget
 from advaudio.errors import ParameterError
 from advaudio.study import cellfile
 from advaudio.study.examples import EXAMPLES, example_study
-from advaudio.study.plan import plan_study
+from advaudio.study.planning import plan_study
 from advaudio.study.spec import read_study
 from advaudio.training import load_checkpoint
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _make_store(cache, **options):
     from advaudio.features import FeatureConfig
-    from advaudio.stages.featurize import FeaturizeConfig, featurize
+    from advaudio.stages.featurize import FeaturizeConfig, featurize_store
 
     config = FeaturizeConfig(
         dataset="synthetic",
@@ -37,7 +37,7 @@ def _make_store(cache, **options):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Store(featurize(config, cache=cache, workers=0, progress=False).store_dir)
+        return Store(featurize_store(config, cache=cache, workers=0, progress=False).store_dir)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def store(tmp_path_factory):
 
 
 def _config(store, **kw):
+    # The paper recipe: the loop's mechanics are under test (tests/test_recipe.py runs the augmented one).
     base = dict(store=str(store.directory), view="stft+chroma", model="resnet18", width=0.125, input_size=32,
-                test_fold=5, epochs=2, batch_size=8, lr=3e-3, seed=0, workers=0, device="cpu")
+                test_fold=5, epochs=2, batch_size=8, lr=3e-3, seed=0, workers=0, device="cpu", recipe="paper")
     return TrainConfig(**{**base, **kw})
 
 

@@ -57,59 +57,21 @@ The definitions (attacked samples, success, fooling rate, queries) are in
 :mod:`advaudio.attacks.engine`, the budget search in :mod:`advaudio.attacks.tuning`.
 """
 
-from advaudio.attacks._foolbox import foolbox_version
-from advaudio.attacks.base import AttackSpec, StepContext
-from advaudio.attacks.engine import run_attack
-from advaudio.attacks.params import (
-    FIXED_BUDGET,
-    MINIMISATION,
-    PARAMS,
-    AttackConfig,
-    AttackParams,
-    BIMParams,
-    BoundaryParams,
-    CarliniWagnerParams,
-    DeepFoolParams,
-    EADParams,
-    FGSMParams,
-    FMNParams,
-    HopSkipJumpParams,
-    PGDParams,
-)
-from advaudio.attacks.registry import ATTACKS, attack_plugin, list_attacks
-from advaudio.attacks.results import AttackResult, Note, TuningResult, perturbation_norms
-from advaudio.attacks.targets import choose_targets
-from advaudio.attacks.tuning import fooling_rate_curve, minimisation_budget, quantile_budget, tune_budget
+from advaudio.lazy import exports, names
 
-__all__ = [
-    "ATTACKS",
-    "FIXED_BUDGET",
-    "MINIMISATION",
-    "PARAMS",
-    "AttackConfig",
-    "AttackParams",
-    "AttackResult",
-    "AttackSpec",
-    "BIMParams",
-    "BoundaryParams",
-    "CarliniWagnerParams",
-    "DeepFoolParams",
-    "EADParams",
-    "FGSMParams",
-    "FMNParams",
-    "HopSkipJumpParams",
-    "Note",
-    "PGDParams",
-    "StepContext",
-    "TuningResult",
-    "attack_plugin",
-    "choose_targets",
-    "fooling_rate_curve",
-    "foolbox_version",
-    "list_attacks",
-    "minimisation_budget",
-    "perturbation_norms",
-    "quantile_budget",
-    "run_attack",
-    "tune_budget",
-]
+# Imported on first use (advaudio.lazy): the parameter classes (:mod:`.params`) stay importable
+# without torch and Foolbox, so that option listings and --help are fast.
+_EXPORTS = {
+    "._foolbox": ["foolbox_version"],
+    ".base": ["AttackSpec", "StepContext"],
+    ".engine": ["run_attack"],
+    ".params": ["FIXED_BUDGET", "MINIMISATION", "PARAMS", "AttackConfig", "AttackParams", "BIMParams",
+                "BoundaryParams", "CarliniWagnerParams", "DeepFoolParams", "EADParams", "FGSMParams", "FMNParams",
+                "HopSkipJumpParams", "PGDParams"],
+    ".registry": ["ATTACKS", "attack_plugin", "list_attacks"],
+    ".results": ["AttackResult", "Note", "TuningResult", "perturbation_norms"],
+    ".targets": ["choose_targets"],
+    ".tuning": ["fooling_rate_curve", "minimisation_budget", "quantile_budget", "tune_budget"],
+}
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__all__ = names(_EXPORTS)

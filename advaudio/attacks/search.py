@@ -48,14 +48,12 @@ import torch
 from advaudio.attacks._model import CountingModel, attack_mode, batched_logits
 from advaudio.attacks.base import StepContext
 from advaudio.attacks.engine import Prepared
+from advaudio.attacks.params import PRECISIONS
 from advaudio.attacks.results import AttackResult, Note, perturbation_norms
 from advaudio.attacks.stepping import StepResult, margins, unit_noise
 from advaudio.errors import ParameterError
 
 __all__ = ["GROWTH", "PRECISIONS", "START_DIVISOR", "per_clip_search", "step_settings"]
-
-#: Where the tolerance applies: every clip's minimal ε, or only the budget (their quantile).
-PRECISIONS = ("quantile", "clip")
 
 #: Bracket growth / shrink factor per probe before a clip is bracketed.
 GROWTH = 4.0

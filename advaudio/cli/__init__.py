@@ -2,7 +2,11 @@
 
 One module per command (or group of commands) in data-flow order; each is
 imported only when its command runs or its help is shown, so that a quick
-query (``advaudio path``) does not pay for torch, librosa and Dask.
+query (``advaudio path``) does not pay for torch, librosa and Dask. A command's
+options are generated (:func:`advaudio.cli._common.command`) from the declarations
+its Python function is made from (the stages' light ``<stage>_config`` modules), and
+its callback calls that function (``advaudio.attack`` …) and prints the result;
+``--help`` imports only the declarations.
 Errors a user can fix (:class:`advaudio.errors.AdvaudioError`) print as one
 line on standard error and exit with status 2.
 """

@@ -1,4 +1,5 @@
-"""``advaudio store info | merge``."""
+"""``advaudio store info | merge``: ``store merge`` is :func:`advaudio.merge` (options:
+:mod:`advaudio.stages.merge_config`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 
 import click
 
-from advaudio.layout import SPLITS
+from advaudio.cli._common import command
+from advaudio.stages.merge_config import MERGE
 
 
 @click.group()
@@ -62,38 +64,4 @@ def store_info(path, as_json, verify):
         sys.exit(1)
 
 
-@store.command("merge")
-@click.argument("path", type=click.Path(file_okay=False))
-@click.option("--round", "round_", type=int, required=True, help="Round of the sliced attack run.")
-@click.option("--split", type=click.Choice(SPLITS), required=True, help="Split of the sliced attack run.")
-@click.option("--checkpoint-sha", default=None, metavar="SHA",
-              help="sha256 (or a prefix) of the attacked checkpoint [default: the only one with slices].")
-@click.option("--attack", default=None, help="Merge only this attack [default: every attack with slices].")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the slices wrote attack-round<K>-<split>-slice*.json (their --out) and where the merged "
-                   "results go [default: the checkpoint's directory].")
-@click.option("--allow-mixed-budgets", is_flag=True,
-              help="Fixed-budget attacks (fgsm, bim, pgd) whose slices tuned different ε: merge anyway, each "
-                   "slice's examples at its own ε, the set's budget their maximum.")
-@click.option("--force", is_flag=True, help="Replace an unsliced run's shard and results of the same set.")
-def store_merge(path, round_, split, checkpoint_sha, attack, results_dir, allow_mixed_budgets, force):
-    """Merge the slices of a job-array attack (attack --slice I/N) into one registered set.
-
-    Checks that slices 0..N-1 are all there and were run alike, concatenates
-    them in slice order into adversarial/round<K>-<split>-<sha>-<attack>.h5
-    and writes attack-round<K>-<split>.json beside the slices' results, as an
-    unsliced run would (minimisation attacks: budget recomputed over all
-    clips). Merging again is harmless. Prints the results path last.
-    """
-    from advaudio.stages.attack import format_table
-    from advaudio.stages.merge import merge_results
-
-    doc = merge_results(path, round=round_, split=split, checkpoint_sha=checkpoint_sha, attack=attack,
-                        results_dir=results_dir, allow_mixed_budgets=allow_mixed_budgets, force=force)
-    merged = [r for r in doc["attacks"] if r["attack"] in doc["merged"]]
-    click.echo(format_table({"attacks": merged}))
-    for r in merged:
-        n = len(r["merged_from"]["slices"])
-        state = "merged" if r["written"] else "already merged, unchanged"
-        click.echo(f"{r['attack']}: {n} slices, {r['n_samples']} clips, {state}: {r['shard']}")
-    click.echo(doc["results_path"])
+store.add_command(command(MERGE, "advaudio.stages.merge:merge"), "merge")

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from advaudio.errors import ParameterError, check_known_fields
-from advaudio.features.spectral import check_dwt_hop, check_wavelet, check_window
-from advaudio.features.tonal import C1_HZ, check_cqt_range
 from advaudio.validation import finite_float, integer
 
 __all__ = ["FeatureConfig"]
+
+#: C1 in Hz, the CQT's default lowest frequency: ``librosa.note_to_hz("C1")`` (MIDI note 24), written
+#: out so that this module imports no transform library (option listings read its defaults).
+C1_HZ = 440.0 * 2.0 ** ((24 - 69) / 12)
 
 _DEFAULT_REPRESENTATIONS = ("stft", "dwt", "chroma", "tonnetz")
 
@@ -95,7 +97,10 @@ class FeatureConfig:
     chroma_floor_db: float | None = None
 
     def __post_init__(self) -> None:
-        from advaudio.features import REPRESENTATIONS  # the package imports this module first
+        # Here, not at the top: this module is light (the registry's module imports it).
+        from advaudio.features import REPRESENTATIONS
+        from advaudio.features.spectral import check_dwt_hop, check_wavelet, check_window
+        from advaudio.features.tonal import check_cqt_range
 
         reps = self.representations
         if isinstance(reps, str) or not isinstance(reps, (tuple, list)):

@@ -8,47 +8,24 @@ layout) and ResNet-56 (CIFAR layout), in plain torch. Each takes any number of i
 channels and any input at least ``model.min_input_size`` pixels high and wide, and
 returns logits. ``width`` scales every hidden channel count; at width 1 with 3 input
 channels and 1000 classes the parameter counts equal the published ones.
-Adding an architecture is one ``@register_model`` factory in a module imported here, or,
+Adding an architecture is one ``@register_model`` factory in a module imported by
+:mod:`.builtins` (and its name in :mod:`.names`), or,
 from another distribution, one entry point in the group ``advaudio.models``
 (:mod:`advaudio.plugins`; :data:`MODELS` lists both).
 """
 
-# Importing the architecture modules registers their factories.
-from .alexnet import AlexNet, alexnet
-from .base import Classifier
-from .googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
-from .registry import (
-    MODELS,
-    ModuleClassifier,
-    create_model,
-    list_models,
-    model_from_config,
-    model_options,
-    model_plugin,
-    register_model,
-)
-from .resnet import ResNet, resnet18, resnet34, resnet56
-from .vgg import VGG, vgg16
+from advaudio.lazy import exports, names
 
-__all__ = [
-    "AlexNet",
-    "Classifier",
-    "GoogLeNet",
-    "GoogLeNetOutputs",
-    "MODELS",
-    "ModuleClassifier",
-    "ResNet",
-    "VGG",
-    "alexnet",
-    "googlenet",
-    "resnet18",
-    "resnet34",
-    "resnet56",
-    "vgg16",
-    "create_model",
-    "list_models",
-    "model_from_config",
-    "model_options",
-    "model_plugin",
-    "register_model",
-]
+# Imported on first use (advaudio.lazy), the architectures first (importing them registers their
+# factories); :mod:`.names` lists the built-in names without torch.
+_EXPORTS = {
+    ".alexnet": ["AlexNet", "alexnet"],
+    ".base": ["Classifier"],
+    ".googlenet": ["GoogLeNet", "GoogLeNetOutputs", "googlenet"],
+    ".registry": ["MODELS", "ModuleClassifier", "create_model", "list_models", "model_from_config", "model_options",
+                  "model_plugin", "register_model"],
+    ".resnet": ["ResNet", "resnet18", "resnet34", "resnet56"],
+    ".vgg": ["VGG", "vgg16"],
+}
+__getattr__, __dir__ = exports(__name__, _EXPORTS, first=[".builtins"])
+__all__ = names(_EXPORTS)

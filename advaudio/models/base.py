@@ -107,7 +107,9 @@ class Classifier(nn.Module):
 
         Args:
             output: what :meth:`forward` returned for the batch.
-            target: class indices, shape ``(N,)``.
+            target: class indices, shape ``(N,)``, or class probabilities, shape ``(N, classes)``
+                (mixed samples' soft labels: mixup, between-class mixing). An override must
+                take both; ``F.cross_entropy`` does.
             label_smoothing: cross-entropy label smoothing (0: none).
             denominator: None for the mean over the batch; otherwise the summed loss
                 divided by it (a share of a larger batch whose mean is wanted).
@@ -118,7 +120,8 @@ class Classifier(nn.Module):
 def cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0, denominator: float | None = None
 ) -> torch.Tensor:
-    """Cross-entropy of one head: the batch mean, or with ``denominator`` the sum divided by it."""
+    """Cross-entropy of one head: the batch mean, or with ``denominator`` the sum divided by it.
+    ``target``: class indices or class probabilities (soft labels)."""
     if denominator is None:
         return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="sum") / denominator

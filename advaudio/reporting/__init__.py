@@ -33,22 +33,15 @@ Its command line is ``advaudio report``. The study report (``advaudio study repo
 is :mod:`advaudio.study.report_writer`, built on these pieces.
 """
 
-from advaudio.reporting.analysis import (
-                                      FIXED_BUDGET,
-                                      MINIMISATION,
-                                      VALUE_COLUMNS,
-                                      analyse,
-                                      fooling_rate_at,
-                                      resolve_pointer,
-)
-from advaudio.reporting.bootstrap import BudgetInterval, RatioInterval, budget_interval, mean_std, ratio_interval
-from advaudio.reporting.discovery import AttackEntry, MetricsEntry, ReportData, RunData, collect_runs
-from advaudio.reporting.render import Link, fmt_num, fmt_pct, fmt_pp, fmt_ratio, render_html, render_markdown
-from advaudio.reporting.writer import REPORT_FORMAT, REPORT_VERSION, write_report
+from advaudio.lazy import exports, names
 
-__all__ = [
-    "AttackEntry", "FIXED_BUDGET", "Link", "MINIMISATION", "MetricsEntry", "REPORT_FORMAT", "REPORT_VERSION",
-    "ReportData", "RunData", "VALUE_COLUMNS", "analyse", "collect_runs", "fmt_num", "fmt_pct", "fmt_pp",
-    "fmt_ratio", "fooling_rate_at", "render_html", "render_markdown", "resolve_pointer", "write_report",
-    "BudgetInterval", "RatioInterval", "budget_interval", "mean_std", "ratio_interval",
-]
+# Imported on first use (advaudio.lazy): matplotlib only when a report is written.
+_EXPORTS = {
+    ".analysis": ["FIXED_BUDGET", "MINIMISATION", "VALUE_COLUMNS", "analyse", "fooling_rate_at", "resolve_pointer"],
+    ".bootstrap": ["BudgetInterval", "RatioInterval", "budget_interval", "mean_std", "ratio_interval"],
+    ".discovery": ["AttackEntry", "MetricsEntry", "ReportData", "RunData", "collect_runs"],
+    ".render": ["Link", "fmt_num", "fmt_pct", "fmt_pp", "fmt_ratio", "render_html", "render_markdown"],
+    ".writer": ["REPORT_FORMAT", "REPORT_VERSION", "write_report"],
+}
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__all__ = names(_EXPORTS)

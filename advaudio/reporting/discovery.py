@@ -195,6 +195,11 @@ def collect_runs(run_dirs: Sequence[str | Path] | str | Path) -> ReportData:
             doc = _read_checked(read_attack_results, path, run.warnings)
             if doc is None:
                 continue
+            if doc.threat_model != layout.DOMAINS[0]:
+                # budgets in waveform units: never compared with, nor mistaken for, the feature domain's
+                run.warnings.append(f"skipped {path}: {doc.threat_model}-domain results (budgets in waveform "
+                                    "units) are not in the report yet; it compares feature-domain budgets only")
+                continue
             cfg = doc.config or {}
             named = layout.parse_attack_results_name(path.name)
             file_round = cfg.get("round", named.round if named else 0)

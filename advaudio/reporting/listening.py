@@ -288,7 +288,7 @@ def listen(
     prefix: str | None = None,
     audio_root: str | os.PathLike | None = None,
 ) -> ListenResult:
-    """Write WAVs of one adversarial example of an ``stft``-view shard, and measure its SNR.
+    """Write WAVs of one adversarial example of an ``stft``-view (or waveform-domain) shard, and measure its SNR.
 
     Parameters
     ----------
@@ -297,7 +297,9 @@ def listen(
     sample : row of the shard (default :func:`pick_sample`: the first clip fooled within the budget)
     store : the feature store (path or :class:`~advaudio.store.Store`; default: the shard's store,
         two directories up); its fingerprint must match the shard's
-    method : ``"phase"`` (clean phase, default) or ``"griffinlim"``
+    method : ``"phase"`` (clean phase, default) or ``"griffinlim"``; a waveform-domain shard (any view)
+        holds its adversarial clips, which are written exactly (``method`` then reads ``"exact"``:
+        ``-clean-resynth.wav`` is the decoded clip, no gain is applied)
     prefix : file name prefix (default ``<attack>-<clip id>``); files are
         ``<prefix>-clean.wav``, ``<prefix>-clean-resynth.wav``, ``<prefix>-adversarial.wav``
     audio_root : dataset root, when it moved since featurization
@@ -322,12 +324,15 @@ def listen(
         raise StoreError(f"{shard} does not record the view it was made in (no 'view' attribute): "
                          "not an advaudio adversarial shard")
     view = View.from_dict(dict(attrs.view))
-    _stft_view(view)
+    exact = "waveform" in adversarial  # a waveform-domain shard holds the adversarial clips themselves
+    if not exact:
+        _stft_view(view)
     i = pick_sample(adversarial) if sample is None else int(sample)
     n = adversarial.size
     if not 0 <= i < n:
         raise ParameterError(f"sample {i} out of range 0..{n - 1} of {shard}")
-    keys = [k for k in ("adversarial", "clean_index", "label", "target", "predicted", "success") if k in adversarial]
+    keys = [k for k in ("adversarial", "clean_index", "label", "target", "predicted", "success", "waveform")
+            if k in adversarial]
     one = adversarial.read(keys, rows=[i])
     adv = np.asarray(one["adversarial"][0], np.float32)
     row = int(one["clean_index"][0])
@@ -338,10 +343,17 @@ def listen(
     cfg = _features((s.config.get("featurize") or {}).get("features") or {})
     y, sr = clean_audio(s, row, root=audio_root)
 
-    y_clean = resynthesize(clean_x, view, cfg, clean_audio=y, method=method, n_iter=n_iter)
-    y_adv = resynthesize(adv, view, cfg, clean_audio=y, method=method, n_iter=n_iter)
-    peak = max(float(np.abs(v).max()) for v in (y, y_clean, y_adv))
-    gain = PEAK / peak if peak > PEAK else 1.0
+    if exact:  # the exact adversarial samples and the clip as decoded: nothing resynthesised, no gain
+        method = "exact"
+        y_clean, y_adv = np.asarray(y, np.float32), np.asarray(one["waveform"][0], np.float32)
+        if y_adv.shape != y_clean.shape:
+            raise StoreError(f"{shard} sample {i} holds {y_adv.size} samples, its clip decodes to {y_clean.size}")
+        gain = 1.0
+    else:
+        y_clean = resynthesize(clean_x, view, cfg, clean_audio=y, method=method, n_iter=n_iter)
+        y_adv = resynthesize(adv, view, cfg, clean_audio=y, method=method, n_iter=n_iter)
+        peak = max(float(np.abs(v).max()) for v in (y, y_clean, y_adv))
+        gain = PEAK / peak if peak > PEAK else 1.0
     y, y_clean, y_adv = (np.asarray(v * gain, np.float32) for v in (y, y_clean, y_adv))
 
     clip_id = str(s.clip_ids[row])

@@ -7,6 +7,10 @@ one shard per (round, split, checkpoint, attack[, slice]) and a results JSON
 beside the checkpoint. The attacks themselves live in :mod:`advaudio.attacks`
 (the only module that touches Foolbox); this module does files.
 
+:func:`attack` is ``advaudio attack`` as a function (the options of
+:mod:`advaudio.stages.attack_config`); :func:`attack_stage` is the same stage given an
+:class:`AttackStageConfig`.
+
 Shards are written through :func:`advaudio.store.write_adversarial_shard`
 (the format: :mod:`advaudio.store.adversarial`), named by
 :func:`advaudio.layout.shard_stem`.
@@ -14,162 +18,34 @@ Shards are written through :func:`advaudio.store.write_adversarial_shard`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 import advaudio
-from advaudio import layout, validation
+from advaudio import layout
 from advaudio import store as st
 from advaudio.attacks import choose_targets, foolbox_version, tune_budget
 from advaudio.attacks.checks import evaluation_checks
+from advaudio.attacks.domain import make_domain
 from advaudio.attacks.engine import auto_batch_size
 from advaudio.errors import ParameterError, StoreError
-from advaudio.plugins import merge_records, used
+from advaudio.options import CommandResult, Values
+from advaudio.plugins import format_records, merge_records, used
+from advaudio.stages.attack_config import ATTACK, AttackStageConfig, parse_slice
 from advaudio.store.results import read_attack_results, write_attack_results
-from advaudio.training import load_checkpoint, resolve_device
+from advaudio.threads import configure_threads
+from advaudio.training import TrainConfig, load_checkpoint, resolve_device
+from advaudio.training.splits import split_by_fold
 
-
-@dataclass(frozen=True)
-class AttackStageConfig:
-    """Configuration of the attack stage.
-
-    Parameters
-    ----------
-    attacks : registry names, run in this order
-    threshold : the fooling rate each budget is tuned to (fraction of attacked samples); a
-        *fooling rate* is always a measured one (``--fooling-rate`` on the command line)
-    split : ``"test"`` (the checkpoint's held-out fold) or ``"train"`` (the rows it trained on: its
-        training folds less any validation rows drawn from them)
-    limit : attack at most this many clips (an evenly spaced subset, stable across runs)
-    batch_size : samples per attack call; None (default): automatic — 64 on CPU, on CUDA the
-        largest that fits in a safe fraction of the device's free memory
-        (:func:`~advaudio.attacks.engine.auto_batch_size`); the size used is in the results
-    round : retraining round the shards belong to (0: the model trained on clean data)
-    seed : seeds targets, random starts and noise
-    target_rule : ``"random"`` (seeded other class) or ``"least-likely"``
-    slice : ``(i, n)``: attack only the i-th of n contiguous parts of the rows (job arrays)
-    attack_params : per-attack parameter overrides, e.g. ``{"pgd": {"steps": 20}}``
-    rtol : relative tolerance of the ε search of fixed-budget attacks
-    search : budget search of fixed-budget attacks: ``"per-clip"`` (every clip's minimal ε;
-        slices merge exactly) or ``"bisection"`` (the batch's fooling rate bisected)
-    precision : where the per-clip search's tolerance applies: ``"quantile"`` (the budget only:
-        clips far from it keep coarse brackets; fewest steps), ``"clip"`` (every clip's minimal ε;
-        batch-independent, so slices merge to exactly an unsliced run); None (default):
-        ``"clip"`` for a slice, ``"quantile"`` otherwise
-    checks : run the evaluation checks (:mod:`advaudio.attacks.checks`) after the attacks
-    allow_expensive : run attacks whose budget search costs more than
-        :data:`~advaudio.attacks.params.MAX_EVALUATIONS_PER_CLIP` model evaluations per clip
-        (refused otherwise, before any work). A permission, not a setting: it changes no
-        result, so it is not recorded (:meth:`to_dict`) and no fingerprint depends on it
-    """
-
-    attacks: tuple[str, ...] = ("pgd", "cw")
-    threshold: float = 0.9
-    split: str = "test"
-    limit: int | None = None
-    batch_size: int | None = None
-    round: int = 0
-    seed: int = 0
-    target_rule: str = "random"
-    slice: tuple[int, int] | None = None
-    attack_params: dict = field(default_factory=dict)
-    rtol: float = 0.05
-    search: str = "per-clip"
-    checks: bool = True
-    precision: str | None = None
-    allow_expensive: bool = False
-
-    def __post_init__(self):
-        from advaudio.attacks.params import PARAMS
-
-        unknown = [a for a in self.attacks if a not in PARAMS]
-        if not self.attacks or unknown:
-            raise ParameterError(f"unknown attack(s) {unknown or '(none given)'}; known: {', '.join(PARAMS)}")
-        repeated = sorted({a for a in self.attacks if self.attacks.count(a) > 1})
-        if repeated:  # the second run would only redo (and overwrite) the first
-            raise ParameterError(f"attack(s) {', '.join(repeated)} given more than once")
-
-        from advaudio.attacks.params import SEARCHES
-
-        if self.search not in SEARCHES:
-            raise ParameterError(f"search must be one of {', '.join(SEARCHES)}, got {self.search!r}")
-        validation.choice("split", self.split, layout.SPLITS)
-        validation.finite_float("threshold", self.threshold)
-        if not 0.0 < self.threshold <= 1.0:
-            raise ParameterError(f"threshold must be in (0, 1], got {self.threshold}")
-        validation.finite_float("rtol", self.rtol, minimum=0.0)
-        for name in ("checks", "allow_expensive"):
-            if not isinstance(getattr(self, name), bool):
-                raise ParameterError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.limit is not None:
-            validation.integer("limit", self.limit)
-        if self.batch_size is not None:
-            validation.integer("batch_size", self.batch_size)
-        from advaudio.attacks.search import PRECISIONS
-
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        validation.integer("round", self.round, minimum=0)
-        if self.slice is not None:
-            i, n = self.slice
-            if not (n >= 1 and 0 <= i < n):
-                raise ParameterError(f"slice must be I/N with 0 <= I < N, got {i}/{n}")
-        extra = set(self.attack_params) - set(self.attacks)
-        if extra:
-            raise ParameterError(f"parameters given for attacks not run: {sorted(extra)}")
-        for name in self.attacks:  # an unknown or impossible parameter fails here, before any work
-            self.attack_config(name).check_cost(
-                allowed=self.allow_expensive,
-                how="--allow-expensive (a study file: [attacks] allow_expensive = true)")
-
-    def attack_config(self, name: str):
-        """The :class:`~advaudio.attacks.AttackConfig` of attack ``name`` in this stage."""
-        from advaudio.attacks.params import AttackConfig
-
-        # the stage's seed and target rule, unless the attack's own parameters set them
-        values = {"seed": self.seed, "target_rule": self.target_rule, **self.attack_params.get(name, {})}
-        return AttackConfig.create(name, **values)
-
-    def search_precision(self) -> str:
-        """The per-clip search's precision: the configured one, else "clip" for a slice
-        (its clips' brackets then do not depend on the other slices) and "quantile" otherwise."""
-        if self.precision is not None:
-            return self.precision
-        return "clip" if self.slice is not None else "quantile"
-
-    #: Keys of earlier releases' ``config`` dicts (results files, ``rounds.json``) → the fields' names now.
-    OLDER_KEYS: ClassVar[dict[str, str]] = {"fooling_rate": "threshold"}
-
-    @classmethod
-    def upgrade_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
-        """A ``config`` dict as an earlier release wrote it, with today's keys (compared, never rewritten)."""
-        return {cls.OLDER_KEYS.get(k, k): v for k, v in d.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("allow_expensive")  # a permission: results and fingerprints never depend on it
-        d["attacks"] = list(self.attacks)
-        d["slice"] = list(self.slice) if self.slice else None
-        return d
-
-
-def parse_slice(text: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` → ``(I, N)``."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ParameterError(f"slice must look like I/N (e.g. 0/4), got {text!r}") from None
-    return i, n
+__all__ = ["AttackRun", "AttackStageConfig", "attack", "attack_stage", "check_warnings", "checkpoint_rows",
+           "format_table", "parse_slice", "unreached_warning"]
 
 
 def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_folds: list[int] | None,
@@ -190,9 +66,6 @@ def split_rows(store: st.Store, *, split: str, test_fold: int | None, train_fold
 def validation_rows(store: st.Store, checkpoint) -> np.ndarray:
     """Rows a loaded checkpoint validated on that lie in its training folds: those its ``val_fraction``
     drew (a ``val_fold`` is not among the training folds; none without validation)."""
-    from advaudio.training import TrainConfig
-    from advaudio.training.splits import split_by_fold
-
     config = TrainConfig.from_dict({**checkpoint.config, "store": str(store.directory)})
     if config.val_fold is not None or config.val_fraction <= 0:
         return np.zeros(0, np.int64)
@@ -246,6 +119,7 @@ def _owner_differs(results: Path, shard: Path, config: AttackStageConfig, attack
         d["attack_params"] = (d.get("attack_params") or {}).get(attack)
         # the precision a run used (None: chosen by slicing), so older files without it compare equal
         d["precision"] = d.get("precision") or ("clip" if d.get("slice") else "quantile")
+        d["domain"] = d.get("domain") or layout.DOMAINS[0]  # written only when not the default
         return st.jsonable(d)
 
     return settings(AttackStageConfig.upgrade_dict(dict(document.config or {}))) != settings(config.to_dict())
@@ -261,7 +135,7 @@ def _check_shard_owners(feature_store: st.Store, config: AttackStageConfig, ckpt
     mine = str(results_path.resolve())
     for name in config.attacks:
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                                 slice=config.slice)
+                                 slice=config.slice, domain=config.domain)
         path = st.shard_path(feature_store.directory, stem)
         if not path.is_file():
             continue
@@ -279,14 +153,17 @@ def attack_stage(
     out_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    audio_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Tune every attack of ``config`` against ``checkpoint`` and write its shard.
 
     Returns the results document also written to
-    ``out_dir/attack-round<K>-<split>[-slice…].json`` (``out_dir`` defaults to
+    ``out_dir/attack-round<K>-<split>[-waveform][-slice…].json`` (``out_dir`` defaults to
     the checkpoint's directory): one record per attack with the budget, norm,
     fooling rate, success rate, perturbation statistics, queries, wall time
-    and the shard's path.
+    and the shard's path. ``config.domain="waveform"`` decodes the clips again
+    (``audio_root``: the dataset's root when it moved since featurize) and attacks
+    their samples through the view's front end (:mod:`advaudio.attacks.domain`).
     """
     t_stage = time.perf_counter()
     checkpoint = Path(checkpoint)
@@ -300,23 +177,26 @@ def attack_stage(
     rows = choose_rows(rows, limit=config.limit, slice=config.slice)
     if len(rows) == 0:
         raise ParameterError("no clips to attack in this split/slice")
-    with feature_store.reader() as reader:
-        inputs = ckpt.view.read(reader, rows)
     labels = torch.as_tensor(feature_store.labels[rows])
     ckpt_sha = st.sha256_file(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = ckpt.model
-
-    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice)
+    results_path = out_dir / layout.attack_results_name(round=config.round, split=config.split, slice=config.slice,
+                                                        domain=config.domain)
     _check_shard_owners(feature_store, config, ckpt_sha, results_path)
+    # The threat model: the model the attacks see and its inputs (feature domain: the classifier on the
+    # view's inputs; waveform domain: classifier ∘ front end on the decoded clips, in the attack space).
+    domain = make_domain(config.domain, classifier=ckpt.model, view=ckpt.view, store=feature_store, rows=rows,
+                         batch_size=config.batch_size or 64, audio_root=audio_root)
+    model, inputs = domain.model, domain.inputs
 
     # Targets keyed by store row: a clip gets the same target in every slice and attack.
     targets = choose_targets(model, inputs, labels, rule=config.target_rule,
                              num_classes=len(ckpt.classes), seed=config.seed, ids=rows)
     batch_size = config.batch_size or auto_batch_size(model, inputs[:1].to(dev))
     precision = config.search_precision()
-    tunings = {}
+    tunings = {}  # in the domain's units (waveform: converted), what the records and shards say
+    searched = {}  # in the attack's own units: the evaluation checks rerun the attacks there
     shards: dict[str, Path | None] = {}
     for name in config.attacks:
         attack_config = config.attack_config(name)
@@ -328,10 +208,12 @@ def attack_stage(
                              fooling_rate=config.threshold, rtol=config.rtol, targets=targets,
                              batch_size=batch_size, search=config.search, sample_ids=rows,
                              precision=precision)
+        searched[name] = tuning
+        tuning, waveforms = domain.convert(tuning)
         tunings[name] = tuning
         result = tuning.result
         stem = layout.shard_stem(round=config.round, split=config.split, checkpoint_sha=ckpt_sha, attack=name,
-                                 slice=config.slice)
+                                 slice=config.slice, domain=config.domain)
         shards[name] = None
         if result is not None:
             within = tuning.within_budget if tuning.within_budget is not None else result.success
@@ -348,6 +230,7 @@ def attack_stage(
                 "success": result.success.astype(bool),
                 "within_budget": np.asarray(within, bool),
                 **{k: getattr(result, k).astype(np.float64) for k in ("l1", "l2", "linf", "snr_db")},
+                **domain.shard_arrays(waveforms),
             }
             if result.minimal_budget is not None:  # per-clip search: what an exact merge needs
                 arrays["minimal_budget"] = np.asarray(result.minimal_budget, np.float64)
@@ -367,17 +250,20 @@ def attack_stage(
                 search=tuning.search, results=str(results_path.resolve()),
                 precision=precision if per_clip else None,
                 budget_low=(float(low) if low is not None else math.nan) if per_clip else None,
+                **domain.shard_attrs(),
             )
             shards[name] = st.write_adversarial_shard(feature_store.directory, stem, arrays=arrays, attrs=attrs)
 
     evaluation = None
     if config.checks:
-        evaluation = evaluation_checks(model, inputs.to(dev), labels.to(dev), tunings, targets=targets,
-                                       sample_ids=rows, batch_size=batch_size, seed=config.seed)
+        evaluation = domain.convert_evaluation(evaluation_checks(
+            model, inputs.to(dev), labels.to(dev), searched, targets=targets, sample_ids=rows,
+            batch_size=batch_size, seed=config.seed, robust_epsilons=domain.robust_epsilons))
     records = tuple(
-        tuning.to_record(shard=str(shards[name]) if shards[name] else None, n_samples=int(len(rows)),
-                         split=config.split, round=config.round, slice=config.slice,
-                         checks=[c for c in evaluation.checks or () if c.about(name)] if evaluation else None)
+        domain.record(tuning, tuning.to_record(
+            shard=str(shards[name]) if shards[name] else None, n_samples=int(len(rows)), split=config.split,
+            round=config.round, slice=config.slice,
+            checks=[c for c in evaluation.checks or () if c.about(name)] if evaluation else None))
         for name, tuning in tunings.items()
     )
     results = st.AttackResults(
@@ -397,6 +283,7 @@ def attack_stage(
         evaluation=evaluation,
         plugins=stage_plugins(ckpt, feature_store, config.attacks),
     )
+    results = domain.results(results)
     document = write_attack_results(results_path, results)
     document["results_path"] = str(results_path)
     return document
@@ -441,4 +328,58 @@ def format_table(document: st.AttackResults | dict[str, Any]) -> str:
                      f"{num(r.fooling_rate, '8.2f')}{num(r.success_rate, '9.2f')}"
                      f"{num(r.stat('l2'), '9.3g')}{num(r.stat('snr_db'), '8.1f')}{num(r.gradient_steps, '8.0f')}"
                      f"{num(r.wall_time_s, '8.1f')}  {note}")
+    for r in _results(document).records:
+        wb = r.waveform_budgets
+        if r.threat_model != "feature" and wb:
+            lines.append(f"{r.attack}: waveform budget at the threshold: L-inf {num(wb.get('linf'), '.3g')}, "
+                         f"L2 {num(wb.get('l2'), '.3g')}, SNR {num(wb.get('snr_db'), '.1f')} dB "
+                         f"({'reached' if wb.get('reached') else 'not reached'}; {wb.get('clips')} clips)")
     return "\n".join(lines)
+
+
+def unreached_warning(document: st.AttackResults | dict[str, Any]) -> str | None:
+    """The line naming the attacks whose budget never reached the threshold (None: all did, or a slice:
+    its budget is provisional, ``store merge`` decides)."""
+    results = _results(document)
+    unreached = [r for r in results.records if not r.reached]
+    if not unreached or (results.config or {}).get("slice"):
+        return None
+    listing = "; ".join(f"{r.attack} ({r.reason or 'not reached'})" for r in unreached)
+    threshold = AttackStageConfig.upgrade_dict(dict(results.config or {})).get("threshold", unreached[0].threshold)
+    return (f"advaudio: {len(unreached)} of {len(results.records)} attack(s) never reached the fooling-rate "
+            f"threshold {threshold:g}: {listing}")
+
+
+@dataclass
+class AttackRun(CommandResult):
+    """What :func:`attack` did: :attr:`path` is the results JSON, :attr:`document` its content
+    (one record per attack: budget, norm, fooling rate, statistics, shard …)."""
+
+    document: dict[str, Any] = field(default_factory=dict)
+    allow_unreached: bool = False
+
+    def lines(self) -> list[str]:
+        results = _results(self.document)
+        out = [format_table(results)]
+        for record in results.records:
+            out += [f"  {record.attack}: {note.text}" for note in record.notes]
+        if results.plugins:
+            out.append(f"plugins: {format_records(results.plugins)}")
+        return out
+
+    def warnings(self) -> list[str]:
+        line = unreached_warning(self.document)
+        return check_warnings(self.document) + ([line] if line else [])  # a failed check is never silent
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if unreached_warning(self.document) and not self.allow_unreached else 0
+
+
+@ATTACK.function(AttackRun)
+def attack(v: Values) -> AttackRun:
+    config = AttackStageConfig(**v.config())
+    configure_threads(v.threads)
+    document = attack_stage(config, checkpoint=v.checkpoint, store=v.store, out_dir=v.out, device=v.device,
+                            progress=v.progress, audio_root=v.audio_root)
+    return AttackRun(Path(document["results_path"]), document=document, allow_unreached=v.allow_unreached)

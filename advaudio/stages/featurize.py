@@ -1,8 +1,10 @@
 """The featurize stage: audio clips → a feature store, computed by Dask.
 
 The task graph is planned in one place (:func:`plan_featurize`: which shards
-exist, which must be computed) and run in another (:func:`featurize`, on a
-Dask distributed client or in-process). Each task featurizes one block of
+exist, which must be computed) and run in another (:func:`featurize_store`, on a
+Dask distributed client or in-process). :func:`featurize` is ``advaudio featurize``
+as a function (the options of :mod:`advaudio.stages.featurize_config`), which also
+starts and stops a batch-job Dask cluster (``cluster="slurm"``). Each task featurizes one block of
 clips and writes its own shard file — HDF5 has one writer per file — and a
 final step links the shards into ``store.h5``.
 """
@@ -19,7 +21,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,49 +32,13 @@ from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
 from advaudio.errors import AdvaudioError, AudioError, DatasetError, ParameterError, StoreError
 from advaudio.features import FeatureConfig, compute_features, feature_shapes, provenance, representation_plugins
+from advaudio.options import CommandResult, Values
 from advaudio.progress import progress_bar
-from advaudio.validation import choice, integer
+from advaudio.stages.featurize_config import FEATURIZE, FeaturizeConfig
+from advaudio.validation import integer
 
-
-@dataclass(frozen=True)
-class FeaturizeConfig:
-    """Configuration of the featurize stage; all of it enters the store fingerprint.
-
-    Parameters
-    ----------
-    dataset : registry name of the dataset reader (see ``advaudio.datasets.DATASETS``)
-    root : dataset root directory (None for ``synthetic``)
-    dataset_options : reader options, e.g. ``{"clips_per_class": 20}`` for ``synthetic``
-    folds : keep only these folds (None: all)
-    limit_per_class : keep at most this many clips per class (None: all), for quick runs
-    features : transform parameters
-    shard_size : clips per Dask task and per shard file
-    compression : HDF5 filter of the shard arrays (``"lzf"``, ``"gzip"`` or None). None by
-        default: measured on ESC-10 shards, lzf saves 18 % of the disk for 2.2× the random
-        per-clip read time and gzip 28 % for 5× (log spectrograms compress poorly), and
-        uncompressed per-clip chunks let the trainer copy clips straight from the file
-    """
-
-    dataset: str = "synthetic"
-    root: str | None = None
-    dataset_options: dict = field(default_factory=dict)
-    folds: tuple[int, ...] | None = None
-    limit_per_class: int | None = None
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    shard_size: int = 16
-    compression: str | None = None
-
-    def __post_init__(self):
-        integer("shard_size", self.shard_size)
-        choice("compression", self.compression, (None, "lzf", "gzip"))
-        if self.limit_per_class is not None:
-            integer("limit_per_class", self.limit_per_class)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["features"] = self.features.to_dict()
-        d["folds"] = list(self.folds) if self.folds is not None else None
-        return d
+__all__ = ["FeaturizeConfig", "FeaturizeResult", "FeaturizeRun", "dask_client", "featurize", "featurize_shard",
+           "featurize_store", "plan_featurize"]
 
 
 @dataclass(frozen=True)
@@ -301,7 +267,7 @@ def dask_client(*, workers: int, scheduler: str | None = None, cluster=None,
         yield client
 
 
-def featurize(
+def featurize_store(
     config: FeaturizeConfig,
     *,
     cache: str | os.PathLike = "cache",
@@ -425,3 +391,49 @@ def _run_plan(plan: FeaturizePlan, config: FeaturizeConfig, *, workers: int, sch
         shards_skipped=len(plan.shard_files) - len(plan.tasks),
         seconds=time.perf_counter() - t0,
     )
+
+
+@dataclass
+class FeaturizeRun(CommandResult):
+    """What :func:`featurize` did: :attr:`path` is the store's directory, :attr:`result` the counts
+    (clips, featurized, failed with their reasons, shards written and resumed)."""
+
+    result: FeaturizeResult | None = None
+    allow_errors: bool = False
+
+    def lines(self) -> list[str]:
+        r = self.result
+        if r.already_complete:
+            out = [f"store already complete: {r.featurized} clips, {r.failed} failed"]
+        else:
+            out = [f"featurized {r.featurized}/{r.clips} clips in {r.seconds:.1f} s ({r.shards_written} shards "
+                   f"written, {r.shards_skipped} resumed), {r.failed} failed"]
+        out += [f"  failed: {err['path']}: {err['reason']}" for err in r.errors[:10]]
+        if r.failed > 10:
+            out.append(f"  … and {r.failed - 10} more (advaudio store info)")
+        return out
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.result.failed and not self.allow_errors else 0
+
+
+@FEATURIZE.function(FeaturizeRun)
+def featurize(v: Values) -> FeaturizeRun:
+    from advaudio.cluster import ClusterConfig, make_cluster
+    from advaudio.threads import configure_threads
+
+    config = FeaturizeConfig(**v.config(), features=FeatureConfig(**v.config("features")))
+    cluster_config = None
+    if v.cluster is not None:
+        if v.scheduler is not None:
+            raise ParameterError("featurize: --cluster and --scheduler exclude each other")
+        cluster_config = ClusterConfig(kind=v.cluster, **v.config("cluster"))
+    integer("workers", v.workers, minimum=0)
+    configure_threads(v.threads)
+    with contextlib.ExitStack() as stack:
+        # Closing the cluster (on return, error or Ctrl-C) cancels its jobs.
+        cluster = stack.enter_context(make_cluster(cluster_config)) if cluster_config is not None else None
+        result = featurize_store(config, cache=v.cache, workers=v.workers, scheduler=v.scheduler, cluster=cluster,
+                                 progress=v.progress)
+    return FeaturizeRun(Path(result.store_dir), result=result, allow_errors=v.allow_errors)

@@ -51,7 +51,7 @@ import dataclasses
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,10 @@ from advaudio.attacks.merging import (
 )
 from advaudio.attacks.results import Note
 from advaudio.errors import DamagedFileError, ParameterError, StoreError
+from advaudio.options import CommandResult, Values
 from advaudio.plugins import merge_records
-from advaudio.stages.attack import AttackStageConfig, checkpoint_rows, choose_rows
+from advaudio.stages.attack import AttackStageConfig, checkpoint_rows, choose_rows, format_table
+from advaudio.stages.merge_config import MERGE
 from advaudio.store.results import AttackRecord, AttackResults, read_attack_results, write_attack_results
 from advaudio.training import load_checkpoint
 
@@ -137,8 +139,8 @@ def _discover(store: st.Store, *, round: int, split: str, checkpoint_sha: str | 
     result_dirs = [results_dir] if results_dir is not None else []
     for path in store.adversarial_shards():
         m = layout.parse_shard_stem(path.stem)
-        if (not m or m.slice is None or m.round != round or m.split != split
-                or not wanted(m.sha10, m.attack)):
+        if (not m or m.slice is None or m.round != round or m.split != split or m.domain != "feature"
+                or not wanted(m.sha10, m.attack)):  # waveform-domain runs are not sliced (AttackStageConfig)
             continue
         attrs = st.AdversarialShard.open(path).attrs
         key = m.slice
@@ -598,3 +600,28 @@ def merge_results(
     out["merged"] = list(merged)
     out["results_path"] = str(results_path)
     return out
+
+
+@dataclass
+class MergeRun(CommandResult):
+    """What :func:`merge` did: :attr:`path` is the merged results JSON, :attr:`document` its content
+    (``merged``: the attacks merged now)."""
+
+    document: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        merged = [r for r in self.document["attacks"] if r["attack"] in self.document["merged"]]
+        out = [format_table({"attacks": merged})]
+        for r in merged:
+            state = "merged" if r["written"] else "already merged, unchanged"
+            out.append(f"{r['attack']}: {len(r['merged_from']['slices'])} slices, {r['n_samples']} clips, {state}: "
+                       f"{r['shard']}")
+        return out
+
+
+@MERGE.function(MergeRun)
+def merge(v: Values) -> MergeRun:
+    """``advaudio store merge`` as a function (:func:`merge_results` with the command's options)."""
+    document = merge_results(v.path, round=v.round, split=v.split, checkpoint_sha=v.checkpoint_sha, attack=v.attack,
+                             results_dir=v.results_dir, allow_mixed_budgets=v.allow_mixed_budgets, force=v.force)
+    return MergeRun(Path(document["results_path"]), document=document)

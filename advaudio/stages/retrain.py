@@ -1,60 +1,33 @@
 """Adversarial retraining: one round's model from its predecessor and its training-split shards.
 
-:func:`retrain` trains on the clean training folds plus adversarial shards
+:func:`retrain_checkpoint` trains on the clean training folds plus adversarial shards
 (their *true* labels), a fixed fraction of every batch adversarial.
 The new checkpoint records, in its training configuration's ``provenance``, the
 round it starts, its parent checkpoint and each shard's attack, budget and hash;
-the loop over rounds is :mod:`advaudio.stages.rounds`.
+the loop over rounds is :mod:`advaudio.stages.rounds`. :func:`retrain` is ``advaudio retrain``
+as a function (the options of :mod:`advaudio.stages.retrain_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advaudio import store as st
-from advaudio import validation
-from advaudio.errors import ParameterError, StoreError
+from advaudio.errors import StoreError
+from advaudio.options import CommandResult, Values
+from advaudio.stages.retrain_config import MODES, RETRAIN, RetrainConfig
 
-MODES = ("fine-tune", "from-scratch")
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """How a round retrains.
-
-    Parameters
-    ----------
-    mix : fraction of every training batch drawn from the adversarial shards
-    epochs : epochs of the retraining run (None: as many as the original run)
-    mode : ``"fine-tune"`` starts from the checkpoint's weights (and view);
-        ``"from-scratch"`` re-initialises the model with the original recipe
-    lr : peak learning rate (None: the original run's; fine-tuning uses a tenth of it)
-    """
-
-    mix: float = 0.5
-    epochs: int | None = None
-    mode: str = "fine-tune"
-    lr: float | None = None
-
-    def __post_init__(self):
-        if not 0.0 < self.mix < 1.0:
-            raise ParameterError(f"mix must be in (0, 1), got {self.mix}")
-        validation.choice("mode", self.mode, MODES)
-        if self.epochs is not None:
-            validation.integer("epochs", self.epochs)
-        if self.lr is not None:
-            validation.finite_float("lr", self.lr, positive=True)
-
+__all__ = ["MODES", "RetrainConfig", "RetrainRun", "checkpoint_round", "retrain", "retrain_checkpoint"]
 
 def checkpoint_round(checkpoint) -> int:
     """Round of a loaded checkpoint (0 for a model trained on clean data only)."""
     return int((checkpoint.config.get("provenance") or {}).get("round", 0))
 
 
-def retrain(
+def retrain_checkpoint(
     checkpoint: str | Path,
     *,
     out_dir: str | Path,
@@ -118,3 +91,24 @@ def retrain(
         },
     )
     return train(new_config, out_dir=out_dir, resume=resume, progress=progress)
+
+
+@dataclass
+class RetrainRun(CommandResult):
+    """What :func:`retrain` did: :attr:`path` is the new checkpoint, :attr:`metrics` its run's metrics."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        return [f"round {self.metrics.get('round')}: test accuracy {self.metrics.get('test_accuracy', float('nan')):.3f}"]
+
+
+@RETRAIN.function(RetrainRun)
+def retrain(v: Values) -> RetrainRun:
+    from advaudio.threads import configure_threads
+
+    config = RetrainConfig(**v.config())
+    configure_threads(v.threads)
+    metrics = retrain_checkpoint(v.checkpoint, out_dir=v.out, config=config, shards=v.shards, round=v.round,
+                                 store=v.store, device=v.device, resume=v.resume, progress=v.progress)
+    return RetrainRun(Path(metrics["checkpoint"]), metrics=metrics)

@@ -9,7 +9,8 @@ retraining stage (:mod:`advaudio.stages.retrain`) in one run directory::
     RUN_DIR/round01/checkpoint.pt, metrics.json  round 1 (retrained)
     RUN_DIR/round01/attack-round01-test.json …
 
-(names: :mod:`advaudio.layout`). Each step is skipped when its output is already
+(names: :mod:`advaudio.layout`). :func:`rounds` is ``advaudio rounds`` as a function (the
+options of :mod:`advaudio.stages.rounds_config`). Each step is skipped when its output is already
 complete, so an interrupted loop resumes at the step where it stopped (a half-trained
 round resumes from its last epoch); the options of the first run are recorded and a
 rerun with others is refused.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,13 @@ from advaudio import layout, validation
 from advaudio import store as st
 from advaudio.errors import DamagedFileError, ParameterError, StoreError
 from advaudio.killpoints import kill_point
-from advaudio.stages.attack import AttackStageConfig, attack_stage
-from advaudio.stages.retrain import RetrainConfig, retrain
+from advaudio.options import CommandResult, Values
+from advaudio.stages.attack import AttackStageConfig, attack_stage, unreached_warning
+from advaudio.stages.retrain import RetrainConfig, retrain_checkpoint
+from advaudio.stages.rounds_config import ROUNDS
 from advaudio.store.documents import read_attack_results, read_metrics
+
+__all__ = ["RoundsRun", "is_complete_run", "rounds", "run_rounds"]
 
 
 def is_complete_run(directory: Path) -> bool:
@@ -145,10 +151,49 @@ def run_rounds(
             log.append({"round": k + 1, "step": "retrain", "skipped": True, "path": str(target)})
         else:
             say(f"round {k + 1}: retraining with round {k}'s adversarial examples …")
-            retrain(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
-                    device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
+            retrain_checkpoint(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
+                               device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
             log.append({"round": k + 1, "step": "retrain", "skipped": False, "path": str(target)})
             kill_point("retrain", k + 1)
     attack(rounds, "test", attack_config.limit)
     return log
 
+
+@dataclass
+class RoundsRun(CommandResult):
+    """What :func:`rounds` did: :attr:`path` is the run directory, :attr:`log` one entry per step
+    (round, step, skipped, path), :attr:`unreached` a line per attack results file whose budget never
+    reached the threshold (done now or before: a resumed loop says the same)."""
+
+    log: list[dict[str, Any]] = field(default_factory=list)
+    unreached: list[str] = field(default_factory=list)
+    allow_unreached: bool = False
+
+    def lines(self) -> list[str]:
+        return [f"round {e['round']} {e['step']:<13} {'skipped' if e['skipped'] else 'done':<8} {e['path']}"
+                for e in self.log]
+
+    def warnings(self) -> list[str]:
+        return list(self.unreached)
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.unreached and not self.allow_unreached else 0
+
+
+@ROUNDS.function(RoundsRun)
+def rounds(v: Values) -> RoundsRun:
+    from advaudio.threads import configure_threads
+
+    attack_config = AttackStageConfig(**v.config())
+    retrain_config = RetrainConfig(**v.config("retrain"))
+    configure_threads(v.threads)
+    log = run_rounds(v.run_dir, rounds=v.rounds, attack_config=attack_config, retrain_config=retrain_config,
+                     train_limit=v.train_limit, device=v.device, progress=v.progress)
+    unreached = []
+    for entry in log:
+        if entry["step"].startswith("attack-"):
+            line = unreached_warning(read_attack_results(Path(entry["path"])))
+            if line:
+                unreached.append(f"{Path(entry['path']).name}: {line.removeprefix('advaudio: ')}")
+    return RoundsRun(Path(v.run_dir), log=log, unreached=unreached, allow_unreached=v.allow_unreached)

@@ -30,61 +30,24 @@ Run directories (checkpoints, metrics, attack results) are laid out by
 :mod:`advaudio.layout`.
 """
 
-from advaudio.store.adversarial import (
-                                        ADVERSARIAL_DIR,
-                                        AdversarialShard,
-                                        ShardAttrs,
-                                        decode_attr,
-                                        shard_path,
-                                        shard_paths,
-                                        write_adversarial_shard,
-)
-from advaudio.store.feature_store import (
-                                        FORMAT_VERSION,
-                                        LOCK_NAME,
-                                        MANIFEST_NAME,
-                                        MASTER_NAME,
-                                        SHARD_DIR,
-                                        STAMPS_NAME,
-                                        Store,
-                                        StoredRepresentation,
-                                        check_manifest,
-                                        check_same_store,
-                                        link_master,
-                                        read_shard_summary,
-                                        shard_name,
-                                        write_feature_shard,
-)
-from advaudio.store.files import (
-                                        TMP_SUFFIX,
-                                        atomic_write,
-                                        commit_file,
-                                        exclusive_lock,
-                                        fingerprint,
-                                        h5_create,
-                                        is_temporary,
-                                        jsonable,
-                                        open_h5_read,
-                                        remove_stale_tmp,
-                                        sha256_file,
-                                        tmp_owner,
-                                        tmp_path_for,
-                                        write_json_atomic,
-                                        write_text_atomic,
-)
-from advaudio.store.provenance import find_shards, inspect_shards
-from advaudio.store.reader import FeatureReader, read_rows, sorted_unique
-from advaudio.store.results import AttackRecord, AttackResults, Check, Evaluation, Note, excluded_note
-from advaudio.store.schema import Fields
-from advaudio.store.sealed import DIGEST_KEY, read_json_strict, read_sealed_json, set_aside, write_sealed_json
+from advaudio.lazy import exports, names
 
-__all__ = [
-    "ADVERSARIAL_DIR", "AdversarialShard", "AttackRecord", "AttackResults", "Check", "DIGEST_KEY", "Evaluation", "FORMAT_VERSION", "Fields", "FeatureReader", "LOCK_NAME",
-    "MANIFEST_NAME", "MASTER_NAME", "Note", "SHARD_DIR", "ShardAttrs", "STAMPS_NAME", "Store", "StoredRepresentation", "TMP_SUFFIX",
-    "atomic_write", "check_manifest", "check_same_store", "commit_file", "decode_attr", "excluded_note", "exclusive_lock",
-    "find_shards", "fingerprint", "h5_create", "inspect_shards", "is_temporary", "jsonable", "link_master",
-    "open_h5_read", "read_json_strict", "read_rows", "read_sealed_json", "read_shard_summary", "remove_stale_tmp",
-    "set_aside", "sha256_file",
-    "shard_name", "shard_path", "shard_paths", "sorted_unique", "tmp_owner", "tmp_path_for",
-    "write_adversarial_shard", "write_feature_shard", "write_json_atomic", "write_sealed_json", "write_text_atomic",
-]
+# Imported on first use (advaudio.lazy): a light module of the package (a source's declaration,
+# the documents' schema) does not pull in h5py.
+_EXPORTS = {
+    ".adversarial": ["ADVERSARIAL_DIR", "AdversarialShard", "ShardAttrs", "decode_attr", "shard_path", "shard_paths",
+                     "write_adversarial_shard"],
+    ".feature_store": ["FORMAT_VERSION", "LOCK_NAME", "MANIFEST_NAME", "MASTER_NAME", "SHARD_DIR", "STAMPS_NAME",
+                       "Store", "StoredRepresentation", "check_manifest", "check_same_store", "link_master",
+                       "read_shard_summary", "shard_name", "write_feature_shard"],
+    ".files": ["TMP_SUFFIX", "atomic_write", "commit_file", "exclusive_lock", "fingerprint", "h5_create",
+               "is_temporary", "jsonable", "open_h5_read", "remove_stale_tmp", "sha256_file", "tmp_owner",
+               "tmp_path_for", "write_json_atomic", "write_text_atomic"],
+    ".provenance": ["find_shards", "inspect_shards"],
+    ".reader": ["FeatureReader", "read_rows", "sorted_unique"],
+    ".results": ["AttackRecord", "AttackResults", "Check", "Evaluation", "Note", "excluded_note"],
+    ".schema": ["Fields"],
+    ".sealed": ["DIGEST_KEY", "read_json_strict", "read_sealed_json", "set_aside", "write_sealed_json"],
+}
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__all__ = names(_EXPORTS)

@@ -19,8 +19,11 @@ feature store they were made from (public format, readable with plain h5py)::
     attrs (a :class:`ShardAttrs`): attack, attack_config, kind, norm, budget, fooling_rate,
            threshold, targeted, round, split, slice, checkpoint, checkpoint_sha256,
            store_fingerprint, view, test_fold, seed, versions, notes, search, results[,
-           precision, budget_low]
+           precision, budget_low][, domain, waveform_scale, tuning_rule]
            (+ merged_from, slice_budgets, budget_source[, slice_versions] in a merged shard)
+    waveform (N, samples) float32, tuning (N,) float64 (waveform-domain shards only,
+                 ``domain="waveform"``: the adversarial clips; ``adversarial`` is their
+                 features through the view's front end)
     <name>.sha256   sha256 of the shard, committed before the shard itself
 
 :class:`ShardAttrs` is the one reader and writer of the attributes: typed, each
@@ -46,6 +49,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from advaudio import layout
 from advaudio.errors import StoreError
 from advaudio.store.files import atomic_write, h5_create, is_temporary, open_h5_read, sha256_file, write_text_atomic
 from advaudio.store.reader import read_rows
@@ -136,7 +140,19 @@ class ShardAttrs:
     slice_budgets: tuple[float, ...] | None = None
     budget_source: str | None = None
     slice_versions: tuple[Any, ...] | None = None
+    #: the threat model (:data:`advaudio.layout.DOMAINS`; None: a shard written before it existed, the
+    #: feature domain's); a waveform-domain shard also holds ``waveform`` (N, samples) float32 in [-1, 1],
+    #: the adversarial clips whose front end gives ``adversarial``, and ``tuning`` (N,) float64, each
+    #: clip's frozen CQT tuning, when the view has a CQT and the store estimates it per clip
+    domain: str | None = None
+    waveform_scale: float | None = None  # waveform units per attack-space unit
+    tuning_rule: str | None = None  # how the CQT tuning was held during the attack
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def threat_model(self) -> str:
+        """The shard's domain, ``feature`` for a shard that does not say."""
+        return self.domain or layout.DOMAINS[0]
 
     @property
     def sliced(self) -> bool:
@@ -180,6 +196,9 @@ class ShardAttrs:
             search=a.string("search", **opt), results=a.string("results", **opt),
             precision=a.string("precision", **opt), budget_low=a.number("budget_low", low=0.0, nan=True, **opt),
             budget_source=a.string("budget_source", **opt),
+            domain=a.string("domain", choices=layout.DOMAINS, **opt),
+            waveform_scale=a.number("waveform_scale", low=0.0, **opt),
+            tuning_rule=a.string("tuning_rule", **opt),
         )
         for key in ("attack_config", "view", "versions"):
             m = a.mapping(key, **opt)

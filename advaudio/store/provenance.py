@@ -47,13 +47,17 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
     * it was made from another store, in another ``view`` (model space), or — when
       ``checkpoint_sha`` is given — by another checkpoint;
     * it holds a clip of a held-out fold: only clips of the training folds may enter
-      training, a shard with any test (or validation) clip would leak it.
+      training, a shard with any test (or validation) clip would leak it;
+    * the shards are of more than one threat model (``domain``): a waveform-domain shard's
+      inputs are its waveforms through the view's front end, valid model inputs in the same
+      view, but its budget is in waveform units, which no feature-domain budget compares to.
 
     ``require_provenance=False`` (``train --extra``) also accepts a plain HDF5 file of
     model-space inputs without advaudio's provenance (no ``fold`` dataset, no store
     fingerprint); it is still checked for its range, and for whatever provenance it has.
     """
     records = []
+    domains: dict[str, list[str]] = {}
     for path in shards:
         shard = AdversarialShard.open(path)
         a = shard.attrs
@@ -91,6 +95,7 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
         if not (0.0 <= low and high <= 1.0):
             raise StoreError(f"{path} holds inputs in [{low:.4g}, {high:.4g}]; model inputs lie in [0, 1] "
                              "(a damaged or foreign file)")
+        domains.setdefault(a.threat_model, []).append(Path(path).name)
         records.append({
             "path": str(Path(path).resolve()),
             "sha256": digest,
@@ -101,7 +106,13 @@ def inspect_shards(shards: list[Path], *, store: Store, held_out_folds: set[int]
             "round": a.round if a.round is not None else -1,
             "samples": shard.size,
             "successful": int(np.asarray(arrays["success"]).sum()) if "success" in arrays else None,
+            **({"domain": a.threat_model} if a.threat_model != "feature" else {}),
         })
+    if len(domains) > 1:  # budgets of two threat models are in different units: no one comparison holds both
+        listing = "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(domains.items()))
+        raise StoreError(f"the shards mix threat models ({listing}): their budgets are in different units "
+                         "(model input vs waveform), so one retraining cannot compare them; pass the shards of "
+                         "one domain (--shards)")
     return records
 
 

@@ -10,8 +10,13 @@ An attack results file (``attack-round<K>-<split>[-slice…].json``, written by
     reached, reason, fooling_rate, success_rate, evaluations [[ε, rate] …], stats,
     n_samples, n_attacked, n_excluded, queries, gradient_queries, wall_time_s,
     tolerance, converged, notes, search, checks, config, targeted, shard, split,
-    round, slice[, merged_from]),
-    plugins, [merged_from], sha256
+    round, slice[, merged_from][, domain, waveform_budgets]),
+    plugins, [merged_from], [domain, front_end], sha256
+
+``domain`` (and a record's ``waveform_budgets``: L∞, L2 and SNR dB at the threshold; the file's
+``front_end``: the CQT tuning rule, the attack space's scale, the contract's measured maximum) is
+written only by a waveform-domain run (:mod:`advaudio.attacks.domain`); a file or record without
+it is the feature domain's (``threat_model``).
 
 Names: ``threshold`` is the fooling rate a budget was tuned to (requested);
 ``fooling_rate`` is always a measured rate. (The stage ``config`` of an earlier
@@ -41,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from advaudio.layout import DOMAINS
 from advaudio.store.schema import Fields
 from advaudio.store.sealed import DIGEST_KEY, read_sealed_json, write_sealed_json
 
@@ -63,8 +69,10 @@ class Note:
     Codes written by advaudio: ``excluded-misclassified`` (count, of),
     ``untargeted`` (the attack cannot be targeted), ``fgsm-targeted-step``,
     ``targets-given``, ``targets-ignored``, ``const-retries`` (retried,
-    const_retries, last_const, last_steps, failed), ``starting-points`` (pool, noise,
-    noise_draws, none), ``no-starting-point`` (count), ``reached-at-eps-low``
+    const_retries, last_const, last_steps, failed), ``const-bracket`` (pilot,
+    start_const, growth), ``starting-points`` (pool, noise, noise_draws, none),
+    ``query-budget`` (max_queries, most_used, queries_per_clip, exhausted, attacked),
+    ``no-starting-point`` (count), ``reached-at-eps-low``
     (eps_low), ``bisection-max-iter`` (max_iter, bracket), ``bisection-one-epsilon`` (an
     attack without per-clip ε was bisected), ``merged`` (count), ``merged-precision``
     (budget_low, width), ``mixed-budgets`` (budgets); a note of one slice of a merged
@@ -258,16 +266,26 @@ class AttackRecord(_Keyed):
     round: int | None = None
     slice: tuple[int, int] | None = None
     merged_from: Mapping[str, Any] | None = None
+    #: the threat model (written only for the waveform domain: a record without it is the feature domain's)
+    domain: str | None = None
+    #: waveform domain: the budgets at the threshold in every waveform unit (linf, l2, snr_db, reached, clips)
+    waveform_budgets: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    #: keys not written (a file of an earlier release lacked them; a fresh record is no merge)
-    absent: frozenset[str] = frozenset({"merged_from"})
+    #: keys not written (a file of an earlier release lacked them; a fresh record is no merge, and
+    #: names its domain only when it is not the feature domain)
+    absent: frozenset[str] = frozenset({"merged_from", "domain", "waveform_budgets"})
 
     KEYS: ClassVar[tuple[str, ...]] = (
         "attack", "kind", "norm", "threshold", "budget", "reached", "reason", "fooling_rate", "success_rate",
         "evaluations", "stats", "n_samples", "n_attacked", "n_excluded", "queries", "gradient_queries",
         "wall_time_s", "tolerance", "converged", "notes", "search", "checks", "config", "targeted", "shard",
-        "split", "round", "slice", "merged_from")
+        "split", "round", "slice", "merged_from", "domain", "waveform_budgets")
     REQUIRED: ClassVar[tuple[str, ...]] = ("attack", "kind", "norm", "threshold", "budget", "reached")
+
+    @property
+    def threat_model(self) -> str:
+        """The record's domain, ``feature`` when it does not say."""
+        return self.domain or DOMAINS[0]
 
     @property
     def slice_label(self) -> str | None:
@@ -354,6 +372,13 @@ class AttackRecord(_Keyed):
         v["config"] = config.data if config is not None else None
         merged = r.mapping("merged_from", optional=True, nullable=True)
         v["merged_from"] = merged.data if merged is not None else None
+        v["domain"] = r.string("domain", choices=DOMAINS, optional=True, nullable=True)
+        wb = r.mapping("waveform_budgets", optional=True, nullable=True)
+        if wb is not None:
+            for key in ("linf", "l2"):
+                wb.number(key, low=0.0, optional=True, nullable=True)
+            wb.number("snr_db", optional=True, nullable=True)
+        v["waveform_budgets"] = wb.data if wb is not None else None
         return cls(**v, extra=cls._extra(r.data), absent=cls._absent(r.data))
 
 
@@ -382,14 +407,21 @@ class AttackResults(_Keyed):
     evaluation: Evaluation | None = None
     plugins: Sequence[Mapping[str, Any]] | None = None
     merged_from: Mapping[str, Any] | None = None
+    domain: str | None = None  # written only for the waveform domain
+    front_end: Mapping[str, Any] | None = None  # waveform domain: the front end's tuning rule, scale, contract
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    absent: frozenset[str] = frozenset({"merged_from"})
+    absent: frozenset[str] = frozenset({"merged_from", "domain", "front_end"})
 
     KEYS: ClassVar[tuple[str, ...]] = (
         "attacks", "checkpoint", "checkpoint_sha256", "model", "view", "store", "store_fingerprint",
         "clean_test_accuracy", "config", "device", "batch_size", "precision", "wall_time_s", "evaluation",
-        "plugins", "merged_from")
+        "plugins", "merged_from", "domain", "front_end")
     REQUIRED: ClassVar[tuple[str, ...]] = ("attacks",)
+
+    @property
+    def threat_model(self) -> str:
+        """The file's domain, ``feature`` when it does not say."""
+        return self.domain or DOMAINS[0]
 
     def record(self, attack: str) -> AttackRecord | None:
         """The record of ``attack`` (the first, should a file hold two), None when there is none."""
@@ -426,7 +458,8 @@ class AttackResults(_Keyed):
             evaluation=Evaluation.from_fields(evaluation) if evaluation is not None else None,
             plugins=f.items("plugins", optional=True, nullable=True),
         )
-        for key in ("model", "config", "merged_from"):
+        v["domain"] = f.string("domain", choices=DOMAINS, optional=True, nullable=True)
+        for key in ("model", "config", "merged_from", "front_end"):
             m = f.mapping(key, optional=True, nullable=True)
             v[key] = m.data if m is not None else None
         return cls(records=records, **v, extra=cls._extra(data), absent=cls._absent(data))

@@ -100,7 +100,7 @@ def attack_config(spec: StudySpec, cell: Cell):
 
 
 def _fingerprint(spec: StudySpec, cell: Cell) -> str:
-    config = train_config(spec, cell, device="cpu").to_dict()
+    config = train_config(spec, cell, device="cpu").result_dict()
     for k in ("store", "device", "workers"):  # where and how fast, not what
         config.pop(k, None)
     parts: dict[str, Any] = {"store": cell.store_fingerprint, "train": config, "attacked": cell.attacked}

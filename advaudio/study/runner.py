@@ -1,6 +1,6 @@
 """Running a study: featurize each dataset once, then every cell not yet done, on an executor.
 
-The plan is built in one place (:func:`advaudio.study.plan.plan_study`: stores, cells,
+The plan is built in one place (:func:`advaudio.study.planning.plan_study`: stores, cells,
 what is done) and run in another: :func:`run_study` hands it to the executor the file
 or the command names (:mod:`advaudio.study.executors`: local, dask, slurm). Every level resumes: a
 complete store is not featurized again, a finished cell is skipped, a killed cell continues from its
@@ -16,10 +16,10 @@ from pathlib import Path
 from advaudio import layout
 from advaudio import store as st
 from advaudio.errors import DatasetError, ParameterError
-from advaudio.stages.featurize import featurize
+from advaudio.stages.featurize import featurize_store
 from advaudio.study import executors
 from advaudio.study.cells import find_cell
-from advaudio.study.plan import StudyPlan, cell_status, plan_study
+from advaudio.study.planning import StudyPlan, cell_status, plan_study
 from advaudio.study.spec import StudySpec
 
 
@@ -35,8 +35,8 @@ def featurize_study(spec: StudySpec, *, progress: bool = True, scheduler: str | 
     stores = {}
     for data in spec.data:
         try:
-            result = featurize(data.featurize, cache=layout.study_stores_dir(spec.directory),
-                               workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
+            result = featurize_store(data.featurize, cache=layout.study_stores_dir(spec.directory),
+                                     workers=spec.run.featurize_workers, scheduler=scheduler, progress=progress)
         except DatasetError as exc:
             raise ParameterError(f"{spec.path}: [data.{data.name}]: {exc}") from None
         if result.failed and progress:

@@ -329,12 +329,13 @@ def _read_grid(where: _Where, table: dict[str, Any]) -> GridSpec:
     seeds = where.as_list("[grid] seeds", table.get("seeds", list(g.seeds)), int)
     defenses = ()
     if "defenses" in table:
-        from advaudio.training import DEFENSES
+        from advaudio.training.config import defense_names  # light: names from metadata, no torch
 
+        known = defense_names()
         defenses = tuple(d.strip().lower() for d in where.as_list("[grid] defenses", table["defenses"], str))
         for d in defenses:
-            if d != SHARDS and d not in DEFENSES:
-                raise where.error("[grid] defenses", f"unknown defense {d!r} (known: {SHARDS}, {', '.join(DEFENSES)})")
+            if d != SHARDS and d not in known:
+                raise where.error("[grid] defenses", f"unknown defense {d!r} (known: {SHARDS}, {', '.join(known)})")
     for axis, values in (("models", models), ("views", views), ("widths", widths), ("seeds", seeds),
                          ("defenses", defenses)):
         if len(set(values)) != len(values):

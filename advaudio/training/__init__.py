@@ -6,7 +6,8 @@
 
 Modules, in the order a run uses them:
 
-* :mod:`.config` — :class:`TrainConfig`, every parameter of a run, validated when built;
+* :mod:`.config` — :class:`TrainConfig`, every parameter of a run, validated when built
+  (imports no torch);
 * :mod:`.distributed` — the device, the torchrun job (:class:`Distributed`) and batch
   norm over the global batch (:class:`CpuSyncBatchNorm`); how a DDP run equals a
   single-process one;
@@ -24,56 +25,20 @@ The loss is the defense's (:mod:`.defenses`); with ``none`` the model's own
 (:meth:`advaudio.models.Classifier.training_loss`).
 """
 
-from advaudio.layout import CHECKPOINT_NAME, METRICS_NAME
+from advaudio.lazy import exports, names
 
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    Checkpoint,
-    load_checkpoint,
-    read_checkpoint,
-    rng_states,
-    save_checkpoint,
-    set_rng_states,
-)
-from .config import DTYPES, OPTIMIZERS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
-from .defenses import DEFENSES, Defense, StepContext, create_defense, defense_options
-from .distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm, resolve_device, setup_distributed
-from .evaluation import evaluate, recalibrate_bn, run_evaluation, summarize_confusion
-from .loop import train
-from .splits import FoldSplit, split_by_fold
-
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_NAME",
-    "CHECKPOINT_VERSION",
-    "METRICS_NAME",
-    "DTYPES",
-    "OPTIMIZERS",
-    "RESUME_MAY_CHANGE",
-    "SCHEDULES",
-    "Checkpoint",
-    "CpuSyncBatchNorm",
-    "DEFENSES",
-    "Defense",
-    "StepContext",
-    "Distributed",
-    "FoldSplit",
-    "TrainConfig",
-    "convert_sync_batchnorm",
-    "create_defense",
-    "defense_options",
-    "evaluate",
-    "load_checkpoint",
-    "read_checkpoint",
-    "recalibrate_bn",
-    "resolve_device",
-    "rng_states",
-    "run_evaluation",
-    "save_checkpoint",
-    "set_rng_states",
-    "setup_distributed",
-    "split_by_fold",
-    "summarize_confusion",
-    "train",
-]
+# Imported on first use (advaudio.lazy): the configuration (:mod:`.config`) without torch.
+_EXPORTS = {
+    "advaudio.layout": ["CHECKPOINT_NAME", "METRICS_NAME"],
+    ".checkpoint": ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "read_checkpoint",
+                    "rng_states", "save_checkpoint", "set_rng_states"],
+    ".config": ["DTYPES", "OPTIMIZERS", "RECIPES", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig"],
+    ".defenses": ["DEFENSES", "Defense", "StepContext", "create_defense", "defense_options"],
+    ".distributed": ["CpuSyncBatchNorm", "Distributed", "convert_sync_batchnorm", "resolve_device",
+                     "setup_distributed"],
+    ".evaluation": ["evaluate", "recalibrate_bn", "run_evaluation", "summarize_confusion"],
+    ".loop": ["train"],
+    ".splits": ["FoldSplit", "split_by_fold"],
+}
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
+__all__ = names(_EXPORTS)

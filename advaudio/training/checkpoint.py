@@ -12,6 +12,8 @@ is a dict of tensors and plain Python containers, strings and numbers only, so
     test/val folds), history (per-epoch metrics), test (final test metrics, once
     complete), bn_recalibrated, torch_version,
     distributed: {world_size, backend, sync_batchnorm},
+    ema: {decay, updates, weights} (only with weight averaging; the final save's
+    model weights are then the average, see :mod:`.averaging`),
     plugins (only when the run used any: [{group, name, distribution, version}] of its
     model and defense plugins, see :mod:`advaudio.plugins`),
     sha256 (digest of everything else, see :func:`content_digest`)
@@ -170,11 +172,13 @@ def save_checkpoint(
     test: Mapping[str, Any] | None = None,
     bn_recalibrated: bool = False,
     distributed: Mapping[str, Any] | None = None,
+    ema: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file, fsync, rename); returns its path.
 
     ``model`` is the plain model (not its DistributedDataParallel wrapper);
-    ``distributed`` describes the job that wrote it (default: one process).
+    ``distributed`` describes the job that wrote it (default: one process);
+    ``ema``: the state of the run's weight average, if it keeps one.
     ``complete`` is ``epoch >= config.epochs`` *and* ``test`` given: only the
     final save of a run carries its test metrics.
     """
@@ -202,6 +206,8 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
         "distributed": dict(distributed) if distributed is not None else Distributed().to_dict(),
     }
+    if ema is not None:  # absent otherwise: a run without it writes the same file as before
+        obj["ema"] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in ema.items()}
     plugins = training_plugins(model, config)
     if plugins:  # absent when there are none: files of built-in runs stay as they were
         obj["plugins"] = plugins

@@ -10,14 +10,16 @@ Every random choice is a pure function of ``(seed, epoch[, batch])``:
 * model initialisation: ``torch.manual_seed(seed)`` before the model is built;
 * batch composition and extra-source draws: a numpy generator seeded from
   ``(seed, epoch)`` (:func:`advaudio.data.plan_epoch`);
-* time-shift augmentation: a torch generator seeded from ``(seed, epoch, batch)``,
-  so it does not matter which DataLoader worker serves a batch;
+* time shifts, masks, gain and mixing (:mod:`advaudio.augment`): generators seeded
+  from ``(seed, epoch, batch)``, drawn for every position of the global batch, so it
+  does not matter which DataLoader worker (or DDP rank) serves a sample;
 * dropout and any other use of the global torch RNG: the global generator is
   reseeded from ``(seed, epoch)`` at the start of every epoch.
 
 So a run resumed from the checkpoint of epoch ``e`` needs no RNG state to
 continue exactly like an unbroken run: it restores weights, optimizer,
-scheduler and GradScaler state and starts epoch ``e + 1`` with the same seeds.
+scheduler, GradScaler state and weight average (:mod:`.averaging`) and starts
+epoch ``e + 1`` with the same seeds.
 Exactness holds on CPU; CUDA kernels are not bitwise deterministic. Under
 torchrun the same holds for any world size (:mod:`.distributed`).
 
@@ -56,6 +58,7 @@ from advaudio.store import Store, check_same_store, inspect_shards, remove_stale
 from advaudio.store.documents import read_metrics, write_metrics
 from advaudio.views import View, fit_view
 
+from .averaging import WeightAverage
 from .checkpoint import is_final, read_checkpoint, save_checkpoint, set_rng_states, training_plugins
 from .config import RESUME_MAY_CHANGE, TrainConfig
 from .defenses import Defense, NoDefense, StepContext, create_defense
@@ -138,6 +141,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     use_amp: bool
     memory_format: torch.memory_format = torch.contiguous_format
+    ema: WeightAverage | None = None
     defense: Defense = field(default_factory=NoDefense)  # the loss each step minimises
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
@@ -161,7 +165,8 @@ class _Run:
             save_checkpoint(self.checkpoint_path, model=self.model, view=self.view, classes=self.store.classes,
                             store=self.store, config=self.config, split=self.split, epoch=epoch,
                             history=self.history, optimizer=self.optimizer, scheduler=self.scheduler,
-                            scaler=self.scaler, distributed=self.ctx.to_dict(), **final)
+                            scaler=self.scaler, distributed=self.ctx.to_dict(),
+                            ema=self.ema.state_dict() if self.ema is not None else None, **final)
 
     def write_metrics(self, test: Mapping[str, Any] | None, complete: bool) -> dict[str, Any]:
         metrics = _metrics(self, test, complete)
@@ -290,7 +295,7 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
 
     # Each rank reads its share of every global batch and of the evaluation folds.
     train_ds = StoreBatches(store, view, split.train, batch_size=config.batch_size, shuffle=True,
-                            seed=config.seed, time_shift=config.time_shift,
+                            seed=config.seed, time_shift=config.time_shift, augmentation=config.augmentation(),
                             extra_sources=config.extra_sources, mix=config.mix,
                             rank=ctx.rank, world_size=ctx.world_size)
     eval_bs = max(config.batch_size, 64)
@@ -309,6 +314,7 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
                scheduler=_build_scheduler(optimizer, config, len(train_ds)),
                scaler=torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, use_amp)), use_amp=use_amp,
                memory_format=memory_format(config, device),
+               ema=WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None,
                defense=create_defense(config.defense, **config.defense_options))
     if saved is not None:
         run.optimizer.load_state_dict(saved["optimizer"])
@@ -319,6 +325,10 @@ def _prepare(config: TrainConfig, ctx: Distributed, device: torch.device, *, out
         run.history = list(saved["history"])
         run.start_epoch = int(saved["epoch"])
         run.recalibrated = bool(saved.get("bn_recalibrated", False))
+        if run.ema is not None:
+            if "ema" not in saved:
+                raise StoreError(f"{out_dir / CHECKPOINT_NAME} keeps no weight average, which ema_decay asks for")
+            run.ema.load_state_dict(saved["ema"])
     return run
 
 
@@ -427,6 +437,8 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
     for step, batch in enumerate(run.train_loader):
         batch = to_device(batch, device, dtype=run.dtype)
         x, y = batch["x"], batch["y"]
+        # Mixed samples have soft targets; without mixing the loss sees the labels, as it always did.
+        target = batch["target"].to(run.dtype) if "target" in batch else y
         if run.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=run.memory_format)
         n = y.shape[0]
@@ -438,7 +450,9 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
                                    denominator=denominator,
                                    batch_size=train_ds.global_batch_size(epoch, step) if ctx.enabled else None)
         with autocast(device, run.use_amp):
-            loss = run.defense.loss(run.net, x, y, step_context=step_context)
+            # Mixed samples' soft targets reach only the built-in "none" (the config refuses mixing with
+            # another defense: an attack inside the step wants each sample's class).
+            loss = run.defense.loss(run.net, x, target, step_context=step_context)
         output = step_context.output
         if output is None:
             raise ParameterError(f"defense {config.defense!r} did not set step_context.output (the output whose "
@@ -452,10 +466,14 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
             loss.backward()
             run.optimizer.step()
         run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
         loss_detached = loss.detach()
         # the share's summed loss (DDP) or the batch's
         loss_acc += loss_detached.double() * (n if denominator is None else denominator)
-        correct_acc += (run.model.main_logits(output).detach().argmax(1) == y).sum()
+        # a mixed sample counts as its dominant label (what its target says most)
+        truth = y if target is y else target.argmax(1)
+        correct_acc += (run.model.main_logits(output).detach().argmax(1) == truth).sum()
         seen += n
         bar.update(1)
         now = time.perf_counter()
@@ -497,17 +515,44 @@ def _final_test(run: _Run) -> dict[str, Any]:
     """Batch-norm recalibration (once, if configured), then the test fold's metrics."""
     config = run.config
     t0 = time.perf_counter()
+    if run.ema is not None and not run.recalibrated:
+        run.ema.copy_to(run.model)  # the average is the model evaluated, saved and attacked
     if config.recalibrate_bn and not run.recalibrated:
-        # The training distribution (augmentation, extra sources) on a plan no epoch used.
+        # The training distribution (time shifts, extra sources) on a plan no epoch used; but not
+        # masked or mixed: the statistics are for clean inputs, like the ones the model is tested on.
         run.reseed(config.epochs)
-        run.train_ds.set_epoch(config.epochs)
-        recalibrate_bn(run.model, run.train_loader, device=run.device, amp=run.use_amp)
+        loader, ds = run.train_loader, run.train_ds
+        if ds.augmentation is not None:
+            ds = StoreBatches(run.store, run.view, run.split.train, batch_size=config.batch_size, shuffle=True,
+                              seed=config.seed, time_shift=config.time_shift, extra_sources=config.extra_sources,
+                              mix=config.mix, rank=run.ctx.rank, world_size=run.ctx.world_size)
+            loader = make_loader(ds, workers=min(loader_workers(config, run.device), 1), device=run.device)
+        ds.set_epoch(config.epochs)
+        try:
+            recalibrate_bn(run.model, loader, device=run.device, amp=run.use_amp)
+        finally:
+            if ds is not run.train_ds:
+                ds.close()
         run.recalibrated = True
     test_loader = (make_loader(run.test_ds, workers=min(loader_workers(config, run.device), 1), device=run.device)
                    if run.test_ds else None)
     test = run_evaluation(run.model, test_loader, run.test_ds, device=run.device, classes=run.store.classes,
                           amp=run.use_amp, distributed=run.ctx)
     test["fold"] = run.split.test_fold
+    # The final model on its own training clips, clean (no augmentation, evaluation mode): the
+    # other side of the train-test gap, which accuracy on augmented batches does not show.
+    train_rows = run.ctx.share(run.split.train)
+    train_ds = StoreBatches(run.store, run.view, train_rows, batch_size=max(config.batch_size, 64)) \
+        if train_rows.size else None
+    train_loader = (make_loader(train_ds, workers=min(loader_workers(config, run.device), 1), device=run.device)
+                    if train_ds else None)
+    try:
+        on_train = run_evaluation(run.model, train_loader, train_ds, device=run.device, classes=run.store.classes,
+                                  amp=run.use_amp, distributed=run.ctx)
+    finally:
+        if train_ds is not None:
+            train_ds.close()
+    test["train_accuracy"], test["train_loss"] = on_train["accuracy"], on_train["loss"]
     test["seconds"] = time.perf_counter() - t0
     return test
 
@@ -541,6 +586,8 @@ def _metrics(run: _Run, test: Mapping[str, Any] | None, complete: bool) -> dict[
     if test is not None:
         out["test"] = dict(test)
         out["test_accuracy"] = test["accuracy"]
+        if "train_accuracy" in test:  # runs before it lack it
+            out["train_accuracy"] = test["train_accuracy"]
         out["per_class_accuracy"] = test["per_class_accuracy"]
         out["confusion_matrix"] = test["confusion_matrix"]
     if history and "val_accuracy" in history[-1]:

@@ -56,7 +56,8 @@ VIEW=${VIEW:-stft}                        # e.g. dwt+chroma
 MODEL=${MODEL:-resnet18}
 WIDTH=${WIDTH:-$([ "$synthetic" = 1 ] && echo 0.25 || echo 1.0)}
 INPUT_SIZE=${INPUT_SIZE:-$([ "$synthetic" = 1 ] && echo 64x64 || echo 128x128)}
-EPOCHS=${EPOCHS:-$([ "$synthetic" = 1 ] && echo 12 || echo 30)}
+RECIPE=${RECIPE:-}                        # training recipe: default, paper (empty: default)
+EPOCHS=${EPOCHS:-$([ "$synthetic" = 1 ] && echo 12 || echo)}   # empty: the recipe's
 BATCH_SIZE=${BATCH_SIZE:-32}              # global training batch
 TEST_FOLD=${TEST_FOLD:-}                  # empty: the highest fold
 SEED=${SEED:-0}
@@ -243,7 +244,7 @@ else
         train_dep=$JOB
     fi
     submit train "$train_dep" train.sbatch "$TRAIN_RESOURCES" "${store_vars[@]}" OUT="$RUN_DIR" VIEW="$VIEW" \
-        MODEL="$MODEL" WIDTH="$WIDTH" INPUT_SIZE="$INPUT_SIZE" EPOCHS="$EPOCHS" BATCH_SIZE="$BATCH_SIZE" \
+        MODEL="$MODEL" WIDTH="$WIDTH" INPUT_SIZE="$INPUT_SIZE" RECIPE="$RECIPE" EPOCHS="$EPOCHS" BATCH_SIZE="$BATCH_SIZE" \
         TEST_FOLD="$TEST_FOLD" SEED="$SEED" WORKERS= DEVICE="$DEVICE" TRAIN_ARGS="$TRAIN_ARGS" NPROC= NNODES=
     train_dep=$JOB
 fi

@@ -1,4 +1,4 @@
-"""Where a study's cells run. Every executor takes the plan (:mod:`advaudio.study.plan`) and the
+"""Where a study's cells run. Every executor takes the plan (:mod:`advaudio.study.planning`) and the
 cells to run, with one signature: ``run(plan, todo, *, progress, echo, keep_going)``.
 
 * ``local`` (:mod:`.local`) — cells one after another in this process (the default);

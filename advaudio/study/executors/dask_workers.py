@@ -20,7 +20,7 @@ from advaudio.errors import AdvaudioError
 from advaudio.stages.featurize import dask_client
 from advaudio.study import cellfile
 from advaudio.study.cells import Cell, expand_cells, find_cell, run_cell
-from advaudio.study.plan import StudyPlan
+from advaudio.study.planning import StudyPlan
 from advaudio.study.spec import read_study
 from advaudio.threads import choose_threads, configure_threads
 

@@ -8,7 +8,7 @@ import time
 from advaudio.errors import AdvaudioError
 from advaudio.study import cellfile
 from advaudio.study.cells import Cell, run_cell
-from advaudio.study.plan import StudyPlan
+from advaudio.study.planning import StudyPlan
 from advaudio.threads import configure_threads
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from advaudio.errors import AdvaudioError
 from advaudio.study.cells import Cell
-from advaudio.study.plan import StudyPlan
+from advaudio.study.planning import StudyPlan
 from advaudio.study.spec import StudySpec
 
 

@@ -37,7 +37,7 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
     Cells not done are listed as missing in the report's protocol section; a study
     with no done cell is an error.
     """
-    from advaudio.study.plan import plan_study
+    from advaudio.study.planning import plan_study
     from advaudio.study.report_writer import write_study_report
     from advaudio.study.spec import read_study
 
