@@ -285,6 +285,31 @@ def test_random_targets_are_keyed_by_seed_and_clip_id_not_by_position():
             choose_targets(None, None, bad, num_classes=classes)
 
 
+def test_a_random_target_is_the_documented_draw_whatever_the_labels_container():
+    """Stored shards record targets: a clip's target is ``(label + k) mod C`` with ``k`` drawn from
+    ``default_rng([seed, id]).integers(1, C)``, so a rerun (or a slice) reproduces it exactly."""
+    classes, seed = 7, 11
+    labels = np.array([0, 3, 6, 2, 5, 1, 4, 6])
+    ids = np.array([9, 40, 3, 1000, 77, 5, 12, 2])
+    draw = [np.random.default_rng([seed, int(i)]).integers(1, classes) for i in ids]
+    expected = (labels + np.array(draw)) % classes
+    for container in (labels, labels.tolist(), torch.from_numpy(labels), torch.from_numpy(labels).float()):
+        got = choose_targets(None, None, container, num_classes=classes, seed=seed, ids=ids.tolist())
+        assert got.dtype == torch.int64
+        np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: choose_targets(None, None, [0, 1], rule="hardest", num_classes=3), "target_rule must be one of"),
+    (lambda: choose_targets(None, None, [0, 1]), "needs the model"),
+    (lambda: choose_targets(None, None, [0, 0], num_classes=1), "at least 2 classes"),
+    (lambda: choose_targets(None, None, [0, 1, 2], num_classes=3, ids=[4, 5]), "ids has 2 entries for 3 labels"),
+])
+def test_target_choice_refuses_what_it_cannot_do_and_says_why(call, message):
+    with pytest.raises(ParameterError, match=message):
+        call()
+
+
 class Logits(nn.Module):
     """Its inputs ``(N, 1, 1, C)`` are its logits."""
 

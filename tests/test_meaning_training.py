@@ -79,6 +79,10 @@ def test_the_test_fold_asked_for_is_held_out(store, meta, test_fold):
     np.testing.assert_array_equal(split.train, np.flatnonzero(folds != test_fold))
     assert split.val.size == 0 and split.test_fold == test_fold and split.val_fold is None
     assert split.train_folds == sorted(set(folds.tolist()) - {test_fold})
+    # every set, the empty validation set too, is integer rows the store can be indexed with
+    for rows in (split.train, split.val, split.test):
+        assert rows.dtype.kind in "iu"
+        assert store.labels[rows].shape == rows.shape
 
 
 def test_without_a_test_fold_the_highest_fold_is_held_out(store, meta):

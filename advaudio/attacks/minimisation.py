@@ -1,18 +1,19 @@
 """Minimisation attacks that search each sample's smallest perturbation: DeepFool, CW, EAD, FMN.
 
 DeepFool always runs untargeted: Foolbox accepts a targeted criterion but only walks
-to the nearest boundary (noted).  CW and EAD binary-search the constant c; samples
-that miss their target are retried with a larger constant and more steps
-(``const_retries``, noted).  Foolbox's CW/EAD return zeros where they fail; the
-engine puts the clean input there.
+to the nearest boundary (noted).  CW and EAD run in plain torch
+(:mod:`~advaudio.attacks.constsearch`: Foolbox's arithmetic, with a constant, a
+bracket and an early abort per clip); samples that miss their target are retried
+with a larger constant and more steps (``const_retries``, noted).  Where an attack
+finds nothing the engine puts the clean input.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from advaudio.attacks.base import AttackSpec
+from advaudio.attacks.constsearch import SearchOutcome, const_search
 from advaudio.attacks.params import AttackParams, CarliniWagnerParams, DeepFoolParams, EADParams, FMNParams
 from advaudio.attacks.results import Note
 
@@ -49,16 +50,39 @@ class DeepFool(MinimisationAttack):
         return cls(steps=params.steps, candidates=params.candidates, overshoot=params.overshoot)
 
 
-class ConstSearchAttack(MinimisationAttack):
-    """CW-type attacks with a binary search over the constant c; samples that miss
-    their target are retried with a larger constant and more steps."""
+class ConstSearchAttack(AttackSpec):
+    """CW-type attacks in plain torch (:mod:`~advaudio.attacks.constsearch`): per clip a binary
+    search over the constant c with early abort, from a bracket learned on the batch; clips that
+    miss their target are retried with a larger constant and more steps."""
+
+    method = ""  # "cw" | "ead"
+
+    def search(self, run, x, classes, targeted: bool, params, *, initial_const: float, steps: int,
+               retry: bool = False) -> SearchOutcome:
+        extra = {"regularization": params.regularization, "decision_rule": params.decision_rule} \
+            if self.method == "ead" else {}
+        return const_search(run.counter, x, classes, targeted=targeted, method=self.method, steps=steps,
+                            step_size=params.step_size, binary_search_steps=params.binary_search_steps,
+                            initial_const=initial_const, confidence=params.confidence,
+                            abort_early=params.abort_early, patience=params.patience,
+                            min_improvement=params.min_improvement, pilot=0 if retry else params.pilot,
+                            pilot_extra=params.pilot_extra,
+                            start_const=None if retry else params.start_const,  # retries: C&W's search
+                            const_growth=params.const_growth, **extra)
 
     def execute(self, run, x, labels, targets, *, config, epsilon, counters):
-        adv = super().execute(
-            run, x, labels, targets, config=config, epsilon=epsilon, counters=counters
-        )
-        ok = self.verify(run, adv, labels, targets)
         params = config.params
+        targeted = targets is not None
+        classes = targets if targeted else labels
+        out = self.search(run, x, classes, targeted, params, initial_const=params.initial_const,
+                          steps=params.steps)
+        adv = out.adversarial.clone()
+        ok = self.verify(run, adv, labels, targets)
+        counters["chunks"] = counters.get("chunks", 0) + 1
+        if out.start_const is not None:
+            counters["pilot"] = counters.get("pilot", 0) + len(out.pilot)
+            counters["start_const"] = out.start_const  # type: ignore[assignment]  # the last chunk's
+            counters["growth"] = out.growth  # type: ignore[assignment]
         const, steps = params.initial_const, params.steps
         for attempt in range(params.const_retries):
             missing = (~ok).nonzero().flatten()
@@ -68,26 +92,35 @@ class ConstSearchAttack(MinimisationAttack):
                 counters["retried"] = counters.get("retried", 0) + len(missing)
             const *= 10.0 ** max(params.binary_search_steps, 1)
             steps *= 2
-            retry = dataclasses.replace(params, initial_const=const, steps=steps)
-            t = targets[missing] if targets is not None else None
-            raw, _, _ = self.attack(run.fb, retry)(
-                run.fmodel, x[missing], self.criterion(run, labels[missing], t), epsilons=None
-            )
-            adv[missing] = raw
-            ok[missing] = self.verify(run, raw, labels[missing], t)
+            t = targets[missing] if targeted else None
+            retry = self.search(run, x[missing], classes[missing], targeted, params, initial_const=const,
+                                steps=steps, retry=True)
+            adv[missing] = retry.adversarial
+            ok[missing] = self.verify(run, retry.adversarial, labels[missing], t)
             counters["last_const"] = const  # type: ignore[assignment]
             counters["last_steps"] = steps
         counters["failed"] = counters.get("failed", 0) + int((~ok).sum())
         return adv
 
     def chunk_notes(self, counters, config):
-        if not counters.get("retried"):
-            return []
         params = config.params
+        notes = []
+        if counters.get("pilot"):
+            counts = {"pilot": counters["pilot"], "start_const": counters["start_const"],
+                      "growth": counters["growth"]}
+            notes.append(Note(
+                "const-bracket",
+                f"{self.name}: {counts['pilot']} pilot clip(s) searched the constant from initial_const="
+                f"{params.initial_const:g}; the others started at {counts['start_const']:.4g} (their median "
+                f"smallest fooling constant) growing ×{counts['growth']:.3g}",
+                counts,
+            ))
+        if not counters.get("retried"):
+            return notes
         counts = {"retried": counters["retried"], "const_retries": params.const_retries,
                   "last_const": counters["last_const"], "last_steps": counters["last_steps"],
                   "failed": counters.get("failed", 0)}
-        return [Note(
+        notes.append(Note(
             "const-retries",
             f"{self.name}: {counts['retried']} sample(s) missed after the first constant "
             f"search (initial_const={params.initial_const:g}); retried up to "
@@ -95,39 +128,20 @@ class ConstSearchAttack(MinimisationAttack):
             f"{counts['last_const']:g}, steps={counts['last_steps']}; "
             f"{counts['failed']} still failed",
             counts,
-        )]
+        ))
+        return notes
 
 
 class CarliniWagnerL2(ConstSearchAttack):
     params_type = CarliniWagnerParams
-    description = "Carlini-Wagner L2 (Adam in tanh space, binary search over c)"
-
-    def attack(self, fb, params):
-        return fb.attacks.L2CarliniWagnerAttack(
-            binary_search_steps=params.binary_search_steps,
-            steps=params.steps,
-            stepsize=params.step_size,
-            confidence=params.confidence,
-            initial_const=params.initial_const,
-            abort_early=True,
-        )
+    description = "Carlini-Wagner L2 (Adam in tanh space, per-clip constant search with early abort)"
+    method = "cw"
 
 
 class EAD(ConstSearchAttack):
     params_type = EADParams
-    description = "elastic-net attack (EAD, L1 + L2 regularised CW); budget in L1"
-
-    def attack(self, fb, params):
-        return fb.attacks.EADAttack(
-            binary_search_steps=params.binary_search_steps,
-            steps=params.steps,
-            initial_stepsize=params.step_size,
-            confidence=params.confidence,
-            initial_const=params.initial_const,
-            regularization=params.regularization,
-            decision_rule=params.decision_rule,
-            abort_early=True,
-        )
+    description = "elastic-net attack (EAD, L1 + L2 regularised CW, FISTA, per-clip early abort); budget in L1"
+    method = "ead"
 
 
 class FastMinimumNorm(MinimisationAttack):

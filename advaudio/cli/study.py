@@ -56,7 +56,8 @@ def plan(study_file, probe):
     for name, sp in p.stores.items():
         click.echo(f"dataset {name}: {sp.clips} clips, folds {','.join(map(str, sp.folds))}, store "
                    f"{'complete' if sp.complete else 'to featurize'}: {sp.store_dir}")
-    head = f"{'cell':<62} {'status':<11} {'train samples':>13} {'attack clips':>12} {'time':>9}  estimate"
+    head = (f"{'cell':<62} {'status':<11} {'train samples':>13} {'attack clips':>12} {'attack/train':>12} "
+            f"{'time':>9}  estimate")
     click.echo(head)
     click.echo("-" * len(head))
     total = remaining = 0.0
@@ -68,7 +69,8 @@ def plan(study_file, probe):
         if s.status != "done":
             remaining += c.seconds if known else 0.0
             unknown += not known
-        click.echo(f"{s.cell.cell_id:<62} {s.status:<11} {c.train_samples:>13,} {c.attack_clips:>12,} "
+        share = f"{c.attack_share:.2f}×" if math.isfinite(c.attack_share) else "-"  # attack work / training work
+        click.echo(f"{s.cell.cell_id:<62} {s.status:<11} {c.train_samples:>13,} {c.attack_clips:>12,} {share:>12} "
                    f"{format_seconds(c.seconds):>9}  {c.source}")
     counts = p.counts()
     to_run = len(p.pending())

@@ -63,8 +63,10 @@ class Note:
     Codes written by advaudio: ``excluded-misclassified`` (count, of),
     ``untargeted`` (the attack cannot be targeted), ``fgsm-targeted-step``,
     ``targets-given``, ``targets-ignored``, ``const-retries`` (retried,
-    const_retries, last_const, last_steps, failed), ``starting-points`` (pool, noise,
-    noise_draws, none), ``no-starting-point`` (count), ``reached-at-eps-low``
+    const_retries, last_const, last_steps, failed), ``const-bracket`` (pilot,
+    start_const, growth), ``starting-points`` (pool, noise, noise_draws, none),
+    ``query-budget`` (max_queries, most_used, queries_per_clip, exhausted, attacked),
+    ``no-starting-point`` (count), ``reached-at-eps-low``
     (eps_low), ``bisection-max-iter`` (max_iter, bracket), ``bisection-one-epsilon`` (an
     attack without per-clip ε was bisected), ``merged`` (count), ``merged-precision``
     (budget_low, width), ``mixed-budgets`` (budgets); a note of one slice of a merged
