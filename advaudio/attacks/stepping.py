@@ -24,6 +24,7 @@ on CPU, every 8 on CUDA), never a per-step ``.item()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,7 @@ def gradient_attack(
     early_stop: bool = True,
     full_margin: bool = False,
     compact_every: int | None = None,
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> StepResult:
     """``steps`` gradient steps from ``x0`` (or ``x0 + ε·noise``) within each sample's ε-ball.
 
@@ -100,6 +102,10 @@ def gradient_attack(
         full_margin: with ``early_stop``, keep stepping successful samples (their output
             stays the first successful iterate) so that ``margin`` is the best over every step.
         compact_every: drop finished samples from the batch every this many steps.
+        objective: ``objective(logits, rows)``, the summed loss of the samples at ``rows`` (indices
+            into the batch) that the steps ascend (untargeted) or descend (targeted); None: the
+            cross-entropy toward ``classes``. TRADES's inner maximisation of the KL divergence
+            from the clean output uses it (:mod:`advaudio.training.defenses`).
     """
     if compact_every is None:
         compact_every = 1 if x0.device.type == "cpu" else 8
@@ -126,7 +132,8 @@ def gradient_attack(
         cls = classes[active]
         with torch.enable_grad():
             logits = model(xa)
-            loss = F.cross_entropy(logits, cls, reduction="sum")
+            loss = (F.cross_entropy(logits, cls, reduction="sum") if objective is None
+                    else objective(logits, active))
         (grad,) = torch.autograd.grad(loss, xa)
         best[active] = torch.maximum(best[active], margins(logits.detach().float(), cls, targeted=targeted))
         if norm == "linf":

@@ -15,6 +15,7 @@ from advaudio.reporting.discovery import collect_runs
 from advaudio.reporting.document import build_blocks
 from advaudio.reporting.examples import round_examples, safe_name
 from advaudio.reporting.render import render_html, render_markdown
+from advaudio.reporting.robustness import autoattack_blocks, autoattack_entries
 from advaudio.store import Store, jsonable
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "write_report"]
@@ -166,7 +167,10 @@ def write_report(
     _remove_stale(out_dir / "figures", "*.png", {(out_dir / f).resolve() for f in fig_files})
     _remove_stale(out_dir / "audio", "*.wav", {(out_dir / f).resolve() for f in audio_files})
 
+    robustness = autoattack_blocks(data, warnings)  # its flags join the warnings first
     blocks = build_blocks(data, analysis, figs, title=title, listen=listen, warnings=warnings)
+    at = next((i for i, b in enumerate(blocks) if b[:2] == ("h2", "Fooling rate against ε")), len(blocks))
+    blocks[at:at] = robustness
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks, title=title), encoding="utf-8")
@@ -180,6 +184,7 @@ def write_report(
         "figures": fig_files,
         "audio": audio_files,
         "values": values.rows,
+        "autoattack": autoattack_entries(data, []),
         "value_columns": list(VALUE_COLUMNS),
         "sources": [str(p) for p in data.sources],
         "warnings": warnings,

@@ -12,7 +12,7 @@ from typing import Any
 
 from advaudio import layout
 from advaudio.options import CommandResult, Values, field_default
-from advaudio.stages.train_config import EVALUATE, TRAIN
+from advaudio.stages.train_config import EVALUATE, TRAIN, defense_params
 
 __all__ = ["EvaluateRun", "TrainRun", "evaluate", "train"]
 
@@ -57,7 +57,11 @@ def train(v: Values) -> TrainRun:
     from advaudio.training import train as run
 
     recipe = v.recipe or (_resumed_recipe(v.out) if v.resume else None)
-    config = TrainConfig(**v.config(), recipe=recipe or field_default(TrainConfig, "recipe")())
+    values = v.config()
+    if v.param:  # -p defense.KEY=VALUE: options of the defense, beside -d KEY=VALUE
+        defense = str(values.get("defense") or field_default(TrainConfig, "defense")()).strip().lower()
+        values["defense_options"] = {**values.get("defense_options", {}), **defense_params(v.param, defense)}
+    config = TrainConfig(**values, recipe=recipe or field_default(TrainConfig, "recipe")())
     configure_threads(v.threads)
     metrics = run(config, out_dir=v.out, resume=v.resume, progress=v.progress)
     return TrainRun(Path(metrics["checkpoint"]), metrics=metrics, rank=int(os.environ.get("RANK", "0")))
@@ -77,7 +81,8 @@ def _resumed_recipe(out_dir) -> str | None:
 @dataclass
 class EvaluateRun(CommandResult):
     """What :func:`evaluate` measured: :attr:`evaluation` (accuracy, loss, per-class accuracy, confusion
-    matrix); :attr:`path` is the checkpoint evaluated (its first line names it)."""
+    matrix; with ``autoattack``, its ``"autoattack"`` list: robust accuracy per norm and ε with its
+    interval); :attr:`path` is the checkpoint evaluated (its first line names it)."""
 
     evaluation: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +97,11 @@ class EvaluateRun(CommandResult):
         out.append("confusion matrix (rows: true class, columns: predicted)")
         out += [f"  {name:<{width}}  " + " ".join(f"{v:4d}" for v in row)
                 for name, row in zip(r["classes"], r["confusion_matrix"])]
+        for a in r.get("autoattack") or []:
+            out.append(f"AutoAttack {a['norm']} ε={a['eps']:.4g}: robust accuracy {a['robust_accuracy']:.4f} "
+                       f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}] ({a['n_robust']} of {a['n']} clips; "
+                       f"{a['n_correct']} attacked, {a['seconds']:.0f} s)")
+            out += [f"  warning: {w}" for w in a.get("warnings") or []]
         return out
 
     def output(self) -> list[str]:
@@ -105,5 +115,9 @@ def evaluate(v: Values) -> EvaluateRun:
 
     configure_threads(v.threads)
     result = run(v.checkpoint, store=v.store, fold=v.fold, device=v.device, batch_size=v.batch_size,
-                 workers=v.workers)
+                 workers=v.workers, autoattack=v.autoattack, seed=v.seed)
+    if v.autoattack:  # kept beside the checkpoint, where `advaudio report` finds them
+        from advaudio.training.evaluation import write_autoattack
+
+        write_autoattack(v.checkpoint, result)
     return EvaluateRun(Path(v.checkpoint), evaluation=result)

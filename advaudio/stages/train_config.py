@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from advaudio import validation
 from advaudio.augment_spec import MIXING
+from advaudio.errors import ParameterError
 from advaudio.models.names import model_names
 from advaudio.options import PROGRESS, THREADS, UNSET, Command, Option
 from advaudio.training.config import (
@@ -20,7 +21,42 @@ from advaudio.training.config import (
 )
 from advaudio.view_spec import format_input_size, parse_input_size
 
-__all__ = ["EVALUATE", "TRAIN"]
+__all__ = ["EVALUATE", "TRAIN", "autoattack_pairs", "defense_params"]
+
+
+def defense_params(param, defense: str) -> dict:
+    """The defense options of ``-p defense.KEY=VALUE`` (or ``NAME.KEY=VALUE``, NAME the defense's):
+    ``{"defense": {"epsilon": "8/255"}}`` (or the command line's pairs) → ``{"epsilon": 0.0313…}``;
+    a fraction ``A/B`` reads as a number."""
+    from advaudio.options import _nested
+
+    nested = _nested(param or {}, "train: -p")
+    out: dict = {}
+    for owner, options in nested.items():
+        if owner.strip().lower() not in ("defense", defense):
+            pairs = ", ".join(f"{owner}.{k}={v}" for k, v in options.items())
+            raise ParameterError(f"-p takes defense.KEY=VALUE (the options of --defense {defense}), got {pairs!r}")
+        for key, value in options.items():
+            if isinstance(value, str):
+                num, slash, den = value.partition("/")
+                try:
+                    value = float(num) / float(den) if slash else value
+                except (ValueError, ZeroDivisionError):
+                    pass
+            out[key] = value
+    return out
+
+
+def autoattack_pairs(value) -> tuple[tuple[str, float], ...]:
+    """``--autoattack`` as ``((norm, ε), …)``: ``"linf:8/255,l2:0.5"`` or pairs."""
+    if isinstance(value, str):
+        from advaudio.attacks.autoattack import parse_autoattack  # torch: only when it is given
+
+        return parse_autoattack(value)
+    try:
+        return tuple((str(norm), float(eps)) for norm, eps in value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"takes NORM:EPS,… or (norm, ε) pairs, got {value!r}") from None
 
 
 def _recipe_default(name: str) -> str:
@@ -52,6 +88,11 @@ TRAIN = Command(
                     "whose loss sees the inputs."),
         Option("defense_option", kind="pairs", short="-d", field="defense_options", metavar="KEY=VALUE",
                help="Option of the defense, repeatable, e.g. -d epsilon=0.03."),
+        Option("param", kind="nested", short="-p", metavar="defense.KEY=VALUE",
+               help="Option of the defense as defense.KEY=VALUE (or NAME.KEY=VALUE), repeatable; a fraction is a "
+                    "number: -p defense.epsilon=8/255 -p defense.steps=7. pgd-at: epsilon, alpha, steps, "
+                    "random_start, norm; trades: epsilon, alpha, steps, beta, norm; fast-at: epsilon, alpha, "
+                    "random_start."),
         Option("width", field="width", default=UNSET, cli_type=float,
                help="Channel-width multiplier of the model (e.g. 0.25 for quick CPU runs)."),
         Option("input_size", field="input_size", default=UNSET, metavar="HxW", parse=parse_input_size,
@@ -122,7 +163,8 @@ TRAIN = Command(
 
 EVALUATE = Command(
     "evaluate",
-    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold.""",
+    """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold (and, with
+    --autoattack, robust accuracy under AutoAttack with a binomial 95 % interval).""",
     (
         Option("checkpoint", required=True, path=True, help="checkpoint.pt of a run."),
         Option("store", path=True,
@@ -132,6 +174,11 @@ EVALUATE = Command(
                help="auto, cpu, cuda or cuda:N."),
         Option("batch_size", default=64, cli_type=int, help="Samples per forward pass."),
         Option("workers", default=0, cli_type=int, help="DataLoader worker processes."),
+        Option("autoattack", metavar="NORM:EPS,…", parse=autoattack_pairs,
+               help="Robust accuracy under AutoAttack (standard version, every correctly classified clip) at each "
+                    "NORM:EPS, e.g. linf:8/255,l2:0.5 (ε in model-input units); needs pyautoattack (pip install "
+                    "'advaudio[autoattack]'). Written beside the checkpoint as autoattack.json."),
+        Option("seed", default=0, cli_type=int, help="AutoAttack's seed."),
         Option("json", kind="switch", cli_only=True, help="Print the result as JSON."),
         THREADS,
     ),

@@ -19,6 +19,9 @@ source so every number can be traced back::
             checks[]                evaluation checks {check, status, text}
             results, shard          the attack results JSON and the adversarial shard
             wall_time_s, gradient_steps
+        autoattack[]                AutoAttack robust accuracy per (norm, eps) (attacked cells of a study
+                                    with [attacks] autoattack): norm, eps, robust_accuracy, ci_low,
+                                    ci_high, n, n_correct, n_robust, warnings[], seconds, results (path)
     wall_time_s                     {"train": …, "rounds": …, "total": …}, measured
     versions, finished
 
@@ -110,16 +113,20 @@ class RoundOutcome:
     test_accuracy: float
     test_clips: int
     attacks: dict[str, AttackOutcome] = field(default_factory=dict)
+    autoattack: tuple[dict, ...] = ()  # AutoAttack robust accuracy per (norm, eps)
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "attacks"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("attacks", "autoattack")}
         d["attacks"] = {name: a.to_json() for name, a in self.attacks.items()}
+        if self.autoattack:
+            d["autoattack"] = [dict(a) for a in self.autoattack]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RoundOutcome:
-        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "attacks"}
-        return cls(**values, attacks={n: AttackOutcome.from_json(a) for n, a in (d.get("attacks") or {}).items()})
+        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k not in ("attacks", "autoattack")}
+        return cls(**values, attacks={n: AttackOutcome.from_json(a) for n, a in (d.get("attacks") or {}).items()},
+                   autoattack=tuple(dict(a) for a in d.get("autoattack") or ()))
 
 
 @dataclass(frozen=True)
@@ -235,6 +242,14 @@ def check_summary(d: dict[str, Any], path: Path) -> None:
             if len(rows) != len(norms):
                 a.fail("minimal_norms", f"has {len(norms)} values for {len(rows)} clip rows")
             a.objects("checks", optional=True)
+        for a in r.objects("autoattack", optional=True):
+            a.string("norm")
+            a.number("eps", low=0.0)
+            for key in ("robust_accuracy", "ci_low", "ci_high"):
+                a.rate(key, nullable=True)
+            for key in ("n", "n_correct", "n_robust"):
+                a.count(key)
+            a.items("warnings", optional=True)
 
 
 # --------------------------------------------------------------------------- #

@@ -37,8 +37,8 @@ from advaudio.stages.rounds import is_complete_run, run_rounds
 from advaudio.store.documents import read_metrics
 from advaudio.store.results import read_attack_results
 from advaudio.study import cellfile
-from advaudio.study.spec import StudySpec, check_folds
-from advaudio.training import TrainConfig, train
+from advaudio.study.spec import SHARDS, StudySpec, check_folds
+from advaudio.training import TrainConfig, evaluate, train
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,29 @@ class Cell:
     store_dir: str
     store_fingerprint: str
     fingerprint: str = ""
+    #: the on-the-fly defense it trains with ("": the study has no defense axis; "none": clean
+    #: training, whose rounds are the ``shards`` defense when the axis lists it)
+    defense: str = ""
+    rounds: int = 0  # rounds of shard retraining it runs (attacked cells only)
+    #: AutoAttack's (norm, ε) evaluated on every round's model (attacked cells of a study that asks);
+    #: not in the fingerprint: changing it adds an evaluation and retrains nothing
+    autoattack: tuple = ()
 
     @property
     def cell_id(self) -> str:
         size = "none" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
+        defense = f"-{self.defense}" if self.defense not in ("", "none") else ""
         return (f"{self.dataset}-{self.model}-{self.view.replace('+', '_')}-w{self.width:g}-{size}-s{self.seed}"
-                f"-f{self.test_fold}-{self.fingerprint[:8]}")
+                f"-f{self.test_fold}{defense}-{self.fingerprint[:8]}")
 
     @property
     def key(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "model": self.model, "view": self.view, "width": self.width,
-                "input_size": list(self.input_size) if self.input_size else None, "seed": self.seed,
-                "test_fold": self.test_fold, "attacked": self.attacked}
+        key = {"dataset": self.dataset, "model": self.model, "view": self.view, "width": self.width,
+               "input_size": list(self.input_size) if self.input_size else None, "seed": self.seed,
+               "test_fold": self.test_fold, "attacked": self.attacked}
+        if self.defense:
+            key["defense"] = self.defense
+        return key
 
     def directory(self, spec: StudySpec) -> Path:
         return layout.study_cell_dir(spec.directory, self.cell_id)
@@ -76,6 +87,8 @@ class Cell:
 def train_config(spec: StudySpec, cell: Cell, *, device: str | None = None):
     """The :class:`~advaudio.training.TrainConfig` of ``cell``."""
     values = {"workers": 0, **spec.train}  # cells run side by side: no loader processes unless asked
+    if cell.defense not in ("", "none"):
+        values.update(defense=cell.defense, defense_options=dict(spec.defense_params.get(cell.defense, {})))
     return TrainConfig(store=cell.store_dir, view=cell.view, model=cell.model, width=cell.width,
                        input_size=cell.input_size, test_fold=cell.test_fold, seed=cell.seed,
                        device=device or spec.run.device, **values)
@@ -96,7 +109,7 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
         # Hashed under the key the threshold had when studies were first written: their cells keep their ids.
         attack["fooling_rate"] = attack.pop("threshold")
         attack.pop("batch_size", None)  # how many clips share an attack call changes no clip's result
-        parts.update(attack=attack, train_limit=spec.train_limit, rounds=spec.rounds,
+        parts.update(attack=attack, train_limit=spec.train_limit, rounds=cell.rounds,
                      retrain=dataclasses.asdict(spec.retrain))
     plugins = cell_plugins(spec, cell)
     if plugins:  # a plugin's version decides results too (the key is absent for built-ins only)
@@ -106,7 +119,8 @@ def _fingerprint(spec: StudySpec, cell: Cell) -> str:
 
 def cell_plugins(spec: StudySpec, cell: Cell) -> list[dict[str, str]]:
     """The plugins a cell's results depend on besides its store's: model, defense and, when attacked, attacks."""
-    entries = [("advaudio.models", cell.model), ("advaudio.defenses", spec.train.get("defense", "none"))]
+    defense = cell.defense if cell.defense not in ("", SHARDS) else spec.train.get("defense", "none")
+    entries = [("advaudio.models", cell.model), ("advaudio.defenses", defense)]
     if cell.attacked:
         entries += [("advaudio.attacks", name) for name in spec.attack.attacks]
     return used(entries)
@@ -154,10 +168,32 @@ def expand_cells(spec: StudySpec, stores: dict[str, StorePlan] | None = None) ->
                     for size in spec.grid.input_sizes:
                         for seed in spec.grid.seeds:
                             for fold in spec.protocol.test_folds(sp.folds):
-                                cell = Cell(data.name, model, view, width, size, seed, fold, fold in attacked,
-                                            str(sp.store_dir), sp.fingerprint)
-                                cells.append(dataclasses.replace(cell, fingerprint=_fingerprint(spec, cell)))
+                                for defense in trained_defenses(spec):
+                                    cell = Cell(data.name, model, view, width, size, seed, fold, fold in attacked,
+                                                str(sp.store_dir), sp.fingerprint, defense=defense)
+                                    cell = dataclasses.replace(cell, rounds=cell_rounds(spec, cell),
+                                                               autoattack=spec.autoattack if cell.attacked else ())
+                                    cells.append(dataclasses.replace(cell, fingerprint=_fingerprint(spec, cell)))
     return cells
+
+
+def trained_defenses(spec: StudySpec) -> list[str]:
+    """The trainings a grid point makes: ``[""]`` without a defense axis; else ``none`` (which ``shards``
+    retrains) when the axis has either, and each on-the-fly defense."""
+    if not spec.grid.defenses:
+        return [""]
+    clean = ["none"] if {"none", SHARDS} & set(spec.grid.defenses) else []
+    return clean + [d for d in spec.grid.defenses if d not in ("none", SHARDS)]
+
+
+def cell_rounds(spec: StudySpec, cell: Cell) -> int:
+    """Rounds of shard retraining of ``cell``: the [rounds] count for an attacked cell of clean training
+    when the study retrains (no defense axis, or ``shards`` on it); 0 otherwise."""
+    if not cell.attacked:
+        return 0
+    if not cell.defense:
+        return spec.rounds
+    return spec.rounds if cell.defense == "none" and SHARDS in spec.grid.defenses else 0
 
 
 def find_cell(cells: list[Cell], cell_id: str) -> Cell:
@@ -237,7 +273,10 @@ def _finished(cell: Cell, directory: Path, *, locked: bool) -> cellfile.CellSumm
             print(f"cell {cell.cell_id}: {exc}; set aside as {aside.name}, the cell's summary is recomputed "
                   "from its run directory", file=sys.stderr, flush=True)
         return None
-    return done if done is not None and done.fingerprint == cell.fingerprint else None
+    if done is None or done.fingerprint != cell.fingerprint:
+        return None
+    return done if [list(a) for a in done.config.get("autoattack") or []] == [list(a) for a in cell.autoattack] \
+        else None
 
 
 def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, device: str | None, echo: bool,
@@ -251,9 +290,11 @@ def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, 
                 train(train_config(spec, cell, device=device), out_dir=run_dir,
                       resume=layout.checkpoint_path(run_dir).is_file(), progress=progress)
             if cell.attacked:
-                run_rounds(run_dir, rounds=spec.rounds, attack_config=attack_config(spec, cell),
+                run_rounds(run_dir, rounds=cell.rounds, attack_config=attack_config(spec, cell),
                            retrain_config=spec.retrain, train_limit=spec.train_limit,
                            device=device or spec.run.device, progress=progress)
+            for k in range(cell.rounds + 1 if cell.autoattack else 0):
+                run_autoattack(run_dir, k, cell, device=device or spec.run.device)
             summary = summarise(spec, cell, session_seconds=time.perf_counter() - t0)
             cellfile.write_cell_summary(directory, summary)
             print(f"== cell {cell.cell_id} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -263,6 +304,30 @@ def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, 
         raise
     cellfile.clear_state(directory)
     return cellfile.read_cell_summary(directory)
+
+
+def autoattack_path(run_dir: Path, k: int) -> Path:
+    return run_dir / f"autoattack-round{k}.json"
+
+
+def run_autoattack(run_dir: Path, k: int, cell: Cell, *, device: str) -> list[dict[str, Any]]:
+    """AutoAttack robust accuracy of round ``k``'s model on the test fold, per (norm, ε) of the cell;
+    kept in ``run/autoattack-round<K>.json`` (with the checkpoint's sha256), reused when it matches."""
+    checkpoint = layout.checkpoint_path(run_dir, round=k)
+    sha = st.sha256_file(checkpoint)
+    path = autoattack_path(run_dir, k)
+    wanted = [list(a) for a in cell.autoattack]
+    try:
+        doc = st.read_sealed_json(path, what="AutoAttack results")
+        if doc.get("checkpoint_sha256") == sha and [[a["norm"], a["eps"]] for a in doc["autoattack"]] == wanted:
+            return doc["autoattack"]
+    except (AdvaudioError, KeyError, TypeError):
+        pass
+    result = evaluate(checkpoint, device=device, autoattack=cell.autoattack, seed=cell.seed)
+    doc = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "fold": result["fold"], "n": result["n"],
+           "accuracy": result["accuracy"], "autoattack": result["autoattack"]}
+    st.write_sealed_json(path, doc)
+    return doc["autoattack"]
 
 
 def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +368,7 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
     """The summary of a cell whose run directory is complete, read from its files."""
     run_dir = layout.cell_run_dir(cell.directory(spec))
     rounds, train_s, attack_s, retrain_s = [], 0.0, 0.0, 0.0
-    for k in range(spec.rounds + 1 if cell.attacked else 1):
+    for k in range(cell.rounds + 1 if cell.attacked else 1):
         metrics_file = layout.metrics_path(run_dir, round=k)
         metrics = read_metrics(metrics_file)
         if not metrics.get("complete"):
@@ -316,18 +381,25 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
         if cell.attacked:
             attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test"))
             attack_s += seconds
-            if k < spec.rounds:
+            if k < cell.rounds:
                 train_doc = read_attack_results(layout.attack_results_path(run_dir, round=k, split="train"))
                 attack_s += float(train_doc.wall_time_s or 0.0)
         checkpoint = layout.checkpoint_path(run_dir, round=k)
+        autoattack = []
+        if cell.autoattack:
+            path = autoattack_path(run_dir, k)
+            autoattack = [{**a, "results": str(path.resolve())}
+                          for a in st.read_sealed_json(path, what="AutoAttack results")["autoattack"]]
         rounds.append(cellfile.RoundOutcome(
             round=k, checkpoint=str(checkpoint.resolve()), checkpoint_sha256=st.sha256_file(checkpoint),
             metrics=str(metrics_file.resolve()), test_accuracy=float(metrics["test"]["accuracy"]),
-            test_clips=int(metrics["test"]["n"]), attacks=attacks))
+            test_clips=int(metrics["test"]["n"]), attacks=attacks, autoattack=tuple(autoattack)))
     config = {"train": train_config(spec, cell).to_dict()}
     if cell.attacked:
         config.update(attack=attack_config(spec, cell).to_dict(), train_limit=spec.train_limit,
-                      rounds=spec.rounds, retrain=dataclasses.asdict(spec.retrain))
+                      rounds=cell.rounds, retrain=dataclasses.asdict(spec.retrain))
+    if cell.autoattack:
+        config["autoattack"] = [list(a) for a in cell.autoattack]
     return cellfile.CellSummary(
         cell_id=cell.cell_id, fingerprint=cell.fingerprint, key=cell.key, config=st.jsonable(config),
         run_dir=str(run_dir.resolve()), rounds=tuple(rounds),

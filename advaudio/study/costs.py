@@ -162,6 +162,18 @@ def attack_work(name: str, params, *, precision: str = "clip") -> tuple[float, f
     return cost.gradient, cost.forward
 
 
+def defense_passes(spec: StudySpec, cell: Cell) -> float:
+    """Forward + backward passes per training sample of ``cell``'s defense: 1 for clean training,
+    steps + 1 for PGD-AT, steps + 2 for TRADES (its clean forward too), 2 for fast-AT."""
+    if cell.defense in ("", "none"):
+        return 1.0
+    from advaudio.training.defenses import resolved_options
+
+    options = resolved_options(cell.defense, dict(spec.defense_params.get(cell.defense, {})))
+    steps = int(options.get("steps", 1))
+    return {"pgd-at": steps + 1, "trades": steps + 2, "fast-at": 2}.get(cell.defense, 1.0)
+
+
 def _check_work(name: str, params, clips: int, precision: str) -> tuple[float, float]:
     """(gradient steps, forwards) of the evaluation checks after one run of ``name`` on ``clips``."""
     if name in ("bim", "pgd"):  # (b) one FGSM step per clip; (c) steps and twice the steps on a subset
@@ -180,14 +192,14 @@ def work(spec: StudySpec, store: StorePlan, cell: Cell) -> Work:
 
     epochs = TrainConfig(store="-", **spec.train).epochs  # given, or the recipe's
     n_train = _train_clips(store, cell)
-    samples = n_train * epochs
+    samples = int(round(n_train * epochs * defense_passes(spec, cell)))
     if not cell.attacked:
         return Work(samples, 0, 0.0, 0.0)
     test = min(store.clips // max(1, len(store.folds)), spec.attack.limit or 10**9)
     train_attacked = min(n_train, spec.train_limit or 10**9)
     retrain_epochs = spec.retrain.epochs or epochs
-    samples += spec.rounds * n_train * retrain_epochs
-    runs = [test] * (spec.rounds + 1) + [train_attacked] * spec.rounds  # attack runs and their clips
+    samples += cell.rounds * n_train * retrain_epochs
+    runs = [test] * (cell.rounds + 1) + [train_attacked] * cell.rounds  # attack runs and their clips
     precision = spec.attack.search_precision()
     clips = grad = fwd = 0.0
     for name in spec.attack.attacks:

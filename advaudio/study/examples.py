@@ -89,6 +89,8 @@ views = {views}
 widths = [1.0]
 input_sizes = ["128x128"]
 seeds = [0]
+# defenses = ["none", "shards", "pgd-at", "trades", "fast-at"]   # shards: the [rounds] below
+# [defenses.pgd-at]                  # (after [grid]) options of a defense: epsilon, steps, alpha
 
 [train]
 recipe = "default"                    # chosen by 5-fold CV on ESC-10 (README): SpecAugment masks, random gain,
@@ -104,6 +106,7 @@ attack_folds = {attack_folds}
 [attacks]
 names = {attacks}
 threshold = 0.9
+# autoattack = "linf:8/255"          # AutoAttack robust accuracy on every round of the attacked cells
 # test_clips = 80                     # omit: every clip of the attacked fold
 # train_clips = 400
 [attacks.params.pgd]

@@ -41,6 +41,16 @@ class StudyPlan:
         return {k: sum(s.status == k for s in self.statuses) for k in STATUSES}
 
 
+def is_current(summary: cellfile.CellSummary, cell: Cell) -> bool:
+    """Whether ``summary`` is ``cell``'s: the same fingerprint and the AutoAttack evaluations it asks for
+    (those are not in the fingerprint: changing them adds an evaluation, it retrains nothing)."""
+    return summary.fingerprint == cell.fingerprint and autoattack_done(summary, cell)
+
+
+def autoattack_done(summary: cellfile.CellSummary, cell: Cell) -> bool:
+    return [list(a) for a in summary.config.get("autoattack") or []] == [list(a) for a in cell.autoattack]
+
+
 def cell_status(spec: StudySpec, cell: Cell) -> CellStatus:
     directory = cell.directory(spec)
     try:
@@ -50,7 +60,7 @@ def cell_status(spec: StudySpec, cell: Cell) -> CellStatus:
                           str(cellfile.log_path(directory)))
     except AdvaudioError as exc:
         return CellStatus(cell, "failed", str(exc), str(cellfile.log_path(directory)))
-    if summary is not None and summary.fingerprint == cell.fingerprint:
+    if summary is not None and is_current(summary, cell):
         return CellStatus(cell, "done", summary=summary)
     state = cellfile.read_cell_state(directory)
     if state is None:

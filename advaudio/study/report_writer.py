@@ -247,7 +247,7 @@ def _fmt_s(v: Any) -> str:
 
 
 def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, missing: Sequence[str],
-                     out_dir: Path) -> list[Block]:
+                     out_dir: Path, defended: Sequence[CellSummary] = ()) -> list[Block]:
     blocks: list[Block] = [("h2", "Protocol")]
     items = []
     for key, value in (protocol or {}).items():
@@ -277,20 +277,22 @@ def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, mi
     items.append(f"bootstrap: percentile intervals at {100 * tables.confidence:g} %, {tables.resamples} "
                  f"resamples, seed {tables.seed}; clips resampled within each cell and pooled over a row's cells; "
                  f"the ratio paired over the test clips attacked in either round")
-    total = sum(t for t in (s.wall_time_s.get("total") for s in tables.summaries)
+    timed = list(tables.summaries) + list(defended)  # the on-the-fly defenses' cells cost time too
+    total = sum(t for t in (s.wall_time_s.get("total") for s in timed)
                 if isinstance(t, (int, float)) and math.isfinite(t))
-    items.append(f"measured wall time: {total:.1f} s over {len(tables.summaries)} cells")
+    items.append(f"measured wall time: {total:.1f} s over {len(timed)} cells")
     blocks.append(("list", items))
     blocks.append(("h3", "Wall time per cell (measured, s)"))
     time_rows = []
-    for s in tables.summaries:
+    for s in timed:
         w = s.wall_time_s or {}
-        time_rows.append([_link(cell_source(s), out_dir, s.cell_id), s.key.get("dataset"), s.key.get("model"),
-                          s.key.get("view"), s.key.get("seed"), s.key.get("test_fold"),
-                          "yes" if s.key.get("attacked") else "no", _fmt_s(w.get("train")),
-                          _fmt_s(w.get("rounds")), _fmt_s(w.get("total"))])
-    blocks.append(("table", ["cell", "dataset", "model", "view", "seed", "test fold", "attacked", "train",
-                             "rounds", "total"], time_rows))
+        row = [_link(cell_source(s), out_dir, s.cell_id), s.key.get("dataset"), s.key.get("model"),
+               s.key.get("view"), s.key.get("seed"), s.key.get("test_fold"),
+               "yes" if s.key.get("attacked") else "no", _fmt_s(w.get("train")),
+               _fmt_s(w.get("rounds")), _fmt_s(w.get("total"))]
+        time_rows.append(row[:6] + [str(s.key.get("defense") or "none")] + row[6:] if defended else row)
+    header = ["cell", "dataset", "model", "view", "seed", "test fold", "attacked", "train", "rounds", "total"]
+    blocks.append(("table", header[:6] + ["defense"] + header[6:] if defended else header, time_rows))
     warnings = [f"cell not finished: {m}" for m in missing] + list(tables.warnings)
     blocks.append(("h3", f"Warnings ({len(warnings)})"))
     blocks.append(("list", warnings) if warnings else ("p", "None: every evaluation check passed, no cell missing."))
@@ -350,6 +352,38 @@ def _tables_json(tables: StudyTables) -> list[dict[str, Any]]:
     return out
 
 
+def _defense_blocks(summaries, out_dir: Path, **settings) -> dict[str, Any]:
+    """The defense table and the clean-vs-robust figure, when the study has a defense axis."""
+    from advaudio.study.defense_table import (
+        defense_rows,
+        defense_rows_json,
+        defense_table_text,
+        has_defense_axis,
+        tradeoff_figure,
+    )
+
+    if not has_defense_axis(summaries):
+        return {"blocks": [], "figures": [], "json": []}
+    rows = defense_rows(summaries, **settings)
+    header, text = defense_table_text(rows)
+    blocks: list[Block] = [("h2", "Defenses"), ("note", "Per defense: clean accuracy (mean ± std over the CV folds), "
+                            "AutoAttack (standard) robust accuracy on the attacked folds with its Clopper–Pearson "
+                            "95 % interval, the budget at the fooling-rate threshold with its bootstrap interval "
+                            "and its ratio to none's on the same clips, and the training time per cell."),
+                           ("table", header, text)]
+    flags = [f"{r.defense} ({a.norm} ε={a.eps:.4g}): AutoAttack: {w}" for r in rows for a in r.robust
+             for w in a.warnings]
+    if flags:
+        blocks += [("h3", "AutoAttack's flags"), ("list", flags)]
+    figures = []
+    if any(r.robust for r in rows):
+        path = out_dir / "figures" / "defenses-tradeoff.png"
+        tradeoff_figure(rows, path)
+        figures.append(str(path.relative_to(out_dir)))
+        blocks.append(("img", figures[-1], "clean vs AutoAttack robust accuracy per defense"))
+    return {"blocks": blocks, "figures": figures, "json": defense_rows_json(rows)}
+
+
 def write_study_report(
     summaries: Iterable[CellSummary],
     out_dir: str | os.PathLike,
@@ -382,6 +416,7 @@ def write_study_report(
     """
     from advaudio import __version__
 
+    summaries = list(summaries)
     tables = study_tables(summaries, resamples=resamples, confidence=confidence, seed=seed)
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -390,13 +425,19 @@ def write_study_report(
     _remove_stale(out_dir / "figures", "*.png", {(out_dir / f).resolve() for f in fig_files})
 
     generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    kept = {id(s) for s in tables.summaries}
+    defended = [s for s in summaries if id(s) not in kept and str(s.key.get("defense") or "none") != "none"]
+    also = f" ({len(defended)} of them with an on-the-fly defense: see Defenses)" if defended else ""
     blocks: list[Block] = [("h1", title),
                            ("p", f"Generated {generated} by advaudio {__version__} from "
-                                 f"{len(tables.summaries)} finished cells."),
+                                 f"{len(tables.summaries) + len(defended)} finished cells{also}."),
                            ("note", HOW_TO_READ)]
-    blocks += _protocol_blocks(tables, protocol, missing, out_dir)
+    blocks += _protocol_blocks(tables, protocol, missing, out_dir, defended)
     for dataset, rows in tables.datasets.items():
         blocks += _dataset_blocks(dataset, rows, figs[dataset], out_dir)
+    defenses = _defense_blocks(summaries, out_dir, resamples=resamples, confidence=confidence, seed=seed)
+    blocks += defenses["blocks"]
+    fig_files += defenses["figures"]
     blocks.append(("p", "Every number above is in study.csv and study.json, with the cell.json (and attack "
                         "results) files it was computed from."))
     md_path = out_dir / "study.md"
@@ -412,6 +453,7 @@ def write_study_report(
         "protocol": dict(protocol or {}),
         "bootstrap": {"resamples": tables.resamples, "confidence": tables.confidence, "seed": tables.seed},
         "rows": _tables_json(tables),
+        "defenses": defenses["json"],
         "values": values,
         "value_columns": list(STUDY_COLUMNS),
         "figures": fig_files,

@@ -28,6 +28,8 @@ from advaudio import validation
 from advaudio.errors import AdvaudioError, ParameterError
 
 EXECUTORS = ("local", "dask", "slurm")
+#: The paper's defense on the defense axis: retraining on stored adversarial examples ([rounds]).
+SHARDS = "shards"
 #: TrainConfig fields the grid, the protocol or the run set per cell (not in ``[train]``).
 _CELL_TRAIN_FIELDS = ("store", "view", "model", "width", "input_size", "test_fold", "seed", "device",
                       "extra_sources", "mix", "init_checkpoint", "provenance")
@@ -56,6 +58,11 @@ class GridSpec:
     widths: tuple[float, ...] = (1.0,)
     input_sizes: tuple[tuple[int, int] | None, ...] = ((128, 128),)
     seeds: tuple[int, ...] = (0,)
+    #: The defense axis (empty: none, the [train] table's training and the [rounds] as given).
+    #: ``none``: clean training; ``shards``: the paper's retraining on stored adversarial examples
+    #: (the rounds of the clean cell); any other: an on-the-fly defense of the trainer
+    #: (:mod:`advaudio.training.defenses`), its options from ``[defenses.<name>]``.
+    defenses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ class StudySpec:
     rounds: int
     retrain: Any  # RetrainConfig
     run: RunSpec
+    defense_params: dict = field(default_factory=dict)  # [defenses.<name>]: options per defense
+    autoattack: tuple = ()  # [attacks] autoattack: ((norm, ε), …) evaluated on attacked cells
 
     @property
     def directory(self) -> Path:
@@ -148,6 +157,8 @@ class StudySpec:
             "protocol": dataclasses.asdict(self.protocol), "attack": self.attack.to_dict(),
             "train_limit": self.train_limit, "rounds": self.rounds,
             "retrain": dataclasses.asdict(self.retrain), "run": dataclasses.asdict(self.run),
+            "defenses": {k: dict(v) for k, v in self.defense_params.items()},
+            "autoattack": [list(a) for a in self.autoattack],
         }
 
 
@@ -157,12 +168,13 @@ class StudySpec:
 _TABLES = {
     "study": {"name"},
     "data": None,  # one sub-table per dataset
-    "grid": {"models", "views", "widths", "input_sizes", "seeds"},
+    "grid": {"models", "views", "widths", "input_sizes", "seeds", "defenses"},
     "train": None,  # TrainConfig fields
     "protocol": {"cv", "attack_folds"},
     "attacks": None,  # AttackStageConfig fields + names, params, test_clips, train_clips
     "rounds": {"count", "mix", "mode", "epochs", "lr"},
     "run": {f.name for f in dataclasses.fields(RunSpec)},
+    "defenses": None,  # one sub-table of options per defense of [grid] defenses
 }
 _DATA_KEYS = {"dataset", "root", "options", "features", "folds", "limit_per_class", "shard_size", "compression"}
 
@@ -237,11 +249,15 @@ def read_study(path: str | os.PathLike) -> StudySpec:
     grid = _read_grid(where, where.table(doc, "grid"))
     train = _read_train(where, where.table(doc, "train"))
     protocol = _read_protocol(where, where.table(doc, "protocol"))
-    attack, train_limit = _read_attacks(where, where.table(doc, "attacks"))
+    attacks = where.table(doc, "attacks")
+    autoattack = _read_autoattack(where, attacks.pop("autoattack", None))
+    attack, train_limit = _read_attacks(where, attacks)
     rounds, retrain = _read_rounds(where, where.table(doc, "rounds"))
     run = _read_run(where, where.table(doc, "run"))
+    defense_params = _read_defenses(where, grid, train, where.table(doc, "defenses"))
     spec = StudySpec(name=name.strip(), path=path.resolve(), data=data, grid=grid, train=train, protocol=protocol,
-                     attack=attack, train_limit=train_limit, rounds=rounds, retrain=retrain, run=run)
+                     attack=attack, train_limit=train_limit, rounds=rounds, retrain=retrain, run=run,
+                     defense_params=defense_params, autoattack=autoattack)
     _check_grid_against_data(where, spec)
     return spec
 
@@ -311,11 +327,55 @@ def _read_grid(where: _Where, table: dict[str, Any]) -> GridSpec:
         except AdvaudioError as exc:
             raise where.error("[grid] input_sizes", str(exc)) from None
     seeds = where.as_list("[grid] seeds", table.get("seeds", list(g.seeds)), int)
-    for axis, values in (("models", models), ("views", views), ("widths", widths), ("seeds", seeds)):
+    defenses = ()
+    if "defenses" in table:
+        from advaudio.training.config import defense_names  # light: names from metadata, no torch
+
+        known = defense_names()
+        defenses = tuple(d.strip().lower() for d in where.as_list("[grid] defenses", table["defenses"], str))
+        for d in defenses:
+            if d != SHARDS and d not in known:
+                raise where.error("[grid] defenses", f"unknown defense {d!r} (known: {SHARDS}, {', '.join(known)})")
+    for axis, values in (("models", models), ("views", views), ("widths", widths), ("seeds", seeds),
+                         ("defenses", defenses)):
         if len(set(values)) != len(values):
             raise where.error(f"[grid] {axis}", "lists a value twice")
     return GridSpec(models=models, views=tuple(views), widths=tuple(float(w) for w in widths),
-                    input_sizes=tuple(sizes), seeds=tuple(seeds))
+                    input_sizes=tuple(sizes), seeds=tuple(seeds), defenses=defenses)
+
+
+def _read_defenses(where: _Where, grid: GridSpec, train: dict[str, Any],
+                   table: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[defenses.<name>]``: each defense's options, checked as the trainer checks them."""
+    from advaudio.training import TrainConfig
+
+    if grid.defenses and ("defense" in train or "defense_options" in train):
+        raise where.error("[train] defense", "is set per cell by [grid] defenses (options: [defenses.<name>])")
+    out = {}
+    for name, options in table.items():
+        key = f"[defenses.{name}]"
+        if not isinstance(options, dict):
+            raise where.error(key, "must be a table of the defense's options")
+        if name not in grid.defenses:
+            raise where.error(key, f"{name!r} is not among [grid] defenses {list(grid.defenses)}")
+        if name == SHARDS:
+            raise where.error(key, "shards takes its parameters from [rounds] and [attacks]")
+        where.build(key, TrainConfig, store="-", defense=name, defense_options=dict(options))
+        out[name] = dict(options)
+    return out
+
+
+def _read_autoattack(where: _Where, value: Any) -> tuple[tuple[str, float], ...]:
+    """``[attacks] autoattack = "linf:8/255"`` (or a list): the (norm, ε) of AutoAttack's robust accuracy."""
+    if value is None:
+        return ()
+    from advaudio.attacks.autoattack import parse_autoattack
+
+    items = where.as_list("[attacks] autoattack", value, str)
+    try:
+        return parse_autoattack(",".join(items))
+    except AdvaudioError as exc:
+        raise where.error("[attacks] autoattack", str(exc)) from None
 
 
 def _read_train(where: _Where, table: dict[str, Any]) -> dict[str, Any]:

@@ -304,7 +304,8 @@ def study_tables(
     ParameterError : no summary, two cells with one key, a cell without round 0, or an
         attack whose cells in one row ran with different norms or thresholds
     """
-    cells = _unique_cells(summaries)
+    # the on-the-fly defenses of a defense axis have their own table (:mod:`.defense_table`)
+    cells = [c for c in _unique_cells(summaries) if str(c.key.get("defense") or "none") == "none"]
     if not cells:
         raise ParameterError("study_tables needs at least one finished cell")
     warnings: list[str] = []

@@ -58,7 +58,7 @@ RECIPE_NAMES = tuple(RECIPES)
 ADDED_WITH_RECIPES = ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width", "gain_db", "mixing",
                       "mixup_alpha", "ema_decay", "augment_extra")
 #: The built-in defenses (:data:`advaudio.training.defenses.DEFENSES` holds them).
-BUILTIN_DEFENSES = ("none",)
+BUILTIN_DEFENSES = ("none", "pgd-at", "trades", "fast-at")
 
 
 def defense_names() -> list[str]:
@@ -237,9 +237,13 @@ class TrainConfig:
         self.augmentation()  # checks masks, gain and mixing
         validation.device("device", self.device)  # whether a GPU is there: asked when the run starts
         if self.defense != "none" or self.defense_options:  # clean training takes no option: no torch to ask
-            from .defenses import check_options
+            from .defenses import check_options, create_defense, resolved_options
 
             check_options(self.defense, self.defense_options)  # an unknown defense or option fails before any work
+            # Every option with its default, so that the run's hash names the defense's parameters in full.
+            put("defense_options", resolved_options(self.defense, self.defense_options))
+            if self.defense in ("pgd-at", "trades", "fast-at"):
+                create_defense(self.defense, **self.defense_options)  # a value out of range fails here too
 
     def augmentation(self) -> Augmentation:
         """The masks, gain and mixing of training batches (:mod:`advaudio.augment`)."""

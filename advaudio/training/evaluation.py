@@ -132,6 +132,8 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 64,
     workers: int = 0,
+    autoattack: str | Sequence[tuple[str, float]] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint on one fold.
 
@@ -141,6 +143,10 @@ def evaluate(
     store : the feature store (default: the one recorded in the checkpoint); it must be
         the store the model was trained on (same fingerprint: same features of the same clips)
     fold : the fold to evaluate (default: the checkpoint's test fold)
+    autoattack : AutoAttack's robust accuracy at these ``(norm, ε)`` (or ``"linf:8/255,l2:0.5"``):
+        the standard version on every clip of the fold (:mod:`advaudio.attacks.autoattack`); the
+        result's ``"autoattack"`` list holds ``norm, eps, robust_accuracy, ci_low, ci_high, n`` …
+    seed : AutoAttack's seed
 
     Raises
     ------
@@ -162,6 +168,8 @@ def evaluate(
     t0 = time.perf_counter()
     result = run_evaluation(ck.model, loader, ds, device=dev, classes=ck.classes,
                             amp=bool(ck.config.get("amp", True) and dev.type == "cuda"))
+    if autoattack:
+        result["autoattack"] = _autoattack(ck, s, ds, autoattack, seed=seed, batch_size=batch_size)
     ds.close()
     result.update(
         checkpoint=str(ck.path),
@@ -174,3 +182,49 @@ def evaluate(
         seconds=time.perf_counter() - t0,
     )
     return result
+
+
+def _autoattack(ck: Checkpoint, store: Store, ds: StoreBatches, wanted, *, seed: int,
+                batch_size: int) -> list[dict[str, Any]]:
+    """AutoAttack robust accuracy of the checkpoint's model on every clip of ``ds``, per (norm, ε)."""
+    from advaudio.attacks.autoattack import parse_autoattack, robust_accuracy
+
+    pairs = parse_autoattack(wanted) if isinstance(wanted, str) else tuple((str(n), float(e)) for n, e in wanted)
+    ds.set_epoch(0)
+    xs, ys = [], []
+    for i in range(len(ds)):
+        batch = ds[(0, i)]
+        xs.append(batch["x"])
+        ys.append(batch["y"])
+    x = torch.cat(xs) if xs else torch.zeros((0, *ds.view.output_shape))
+    y = torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)
+    model = ck.model.float()
+    return [robust_accuracy(model, x, y, norm=norm, eps=eps, num_classes=store.num_classes, seed=seed,
+                            batch_size=max(batch_size, 1)).to_dict()
+            for norm, eps in pairs]
+
+
+def write_autoattack(checkpoint: str | Path, result: dict[str, Any]) -> Path:
+    """Keep an evaluation's AutoAttack results beside the checkpoint (``autoattack.json``, sealed), where
+    ``advaudio report`` finds them; one entry per (fold, norm, ε), a later evaluation replacing its own."""
+    from advaudio.store import read_sealed_json, sha256_file, write_sealed_json
+
+    checkpoint = Path(checkpoint)
+    path = checkpoint.parent / AUTOATTACK_NAME
+    sha = sha256_file(checkpoint)
+    entries = []
+    try:
+        doc = read_sealed_json(path, what="AutoAttack results")
+        if doc.get("checkpoint_sha256") == sha:
+            entries = list(doc.get("autoattack") or [])
+    except Exception:  # absent or damaged: rewritten
+        entries = []
+    fresh = [{**a, "fold": result["fold"]} for a in result.get("autoattack") or []]
+    done = {(a["fold"], a["norm"], a["eps"]) for a in fresh}
+    entries = [a for a in entries if (a.get("fold"), a.get("norm"), a.get("eps")) not in done] + fresh
+    write_sealed_json(path, {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "autoattack": entries})
+    return path
+
+
+#: Where ``advaudio evaluate --autoattack`` keeps its results: beside the checkpoint.
+AUTOATTACK_NAME = "autoattack.json"

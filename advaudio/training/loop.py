@@ -446,7 +446,9 @@ def _train_epoch(run: _Run, epoch: int, *, progress: bool, callback) -> dict[str
         denominator = train_ds.global_batch_size(epoch, step) / ctx.world_size if ctx.enabled else None
         # The defense sees the inputs (an on-the-fly attack perturbs them); "none" is net(x) and its loss.
         step_context = StepContext(classifier=run.model, epoch=epoch, step=step, seed=config.seed, rank=ctx.rank,
-                                   label_smoothing=config.label_smoothing, denominator=denominator)
+                                   world_size=ctx.world_size, label_smoothing=config.label_smoothing,
+                                   denominator=denominator,
+                                   batch_size=train_ds.global_batch_size(epoch, step) if ctx.enabled else None)
         with autocast(device, run.use_amp):
             # Mixed samples' soft targets reach only the built-in "none" (the config refuses mixing with
             # another defense: an attack inside the step wants each sample's class).
