@@ -82,6 +82,7 @@ from advaudio.augment import (
 from advaudio.errors import ParameterError, StoreError
 from advaudio.store import FeatureReader, Store, sorted_unique
 from advaudio.store.sources import ModelSpaceSource
+from advaudio.threads import choose_threads
 from advaudio.views import View
 
 SOURCE_STORE = 0  # ``batch["source"]`` of store clips; extra source j has j + 1
@@ -502,7 +503,6 @@ def default_workers(device: str | torch.device = "cpu", *, cpus: int | None = No
     """
     if torch.device(device).type != "cuda":
         return 0
-    from advaudio.threads import choose_threads
 
     n = choose_threads().threads if cpus is None else int(cpus)
     return max(1, min(8, n - 1))

@@ -19,6 +19,7 @@ import sys
 import click
 
 from advaudio.errors import AdvaudioError
+from advaudio.plugins import one_line_warnings
 
 #: command name → "module:attribute" under advaudio.cli
 COMMANDS = {
@@ -64,7 +65,6 @@ def cli():
 
 def main(argv=None) -> None:
     """Entry point of the ``advaudio`` console script."""
-    from advaudio.plugins import one_line_warnings
 
     one_line_warnings()  # a refused or broken plugin: one line, like an error
     try:

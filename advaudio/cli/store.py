@@ -9,6 +9,7 @@ import sys
 import click
 
 from advaudio.cli._common import command
+from advaudio.plugins import format_records
 from advaudio.stages.merge_config import MERGE
 
 
@@ -49,7 +50,6 @@ def store_info(path, as_json, verify):
             click.echo(f"  {adv}")
         click.echo(f"size         {info['size_bytes'] / 2**20:.1f} MiB")
         if config.get("plugins"):  # made with a plugin's reader or representations
-            from advaudio.plugins import format_records
 
             click.echo(f"plugins      {format_records(config['plugins'])}")
         click.echo(f"errors       {len(info['errors'])}")

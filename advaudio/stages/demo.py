@@ -17,6 +17,7 @@ from pathlib import Path
 from advaudio import layout
 from advaudio.options import CommandResult, Values
 from advaudio.stages.demo_config import DEMO, DemoConfig
+from advaudio.threads import configure_threads
 
 __all__ = ["DemoConfig", "DemoRun", "demo", "run_demo"]
 
@@ -86,7 +87,6 @@ class DemoRun(CommandResult):
 
 @DEMO.function(DemoRun)
 def demo(v: Values) -> DemoRun:
-    from advaudio.threads import configure_threads
 
     config = DemoConfig.for_dataset(v.dataset, root=v.root, model=v.model, view=v.view, attacks=v.attacks,
                                     rounds=v.rounds, workers=v.workers, width=v.width, recipe=v.recipe,

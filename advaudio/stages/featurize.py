@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from advaudio import store as st
+from advaudio.cluster import ClusterConfig, make_cluster
 from advaudio.datasets import ClipTable, load_clip, read_dataset
 from advaudio.datasets.audio import DURATION_POLICY  # recorded in the store's configuration
 from advaudio.errors import AdvaudioError, AudioError, DatasetError, ParameterError, StoreError
@@ -35,6 +36,7 @@ from advaudio.features import FeatureConfig, compute_features, feature_shapes, p
 from advaudio.options import CommandResult, Values
 from advaudio.progress import progress_bar
 from advaudio.stages.featurize_config import FEATURIZE, FeaturizeConfig
+from advaudio.threads import configure_threads
 from advaudio.validation import integer
 
 __all__ = ["FeaturizeConfig", "FeaturizeResult", "FeaturizeRun", "dask_client", "featurize", "featurize_shard",
@@ -420,8 +422,6 @@ class FeaturizeRun(CommandResult):
 
 @FEATURIZE.function(FeaturizeRun)
 def featurize(v: Values) -> FeaturizeRun:
-    from advaudio.cluster import ClusterConfig, make_cluster
-    from advaudio.threads import configure_threads
 
     config = FeaturizeConfig(**v.config(), features=FeatureConfig(**v.config("features")))
     cluster_config = None

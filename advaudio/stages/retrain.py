@@ -19,6 +19,7 @@ from advaudio import store as st
 from advaudio.errors import StoreError
 from advaudio.options import CommandResult, Values
 from advaudio.stages.retrain_config import MODES, RETRAIN, RetrainConfig
+from advaudio.threads import configure_threads
 
 __all__ = ["MODES", "RetrainConfig", "RetrainRun", "checkpoint_round", "retrain", "retrain_checkpoint"]
 
@@ -105,7 +106,6 @@ class RetrainRun(CommandResult):
 
 @RETRAIN.function(RetrainRun)
 def retrain(v: Values) -> RetrainRun:
-    from advaudio.threads import configure_threads
 
     config = RetrainConfig(**v.config())
     configure_threads(v.threads)

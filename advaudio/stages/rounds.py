@@ -34,6 +34,7 @@ from advaudio.stages.attack import AttackStageConfig, attack_stage, unreached_wa
 from advaudio.stages.retrain import RetrainConfig, retrain_checkpoint
 from advaudio.stages.rounds_config import ROUNDS
 from advaudio.store.documents import read_attack_results, read_metrics
+from advaudio.threads import configure_threads
 
 __all__ = ["RoundsRun", "is_complete_run", "rounds", "run_rounds"]
 
@@ -183,7 +184,6 @@ class RoundsRun(CommandResult):
 
 @ROUNDS.function(RoundsRun)
 def rounds(v: Values) -> RoundsRun:
-    from advaudio.threads import configure_threads
 
     attack_config = AttackStageConfig(**v.config())
     retrain_config = RetrainConfig(**v.config("retrain"))

@@ -13,6 +13,7 @@ from typing import Any
 from advaudio import layout
 from advaudio.options import CommandResult, Values, field_default
 from advaudio.stages.train_config import EVALUATE, TRAIN, defense_params
+from advaudio.threads import configure_threads
 
 __all__ = ["EvaluateRun", "TrainRun", "evaluate", "train"]
 
@@ -52,7 +53,6 @@ class TrainRun(CommandResult):
 
 @TRAIN.function(TrainRun)
 def train(v: Values) -> TrainRun:
-    from advaudio.threads import configure_threads
     from advaudio.training import TrainConfig
     from advaudio.training import train as run
 
@@ -110,7 +110,6 @@ class EvaluateRun(CommandResult):
 
 @EVALUATE.function(EvaluateRun)
 def evaluate(v: Values) -> EvaluateRun:
-    from advaudio.threads import configure_threads
     from advaudio.training import evaluate as run
 
     configure_threads(v.threads)

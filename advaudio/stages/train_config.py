@@ -9,7 +9,7 @@ from advaudio import validation
 from advaudio.augment_spec import MIXING
 from advaudio.errors import ParameterError
 from advaudio.models.names import model_names
-from advaudio.options import PROGRESS, THREADS, UNSET, Command, Option
+from advaudio.options import PROGRESS, THREADS, UNSET, Command, Option, _nested
 from advaudio.training.config import (
     DTYPES,
     OPTIMIZERS,
@@ -28,7 +28,6 @@ def defense_params(param, defense: str) -> dict:
     """The defense options of ``-p defense.KEY=VALUE`` (or ``NAME.KEY=VALUE``, NAME the defense's):
     ``{"defense": {"epsilon": "8/255"}}`` (or the command line's pairs) → ``{"epsilon": 0.0313…}``;
     a fraction ``A/B`` reads as a number."""
-    from advaudio.options import _nested
 
     nested = _nested(param or {}, "train: -p")
     out: dict = {}

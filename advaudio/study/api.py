@@ -14,6 +14,10 @@ from typing import Any
 from advaudio.errors import AdvaudioError
 from advaudio.options import CommandResult, Values
 from advaudio.study import study_config as commands
+from advaudio.study.examples import write_example
+from advaudio.study.reporting import write_report
+from advaudio.study.spec import read_study
+from advaudio.threads import configure_threads
 
 __all__ = ["InitResult", "PlanResult", "ReportResult", "RunResult", "StatusResult", "init", "plan", "report", "run",
            "status"]
@@ -29,7 +33,6 @@ class InitResult(CommandResult):
 
 @commands.INIT.function(InitResult)
 def init(v: Values) -> InitResult:
-    from advaudio.study.examples import write_example
 
     return InitResult(Path(write_example(v.study_file, v.example, force=v.force)))
 
@@ -83,7 +86,6 @@ class PlanResult(CommandResult):
 def plan(v: Values) -> PlanResult:
     from advaudio.study.costs import estimate
     from advaudio.study.planning import plan_study
-    from advaudio.study.spec import read_study
 
     p = plan_study(read_study(v.study_file))
     done = {s.cell.cell_id: float(s.summary.wall_time_s.get("total") or 0.0) for s in p.statuses if s.summary}
@@ -112,8 +114,6 @@ class RunResult(CommandResult):
 @commands.RUN.function(RunResult)
 def run(v: Values) -> RunResult:
     from advaudio.study.runner import featurize_study, run_study, write_study_record
-    from advaudio.study.spec import read_study
-    from advaudio.threads import configure_threads
 
     spec = read_study(v.study_file)
     configure_threads(v.threads)
@@ -170,7 +170,6 @@ class StatusResult(CommandResult):
 @commands.STATUS.function(StatusResult)
 def status(v: Values) -> StatusResult:
     from advaudio.study.planning import plan_study
-    from advaudio.study.spec import read_study
 
     return StatusResult(Path(v.study_file), plan=plan_study(read_study(v.study_file)))
 
@@ -182,7 +181,6 @@ class ReportResult(CommandResult):
 
 @commands.REPORT.function(ReportResult)
 def report(v: Values) -> ReportResult:
-    from advaudio.study.reporting import write_report
 
     return ReportResult(Path(write_report(v.study_file, out_dir=v.out, resamples=v.resamples,
                                           confidence=v.confidence, seed=v.seed)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from advaudio.errors import ParameterError
+from advaudio.training.config import RECIPES
 
 _HEAD = """\
 # advaudio study file ({what}).
@@ -131,7 +132,6 @@ featurize_workers = 4
 """
 
 def _recipe_epochs() -> int:
-    from advaudio.training.config import RECIPES
 
     return RECIPES["default"]["epochs"]
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from advaudio.plugins import format_records
 from advaudio.reporting.bootstrap import BudgetInterval, RatioInterval
 from advaudio.reporting.examples import safe_name
 from advaudio.reporting.render import Block, Link, fmt_num, fmt_pct, render_html, render_markdown
@@ -252,7 +253,6 @@ def _protocol_blocks(tables: StudyTables, protocol: Mapping[str, Any] | None, mi
     items = []
     for key, value in (protocol or {}).items():
         if key == "plugins":  # name (group: distribution version), not the records' JSON
-            from advaudio.plugins import format_records
 
             items.append(f"plugins: {format_records(value or [])}")
             continue

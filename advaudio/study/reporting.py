@@ -7,6 +7,8 @@ from pathlib import Path
 
 from advaudio import layout
 from advaudio.errors import AdvaudioError
+from advaudio.plugins import merge_records
+from advaudio.study.spec import read_study
 
 
 def recorded_plugins(summaries) -> list[dict[str, str]]:
@@ -14,7 +16,6 @@ def recorded_plugins(summaries) -> list[dict[str, str]]:
     ``metrics.json`` (model, defense) and attack results (store, attacks)."""
     import json
 
-    from advaudio.plugins import merge_records
 
     files = []
     for s in summaries:
@@ -39,7 +40,6 @@ def write_report(study_file: str | os.PathLike, *, out_dir: str | os.PathLike | 
     """
     from advaudio.study.planning import plan_study
     from advaudio.study.report_writer import write_study_report
-    from advaudio.study.spec import read_study
 
     spec = read_study(study_file)
     plan = plan_study(spec)

@@ -25,7 +25,9 @@ from typing import Any
 import tomllib
 
 from advaudio import validation
+from advaudio.cluster import ClusterConfig
 from advaudio.errors import AdvaudioError, ParameterError
+from advaudio.training.config import defense_names
 
 EXECUTORS = ("local", "dask", "slurm")
 #: The paper's defense on the defense axis: retraining on stored adversarial examples ([rounds]).
@@ -329,7 +331,6 @@ def _read_grid(where: _Where, table: dict[str, Any]) -> GridSpec:
     seeds = where.as_list("[grid] seeds", table.get("seeds", list(g.seeds)), int)
     defenses = ()
     if "defenses" in table:
-        from advaudio.training.config import defense_names  # light: names from metadata, no torch
 
         known = defense_names()
         defenses = tuple(d.strip().lower() for d in where.as_list("[grid] defenses", table["defenses"], str))
@@ -469,7 +470,6 @@ def _read_run(where: _Where, table: dict[str, Any]) -> RunSpec:
     known_slurm = {"partition", "account", "resources", "featurize_resources", "report_resources", "setup", "python"}
     where.unknown("run.slurm", run.slurm, known_slurm)
     if run.cluster:
-        from advaudio.cluster import ClusterConfig
 
         where.build("[run.cluster]", ClusterConfig, **run.cluster)
     return run

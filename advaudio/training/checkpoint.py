@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from advaudio.errors import StoreError
+from advaudio.plugins import require, used
 from advaudio.store import Store
 from advaudio.store.files import atomic_write
 from advaudio.views import View
@@ -220,7 +221,6 @@ def save_checkpoint(
 
 def training_plugins(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, str]]:
     """The plugins a run uses (its model's factory, its defense), as checkpoints and metrics record them."""
-    from advaudio.plugins import used
 
     return used([("advaudio.models", getattr(model, "config", {}).get("name")),
                  ("advaudio.defenses", config.defense)])
@@ -270,7 +270,6 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     """Load a checkpoint: model rebuilt with ``model_from_config`` (eval mode, on ``device``),
     view, classes, store fingerprint, training configuration and history."""
     from advaudio.models import model_from_config
-    from advaudio.plugins import require
 
     obj = read_checkpoint(path)
     # A plugin model that is not installed: one line naming its distribution, not "unknown model".
