@@ -63,6 +63,7 @@ from advaudio.lazy import exports, names
 # without torch and Foolbox, so that option listings and --help are fast.
 _EXPORTS = {
     "._foolbox": ["foolbox_version"],
+    "._model": ["attack_mode"],
     ".base": ["AttackSpec", "StepContext"],
     ".engine": ["run_attack"],
     ".params": ["FIXED_BUDGET", "MINIMISATION", "PARAMS", "AttackConfig", "AttackParams", "BIMParams",

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advaudio.attacks._model import attack_mode
 from advaudio.errors import ParameterError
 
 __all__ = ["NORMS", "RobustAccuracy", "autoattack_available", "autoattack_version", "binomial_interval",
@@ -202,21 +203,6 @@ def _per_attack(progress: list[str], attacked: int, n: int) -> dict[str, float]:
     return out
 
 
-@contextlib.contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    model.eval()
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        model.train(was_training)
-
-
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
                     num_classes: int, batch_size: int = 250, seed: int = 0,
                     confidence: float = 0.95) -> RobustAccuracy:
@@ -240,7 +226,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     t0 = time.perf_counter()
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
-    with _evaluation_mode(model), torch.random.fork_rng(devices=devices), _flags() as (messages, progress):
+    with attack_mode(model), torch.random.fork_rng(devices=devices), _flags() as (messages, progress):
         torch.manual_seed(seed)
         attack = aa.AutoAttack(net, norm=NORMS[norm], eps=float(eps), version=VERSION, seed=seed, device=device)
         attack.apgd_targeted.n_target_classes = targets

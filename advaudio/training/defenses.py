@@ -72,6 +72,7 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional as F
 
+from advaudio.attacks import attack_mode
 from advaudio.attacks.stepping import gradient_attack, unit_noise
 from advaudio.data import derive_seed
 from advaudio.errors import ParameterError, PluginError
@@ -156,22 +157,6 @@ class NoDefense(Defense):
 
 
 @contextlib.contextmanager
-def _attack_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and frozen weights while an attack is made; the training mode restored after."""
-    was_training = model.training
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    model.eval()
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        model.train(was_training)
-
-
-@contextlib.contextmanager
 def _running_stats_kept(model: torch.nn.Module) -> Iterator[None]:
     """A train-mode forward that normalises with its batch's statistics but leaves the running ones
     (and their counters) as they were: TRADES's adversarial forward, so that running statistics follow
@@ -221,7 +206,7 @@ class _OnTheFly(Defense):
         if self.epsilon == 0 or len(x) == 0:
             return x.detach()
         eps = torch.full((len(x),), float(self.epsilon), dtype=x.dtype, device=x.device)
-        with _attack_mode(context.classifier):
+        with attack_mode(context.classifier):
             r = gradient_attack(lambda v: context.classifier.main_logits(context.classifier(v)), x.detach(), y,
                                 eps, targeted=False, norm=self.norm, steps=self.steps,
                                 rel_stepsize=self.alpha / self.epsilon, noise=noise, early_stop=False,
@@ -309,7 +294,7 @@ class TRADES(_OnTheFly):
 
     def loss(self, model, x, y, *, step_context):
         classifier = step_context.classifier
-        with torch.no_grad(), _attack_mode(classifier):
+        with torch.no_grad(), attack_mode(classifier):
             clean_p = F.softmax(classifier.main_logits(classifier(x)).float(), dim=1)
 
         def kl(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
