@@ -308,3 +308,29 @@ def test_retrain_takes_waveform_shards_and_refuses_a_round_of_both_domains(train
     with pytest.raises(StoreError, match="mix threat models"):
         retrain_checkpoint(ckpt, out_dir=tmp_path / "again", round=4, config=RetrainConfig(epochs=1), device="cpu",
                 progress=False)
+    # asked for one domain, a round of both retrains on that domain's shards alone
+    for domain in ("waveform", "feature"):
+        retrain_checkpoint(ckpt, out_dir=tmp_path / f"only-{domain}", round=4, config=RetrainConfig(epochs=1),
+                           device="cpu", progress=False, domain=domain)
+        shards = load_checkpoint(tmp_path / f"only-{domain}" / "checkpoint.pt").config["provenance"]["shards"]
+        assert [s.get("domain", "feature") for s in shards] == [domain]
+
+
+def test_rounds_in_the_waveform_domain_attack_and_retrain_on_waveforms(trained, tmp_path, capsys):
+    _, ckpt = trained
+    run = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run)
+    args = ["rounds", str(run), "--rounds", "1", "--attacks", "pgd", "--fooling-rate", "0.5", "--limit", "4",
+            "--train-limit", "6", "--epochs", "1", "--no-checks", "-p", "pgd.steps=5", "--no-progress"]
+    main([*args, "--domain", "waveform", "--allow-unreached"])
+    for k in (0, 1):
+        path = layout.attack_results_path(run, round=k, split="test", domain="waveform")
+        assert read_attack_results(path).domain == "waveform"
+        assert not layout.attack_results_path(run, round=k, split="test").exists()
+    shards = load_checkpoint(layout.checkpoint_path(run, round=1)).config["provenance"]["shards"]
+    assert shards and all(s["domain"] == "waveform" for s in shards)
+    # one domain per run directory: the other is refused, naming the option
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--domain", "feature"])
+    assert exit_info.value.code == 2 and "domain: 'waveform' → 'feature'" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from advaudio import layout, plugins, validation
 from advaudio.errors import ParameterError
 from advaudio.options import PROGRESS, THREADS, UNSET, Command, Option
 
-__all__ = ["ATTACK", "ATTACK_OPTIONS", "AttackStageConfig", "DEVICE", "parse_slice"]
+__all__ = ["ATTACK", "ATTACK_OPTIONS", "AttackStageConfig", "DEVICE", "DOMAIN_OPTIONS", "parse_slice"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,16 @@ ATTACK_OPTIONS = (
 )
 
 #: The budget-search options of ``advaudio attack`` that ``advaudio rounds`` shares too.
+#: The threat model (``advaudio attack`` and ``advaudio rounds``).
+DOMAIN_OPTIONS = (
+    Option("domain", field="domain", default=UNSET, choices=layout.DOMAINS,
+           help="Threat model: feature perturbs the model input (the paper's; budgets in its [0, 1] units); "
+                "waveform perturbs the clip's samples through the view's differentiable front end (budgets as "
+                "waveform L-inf/L2 and SNR dB; the clips are decoded again from the dataset the store records)."),
+    Option("audio_root", path=True,
+           help="--domain waveform: the dataset's root when its audio moved since featurize."),
+)
+
 SEARCH_OPTIONS = (
     Option("search", field="search", default=UNSET, choices=_lazy("SEARCHES"),
            help="Budget search of fixed-budget attacks: every clip's minimal ε (slices merge exactly) or "
@@ -282,12 +292,7 @@ ATTACK = Command(
                help="Attack only the I-th of N parts of the clips (job arrays); merge with `store merge`."),
         Option("out", path=True, help="Directory of the results JSON [default: the checkpoint's]."),
         *SEARCH_OPTIONS,
-        Option("domain", field="domain", default=UNSET, choices=layout.DOMAINS,
-               help="Threat model: feature perturbs the model input (the paper's; budgets in its [0, 1] units); "
-                    "waveform perturbs the clip's samples through the view's differentiable front end (budgets as "
-                    "waveform L-inf/L2 and SNR dB; the clips are decoded again from the dataset the store records)."),
-        Option("audio_root", path=True,
-               help="--domain waveform: the dataset's root when its audio moved since featurize."),
+        *DOMAIN_OPTIONS,
         PROGRESS,
         THREADS,
     ),

@@ -39,12 +39,13 @@ def retrain_checkpoint(
     device: str | None = None,
     resume: bool = False,
     progress: bool = True,
+    domain: str | None = None,
 ) -> dict[str, Any]:
     """Retrain ``checkpoint``'s model with adversarial shards; returns the new metrics.
 
     ``shards`` names the shards explicitly; otherwise every training-split shard
-    made from this checkpoint in ``round`` (default: the checkpoint's round) is
-    used. The new checkpoint records, in its training configuration's
+    made from this checkpoint in ``round`` (default: the checkpoint's round; ``domain``: of that
+    threat model only) is used. The new checkpoint records, in its training configuration's
     ``provenance``, the round it starts and each shard's attack, budget and hash.
     """
     from advaudio.data import ModelSpaceSource
@@ -58,7 +59,8 @@ def retrain_checkpoint(
     st.check_same_store(feature_store, ckpt.store_fingerprint, what=f"checkpoint {checkpoint}")
     source_round = checkpoint_round(ckpt) if round is None else round
     if shards is None:
-        shards = st.find_shards(feature_store, checkpoint_sha=st.sha256_file(checkpoint), round=source_round)
+        shards = st.find_shards(feature_store, checkpoint_sha=st.sha256_file(checkpoint), round=source_round,
+                                domain=domain)
         if not shards:
             raise StoreError(
                 f"no training-split adversarial shards of round {source_round} for {checkpoint} in "

@@ -69,6 +69,7 @@ def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: Retra
     attack = attack_config.to_dict()
     for key in ("split", "round", "slice"):  # set per step by the loop
         attack.pop(key, None)
+    attack.setdefault("domain", attack_config.domain)  # named, also the default (runs before it lack it)
     options = st.jsonable({"attack": attack, "retrain": dataclasses.asdict(retrain_config),
                            "train_limit": train_limit})
     path = layout.rounds_options_path(run_dir)
@@ -77,6 +78,7 @@ def _check_rounds_options(run_dir: Path, *, attack_config, retrain_config: Retra
             before = json.loads(path.read_text())
             if isinstance(before, dict) and isinstance(before.get("attack"), dict):
                 before["attack"] = AttackStageConfig.upgrade_dict(before["attack"])
+                before["attack"].setdefault("domain", layout.DOMAINS[0])
         except ValueError:
             before = None
         if before is not None and before != options:
@@ -99,13 +101,16 @@ def run_rounds(
     train_limit: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    audio_root: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Attack-on-test → attack-on-train → retrain → … for ``rounds`` rounds (resumable).
 
     ``run_dir`` must hold a complete round-0 run (``advaudio train --out RUN_DIR``).
     ``attack_config`` (:class:`advaudio.stages.attack.AttackStageConfig`) sets the
     attacks, threshold and test-split limit; ``train_limit`` caps the clips
-    attacked on the training folds. Returns the per-step log.
+    attacked on the training folds. ``attack_config.domain="waveform"`` attacks the clips'
+    samples (``audio_root``: the dataset's root when it moved since featurize) and each round
+    retrains on the front end's features of the adversarial waveforms. Returns the per-step log.
     """
     run_dir = Path(run_dir)
     retrain_config = retrain_config if retrain_config is not None else RetrainConfig()
@@ -126,7 +131,7 @@ def run_rounds(
 
     def attack(k: int, split: str, limit: int | None) -> None:
         directory = layout.round_dir(run_dir, k)
-        results = layout.attack_results_path(run_dir, round=k, split=split)
+        results = layout.attack_results_path(run_dir, round=k, split=split, domain=attack_config.domain)
         if results.is_file():
             try:
                 read_attack_results(results)
@@ -139,7 +144,7 @@ def run_rounds(
         cfg = dataclasses.replace(attack_config, split=split, round=k, limit=limit, slice=None)
         say(f"round {k}: attacking the {split} split …")
         doc = attack_stage(cfg, checkpoint=layout.checkpoint_path(directory), out_dir=directory, device=device,
-                           progress=progress)
+                           progress=progress, audio_root=audio_root)
         log.append({"round": k, "step": f"attack-{split}", "skipped": False, "path": doc["results_path"]})
         kill_point(f"attack-{split}", k)
 
@@ -153,7 +158,8 @@ def run_rounds(
         else:
             say(f"round {k + 1}: retraining with round {k}'s adversarial examples …")
             retrain_checkpoint(layout.checkpoint_path(run_dir, round=k), out_dir=target, config=retrain_config,
-                               device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress)
+                               device=device, resume=layout.checkpoint_path(target).is_file(), progress=progress,
+                               domain=attack_config.domain)
             log.append({"round": k + 1, "step": "retrain", "skipped": False, "path": str(target)})
             kill_point("retrain", k + 1)
     attack(rounds, "test", attack_config.limit)
@@ -189,7 +195,7 @@ def rounds(v: Values) -> RoundsRun:
     retrain_config = RetrainConfig(**v.config("retrain"))
     configure_threads(v.threads)
     log = run_rounds(v.run_dir, rounds=v.rounds, attack_config=attack_config, retrain_config=retrain_config,
-                     train_limit=v.train_limit, device=v.device, progress=v.progress)
+                     train_limit=v.train_limit, device=v.device, progress=v.progress, audio_root=v.audio_root)
     unreached = []
     for entry in log:
         if entry["step"].startswith("attack-"):

@@ -6,7 +6,7 @@ has (its search, precision and checks too) and the retraining ones; the loop is
 from __future__ import annotations
 
 from advaudio.options import PROGRESS, THREADS, UNSET, Command, Option
-from advaudio.stages.attack_config import ATTACK_OPTIONS, SEARCH_OPTIONS, AttackStageConfig
+from advaudio.stages.attack_config import ATTACK_OPTIONS, DOMAIN_OPTIONS, SEARCH_OPTIONS, AttackStageConfig
 from advaudio.stages.retrain_config import RetrainConfig, mode_option
 
 __all__ = ["ROUNDS"]
@@ -17,6 +17,8 @@ ROUNDS = Command(
 
     RUN_DIR holds a finished `advaudio train` run (round 0). Each round's
     checkpoint, shards and results are kept apart (RUN_DIR/roundNN/);
+    --domain waveform attacks the clips' samples and retrains on the front
+    end's features of the adversarial waveforms (one domain per RUN_DIR);
     rerunning the command resumes at the step where it stopped. RUN_DIR is the
     last line of standard output.
 
@@ -30,6 +32,7 @@ ROUNDS = Command(
         Option("rounds", default=1, cli_type=int, help="Retraining rounds."),
         *ATTACK_OPTIONS,
         *SEARCH_OPTIONS,
+        *DOMAIN_OPTIONS,
         Option("train_limit", cli_type=int, help="Attack at most N training clips per round."),
         Option("mix", field="retrain.mix", default=UNSET, cli_type=float, help="Adversarial fraction of every batch."),
         Option("epochs", field="retrain.epochs", cli_type=int,

@@ -21,13 +21,16 @@ from advaudio.store.feature_store import Store, check_same_store
 from advaudio.store.files import sha256_file
 
 
-def find_shards(store: Store, *, checkpoint_sha: str, round: int, split: str = "train") -> list[Path]:
-    """Registered adversarial shards made from ``checkpoint_sha`` in ``round`` on ``split``."""
+def find_shards(store: Store, *, checkpoint_sha: str, round: int, split: str = "train",
+                domain: str | None = None) -> list[Path]:
+    """Registered adversarial shards made from ``checkpoint_sha`` in ``round`` on ``split`` (and in
+    threat model ``domain``; None: any)."""
     found = []
     for path in store.adversarial_shards():
         a = AdversarialShard.open(path).attrs
         # A job array's slices enter training through their merged shard only.
-        if a.checkpoint_sha256 == checkpoint_sha and a.round == round and a.split == split and not a.sliced:
+        if (a.checkpoint_sha256 == checkpoint_sha and a.round == round and a.split == split and not a.sliced
+                and domain in (None, a.threat_model)):
             found.append(path)
     return found
 

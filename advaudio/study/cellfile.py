@@ -73,9 +73,18 @@ class AttackOutcome:
     shard: str = ""
     wall_time_s: float = math.nan
     gradient_steps: float = math.nan
+    domain: str = "feature"  # the threat model (budgets of the waveform domain are in waveform units)
+    #: waveform domain: per attacked clip, the SNR of its adversarial waveform in dB (-inf: not fooled)
+    clip_snr_db: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "clip_rows", np.asarray(self.clip_rows, np.int64).reshape(-1))
+        if self.clip_snr_db is not None:
+            snr = np.asarray([-math.inf if v is None else v for v in np.asarray(self.clip_snr_db, object).reshape(-1)],
+                             np.float64)
+            if len(snr) != len(self.clip_rows) or np.isnan(snr).any():
+                raise StoreError(f"attack {self.attack}: {len(snr)} SNRs (NaN-free) for {len(self.clip_rows)} clips")
+            object.__setattr__(self, "clip_snr_db", snr)
         norms = np.asarray([math.inf if v is None else v for v in np.asarray(self.minimal_norms, object).reshape(-1)],
                            np.float64)
         object.__setattr__(self, "minimal_norms", norms)
@@ -91,6 +100,12 @@ class AttackOutcome:
         d["clip_rows"] = self.clip_rows.tolist()
         d["minimal_norms"] = [None if not math.isfinite(v) else float(v) for v in self.minimal_norms]
         d["checks"] = list(self.checks)
+        if self.clip_snr_db is None:  # the feature domain's outcome: as before the axis
+            d.pop("clip_snr_db")
+        else:
+            d["clip_snr_db"] = [None if not math.isfinite(v) else float(v) for v in self.clip_snr_db]
+        if self.domain == "feature":
+            d.pop("domain")
         return d
 
     @classmethod
@@ -241,6 +256,14 @@ def check_summary(d: dict[str, Any], path: Path) -> None:
                 a.fail("minimal_norms", "must be a list of norms (numbers >= 0, or null: never fooled)")
             if len(rows) != len(norms):
                 a.fail("minimal_norms", f"has {len(norms)} values for {len(rows)} clip rows")
+            a.string("domain", choices=layout.DOMAINS, optional=True)
+            snr = a.items("clip_snr_db", optional=True)
+            if snr is not None:
+                if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+                           for v in snr):
+                    a.fail("clip_snr_db", "must be a list of SNRs in dB (numbers, or null: never fooled)")
+                if len(snr) != len(rows):
+                    a.fail("clip_snr_db", f"has {len(snr)} values for {len(rows)} clip rows")
             a.objects("checks", optional=True)
         for a in r.objects("autoattack", optional=True):
             a.string("norm")

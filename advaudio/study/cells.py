@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -63,13 +65,18 @@ class Cell:
     #: AutoAttack's (norm, ε) evaluated on every round's model (attacked cells of a study that asks);
     #: not in the fingerprint: changing it adds an evaluation and retrains nothing
     autoattack: tuple = ()
+    #: the threat model its attacks run in, for an attacked cell of a study with ``[attacks] domains``
+    #: ("": no domain axis, the study's ``[attacks] domain``); its own cell, so a waveform-domain round
+    #: retrains on waveform-domain shards
+    domain: str = ""
 
     @property
     def cell_id(self) -> str:
         size = "none" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
         defense = f"-{self.defense}" if self.defense not in ("", "none") else ""
+        domain = f"-{self.domain}" if self.domain not in ("", layout.DOMAINS[0]) else ""
         return (f"{self.dataset}-{self.model}-{self.view.replace('+', '_')}-w{self.width:g}-{size}-s{self.seed}"
-                f"-f{self.test_fold}{defense}-{self.fingerprint[:8]}")
+                f"-f{self.test_fold}{defense}{domain}-{self.fingerprint[:8]}")
 
     @property
     def key(self) -> dict[str, Any]:
@@ -78,6 +85,8 @@ class Cell:
                "test_fold": self.test_fold, "attacked": self.attacked}
         if self.defense:
             key["defense"] = self.defense
+        if self.domain:
+            key["domain"] = self.domain
         return key
 
     def directory(self, spec: StudySpec) -> Path:
@@ -95,8 +104,9 @@ def train_config(spec: StudySpec, cell: Cell, *, device: str | None = None):
 
 
 def attack_config(spec: StudySpec, cell: Cell):
-    """The :class:`~advaudio.stages.attack.AttackStageConfig` of ``cell``'s rounds (the grid's seed)."""
-    return dataclasses.replace(spec.attack, seed=cell.seed)
+    """The :class:`~advaudio.stages.attack.AttackStageConfig` of ``cell``'s rounds (the grid's seed,
+    the cell's domain)."""
+    return dataclasses.replace(spec.attack, seed=cell.seed, domain=cell.domain or spec.attack.domain)
 
 
 def _fingerprint(spec: StudySpec, cell: Cell) -> str:
@@ -169,12 +179,24 @@ def expand_cells(spec: StudySpec, stores: dict[str, StorePlan] | None = None) ->
                         for seed in spec.grid.seeds:
                             for fold in spec.protocol.test_folds(sp.folds):
                                 for defense in trained_defenses(spec):
-                                    cell = Cell(data.name, model, view, width, size, seed, fold, fold in attacked,
-                                                str(sp.store_dir), sp.fingerprint, defense=defense)
-                                    cell = dataclasses.replace(cell, rounds=cell_rounds(spec, cell),
-                                                               autoattack=spec.autoattack if cell.attacked else ())
-                                    cells.append(dataclasses.replace(cell, fingerprint=_fingerprint(spec, cell)))
+                                    hit = fold in attacked
+                                    for domain in (spec.domains or ("",)) if hit else ("",):
+                                        cell = Cell(data.name, model, view, width, size, seed, fold, hit,
+                                                    str(sp.store_dir), sp.fingerprint, defense=defense,
+                                                    domain=domain)
+                                        cell = dataclasses.replace(cell, rounds=cell_rounds(spec, cell),
+                                                                   autoattack=spec.autoattack if hit else ())
+                                        cells.append(dataclasses.replace(cell, fingerprint=_fingerprint(spec, cell)))
     return cells
+
+
+def training_twin(spec: StudySpec, cell: Cell) -> Cell | None:
+    """The cell of ``cell``'s grid point in the study's first domain, whose round-0 training is the same
+    (the domain changes only the attacks and the rounds after them); None for a cell of that domain."""
+    if not cell.domain or not spec.domains or cell.domain == spec.domains[0]:
+        return None
+    twin = dataclasses.replace(cell, domain=spec.domains[0], fingerprint="")
+    return dataclasses.replace(twin, fingerprint=_fingerprint(spec, twin))
 
 
 def trained_defenses(spec: StudySpec) -> list[str]:
@@ -286,7 +308,7 @@ def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, 
     try:
         with _logged(cellfile.log_path(directory), echo):
             print(f"== cell {cell.cell_id} ({time.strftime('%Y-%m-%d %H:%M:%S')})", file=sys.stderr)
-            if not is_complete_run(run_dir):
+            if not is_complete_run(run_dir) and not _copy_twin_training(spec, cell, run_dir):
                 train(train_config(spec, cell, device=device), out_dir=run_dir,
                       resume=layout.checkpoint_path(run_dir).is_file(), progress=progress)
             if cell.attacked:
@@ -304,6 +326,27 @@ def _run_locked(spec: StudySpec, cell: Cell, directory: Path, run_dir: Path, *, 
         raise
     cellfile.clear_state(directory)
     return cellfile.read_cell_summary(directory)
+
+
+def _copy_twin_training(spec: StudySpec, cell: Cell, run_dir: Path) -> bool:
+    """Round 0 of ``cell`` copied from its :func:`training_twin` when that one has finished it (the same
+    training; the two domains then attack one model). False: nothing to copy, train."""
+    twin = training_twin(spec, cell)
+    if twin is None:
+        return False
+    source = layout.cell_run_dir(twin.directory(spec))
+    if not is_complete_run(source):
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # the checkpoint first: a run is complete only once its metrics.json (checked when read) is there too
+    for src, dst in ((layout.checkpoint_path(source), layout.checkpoint_path(run_dir)),
+                     (layout.metrics_path(source), layout.metrics_path(run_dir))):
+        tmp = dst.with_name(dst.name + ".copying")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    print(f"round 0: trained as in cell {twin.cell_id} ({twin.domain} domain): its checkpoint copied",
+          file=sys.stderr)
+    return True
 
 
 def autoattack_path(run_dir: Path, k: int) -> Path:
@@ -330,20 +373,27 @@ def run_autoattack(run_dir: Path, k: int, cell: Cell, *, device: str) -> list[di
     return doc["autoattack"]
 
 
-def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(store rows, per-clip minimal norm) of the attacked clips of a shard; +inf: never fooled."""
+def _clip_norms(shard_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(store rows, per-clip minimal norm, per-clip SNR in dB or None) of the attacked clips of a shard;
+    +inf norm / -inf dB: never fooled.  The SNR is given for a waveform-domain shard (the perturbation
+    of the clip's samples), where it is the unit a listener hears."""
     shard = st.AdversarialShard.open(shard_path)
     norm = str(shard.attrs.norm)
+    waveform = shard.attrs.threat_model != layout.DOMAINS[0]
     keys = ["clean_index", "attacked", "success", norm]
     if "minimal_budget" in shard:
         keys.append("minimal_budget")
+    if waveform:
+        keys.append("snr_db")
     a = shard.read(keys)
     attacked = np.asarray(a["attacked"], bool)
+    success = np.asarray(a["success"], bool)
     if "minimal_budget" in a:  # a fixed-budget attack's per-clip search
         norms = np.asarray(a["minimal_budget"], np.float64)
     else:  # a minimisation attack: the norm of its adversarial, where it succeeded
-        norms = np.where(np.asarray(a["success"], bool), np.asarray(a[norm], np.float64), np.inf)
-    return np.asarray(a["clean_index"], np.int64)[attacked], norms[attacked]
+        norms = np.where(success, np.asarray(a[norm], np.float64), np.inf)
+    snr = np.where(success, np.asarray(a["snr_db"], np.float64), -np.inf)[attacked] if waveform else None
+    return np.asarray(a["clean_index"], np.int64)[attacked], norms[attacked], snr
 
 
 def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutcome], float]:
@@ -352,7 +402,7 @@ def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutco
     for r in document.records:
         if not r.shard:
             continue
-        rows, norms = _clip_norms(Path(r.shard))
+        rows, norms, snr = _clip_norms(Path(r.shard))
         outcomes[r.attack] = cellfile.AttackOutcome(
             attack=r.attack, kind=r.kind, norm=r.norm, search=r.search or "", threshold=float(r.threshold),
             budget=float(r.budget) if r.budget is not None else math.nan, reached=r.reached,
@@ -360,7 +410,8 @@ def _attack_outcomes(results_path: Path) -> tuple[dict[str, cellfile.AttackOutco
             clip_rows=rows, minimal_norms=norms,
             checks=[{"check": c.check, "status": c.status, "text": c.text} for c in r.checks],
             results=str(results_path.resolve()), shard=str(Path(r.shard).resolve()),
-            wall_time_s=float(r.wall_time_s or math.nan), gradient_steps=r.gradient_steps)
+            wall_time_s=float(r.wall_time_s or math.nan), gradient_steps=r.gradient_steps,
+            domain=document.domain or layout.DOMAINS[0], clip_snr_db=snr)
     return outcomes, float(document.wall_time_s or 0.0)
 
 
@@ -379,10 +430,13 @@ def summarise(spec: StudySpec, cell: Cell, *, session_seconds: float = math.nan)
             retrain_s += float(metrics.get("wall_seconds") or 0.0)
         attacks = {}
         if cell.attacked:
-            attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test"))
+            domain = attack_config(spec, cell).domain
+            attacks, seconds = _attack_outcomes(layout.attack_results_path(run_dir, round=k, split="test",
+                                                                           domain=domain))
             attack_s += seconds
             if k < cell.rounds:
-                train_doc = read_attack_results(layout.attack_results_path(run_dir, round=k, split="train"))
+                train_doc = read_attack_results(layout.attack_results_path(run_dir, round=k, split="train",
+                                                                           domain=domain))
                 attack_s += float(train_doc.wall_time_s or 0.0)
         checkpoint = layout.checkpoint_path(run_dir, round=k)
         autoattack = []

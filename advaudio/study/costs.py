@@ -73,6 +73,21 @@ ATTACK_COSTS: dict[str, AttackCost] = {
     "hopskipjump": AttackCost(gradient=0.0, forward=1000.0),
 }
 
+#: A waveform-domain attack step / a feature-domain one, per view: the front end's forward and backward
+#: beside the model's (benchmarks/results/bench_waveform_attack-2026-12-05.json: 5 s clips, ResNet-18
+#: width 0.25 at 64x64, one thread; a larger model makes the ratio smaller, so for it this overestimates).
+WAVEFORM_STEP_COST = {"stft": 4.8, "dwt": 5.4, "stft+chroma": 12.0, "dwt+chroma": 16.8}
+
+
+def waveform_step_cost(view: str) -> float:
+    """:data:`WAVEFORM_STEP_COST` of ``view``; a view not measured takes the dearest measured view with a
+    chroma-type representation when it has one (their CQT dominates), else the dearest without."""
+    if view in WAVEFORM_STEP_COST:
+        return WAVEFORM_STEP_COST[view]
+    cqt = any(r in ("chroma", "tonnetz") for r in view.split("+"))
+    return max(v for k, v in WAVEFORM_STEP_COST.items() if ("chroma" in k) == cqt)
+
+
 #: Check (c) reruns at most this many clips per attack run (advaudio.attacks.checks' ``subset``;
 #: cw/ead: ``EFFORT_CLIPS``).
 CHECK_CLIPS = 16
@@ -210,6 +225,9 @@ def work(spec: StudySpec, store: StorePlan, cell: Cell) -> Work:
             clips += n
             grad += n * g + cg
             fwd += n * f + cf
+    if (cell.domain or spec.attack.domain) == "waveform":  # every query also runs the front end
+        scale = waveform_step_cost(cell.view)
+        grad, fwd = grad * scale, fwd * scale
     return Work(samples, int(clips), grad, fwd)
 
 

@@ -129,6 +129,8 @@ def defense_rows(summaries: Iterable[CellSummary], *, resamples: int = 2000, con
     groups: dict[tuple, dict[str, list[CellSummary]]] = {}
     for s in summaries:
         k = s.key
+        if str(k.get("domain") or "feature") != "feature":  # the threat-model table's (:mod:`.domain_table`)
+            continue
         key = (k["dataset"], k["model"], k["view"], k["width"],
                tuple(k["input_size"]) if k.get("input_size") else None)
         by = groups.setdefault(key, {})

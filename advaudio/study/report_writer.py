@@ -384,6 +384,57 @@ def _defense_blocks(summaries, out_dir: Path, **settings) -> dict[str, Any]:
     return {"blocks": blocks, "figures": figures, "json": defense_rows_json(rows)}
 
 
+def _fmt_snr(iv) -> str:
+    """``41.2 dB [38.9, 43.0]``: the SNR at the threshold; higher is a quieter perturbation."""
+    if iv is None:
+        return "—"
+    end = lambda v: NOT_REACHED if v == -math.inf else ("—" if math.isnan(v) else f"{v:.1f}")  # noqa: E731
+    point = f"{iv.snr_db:.1f} dB" if iv.reached else f"{NOT_REACHED} (< {end(iv.snr_db)} dB)"
+    return f"{point} [{end(iv.low)}, {end(iv.high)}]"
+
+
+def _fmt_db_change(change) -> str:
+    if change is None:
+        return "—"
+    end = lambda v: "—" if math.isnan(v) else ("−∞" if v == -math.inf else f"{v:+.1f}")  # noqa: E731
+    return f"{end(change[0])} dB [{end(change[1])}, {end(change[2])}]"
+
+
+def _domain_blocks(summaries, **settings) -> dict[str, Any]:
+    """The threat-model table, when the study has ``[attacks] domains`` with the waveform domain."""
+    from advaudio.study.domain_table import domain_rows, domain_rows_json, has_domain_axis
+
+    if not has_domain_axis(summaries):
+        return {"blocks": [], "json": []}
+    rows = domain_rows(summaries, **settings)
+    header = ["dataset", "model", "view", "attack", "feature budget before → after", "feature after/before",
+              "waveform budget before → after", "waveform after/before", "SNR at threshold before → after",
+              "SNR change", "clean accuracy after (feature / waveform rounds)"]
+    text = []
+    for r in rows:
+        def budgets(b):
+            if b is None:
+                return "—", "—"
+            return (f"{b.norm} {fmt_budget(b.before)} → {fmt_budget(b.after)}",
+                    fmt_ratio_interval(b.ratio))
+        fb, fr = budgets(r.feature)
+        wb, wr = budgets(r.waveform)
+        acc = " / ".join(fmt_accuracy(r.accuracy_after.get(d)) for d in ("feature", "waveform"))
+        text.append([r.dataset, r.model, r.view, r.attack, fb, fr, wb, wr,
+                     f"{_fmt_snr(r.snr_before)} → {_fmt_snr(r.snr_after)}", _fmt_db_change(r.snr_change_db), acc])
+    blocks: list[Block] = [
+        ("h2", "Threat models: feature vs waveform domain"),
+        ("note", "The same round-0 model attacked in two threat models. Feature domain (the paper's): the attack "
+                 "perturbs the model input, a [0, 1] image; its budget has no loudness. Waveform domain: the attack "
+                 "perturbs the clip's samples in [-1, 1] through the view's differentiable front end; its budget "
+                 "is in waveform units, and the SNR at the threshold (dB, signal to perturbation: the largest SNR "
+                 "at which the threshold's share of the clips is fooled; higher is quieter) answers whether the "
+                 "attack would be heard. After: the last round, retrained on that domain's own adversarial shards. "
+                 "Intervals: stratified percentile bootstrap over clips; the SNR change's is paired."),
+        ("table", header, text)]
+    return {"blocks": blocks, "json": domain_rows_json(rows)}
+
+
 def write_study_report(
     summaries: Iterable[CellSummary],
     out_dir: str | os.PathLike,
@@ -427,10 +478,13 @@ def write_study_report(
     generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     kept = {id(s) for s in tables.summaries}
     defended = [s for s in summaries if id(s) not in kept and str(s.key.get("defense") or "none") != "none"]
-    also = f" ({len(defended)} of them with an on-the-fly defense: see Defenses)" if defended else ""
+    waveform = [s for s in summaries if id(s) not in kept and str(s.key.get("defense") or "none") == "none"]
+    also = "".join(f" ({len(v)} of them {what}: see {where})" for v, what, where in (
+        (defended, "with an on-the-fly defense", "Defenses"),
+        (waveform, "attacked in the waveform domain", "Threat models")) if v)
     blocks: list[Block] = [("h1", title),
                            ("p", f"Generated {generated} by advaudio {__version__} from "
-                                 f"{len(tables.summaries) + len(defended)} finished cells{also}."),
+                                 f"{len(tables.summaries) + len(defended) + len(waveform)} finished cells{also}."),
                            ("note", HOW_TO_READ)]
     blocks += _protocol_blocks(tables, protocol, missing, out_dir, defended)
     for dataset, rows in tables.datasets.items():
@@ -438,6 +492,8 @@ def write_study_report(
     defenses = _defense_blocks(summaries, out_dir, resamples=resamples, confidence=confidence, seed=seed)
     blocks += defenses["blocks"]
     fig_files += defenses["figures"]
+    domains = _domain_blocks(summaries, resamples=resamples, confidence=confidence, seed=seed)
+    blocks += domains["blocks"]
     blocks.append(("p", "Every number above is in study.csv and study.json, with the cell.json (and attack "
                         "results) files it was computed from."))
     md_path = out_dir / "study.md"
@@ -454,6 +510,7 @@ def write_study_report(
         "bootstrap": {"resamples": tables.resamples, "confidence": tables.confidence, "seed": tables.seed},
         "rows": _tables_json(tables),
         "defenses": defenses["json"],
+        **({"domains": domains["json"]} if domains["json"] else {}),
         "values": values,
         "value_columns": list(STUDY_COLUMNS),
         "figures": fig_files,

@@ -24,7 +24,7 @@ from typing import Any
 
 import tomllib
 
-from advaudio import validation
+from advaudio import layout, validation
 from advaudio.cluster import ClusterConfig
 from advaudio.errors import AdvaudioError, ParameterError
 from advaudio.training.config import defense_names
@@ -144,6 +144,9 @@ class StudySpec:
     run: RunSpec
     defense_params: dict = field(default_factory=dict)  # [defenses.<name>]: options per defense
     autoattack: tuple = ()  # [attacks] autoattack: ((norm, ε), …) evaluated on attacked cells
+    #: [attacks] domains: the threat models an attacked grid point runs in, a cell each (empty: the
+    #: study has no domain axis; its attacked cells run in ``attack.domain``)
+    domains: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -161,6 +164,7 @@ class StudySpec:
             "retrain": dataclasses.asdict(self.retrain), "run": dataclasses.asdict(self.run),
             "defenses": {k: dict(v) for k, v in self.defense_params.items()},
             "autoattack": [list(a) for a in self.autoattack],
+            **({"domains": list(self.domains)} if self.domains else {}),
         }
 
 
@@ -173,7 +177,7 @@ _TABLES = {
     "grid": {"models", "views", "widths", "input_sizes", "seeds", "defenses"},
     "train": None,  # TrainConfig fields
     "protocol": {"cv", "attack_folds"},
-    "attacks": None,  # AttackStageConfig fields + names, params, test_clips, train_clips
+    "attacks": None,  # AttackStageConfig fields + names, params, test_clips, train_clips, domains, autoattack
     "rounds": {"count", "mix", "mode", "epochs", "lr"},
     "run": {f.name for f in dataclasses.fields(RunSpec)},
     "defenses": None,  # one sub-table of options per defense of [grid] defenses
@@ -253,13 +257,14 @@ def read_study(path: str | os.PathLike) -> StudySpec:
     protocol = _read_protocol(where, where.table(doc, "protocol"))
     attacks = where.table(doc, "attacks")
     autoattack = _read_autoattack(where, attacks.pop("autoattack", None))
+    domains = _read_domains(where, attacks)
     attack, train_limit = _read_attacks(where, attacks)
     rounds, retrain = _read_rounds(where, where.table(doc, "rounds"))
     run = _read_run(where, where.table(doc, "run"))
     defense_params = _read_defenses(where, grid, train, where.table(doc, "defenses"))
     spec = StudySpec(name=name.strip(), path=path.resolve(), data=data, grid=grid, train=train, protocol=protocol,
                      attack=attack, train_limit=train_limit, rounds=rounds, retrain=retrain, run=run,
-                     defense_params=defense_params, autoattack=autoattack)
+                     defense_params=defense_params, autoattack=autoattack, domains=domains)
     _check_grid_against_data(where, spec)
     return spec
 
@@ -406,6 +411,21 @@ def _read_protocol(where: _Where, table: dict[str, Any]) -> ProtocolSpec:
 
     return ProtocolSpec(cv=folds("cv", table.get("cv", "all"), ("all",)),
                         attack_folds=folds("attack_folds", table.get("attack_folds", "last"), ("all", "last", "none")))
+
+
+def _read_domains(where: _Where, table: dict[str, Any]) -> tuple[str, ...]:
+    """``[attacks] domains = ["feature", "waveform"]`` (popped from ``table``): the threat models."""
+    if "domains" not in table:
+        return ()
+    if "domain" in table:
+        raise where.error("[attacks] domain", "give either domain (one threat model) or domains (the axis)")
+    domains = tuple(d.strip().lower() for d in where.as_list("[attacks] domains", table.pop("domains"), str))
+    for d in domains:
+        if d not in layout.DOMAINS:
+            raise where.error("[attacks] domains", f"unknown domain {d!r} (known: {', '.join(layout.DOMAINS)})")
+    if len(set(domains)) != len(domains):
+        raise where.error("[attacks] domains", f"lists a domain twice: {list(domains)}")
+    return domains
 
 
 def _read_attacks(where: _Where, table: dict[str, Any]):

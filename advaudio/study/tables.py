@@ -305,7 +305,9 @@ def study_tables(
         attack whose cells in one row ran with different norms or thresholds
     """
     # the on-the-fly defenses of a defense axis have their own table (:mod:`.defense_table`)
-    cells = [c for c in _unique_cells(summaries) if str(c.key.get("defense") or "none") == "none"]
+    # and the waveform-domain cells of a domain axis theirs (:mod:`.domain_table`): these rows are the paper's
+    cells = [c for c in _unique_cells(summaries) if str(c.key.get("defense") or "none") == "none"
+             and str(c.key.get("domain") or "feature") == "feature"]
     if not cells:
         raise ParameterError("study_tables needs at least one finished cell")
     warnings: list[str] = []
