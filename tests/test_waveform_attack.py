@@ -174,9 +174,10 @@ def folder_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     sr = 22050
     t = np.arange(sr) / sr
-    for name, freq in [("low", 220.0), ("high", 1760.0)]:
+    # the high clips peak above full scale (float WAVs, as a resampled clip normalised to full scale decodes)
+    for name, freq, amplitude in [("low", 220.0, 0.3), ("high", 1760.0, 1.05)]:
         for i in range(4):
-            y = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t) + 0.02 * rng.standard_normal(sr)
+            y = amplitude * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t) + 0.02 * rng.standard_normal(sr)
             (root / name).mkdir(parents=True, exist_ok=True)
             sf.write(root / name / f"{name}{i}.wav", y.astype(np.float32), sr, subtype="FLOAT")
     result = featurize_store(FeaturizeConfig(dataset="folder", root=str(root), dataset_options={"n_folds": 2,
@@ -192,11 +193,19 @@ def test_folder_dataset_is_attacked_in_the_waveform_domain(folder_run, tmp_path)
     root, store, ckpt = folder_run
     doc = attack_stage(AttackStageConfig(attacks=("deepfool",), threshold=0.5, domain="waveform", checks=False),
                        checkpoint=ckpt, out_dir=tmp_path, device="cpu", progress=False)
-    _, arrays = _shard(doc["attacks"][0])
+    shard, arrays = _shard(doc["attacks"][0])
     decoded = np.stack([sf.read(root / cid, dtype="float32")[0] for cid in arrays["clip_id"]])
     assert np.abs(load_clip_waveforms(store, arrays["clean_index"]) - decoded).max() <= 1e-6
+    # no clean clip is clipped: the attack's box is [-B, B] with B the loudest clip's peak (the stored
+    # features came from the unclipped clips; a clipped one would fail the front end's contract)
+    bound = float(np.abs(load_clip_waveforms(store, np.flatnonzero(store.folds == store.folds[
+        arrays["clean_index"][0]]))).max())
+    assert bound > 1.0 and shard.attrs.waveform_scale == pytest.approx(2 * bound, rel=1e-6)
+    assert np.abs(arrays["waveform"]).max() <= bound * (1 + 1e-6)
     moved = arrays["success"]
-    assert np.all(np.abs(arrays["waveform"][~moved] - decoded[~moved]).max(initial=0.0) <= 6e-8)
+    # unmoved clips are the decoded ones through w ↦ (w + B)/2B ↦ 2B·u − B in float32: four roundings of at most
+    # half an ulp at magnitude ≤ 2B (measured 1.8e-7 at B = 1.12; with B = 1 the scaling is exact, 6e-8)
+    assert np.all(np.abs(arrays["waveform"][~moved] - decoded[~moved]).max(initial=0.0) <= 4 * 2 * bound * 2**-24)
 
 
 def _attack_error(ckpt, out, capsys) -> str:

@@ -6,7 +6,8 @@ Two domains (``AttackStageConfig.domain``; README, "Two threat models"):
     The attacker perturbs the model input, a view of the store in [0, 1]; budgets
     are norms in those units. The model the attacks see is the classifier.
 ``waveform``
-    The attacker perturbs the clip's samples in [-1, 1]; the model the attacks see
+    The attacker perturbs the clip's samples in [-B, B] (B = 1, full scale, or the
+    largest decoded peak when a clip's decoding overshoots it); the model the attacks see
     is ``classifier ∘ front_end`` (:mod:`advaudio.frontend`: the store's transforms
     and the view in torch), so an adversarial example is a waveform that the
     store's own featurization turns into a fooling input. Budgets are waveform
@@ -16,13 +17,17 @@ Two domains (``AttackStageConfig.domain``; README, "Two threat models"):
 *The attack space.* Every attack — fgsm, bim, pgd through the per-clip search, the
 minimisation attacks, fmn, the decision-based ones, and any plugin — is written
 for inputs in [0, 1] (their bounds, :data:`advaudio.attacks._model.BOUNDS`).  A
-waveform-domain attack therefore runs, unchanged, on ``u = (w + 1) / 2`` of shape
-``(N, 1, 1, samples)``: :class:`WaveformModel` maps it back (``w = 2u − 1``,
+waveform-domain attack therefore runs, unchanged, on ``u = (w + B) / 2B`` of shape
+``(N, 1, 1, samples)``: :class:`WaveformModel` maps it back (``w = 2B·u − B``,
 :func:`to_waveform`) before the front end.  The map is affine, so the attacks'
-geometry is the waveform's: the box [0, 1] is the box [-1, 1], an ε-ball in u is
-the 2ε-ball in w in every norm, projections and clipping correspond.  Every norm,
-budget and ε that leaves this module is in waveform units (:data:`SCALE` = 2 times
-the attack space's): :meth:`WaveformDomain.convert` scales per-clip budgets and ε,
+geometry is the waveform's: the box [0, 1] is the box [-B, B], an ε-ball in u is
+the 2Bε-ball in w in every norm, projections and clipping correspond.  B is 1
+unless a clip as decoded peaks above full scale (resampling a clip normalised to
+full scale overshoots it: 6 of ESC-10's 80 fold-5 clips reach 1.03–1.09); then it
+is that peak, so no clean clip is clipped (a clipped clip would no longer be the
+input the model was trained and evaluated on).  Every norm, budget and ε that
+leaves this module is in waveform units (``2B`` times the attack space's,
+:attr:`WaveformDomain.scale`): :meth:`WaveformDomain.convert` scales per-clip budgets and ε,
 re-measures L1/L2/L∞/SNR on the waveforms themselves and re-verifies each
 adversarial waveform through the front end.  Parameters that are not norms
 (step sizes relative to ε, CW's constants, FMN's γ) apply in u; CW's distance term
@@ -30,8 +35,8 @@ is ‖δ_u‖² = ‖δ_w‖²/4, which its constant search absorbs.
 
 *The clean clip* is the decoded clip as featurize decoded it
 (:func:`load_clip_waveforms`, checked against its stored features), on the attack
-space's float32 grid: ``2·((w + 1)/2) − 1`` (at most 6e-8 from the decoded
-samples, −144 dBFS).  Stored adversarial waveforms are exactly what the model
+space's float32 grid: ``2B·((w + B)/2B) − B`` (at most 6e-8 from the decoded
+samples when B = 1, −144 dBFS; four float32 roundings at 2B, ≤ 5e-7·B, otherwise).  Stored adversarial waveforms are exactly what the model
 saw, and an attack that does not move a sample leaves it exactly as it was.
 
 *The CQT tuning* (``chroma``, ``tonnetz`` views of a store that estimates it per
@@ -65,14 +70,14 @@ from advaudio.store.results import AttackRecord, AttackResults, Evaluation
 
 __all__ = ["DOMAINS", "FEATURE", "SCALE", "WAVEFORM", "WAVEFORM_ROBUST_EPSILONS", "FeatureDomain", "WaveformDomain",
            "WaveformModel", "load_clip_waveforms", "make_domain", "threshold_snr_db", "to_attack_space",
-           "to_waveform", "waveform_budgets"]
+           "to_waveform", "waveform_bound", "waveform_budgets"]
 
 #: The threat models, the first the default.
 DOMAINS = layout.DOMAINS
 FEATURE, WAVEFORM = DOMAINS
 #: The waveform's bounds (full scale).
 WAVEFORM_BOUNDS = (-1.0, 1.0)
-#: Waveform units per attack-space unit: ``w = 2u − 1``.
+#: Waveform units per attack-space unit for clips within full scale: ``w = 2u − 1``.
 SCALE = 2.0
 #: ε per norm at which the waveform domain's robust accuracy is reported (sample units): L∞ from
 #: −80 to −50 dBFS; L2 and L1 for 5-s clips at 22.05 kHz (110 250 samples) are an RMS of
@@ -84,16 +89,22 @@ WAVEFORM_ROBUST_EPSILONS: dict[str, tuple[float, ...]] = {
 }
 
 
-def to_attack_space(waveforms: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """``(N, samples)`` waveforms in [-1, 1] → ``(N, 1, 1, samples)`` attack-space inputs ``(w + 1) / 2``."""
+def waveform_bound(waveforms: np.ndarray) -> float:
+    """B of the attack space: 1 (full scale), or the clips' largest |sample| when a decoding overshoots it."""
+    peak = float(np.abs(np.asarray(waveforms, np.float32)).max()) if np.size(waveforms) else 0.0
+    return max(1.0, peak)
+
+
+def to_attack_space(waveforms: torch.Tensor | np.ndarray, bound: float = 1.0) -> torch.Tensor:
+    """``(N, samples)`` waveforms in [-B, B] → ``(N, 1, 1, samples)`` attack-space inputs ``(w + B) / 2B``."""
     w = torch.as_tensor(waveforms, dtype=torch.float32)
-    return ((w + 1.0) / 2.0).clamp(0.0, 1.0).reshape(len(w), 1, 1, -1)
+    return ((w + bound) / (2.0 * bound)).clamp(0.0, 1.0).reshape(len(w), 1, 1, -1)
 
 
-def to_waveform(u: torch.Tensor) -> torch.Tensor:
-    """``(N, 1, 1, samples)`` attack-space inputs → ``(N, samples)`` waveforms ``2u − 1``: the one map
+def to_waveform(u: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
+    """``(N, 1, 1, samples)`` attack-space inputs → ``(N, samples)`` waveforms ``2B·u − B``: the one map
     :class:`WaveformModel` applies, so a stored waveform is exactly what the model saw."""
-    return u.flatten(1) * 2.0 - 1.0
+    return u.flatten(1) * (2.0 * bound) - bound
 
 
 class WaveformModel(nn.Module):
@@ -106,8 +117,9 @@ class WaveformModel(nn.Module):
     """
 
     def __init__(self, classifier: nn.Module, front_end: nn.Module, clean: torch.Tensor,
-                 tuning: Sequence[float] | None):
+                 tuning: Sequence[float] | None, bound: float = 1.0):
         super().__init__()
+        self.bound = float(bound)
         self.classifier = classifier
         self.front_end = front_end
         self.tuning = None if tuning is None else [float(t) for t in tuning]
@@ -138,7 +150,7 @@ class WaveformModel(nn.Module):
         return [self.tuning[i] for i in self.nearest(w).tolist()]
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        w = to_waveform(u)
+        w = to_waveform(u, self.bound)
         return self.classifier(self.front_end(w, tuning=self.row_tuning(w)))
 
 
@@ -333,9 +345,12 @@ class WaveformDomain:
         self.device = model_device(classifier)
         # per clip, as featurize estimated it from the decoded clip (None: no CQT, or the store fixed it)
         self.tuning = front_end.estimate_tuning(np.asarray(waveforms, np.float32))
-        self.inputs = to_attack_space(waveforms)
-        self.clean = to_waveform(self.inputs).numpy()  # the clean clip on the attack space's grid
-        self.model = WaveformModel(classifier, front_end, torch.from_numpy(self.clean).to(self.device), self.tuning)
+        self.bound = waveform_bound(waveforms)
+        self.scale = 2.0 * self.bound  # waveform units per attack-space unit
+        self.inputs = to_attack_space(waveforms, self.bound)
+        self.clean = to_waveform(self.inputs, self.bound).numpy()  # the clean clip on the attack space's grid
+        self.model = WaveformModel(classifier, front_end, torch.from_numpy(self.clean).to(self.device), self.tuning,
+                                   bound=self.bound)
         self.contract_max_abs: float | None = None  # set by :meth:`check_contract`
 
     # ---- the front end on waveforms, each clip with its own frozen tuning
@@ -381,7 +396,7 @@ class WaveformDomain:
     @property
     def robust_epsilons(self) -> dict[str, tuple[float, ...]]:
         """:data:`WAVEFORM_ROBUST_EPSILONS` in attack-space units (the checks run there)."""
-        return {k: tuple(e / SCALE for e in v) for k, v in WAVEFORM_ROBUST_EPSILONS.items()}
+        return {k: tuple(e / self.scale for e in v) for k, v in WAVEFORM_ROBUST_EPSILONS.items()}
 
     def tuning_text(self) -> str:
         if self.front_end.chroma is None:
@@ -394,7 +409,7 @@ class WaveformDomain:
     def convert(self, tuning: TuningResult) -> tuple[TuningResult, np.ndarray | None]:
         """``tuning`` (found in the attack space) in waveform units, and the adversarial waveforms.
 
-        Budgets, ε, brackets and the fooling-rate curve are scaled by :data:`SCALE`;
+        Budgets, ε, brackets and the fooling-rate curve are scaled by :attr:`scale`;
         L1/L2/L∞/SNR are measured on the waveforms; every adversarial waveform is run
         through the front end with its clip's tuning and the classifier, and one that no
         longer fools (a rounding edge) counts as not fooled (the clean clip, noted).  The
@@ -403,8 +418,8 @@ class WaveformDomain:
         res = tuning.result
         notes = [self._note()] + [self._scaled_note(n) for n in tuning.notes]
         if res is None:
-            return dataclasses.replace(tuning, notes=notes, budget=tuning.budget * SCALE), None
-        waves = to_waveform(torch.from_numpy(np.asarray(res.adversarial, np.float32))).numpy()
+            return dataclasses.replace(tuning, notes=notes, budget=tuning.budget * self.scale), None
+        waves = to_waveform(torch.from_numpy(np.asarray(res.adversarial, np.float32)), self.bound).numpy()
         feats, pred = self.features(waves)
         attacked = np.asarray(res.attacked, bool)
         goal = pred == res.targets if res.targeted and res.targets is not None else pred != res.labels
@@ -418,32 +433,32 @@ class WaveformDomain:
                               "longer fooled the model through the front end with its own tuning: not fooled",
                               {"count": int(lost.sum())}))
         norms = perturbation_norms(self.clean, waves)
-        scale = np.float64(SCALE)
+        scale = np.float64(self.scale)
         minimal = None if res.minimal_budget is None else np.where(lost, np.inf, res.minimal_budget * scale)
         low = None if res.minimal_budget_low is None else res.minimal_budget_low * scale
         config = dict(res.config)
         if isinstance(config.get("epsilon"), (int, float)) and not isinstance(config.get("epsilon"), bool):
-            config["epsilon"] = float(config["epsilon"]) * SCALE
+            config["epsilon"] = float(config["epsilon"]) * self.scale
         result = dataclasses.replace(
             res, adversarial=feats, predicted=pred.astype(res.predicted.dtype), success=ok, **norms,
-            epsilon=None if res.epsilon is None else res.epsilon * SCALE, minimal_budget=minimal,
+            epsilon=None if res.epsilon is None else res.epsilon * self.scale, minimal_budget=minimal,
             minimal_budget_low=low, config=config, notes=notes)
         tolerance = None if tuning.tolerance is None else {
-            k: (_scaled(v, SCALE) if k in ("atol", "budget_low") else v) for k, v in tuning.tolerance.items()}
+            k: (_scaled(v, self.scale) if k in ("atol", "budget_low") else v) for k, v in tuning.tolerance.items()}
         common = dict(result=result, notes=notes, tolerance=tolerance, success_rate=result.success_rate)
         if tuning.search == "bisection":  # one ε for the batch: its success is the fooling rate
             within = ok if tuning.within_budget is None else np.asarray(tuning.within_budget, bool) & ok
             fooling = float(within[attacked].mean()) if attacked.any() else math.nan
             out = dataclasses.replace(
-                tuning, **common, budget=tuning.budget * SCALE, within_budget=within, fooling_rate=fooling,
-                evaluations=[(e * SCALE, r) for e, r in tuning.evaluations], stats=result.stats(within),
-                reason=_scaled_text(tuning.reason, SCALE))
+                tuning, **common, budget=tuning.budget * self.scale, within_budget=within, fooling_rate=fooling,
+                evaluations=[(e * self.scale, r) for e, r in tuning.evaluations], stats=result.stats(within),
+                reason=_scaled_text(tuning.reason, self.scale))
         else:  # per-clip minimal budgets or norms: the quantile, recomputed on the waveform units
             mb = minimisation_budget(result, tuning.threshold)
             reason = mb.reason
             probed = re.search(r" \(probed up to ε=[^)]*\)", tuning.reason or "")
             if reason and probed:
-                reason += _scaled_text(probed.group(0), SCALE)
+                reason += _scaled_text(probed.group(0), self.scale)
             out = dataclasses.replace(
                 tuning, **common, budget=mb.budget, reached=mb.reached, within_budget=mb.within_budget,
                 fooling_rate=mb.fooling_rate, evaluations=mb.evaluations, stats=mb.stats, reason=reason)
@@ -451,15 +466,15 @@ class WaveformDomain:
 
     def _note(self) -> Note:
         return Note("waveform-domain",
-                    f"waveform domain: the attack perturbed the clip's samples in [-1, 1] through the front end of "
-                    f"the view (it ran on u = (w + 1)/2 in [0, 1]; budgets, ε and norms here are waveform units, "
-                    f"{SCALE:g}× the attack space's); CQT tuning: {self.tuning_text()}",
-                    {"scale": SCALE, "tuning": self.tuning_text()})
+                    f"waveform domain: the attack perturbed the clip's samples in [-{self.bound:.4g}, {self.bound:.4g}] "
+                    f"through the front end of the view (it ran on u = (w + B)/2B in [0, 1]; budgets, ε and norms "
+                    f"here are waveform units, {self.scale:.4g}× the attack space's); CQT tuning: "
+                    f"{self.tuning_text()}",
+                    {"scale": self.scale, "bound": self.bound, "tuning": self.tuning_text()})
 
-    @staticmethod
-    def _scaled_note(note: Note) -> Note:
-        counts = {k: (_scaled(v, SCALE) if k in _NOTE_NORMS else v) for k, v in note.counts.items()}
-        return Note(note.code, _scaled_text(note.text, SCALE), counts)
+    def _scaled_note(self, note: Note) -> Note:
+        counts = {k: (_scaled(v, self.scale) if k in _NOTE_NORMS else v) for k, v in note.counts.items()}
+        return Note(note.code, _scaled_text(note.text, self.scale), counts)
 
     def convert_evaluation(self, evaluation: Evaluation | None) -> Evaluation | None:
         """The evaluation checks and robust accuracy (run in the attack space) in waveform units."""
@@ -469,10 +484,10 @@ class WaveformDomain:
         for c in evaluation.checks or ():
             values = [v for k, v in c.values.items() if k in _CHECK_NORMS and isinstance(v, (int, float))]
             checks.append(dataclasses.replace(
-                c, text=_scaled_text(c.text, SCALE, values),
-                values={k: (_scaled(v, SCALE) if k in _CHECK_NORMS else v) for k, v in c.values.items()}))
+                c, text=_scaled_text(c.text, self.scale, values),
+                values={k: (_scaled(v, self.scale) if k in _CHECK_NORMS else v) for k, v in c.values.items()}))
         robust = None if evaluation.robust_accuracy is None else {
-            norm: {**entry, "epsilons": [float(e) * SCALE for e in entry.get("epsilons") or []]}
+            norm: {**entry, "epsilons": [float(e) * self.scale for e in entry.get("epsilons") or []]}
             for norm, entry in evaluation.robust_accuracy.items()}
         return dataclasses.replace(evaluation, checks=None if evaluation.checks is None else tuple(checks),
                                    robust_accuracy=robust)
@@ -494,11 +509,11 @@ class WaveformDomain:
 
     def shard_attrs(self) -> dict[str, Any]:
         """:class:`~advaudio.store.ShardAttrs` fields of the domain's shards."""
-        return {"domain": self.name, "waveform_scale": SCALE, "tuning_rule": self.tuning_text()}
+        return {"domain": self.name, "waveform_scale": self.scale, "tuning_rule": self.tuning_text()}
 
     def results(self, results: AttackResults) -> AttackResults:
         return results.with_values(domain=self.name, front_end={
-            "tuning": self.tuning_text(), "scale": SCALE, "contract_max_abs": self.contract_max_abs})
+            "tuning": self.tuning_text(), "scale": self.scale, "contract_max_abs": self.contract_max_abs})
 
 
 def make_domain(name: str, *, classifier: nn.Module, view, store, rows: np.ndarray, batch_size: int = 64,

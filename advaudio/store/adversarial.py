@@ -141,11 +141,11 @@ class ShardAttrs:
     budget_source: str | None = None
     slice_versions: tuple[Any, ...] | None = None
     #: the threat model (:data:`advaudio.layout.DOMAINS`; None: a shard written before it existed, the
-    #: feature domain's); a waveform-domain shard also holds ``waveform`` (N, samples) float32 in [-1, 1],
+    #: feature domain's); a waveform-domain shard also holds ``waveform`` (N, samples) float32 in [-B, B],
     #: the adversarial clips whose front end gives ``adversarial``, and ``tuning`` (N,) float64, each
     #: clip's frozen CQT tuning, when the view has a CQT and the store estimates it per clip
     domain: str | None = None
-    waveform_scale: float | None = None  # waveform units per attack-space unit
+    waveform_scale: float | None = None  # waveform units per attack-space unit: 2B
     tuning_rule: str | None = None  # how the CQT tuning was held during the attack
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
