@@ -89,20 +89,23 @@ def test_torch_const_search_is_foolboxs_arithmetic(setup, method):
 
 
 @pytest.mark.slow  # the long run: 9 × 1000 steps of 24 clips (~10 s per attack on a quiet core)
-@pytest.mark.parametrize("name", ["cw", pytest.param("ead", marks=pytest.mark.xfail(
-    strict=True, reason="a known gap (issue 22): ead's defaults end up to ×1.28 above the long run on some clips "
-                        "(median ×1.00); strict, so closing the gap turns this into a failure to update"))])
+@pytest.mark.parametrize("name", ["cw", "ead"])
 def test_early_abort_never_finds_larger_minimal_norms_than_the_long_run(setup, name):
-    """Per clip, the defaults (early abort, learned bracket, few constants) stay within 5 % of the long
-    run (9 × 1000 steps, no early exit), at a small fraction of its gradient steps."""
+    """Per clip, the defaults (early abort; cw: learned bracket, few constants, polish) stay within 5 % of
+    the long run (9 × 1000 steps, no early exit) in the budget's norm, at a fraction of its gradient steps
+    (measured here: cw ×1.002 at 8.0 %, ead ×1.005 at 17 %)."""
     model, x, y, targets = setup
     cheap = run_attack(model, x, y, config=AttackConfig.create(name), targets=targets)
     long = run_attack(model, x, y, config=AttackConfig.create(name, steps=1000, binary_search_steps=9,
-                                                              abort_early=False, pilot=0), targets=targets)
+                                                              abort_early=False, pilot=0, polish_steps=0),
+                      targets=targets)
     assert cheap.success.all() and long.success.all()
     ratio = cheap.budget_norms() / long.budget_norms()
     assert ratio.max() <= 1.05, np.round(ratio, 3)
-    assert cheap.gradient_steps <= 0.05 * long.gradient_steps, (cheap.gradient_steps, long.gradient_steps)
+    if name == "cw":  # the polish's share: ×1.002 at most measured, ×1.04 without it (polish_steps=0)
+        assert ratio.max() <= 1.01, np.round(ratio, 3)
+    assert cheap.gradient_steps <= {"cw": 0.1, "ead": 0.2}[name] * long.gradient_steps, (cheap.gradient_steps,
+                                                                                         long.gradient_steps)
 
 
 @pytest.mark.parametrize("name", ["cw", "ead"])
@@ -172,7 +175,7 @@ def test_check_c_of_cw_passes_when_converged_and_warns_when_under_run(setup):
     # norm far above its converged one); at threshold 0.5 the budget's clip is one many clips lie near, so
     # twice the effort moves several of them below it (measured +21 pp), where the defaults move none
     under_run = {"steps": 2, "binary_search_steps": 1, "step_size": 0.2, "initial_const": 1.0,
-                 "abort_early": False, "pilot": 0}
+                 "abort_early": False, "pilot": 0, "polish_steps": 0}
     for label, params in (("default", {}), ("under-run", under_run)):
         t = tune_budget(model, x, y, config=AttackConfig.create("cw", **params), fooling_rate=0.5, targets=targets)
         assert t.reached

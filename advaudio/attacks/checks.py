@@ -179,7 +179,8 @@ def _more_effort_check(model, inputs, labels, name: str, t: TuningResult, *, sub
     bracket = next((n.counts for n in t.notes if n.code == "const-bracket"), {})
     start = {"start_const": bracket["start_const"], "const_growth": max(1.01, bracket["growth"])} if bracket else {}
     more = cfg.replace(steps=2 * p.steps, binary_search_steps=2 * p.binary_search_steps, patience=2 * p.patience,
-                       **start)
+                       loss_patience=None if p.loss_patience is None else 2 * p.loss_patience,
+                       polish_steps=2 * p.polish_steps, polish_patience=2 * p.polish_patience, **start)
     norms = res.budget_norms()
     att = np.flatnonzero(res.attacked)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -200,7 +201,8 @@ def _more_effort_check(model, inputs, labels, name: str, t: TuningResult, *, sub
     return _check("more-steps-no-gain", ok, [name],
                   f"{name} at {t.norm} budget {t.budget:.4g}: twice the effort (steps {p.steps}→{2 * p.steps}, "
                   f"constants {p.binary_search_steps}→{2 * p.binary_search_steps}, patience {p.patience}→"
-                  f"{2 * p.patience}) on the {len(rows)} clips nearest the budget: {len(att)} clips fooled "
+                  f"{2 * p.patience}, polish {p.polish_steps}→{2 * p.polish_steps}) on the {len(rows)} clips "
+                  f"nearest the budget: {len(att)} clips fooled "
                   f"{base:.3f} → {rate:.3f} (gain {100 * gain:+.1f} pp, limit {100 * MAX_STEP_GAIN:g} pp or one clip)",
                   epsilon=t.budget, steps=p.steps, rate=base, rate_doubled=rate, clips=len(rows),
                   gradient_steps=again.gradient_steps)

@@ -20,7 +20,12 @@ it is done:
   logarithms, ×2 to ×10) until bracketed, then bisect on the log scale, so their
   ``binary_search_steps`` refine instead of searching for the decade;
 * **per-clip binary search**: C&W's — a fooling constant is an upper bound, a
-  failing one a lower bound, the next is their mean (×growth while unbounded).
+  failing one a lower bound, the next is their mean (×growth while unbounded);
+* **a polish** (``polish_steps``): the early abort stops each constant before it has
+  converged (on ESC-10, budget ×1.10 of the long run's at the 90 % threshold), so
+  every clip that fooled then optimises at its smallest fooling constant and at the
+  largest that failed, from its smallest fooling point, with a slower stopping rule
+  (:func:`polish`; measured ×1.008 at 19 % of the long run's steps).
 
 With ``abort_early=False`` and ``pilot=0`` the arithmetic is Foolbox's (same
 transformation to tanh space, Adam, losses, FISTA step and shrinkage, binary
@@ -121,16 +126,19 @@ class _Run:
 
     def __init__(self, model: nn.Module, x0: torch.Tensor, classes: torch.Tensor, *, targeted: bool, method: str,
                  steps: int, step_size: float, confidence: float, regularization: float, decision_rule: str,
-                 abort_early: bool, patience: int, min_improvement: float, warm_start: bool = False):
+                 abort_early: bool, patience: int, min_improvement: float, loss_patience: int | None = None,
+                 warm_start: bool = False):
         self.model, self.x0, self.classes = model, x0, classes
         self.targeted, self.method, self.steps, self.step_size = targeted, method, steps, step_size
         self.confidence, self.beta, self.rule = confidence, regularization, decision_rule
         self.abort_early, self.patience, self.min_improvement = abort_early, max(1, patience), min_improvement
+        self.loss_patience = self.patience if loss_patience is None else max(1, loss_patience)
         self.warm_start = warm_start
         n = len(x0)
         self.best = x0.clone()
         self.best_norm = torch.full((n,), math.inf, device=x0.device)
         self.steps_run = torch.zeros(n, dtype=torch.long, device=x0.device)
+        self.lower_const = torch.zeros(n, dtype=torch.float64, device=x0.device)  # largest that failed
         if method == "cw":
             self.w0 = _to_attack_space(x0)
             self.recon = _to_model_space(self.w0)
@@ -162,15 +170,23 @@ class _Run:
         step = self._cw if self.method == "cw" else self._ead
         return step(rows, consts, found)
 
-    def _leave(self, live: torch.Tensor, loss: torch.Tensor, found: torch.Tensor, state: dict) -> torch.Tensor:
-        """Per-clip early abort: the clips (positions in ``live``) that stay."""
+    def _leave(self, live: torch.Tensor, loss: torch.Tensor, found: torch.Tensor, state: dict,
+               t: int) -> torch.Tensor | None:
+        """Per-clip early abort after step ``t``: the clips (positions in ``live``) that stay
+        (None: no check at this step)."""
+        check_norm, check_loss = t % self.patience == 0, t % self.loss_patience == 0
+        if not (check_norm or check_loss):
+            return None
         tol = 1.0 - self.min_improvement
-        norm_at = state["norm_at_const"][live]
-        stalled_loss = loss > tol * state["loss_prev"][live]
-        stalled_norm = found[live] & (norm_at > tol * state["norm_prev"][live])
-        state["loss_prev"][live] = loss
-        state["norm_prev"][live] = norm_at
-        return ~(stalled_loss | stalled_norm)
+        stalled = torch.zeros(len(live), dtype=torch.bool, device=live.device)
+        if check_loss:
+            stalled |= loss > tol * state["loss_prev"][live]
+            state["loss_prev"][live] = loss
+        if check_norm:
+            norm_at = state["norm_at_const"][live]
+            stalled |= found[live] & (norm_at > tol * state["norm_prev"][live])
+            state["norm_prev"][live] = norm_at
+        return ~stalled
 
     def _cw(self, rows: torch.Tensor, consts: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         b1, b2, eps = _ADAM
@@ -205,8 +221,8 @@ class _Run:
             found[live] |= adv
             state["norm_at_const"][live] = torch.where(adv, torch.minimum(norm, state["norm_at_const"][live]),
                                                        state["norm_at_const"][live])
-            if self.abort_early and t % self.patience == 0:
-                keep = self._leave(live, loss.detach(), found, state)
+            keep = self._leave(live, loss.detach(), found, state, t) if self.abort_early else None
+            if keep is not None:
                 if not bool(keep.all()):
                     live, delta, m, v = live[keep], delta[keep], m[keep], v[keep]
                     if len(live) == 0:
@@ -244,10 +260,12 @@ class _Run:
             found[live] |= adv
             state["norm_at_const"][live] = torch.where(adv, torch.minimum(norm, state["norm_at_const"][live]),
                                                        state["norm_at_const"][live])
-            if self.abort_early and (it + 1) % self.patience == 0:
+            keep = None
+            if self.abort_early:
                 # the elastic-net objective, the one the FISTA steps minimise
                 objective = loss.detach() + self.beta * _flat(y.detach() - x0[live]).abs().sum(1)
-                keep = self._leave(live, objective, found, state)
+                keep = self._leave(live, objective, found, state, it + 1)
+            if keep is not None:
                 if not bool(keep.all()):
                     live, xk, yk = live[keep], xk[keep], yk[keep]
                     if len(live) == 0:
@@ -275,7 +293,31 @@ class _Run:
             else:
                 mid = (lower + upper) / 2
             c = torch.where(torch.isinf(upper), c * growth, mid)
+        self.lower_const[rows] = torch.maximum(self.lower_const[rows], lower)
         return upper
+
+
+def polish(run: _Run, const: torch.Tensor, *, steps: int, patience: int, min_improvement: float) -> None:
+    """Every clip that fooled optimises twice more from its smallest fooling point, for up to ``steps``
+    steps each with the slower stopping rule given: at its smallest fooling constant, then at the
+    largest constant that failed (half the fooling one when none did).
+
+    The binary search's constants are cut short by the early abort; warm-started, the first run
+    converges onto the boundary near the point found, and the second, whose pull toward the clean
+    clip is stronger, slides along it to smaller perturbations (each fooling iterate is recorded).
+    """
+    rows = torch.nonzero(torch.isfinite(const)).flatten()
+    if len(rows) == 0:
+        return
+    upper, lower = const[rows], run.lower_const[rows]
+    saved = (run.steps, run.patience, run.loss_patience, run.min_improvement, run.warm_start)
+    run.steps, run.patience, run.loss_patience = steps, max(1, patience), max(1, patience)
+    run.min_improvement, run.warm_start = min_improvement, True
+    try:
+        run.at_constants(rows, upper)
+        run.at_constants(rows, torch.where(lower > 0, lower, upper / 2))
+    finally:
+        run.steps, run.patience, run.loss_patience, run.min_improvement, run.warm_start = saved
 
 
 def const_search(
@@ -295,11 +337,15 @@ def const_search(
     abort_early: bool = True,
     patience: int = 10,
     min_improvement: float = 1e-3,
+    loss_patience: int | None = None,
     pilot: int = 0,
     pilot_extra: int = 0,
     start_const: float | None = None,
     const_growth: float = 4.0,
     warm_start: bool = False,
+    polish_steps: int = 0,
+    polish_patience: int = 50,
+    polish_min_improvement: float = 1e-4,
 ) -> SearchOutcome:
     """Per-clip CW-L2 (``method="cw"``) or EAD (``"ead"``) on ``x0`` toward ``classes``.
 
@@ -316,12 +362,17 @@ def const_search(
             moves ×/÷ ``const_growth`` until bracketed, then bisects on the log scale.
         warm_start: each constant starts from the clip's smallest fooling point so far (measured:
             ~25 % fewer steps, 2-3 % larger norms; off by default).
+        polish_steps, polish_patience, polish_min_improvement: after the search, :func:`polish`
+            (0 steps: none); the early abort of its two runs checks every ``polish_patience`` steps
+            for a relative gain of ``polish_min_improvement``.
+        loss_patience: steps between the early abort's checks of the objective (None: ``patience``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     run = _Run(model, x0, classes, targeted=targeted, method=method, steps=steps, step_size=step_size,
                confidence=confidence, regularization=regularization, decision_rule=decision_rule,
-               abort_early=abort_early, patience=patience, min_improvement=min_improvement, warm_start=warm_start)
+               abort_early=abort_early, patience=patience, min_improvement=min_improvement,
+               loss_patience=loss_patience, warm_start=warm_start)
     n = len(x0)
     dev = x0.device
     const = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
@@ -344,5 +395,7 @@ def const_search(
         sel = torch.as_tensor(rest, device=dev)
         init = c0[sel] if start is None else torch.full((len(rest),), start, dtype=torch.float64, device=dev)
         const[sel] = run.binary_search(sel, init, binary_search_steps, growth, geometric=start is not None)
+    if polish_steps > 0:
+        polish(run, const, steps=polish_steps, patience=polish_patience, min_improvement=polish_min_improvement)
     return SearchOutcome(adversarial=run.best, norm=run.best_norm, const=const, steps=run.steps_run,
                          pilot=first, start_const=start, growth=growth)

@@ -65,10 +65,14 @@ class ConstSearchAttack(AttackSpec):
                             step_size=params.step_size, binary_search_steps=params.binary_search_steps,
                             initial_const=initial_const, confidence=params.confidence,
                             abort_early=params.abort_early, patience=params.patience,
-                            min_improvement=params.min_improvement, pilot=0 if retry else params.pilot,
+                            min_improvement=params.min_improvement, loss_patience=params.loss_patience,
+                            pilot=0 if retry else params.pilot,
                             pilot_extra=params.pilot_extra,
                             start_const=None if retry else params.start_const,  # retries: C&W's search
-                            const_growth=params.const_growth, **extra)
+                            const_growth=params.const_growth,
+                            polish_steps=params.polish_steps,
+                            polish_patience=params.polish_patience,
+                            polish_min_improvement=params.polish_min_improvement, **extra)
 
     def execute(self, run, x, labels, targets, *, config, epsilon, counters):
         params = config.params
