@@ -191,10 +191,17 @@ def test_cost_model_scales_the_measured_costs_with_the_parameters():
 
     g, f = attack_work("cw", CarliniWagnerParams())
     assert (g, f) == (ATTACK_COSTS["cw"].gradient, 0.0)  # the measured defaults, early exits included
-    g, _ = attack_work("cw", CarliniWagnerParams(steps=1000, binary_search_steps=9, abort_early=False))
+    g, _ = attack_work("cw", CarliniWagnerParams(steps=1000, binary_search_steps=9, abort_early=False,
+                                                 polish_steps=0))
     assert g == 9000  # no early abort: every step of every constant
+    polish = ATTACK_COSTS["cw"].polish
+    assert 0 < polish < ATTACK_COSTS["cw"].gradient
     g2, _ = attack_work("cw", CarliniWagnerParams(binary_search_steps=2 * CarliniWagnerParams().binary_search_steps))
-    assert g2 == pytest.approx(2 * ATTACK_COSTS["cw"].gradient)
+    assert g2 == pytest.approx(2 * (ATTACK_COSTS["cw"].gradient - polish) + polish)  # twice the search, one polish
+    g0, _ = attack_work("cw", CarliniWagnerParams(polish_steps=0))
+    assert g0 == pytest.approx(ATTACK_COSTS["cw"].gradient - polish)
+    g3, _ = attack_work("cw", CarliniWagnerParams(polish_patience=2 * CarliniWagnerParams().polish_patience))
+    assert g3 == pytest.approx(ATTACK_COSTS["cw"].gradient + polish)  # twice the patience, twice the polish
     g, f = attack_work("ead", EADParams())
     assert f == ATTACK_COSTS["ead"].forward > 0  # EAD's plain forward per step
     assert attack_work("hopskipjump", HopSkipJumpParams(max_queries=300)) == (0.0, 300.0)

@@ -56,6 +56,7 @@ threshold = 0.9                       # budgets are tuned to this fooling rate
 test_clips = 12                       # clips attacked on the test fold (omit: all)
 train_clips = 24                      # training clips attacked per round for retraining (omit: all)
 # precision = "clip"                  # the default here: every clip's minimal ε to 5 %, as the bootstrap needs
+# domains = ["feature", "waveform"]   # also attack the clips' samples through the view's front end (SNR in dB)
 [attacks.params.pgd]
 steps = 20                            # the evaluation checks warn when doubling the steps still helps
 
@@ -108,6 +109,7 @@ attack_folds = {attack_folds}
 names = {attacks}
 threshold = 0.9
 # autoattack = "linf:8/255"          # AutoAttack robust accuracy on every round of the attacked cells
+# domains = ["feature", "waveform"]   # both threat models: budgets on the model input and on the waveform
 # test_clips = 80                     # omit: every clip of the attacked fold
 # train_clips = 400
 [attacks.params.pgd]
