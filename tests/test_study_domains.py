@@ -118,6 +118,8 @@ def test_a_study_with_both_domains_runs_and_reports_the_snr_at_the_threshold(tmp
     # one training: the waveform cell attacked the feature cell's round-0 model, copied
     assert wave.round(0).checkpoint_sha256 == feature.round(0).checkpoint_sha256
     assert wave.round(0).checkpoint != feature.round(0).checkpoint
+    # copied, not trained again (a second training would record its own wall time)
+    assert Path(wave.round(0).metrics).read_bytes() == Path(feature.round(0).metrics).read_bytes()
     run_dir = Path(wave.run_dir)
     for k in (0, 1):
         assert layout.attack_results_path(run_dir, round=k, split="test", domain="waveform").is_file()
