@@ -343,3 +343,33 @@ def test_rounds_in_the_waveform_domain_attack_and_retrain_on_waveforms(trained, 
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--domain", "feature"])
     assert exit_info.value.code == 2 and "domain: 'waveform' → 'feature'" in capsys.readouterr().err
+
+
+def test_decision_based_attacks_run_in_the_waveform_domain_within_their_query_budget(trained, tmp_path):
+    """Boundary and HopSkipJump see ``classifier ∘ front end`` like any model: their adversarial waveforms
+    fool it through the front end, within the query budget per clip (plus the starting points' pool search)."""
+    store, ckpt_path = trained
+    budget = 60
+    doc = attack_stage(AttackStageConfig(attacks=("boundary", "hopskipjump"), threshold=0.5, seed=3, limit=12,
+                                         domain="waveform", checks=False, round=5,
+                                         attack_params={a: {"max_queries": budget} for a in ("boundary",
+                                                                                             "hopskipjump")}),
+                       checkpoint=ckpt_path, out_dir=tmp_path, device="cpu", progress=False)
+    ckpt = load_checkpoint(ckpt_path)
+    front_end = from_store(store, ckpt.view)
+    for record in doc["attacks"]:
+        assert record["domain"] == "waveform", record
+        _, arrays = _shard(record)
+        attacked = int(arrays["attacked"].sum())
+        # per clip at most the budget; the starting-point pools (the batch's clean clips, the noise draws) are
+        # classified once per run, charged to no clip
+        (note,) = [n for n in record["notes"] if n["code"] == "query-budget"]
+        assert note["most_used"] <= budget
+        draws = AttackStageConfig().attack_config(record["attack"]).resolved().params.noise_draws
+        assert record["queries"] <= attacked * budget + len(arrays["attacked"]) + draws
+        with torch.no_grad():
+            feats = front_end(torch.from_numpy(arrays["waveform"]))
+            replay = ckpt.model(feats).argmax(1).numpy()
+        ok = arrays["success"]
+        assert ok.any() and np.all(replay[ok] == arrays["target"][ok])
+        assert np.abs(arrays["waveform"]).max() <= 1.0 + 1e-6
