@@ -46,6 +46,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_budget_search import clips  # noqa: E402  (a checkpoint's test clips, as the attack stage picks them)
 
 from advaudio.attacks import AttackConfig, choose_targets, tune_budget  # noqa: E402
 from advaudio.attacks.tuning import quantile_budget  # noqa: E402
@@ -57,21 +60,6 @@ BEFORE = {"cw": {"steps": 1000, "binary_search_steps": 9}, "ead": {"steps": 1000
 #: The long references: no early exit of any kind.
 LONG = {"cw": {"steps": 1000, "binary_search_steps": 9, "abort_early": False, "pilot": 0},
         "ead": {"steps": 1000, "binary_search_steps": 9, "abort_early": False, "pilot": 0}}
-
-
-def clips(checkpoint: Path, *, split: str, limit: int, device: str):
-    from advaudio import store as st
-    from advaudio.stages.attack import choose_rows, split_rows
-    from advaudio.training import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint, device=device)
-    store = st.Store(Path(ckpt.store_path))
-    rows = split_rows(store, split=split, test_fold=ckpt.test_fold, train_folds=ckpt.split.get("train_folds"))
-    rows = choose_rows(rows, limit=limit, slice=None)
-    with store.reader() as reader:
-        x = ckpt.view.read(reader, rows).to(device)
-    y = torch.as_tensor(store.labels[rows]).to(device)
-    return ckpt, x, y, rows
 
 
 def foolbox_const_search(name: str, model, x, y, targets, params: dict, batch_size: int) -> dict:

@@ -21,6 +21,20 @@ def store(tmp_path_factory):
     return Store(result.store_dir)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """The module's tests compute with one torch thread (a module asks with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``): results compared bit for bit, or
+    against runs in subprocesses with OMP_NUM_THREADS=1, since float sums split over other thread
+    counts round differently; and the step counts of the cost tests are those of one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads_restored():
     """A command run in-process (CliRunner, main([...])) sets torch's threads for its stage

@@ -20,7 +20,9 @@ import torch
 from advaudio import killpoints
 from advaudio.training import TrainConfig, load_checkpoint, train
 
-pytestmark = pytest.mark.floats  # compares runs: also run under other CPU kernels (.ci/run)
+# compares runs: also run under other CPU kernels (.ci/run); every run here, in this process or a killed
+# subprocess (OMP_NUM_THREADS=1), computes with one thread (tests/conftest.py): weights compared bit for bit
+pytestmark = [pytest.mark.floats, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -74,14 +76,6 @@ def _assert_same_run(out, reference, *, roots=None):
     assert got["complete"] and "test" in got and load_checkpoint(out / "checkpoint.pt").complete
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every run here, in this process or a killed subprocess (OMP_NUM_THREADS=1), computes with one thread:
-    weights are compared bit for bit, and float sums split over other thread counts round differently."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -115,15 +115,11 @@ def snr_interval(cells: list[np.ndarray], threshold: float, **settings) -> SNRIn
     return SNRInterval(snr_db=_db(b.budget), reached=b.reached, low=_db(b.high), high=_db(b.low), n=b.n)
 
 
-def _last(s: CellSummary):
-    return s.last_round
-
-
 def _budgets(name: str, cells: list[CellSummary], **settings) -> DomainBudget | None:
     pairs: list[tuple[AttackOutcome | None, AttackOutcome | None]] = []
     for s in cells:
         before = s.round(0).attacks.get(name)
-        after = _last(s).attacks.get(name) if _last(s).round > 0 else None
+        after = s.last_round.attacks.get(name) if s.last_round.round > 0 else None
         pairs.append((before, after))
     outcomes = [o for p in pairs for o in p if o is not None]
     if not outcomes:
@@ -143,12 +139,12 @@ def _budgets(name: str, cells: list[CellSummary], **settings) -> DomainBudget | 
         except ParameterError:
             ratio = None
     return DomainBudget(norm=outcomes[0].norm, before=interval(0), after=interval(1), ratio=ratio,
-                        rounds=max(_last(s).round for s in cells))
+                        rounds=max(s.last_round.round for s in cells))
 
 
 def _snr(name: str, cells: list[CellSummary], threshold: float, **settings):
     before = [s.round(0).attacks.get(name) for s in cells]
-    after = [_last(s).attacks.get(name) if _last(s).round > 0 else None for s in cells]
+    after = [s.last_round.attacks.get(name) if s.last_round.round > 0 else None for s in cells]
     have = lambda o: o is not None and o.clip_snr_db is not None and len(o.clip_snr_db)  # noqa: E731
     b = [o.clip_snr_db for o in before if have(o)]
     a = [o.clip_snr_db for o in after if have(o)]
@@ -190,7 +186,7 @@ def domain_rows(summaries: Iterable[CellSummary], *, resamples: int = 2000, conf
             for s in cells:
                 for r in s.rounds:
                     names += [n for n in r.attacks if n not in names]
-        accuracy = {d: Accuracy(tuple(float(_last(s).test_accuracy) for s in cells),
+        accuracy = {d: Accuracy(tuple(float(s.last_round.test_accuracy) for s in cells),
                                 tuple(cell_source(s) for s in cells)) for d, cells in sorted(by.items())}
         for name in names:
             feature = _budgets(name, by.get(FEATURE, []), **settings)
