@@ -62,7 +62,8 @@ def main() -> None:
         for name in att["attacks"]:
             params = AttackConfig.create(name, **(att.get("attack_params") or {}).get(name, {})).resolved().params
             g, f = attack_work(name, params, precision=att.get("precision", "clip"))
-            cg, cf = _check_work(name, params, args.test_clips, att.get("precision", "clip")) if att.get(
+            cg, cf = _check_work(name, params, args.test_clips, att.get("precision", "clip"),
+                                 att.get("threshold", 0.9)) if att.get(
                 "checks", True) else (0.0, 0.0)
             grad += args.test_clips * g + cg
             fwd += args.test_clips * f + cf

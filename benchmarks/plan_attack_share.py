@@ -47,7 +47,7 @@ def main() -> None:
     n = cells[0]["attack_clips"] // max(1, len(attacks)) if cells else 0
     for name, a in attacks.items():
         params = spec.attack.attack_config(name).resolved().params
-        cg, cf = _check_work(name, params, n, precision)
+        cg, cf = _check_work(name, params, n, precision, spec.attack.threshold)
         a["check_units_per_cell"] = cg * u.gradient + cf * u.forward
         print(f"{name:10s} {a['gradient_per_clip']:8.1f} grad/clip {a['forward_per_clip']:8.1f} fwd/clip")
     shares = sorted({round(c["attack_over_train"], 3) for c in cells})

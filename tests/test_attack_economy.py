@@ -181,6 +181,37 @@ def test_check_c_of_cw_passes_when_converged_and_warns_when_under_run(setup):
     assert checks["under-run"].values["rate_doubled"] > checks["under-run"].values["rate"]
 
 
+def test_check_c_of_cw_reruns_the_clips_above_the_budget_nearest_first(setup, monkeypatch):
+    """A rerun keeps each clip's smaller norm, so only a clip above the budget can change sides: those,
+    nearest first, are what check (c) reruns, and the doubled rate counts them over every attacked clip."""
+    import advaudio.attacks.checks as checks_module
+
+    model, x, y, targets = setup
+    t = tune_budget(model, x, y, config=AttackConfig.create("cw", polish_steps=0), fooling_rate=0.75,
+                    targets=targets)
+    norms = t.result.budget_norms()
+    above = np.flatnonzero(~(norms <= t.budget))
+    assert len(above) == len(x) - math.ceil(0.75 * len(x))  # the quantile's clip and those below stay
+    seen = []
+
+    def spy(model_, xs, ys, **kw):
+        seen.append(xs.clone())
+        return run_attack(model_, xs, ys, **kw)
+
+    monkeypatch.setattr(checks_module, "run_attack", spy)
+    for limit in (len(above), 2):
+        seen.clear()
+        monkeypatch.setattr(checks_module, "EFFORT_CLIPS", limit)
+        ev = evaluation_checks(model, x, y, {"cw": t}, targets=targets)
+        check = next(c for c in ev.checks if c.check == "more-steps-no-gain")
+        nearest = above[np.argsort(norms[above], kind="stable")[:limit]]
+        (rerun,) = seen
+        assert torch.equal(rerun, x[np.sort(nearest)])  # the clips above, nearest the budget first
+        assert check.values["clips"] == limit and check.values["clips_above"] == len(above)
+        assert check.values["rate"] == pytest.approx((norms <= t.budget).mean())
+        assert check.values["rate_doubled"] >= check.values["rate"]
+
+
 def test_cost_model_scales_the_measured_costs_with_the_parameters():
     from advaudio.study.costs import ATTACK_COSTS, attack_work
 
@@ -197,6 +228,13 @@ def test_cost_model_scales_the_measured_costs_with_the_parameters():
     assert g0 == pytest.approx(ATTACK_COSTS["cw"].gradient - polish)
     g3, _ = attack_work("cw", CarliniWagnerParams(polish_patience=2 * CarliniWagnerParams().polish_patience))
     assert g3 == pytest.approx(ATTACK_COSTS["cw"].gradient + polish)  # twice the patience, twice the polish
+    from advaudio.study.costs import EFFORT_CLIPS, _check_work
+
+    g, _ = attack_work("cw", CarliniWagnerParams())
+    # check (c) reruns the clips above the budget (4 of 40 at 90 %, 10 of 100 capped) at 4x the steps
+    assert _check_work("cw", CarliniWagnerParams(), 40, "quantile", 0.9) == (pytest.approx(4 * 4 * g), 0.0)
+    assert _check_work("cw", CarliniWagnerParams(), 34, "quantile", 0.9)[0] == pytest.approx(3 * 4 * g)
+    assert _check_work("cw", CarliniWagnerParams(), 100, "quantile", 0.9)[0] == pytest.approx(EFFORT_CLIPS * 4 * g)
     g, f = attack_work("ead", EADParams())
     assert f == ATTACK_COSTS["ead"].forward > 0  # EAD's plain forward per step
     assert attack_work("hopskipjump", HopSkipJumpParams(max_queries=300)) == (0.0, 300.0)

@@ -93,7 +93,7 @@ def waveform_step_cost(view: str) -> float:
 
 
 #: Check (c) reruns at most this many clips per attack run (advaudio.attacks.checks' ``subset``;
-#: cw/ead: ``EFFORT_CLIPS``).
+#: cw/ead: the clips above the budget, at most ``EFFORT_CLIPS``).
 CHECK_CLIPS = 16
 EFFORT_CLIPS = 8
 
@@ -201,13 +201,14 @@ def defense_passes(spec: StudySpec, cell: Cell) -> float:
     return {"pgd-at": steps + 1, "trades": steps + 2, "fast-at": 2}.get(cell.defense, 1.0)
 
 
-def _check_work(name: str, params, clips: int, precision: str) -> tuple[float, float]:
-    """(gradient steps, forwards) of the evaluation checks after one run of ``name`` on ``clips``."""
+def _check_work(name: str, params, clips: int, precision: str, threshold: float = 0.9) -> tuple[float, float]:
+    """(gradient steps, forwards) of the evaluation checks after one run of ``name`` on ``clips`` tuned to
+    ``threshold``."""
     if name in ("bim", "pgd"):  # (b) one FGSM step per clip; (c) steps and twice the steps on a subset
         return clips + min(CHECK_CLIPS, clips) * 3.0 * params.steps, 0.0
-    if name in ("cw", "ead"):  # (c) twice the steps, constants and patience on the clips nearest the budget
+    if name in ("cw", "ead"):  # (c) twice the steps, constants and patience on the clips above the budget
         g, f = attack_work(name, params, precision=precision)
-        rerun = min(EFFORT_CLIPS, clips)
+        rerun = min(EFFORT_CLIPS, clips - math.ceil(threshold * clips - 1e-9))
         return rerun * 2.0 * 2.0 * g, rerun * 2.0 * 2.0 * f
     return 0.0, 0.0
 
@@ -233,7 +234,8 @@ def work(spec: StudySpec, store: StorePlan, cell: Cell) -> Work:
         params = spec.attack.attack_config(name).resolved().params
         g, f = attack_work(name, params, precision=precision)
         for n in runs:
-            cg, cf = _check_work(name, params, n, precision) if spec.attack.checks else (0.0, 0.0)
+            cg, cf = (_check_work(name, params, n, precision, spec.attack.threshold) if spec.attack.checks
+                      else (0.0, 0.0))
             clips += n
             grad += n * g + cg
             fwd += n * f + cf
