@@ -7,8 +7,10 @@ one: seconds per unit of work of the finished training-only cells of the same mo
 size, epochs and training recipe, times the attacked cell's work (training sample passes plus the
 attack work of :func:`advaudio.study.costs.attack_work` and the evaluation checks'), with the
 fractions of :data:`advaudio.study.costs.DEFAULT_UNITS`.  Per attacked cell: estimated and measured
-total and attack seconds, their ratio, and the gradient steps per clip the attack results file
-says were used against those the cost model assumes.
+total and attack seconds, their ratio, the attack estimate again from the seconds per sample pass of
+the cell's own training (the machine's load when it ran: training-only cells run at another load are
+off by that load's factor), and the gradient steps per clip the attack results file says were used
+against those the cost model assumes.
 """
 
 from __future__ import annotations
@@ -84,9 +86,15 @@ def main() -> None:
                "estimated_attack_s": est_attack, "measured_attack_s": m["attack"],
                "attack_ratio": est_attack / m["attack"], "attack_over_train_estimated": attack_units / train,
                "attack_over_train_measured": m["attack"] / m["train"], "attacks": per_attack}
+        # the same estimate with the seconds per sample pass of the cell's own training: the machine's load
+        # when it ran, not when the training-only cells did
+        own = m["train"] / train
+        row |= {"own_seconds_per_sample": own, "estimated_attack_own_s": attack_units * own,
+                "attack_ratio_own_training": attack_units * own / m["attack"]}
         out.append(row)
         print(f"{c['cell_id']}: total est {est_total:.0f} s / measured {m['total']:.0f} s (×{row['total_ratio']:.2f}); "
-              f"attack est {est_attack:.0f} s / measured {m['attack']:.0f} s (×{row['attack_ratio']:.2f}); {per_attack}")
+              f"attack est {est_attack:.0f} s / measured {m['attack']:.0f} s (×{row['attack_ratio']:.2f}; "
+              f"from its own training ×{row['attack_ratio_own_training']:.2f}); {per_attack}")
     record(args.name, {"study_dir": args.study_dir, "units": {"gradient": u.gradient, "forward": u.forward},
                        "cells": out})
 

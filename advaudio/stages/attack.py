@@ -201,7 +201,8 @@ def attack_stage(
     for name in config.attacks:
         attack_config = config.attack_config(name)
         if progress:  # what it costs, said before it starts
-            print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}), about "
+            # the ceiling: early exits (per-clip search, cw/ead's early abort) use a fraction of it
+            print(f"attack {name}: {len(rows)} clips ({config.split} split, round {config.round}), at most "
                   f"{attack_config.evaluations_per_clip():.3g} model evaluations per clip …",
                   file=sys.stderr, flush=True)
         tuning = tune_budget(model, inputs.to(dev), labels.to(dev), config=attack_config,
