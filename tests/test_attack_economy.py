@@ -210,6 +210,14 @@ def test_check_c_of_cw_reruns_the_clips_above_the_budget_nearest_first(setup, mo
         assert check.values["clips"] == limit and check.values["clips_above"] == len(above)
         assert check.values["rate"] == pytest.approx((norms <= t.budget).mean())
         assert check.values["rate_doubled"] >= check.values["rate"]
+    # at a threshold of 1 the budget is the largest norm: no clip can cross it, nothing is rerun
+    seen.clear()
+    everything = tune_budget(model, x, y, config=AttackConfig.create("cw", polish_steps=0), fooling_rate=1.0,
+                             targets=targets)
+    ev = evaluation_checks(model, x, y, {"cw": everything}, targets=targets)
+    check = next(c for c in ev.checks if c.check == "more-steps-no-gain")
+    assert seen == [] and check.passed and check.values["clips_above"] == 0
+    assert check.values["rate"] == check.values["rate_doubled"] == 1.0
 
 
 def test_cost_model_scales_the_measured_costs_with_the_parameters():
