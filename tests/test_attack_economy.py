@@ -88,7 +88,7 @@ def test_torch_const_search_is_foolboxs_arithmetic(setup, method):
 def test_early_abort_never_finds_larger_minimal_norms_than_the_long_run(setup, name):
     """Per clip, the defaults (early abort; cw: learned bracket, few constants, polish) stay within 5 % of
     the long run (9 × 1000 steps, no early exit) in the budget's norm, at a fraction of its gradient steps
-    (measured here: cw ×1.002 at 8.0 %, ead ×1.005 at 17 %)."""
+    (measured here: cw ×1.002 at 8.0 %, ead ×1.005 at 17 % before its polish)."""
     model, x, y, targets = setup
     cheap = run_attack(model, x, y, config=AttackConfig.create(name), targets=targets)
     long = run_attack(model, x, y, config=AttackConfig.create(name, steps=1000, binary_search_steps=9,
@@ -99,8 +99,9 @@ def test_early_abort_never_finds_larger_minimal_norms_than_the_long_run(setup, n
     assert ratio.max() <= 1.05, np.round(ratio, 3)
     if name == "cw":  # the polish's share: ×1.002 at most measured, ×1.04 without it (polish_steps=0)
         assert ratio.max() <= 1.01, np.round(ratio, 3)
-    assert cheap.gradient_steps <= {"cw": 0.1, "ead": 0.2}[name] * long.gradient_steps, (cheap.gradient_steps,
-                                                                                         long.gradient_steps)
+    # ead: its search (17 %) and the polish's two whole 1000-step runs (2000 / 9000 by construction)
+    share = {"cw": 0.1, "ead": 0.2 + 2 * 1000 / 9000}[name]
+    assert cheap.gradient_steps <= share * long.gradient_steps, (cheap.gradient_steps, long.gradient_steps)
 
 
 @pytest.mark.parametrize("name", ["cw", "ead"])
