@@ -104,6 +104,24 @@ def test_early_abort_never_finds_larger_minimal_norms_than_the_long_run(setup, n
     assert cheap.gradient_steps <= share * long.gradient_steps, (cheap.gradient_steps, long.gradient_steps)
 
 
+def test_ead_polish_runs_the_whole_decaying_schedule(setup):
+    """EAD's default polish never aborts within its 1000 steps (FISTA's L1 keeps shrinking as its step decays):
+    each fooled clip takes exactly 2 × 1000 steps more than the search alone, and keeps its smaller norm."""
+    model, x, _, targets = setup
+    p = EADParams()
+    assert p.polish_steps == 1000 and p.polish_patience >= p.polish_steps
+    common = dict(targeted=True, method="ead", steps=p.steps, step_size=p.step_size,
+                  binary_search_steps=p.binary_search_steps, initial_const=p.initial_const,
+                  patience=p.patience, loss_patience=p.loss_patience, min_improvement=p.min_improvement)
+    bare = const_search(model, x, targets, polish_steps=0, **common)
+    polished = const_search(model, x, targets, polish_steps=p.polish_steps, polish_patience=p.polish_patience,
+                            polish_min_improvement=p.polish_min_improvement, **common)
+    fooled = torch.isfinite(bare.const)
+    assert fooled.all()
+    torch.testing.assert_close(polished.steps - bare.steps, torch.full_like(bare.steps, 2 * p.polish_steps))
+    assert (polished.norm <= bare.norm).all()
+
+
 @pytest.mark.parametrize("name", ["cw", "ead"])
 def test_a_clip_that_cannot_be_fooled_stays_infinite(setup, name):
     model, x, y, targets = setup
