@@ -208,6 +208,19 @@ def test_evaluation_checks_fail_on_purpose(setup):
     assert "warn" in _status(ev, "success-at-large-eps")
 
 
+def test_check_d_without_a_white_box_attack_of_its_norm_warns_and_says_why(setup):
+    model, x, y = setup
+    hsj = {"hopskipjump": tune_budget(model, x, y, config=AttackConfig.create(
+        "hopskipjump", norm="l2", steps=8, gradient_eval_steps=40, max_gradient_eval_steps=160), fooling_rate=0.5)}
+    # a white-box attack of another norm does not count
+    hsj["pgd"] = tune_budget(model, x, y, config=AttackConfig.create("pgd", steps=10), fooling_rate=0.5)
+    ev = evaluation_checks(model, x, y, hsj, targets=hsj["pgd"].result.targets)
+    (d,) = [c for c in ev.checks if c.check == "black-box-not-better"]
+    assert d.status == "warn" and d.attacks == ("hopskipjump",)
+    assert "no white-box l2 attack" in d.text and d.values["white_box"] is None
+    assert d.values["budget"] == hsj["hopskipjump"].budget
+
+
 def test_robust_accuracy_counts_misclassified_clips_as_not_robust(setup):
     model, x, y = setup
     wrong = (y + 1) % NUM_CLASSES

@@ -20,7 +20,8 @@ check is a symptom of gradient masking or an under-run attack, never silent:
                           the budget rises by < 2 pp or one clip.
 ``black-box-not-better``  (d) a decision-based attack's budget is not below the best
                           white-box budget of the same norm (said with the queries
-                          per clip it was reached at, and its query budget).
+                          per clip it was reached at, and its query budget); without a
+                          white-box attack of that norm in the run it warns and says so.
 
 :func:`robust_accuracy`: for each ε of a norm, the fraction of all clips that every
 attack of that norm fails to fool within ε (clips misclassified when clean count as
@@ -51,6 +52,8 @@ __all__ = ["DECISION_BASED", "ROBUST_EPSILONS", "evaluation_checks", "robust_acc
 DECISION_BASED = ("boundary", "hopskipjump")
 ITERATIVE = ("bim", "pgd")
 CONST_SEARCH = ("cw", "ead")
+#: what check (d) suggests when a run has a decision-based attack but no white-box one of its norm
+WHITE_BOX_OF = {"l2": "cw", "linf": "pgd", "l1": "ead"}
 #: cw/ead check (c) reruns at most this many clips: those above the budget, nearest first.
 EFFORT_CLIPS = 8
 MIN_SUCCESS = 0.99
@@ -147,17 +150,23 @@ def evaluation_checks(
         if name not in DECISION_BASED:
             continue
         white = {n: w for n, w in done.items() if n not in DECISION_BASED and w.norm == t.norm}
-        if not white:
+        # the clips' own queries (the shared starting-point pools are charged to none)
+        budget_note = next((n.counts for n in t.notes if n.code == "query-budget"), {})
+        per_clip = float(budget_note.get("queries_per_clip", t.queries / max(1, t.n_attacked)))
+        max_queries = (t.result.config or {}).get("max_queries")
+        if not white:  # said, not skipped: alone, a decision-based budget cannot show a masked gradient
+            checks.append(_check("black-box-not-better", False, [name],
+                                 f"{name} ({t.norm}) budget {t.budget:.4g} at {per_clip:.0f} queries per clip "
+                                 f"(budget {max_queries} per clip): no white-box {t.norm} attack in this run to "
+                                 f"compare with (add one, e.g. {WHITE_BOX_OF.get(t.norm, 'pgd')})",
+                                 budget=t.budget, white_box_budget=None, white_box=None, queries_per_clip=per_clip,
+                                 max_queries=max_queries))
             continue
         # a white-box attack that never reached the threshold has no budget: +inf
         reach = {n: (w.budget if w.reached else math.inf) for n, w in white.items()}
         best_name = min(reach, key=reach.get)
         best = reach[best_name]
         ok = not (t.reached and t.budget < best)
-        # the clips' own queries (the shared starting-point pools are charged to none)
-        budget_note = next((n.counts for n in t.notes if n.code == "query-budget"), {})
-        per_clip = float(budget_note.get("queries_per_clip", t.queries / max(1, t.n_attacked)))
-        max_queries = (t.result.config or {}).get("max_queries")
         checks.append(_check("black-box-not-better", ok, [name, *white],
                              f"{name} ({t.norm}) budget {t.budget:.4g} at {per_clip:.0f} queries per clip "
                              f"(budget {max_queries} per clip) vs best white-box {best_name} {best:.4g}",
