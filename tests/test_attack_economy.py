@@ -18,7 +18,7 @@ from advaudio.attacks import AttackConfig, run_attack, tune_budget
 from advaudio.attacks._foolbox import foolbox
 from advaudio.attacks._model import attack_mode
 from advaudio.attacks.checks import evaluation_checks
-from advaudio.attacks.constsearch import const_search, pilot_rows
+from advaudio.attacks.constsearch import _Run, const_search, pilot_rows
 from advaudio.attacks.params import BoundaryParams, CarliniWagnerParams, EADParams, HopSkipJumpParams, PGDParams
 
 #: one torch thread for the whole module (tests/conftest.py)
@@ -120,6 +120,32 @@ def test_ead_polish_runs_the_whole_decaying_schedule(setup):
     assert fooled.all()
     torch.testing.assert_close(polished.steps - bare.steps, torch.full_like(bare.steps, 2 * p.polish_steps))
     assert (polished.norm <= bare.norm).all()
+
+
+@pytest.mark.slow  # two EAD searches with their polish, two 1000-step cold runs of 24 clips
+def test_ead_polish_starts_from_the_clean_clip_as_eads_own_constants_do(setup):
+    """EAD's polish runs its clip's smallest fooling constant from the clean clip, whole (the long run's own
+    run at that constant, FISTA's shrinkage building a sparse perturbation from zero): no clip ends above
+    that cold run, computed here on its own; from the search's fooling point (cw's start) some do."""
+    model, x, _, targets = setup
+    p = EADParams()
+    assert p.polish_start == "clean" and CarliniWagnerParams().polish_start == "best"
+    common = dict(targeted=True, method="ead", steps=p.steps, step_size=p.step_size,
+                  binary_search_steps=p.binary_search_steps, initial_const=p.initial_const,
+                  patience=p.patience, loss_patience=p.loss_patience, min_improvement=p.min_improvement,
+                  polish_steps=p.polish_steps, polish_patience=p.polish_patience,
+                  polish_min_improvement=p.polish_min_improvement)
+    runs = {start: const_search(model, x, targets, polish_start=start, **common) for start in ("clean", "best")}
+    cold = {}
+    for start, out in runs.items():
+        assert torch.isfinite(out.const).all()
+        run = _Run(model, x, targets, targeted=True, method="ead", steps=p.polish_steps, step_size=p.step_size,
+                   confidence=p.confidence, regularization=p.regularization, decision_rule=p.decision_rule,
+                   abort_early=False, patience=1, min_improvement=0.0)
+        run.at_constants(torch.arange(len(x)), out.const)
+        cold[start] = run.best_norm
+    assert (runs["clean"].norm <= cold["clean"]).all()
+    assert (runs["best"].norm > cold["best"]).any()
 
 
 @pytest.mark.parametrize("name", ["cw", "ead"])

@@ -297,14 +297,18 @@ class _Run:
         return upper
 
 
-def polish(run: _Run, const: torch.Tensor, *, steps: int, patience: int, min_improvement: float) -> None:
-    """Every clip that fooled optimises twice more from its smallest fooling point, for up to ``steps``
-    steps each with the slower stopping rule given: at its smallest fooling constant, then at the
-    largest constant that failed (half the fooling one when none did).
+def polish(run: _Run, const: torch.Tensor, *, steps: int, patience: int, min_improvement: float,
+           start: str = "best") -> None:
+    """Every clip that fooled optimises twice more, for up to ``steps`` steps each with the slower
+    stopping rule given: at its smallest fooling constant, from its smallest fooling point
+    (``start="best"``) or from the clean clip (``"clean"``), then at the largest constant that failed
+    (half the fooling one when none did) from its smallest fooling point.
 
     The binary search's constants are cut short by the early abort; warm-started, the first run
     converges onto the boundary near the point found, and the second, whose pull toward the clean
     clip is stronger, slides along it to smaller perturbations (each fooling iterate is recorded).
+    EAD's first run starts clean: FISTA's shrinkage builds a sparse perturbation from zero, while
+    from the search's dense point its L1 stays up.
     """
     rows = torch.nonzero(torch.isfinite(const)).flatten()
     if len(rows) == 0:
@@ -312,9 +316,11 @@ def polish(run: _Run, const: torch.Tensor, *, steps: int, patience: int, min_imp
     upper, lower = const[rows], run.lower_const[rows]
     saved = (run.steps, run.patience, run.loss_patience, run.min_improvement, run.warm_start)
     run.steps, run.patience, run.loss_patience = steps, max(1, patience), max(1, patience)
-    run.min_improvement, run.warm_start = min_improvement, True
+    run.min_improvement = min_improvement
     try:
+        run.warm_start = start == "best"
         run.at_constants(rows, upper)
+        run.warm_start = True
         run.at_constants(rows, torch.where(lower > 0, lower, upper / 2))
     finally:
         run.steps, run.patience, run.loss_patience, run.min_improvement, run.warm_start = saved
@@ -346,6 +352,7 @@ def const_search(
     polish_steps: int = 0,
     polish_patience: int = 50,
     polish_min_improvement: float = 1e-4,
+    polish_start: str = "best",
 ) -> SearchOutcome:
     """Per-clip CW-L2 (``method="cw"``) or EAD (``"ead"``) on ``x0`` toward ``classes``.
 
@@ -362,9 +369,10 @@ def const_search(
             moves ×/÷ ``const_growth`` until bracketed, then bisects on the log scale.
         warm_start: each constant starts from the clip's smallest fooling point so far (measured:
             ~25 % fewer steps, 2-3 % larger norms; off by default).
-        polish_steps, polish_patience, polish_min_improvement: after the search, :func:`polish`
-            (0 steps: none); the early abort of its two runs checks every ``polish_patience`` steps
-            for a relative gain of ``polish_min_improvement``.
+        polish_steps, polish_patience, polish_min_improvement, polish_start: after the search,
+            :func:`polish` (0 steps: none); the early abort of its two runs checks every
+            ``polish_patience`` steps for a relative gain of ``polish_min_improvement``; its first
+            run starts from the clip's smallest fooling point ("best") or the clean clip ("clean").
         loss_patience: steps between the early abort's checks of the objective (None: ``patience``).
     """
     if method not in METHODS:
@@ -396,6 +404,7 @@ def const_search(
         init = c0[sel] if start is None else torch.full((len(rest),), start, dtype=torch.float64, device=dev)
         const[sel] = run.binary_search(sel, init, binary_search_steps, growth, geometric=start is not None)
     if polish_steps > 0:
-        polish(run, const, steps=polish_steps, patience=polish_patience, min_improvement=polish_min_improvement)
+        polish(run, const, steps=polish_steps, patience=polish_patience, min_improvement=polish_min_improvement,
+               start=polish_start)
     return SearchOutcome(adversarial=run.best, norm=run.best_norm, const=const, steps=run.steps_run,
                          pilot=first, start_const=start, growth=growth)

@@ -72,7 +72,8 @@ class ConstSearchAttack(AttackSpec):
                             const_growth=params.const_growth,
                             polish_steps=params.polish_steps,
                             polish_patience=params.polish_patience,
-                            polish_min_improvement=params.polish_min_improvement, **extra)
+                            polish_min_improvement=params.polish_min_improvement,
+                            polish_start=params.polish_start, **extra)
 
     def execute(self, run, x, labels, targets, *, config, epsilon, counters):
         params = config.params

@@ -68,8 +68,8 @@ ATTACK_COSTS: dict[str, AttackCost] = {
     # 268.9 — pilot clips 8 constants, the others 3, 72.1 steps per constant — and the polish 259.7)
     "cw": AttackCost(gradient=528.6, per_constant=72.1, polish=259.7),
     # ead: ESC-10 r18s, 36 clips at the defaults (9 constants, no pilot, loss_patience 100): the search 1503.6
-    # steps per clip, 167.1 per constant, and the polish's two whole runs 2000 (ead-r18s-2026-12-05-2.json);
-    # FISTA adds one plain forward per step (README, "Attack cost")
+    # steps per clip, 167.1 per constant, and the polish's two whole runs 2000 (ead-r18s-2026-12-05-2.json;
+    # the same from the clean start, -3); FISTA adds one plain forward per step (README, "Attack cost")
     "ead": AttackCost(gradient=3503.6, forward=3503.6, per_constant=167.1, polish=2000.0),
     "fmn": AttackCost(gradient=100.0, forward=1.0),
     # boundary, hopskipjump: at the 1000-query default every clip used its budget (1008.2 queries per clip with
