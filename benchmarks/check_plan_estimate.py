@@ -10,7 +10,7 @@ fractions of :data:`advaudio.study.costs.DEFAULT_UNITS`.  Per attacked cell: est
 total and attack seconds, their ratio, the attack estimate again from the seconds per sample pass of
 the cell's own training (the machine's load when it ran: training-only cells run at another load are
 off by that load's factor), and the gradient steps per clip the attack results file says were used
-against those the cost model assumes.
+(and the other forwards: queries of decision-based attacks) against those the cost model assumes.
 """
 
 from __future__ import annotations
@@ -69,14 +69,17 @@ def main() -> None:
                 "checks", True) else (0.0, 0.0)
             grad += args.test_clips * g + cg
             fwd += args.test_clips * f + cf
-            per_attack[name] = {"model_gradient_per_clip": g}
+            per_attack[name] = {"model_gradient_per_clip": g, "model_forward_per_clip": f}
         results = Path(c["dir"]) / "run" / "attack-round00-test.json"
         if results.exists():
             doc = json.loads(results.read_text())
             for a in doc.get("attacks", {}).values() if isinstance(doc.get("attacks"), dict) else doc.get("attacks", []):
                 name = a.get("attack")
                 if name in per_attack and a.get("n_attacked"):
-                    per_attack[name]["measured_gradient_per_clip"] = a.get("gradient_queries", np.nan) / a["n_attacked"]
+                    n, grads = a["n_attacked"], a.get("gradient_queries", np.nan)
+                    per_attack[name]["measured_gradient_per_clip"] = grads / n
+                    # the other queries: forwards only (decision-based attacks, EAD's checks of its iterates)
+                    per_attack[name]["measured_forward_per_clip"] = (a.get("queries", np.nan) - grads) / n
         s = float(np.mean(rate[key]))
         attack_units = grad * u.gradient + fwd * u.forward
         est_total, est_attack = (train + attack_units) * s, attack_units * s
