@@ -122,30 +122,33 @@ def test_ead_polish_runs_the_whole_decaying_schedule(setup):
     assert (polished.norm <= bare.norm).all()
 
 
-@pytest.mark.slow  # two EAD searches with their polish, two 1000-step cold runs of 24 clips
-def test_ead_polish_starts_from_the_clean_clip_as_eads_own_constants_do(setup):
+@pytest.mark.slow  # an EAD search with its polish and a 1000-step cold run of 24 clips
+def test_ead_polish_starts_from_the_clean_clip_as_eads_own_constants_do(setup, monkeypatch):
     """EAD's polish runs its clip's smallest fooling constant from the clean clip, whole (the long run's own
     run at that constant, FISTA's shrinkage building a sparse perturbation from zero): no clip ends above
-    that cold run, computed here on its own; from the search's fooling point (cw's start) some do."""
+    that cold run, computed here on its own; the second run, and both of cw's, start from the best point."""
     model, x, _, targets = setup
     p = EADParams()
     assert p.polish_start == "clean" and CarliniWagnerParams().polish_start == "best"
+    starts = []  # where each run at a constant starts: True from the clip's best point, False clean
+    at_constants = _Run.at_constants
+    monkeypatch.setattr(_Run, "at_constants", lambda run, rows, consts: (starts.append(run.warm_start),
+                                                                         at_constants(run, rows, consts))[1])
     common = dict(targeted=True, method="ead", steps=p.steps, step_size=p.step_size,
                   binary_search_steps=p.binary_search_steps, initial_const=p.initial_const,
                   patience=p.patience, loss_patience=p.loss_patience, min_improvement=p.min_improvement,
-                  polish_steps=p.polish_steps, polish_patience=p.polish_patience,
-                  polish_min_improvement=p.polish_min_improvement)
-    runs = {start: const_search(model, x, targets, polish_start=start, **common) for start in ("clean", "best")}
-    cold = {}
-    for start, out in runs.items():
-        assert torch.isfinite(out.const).all()
-        run = _Run(model, x, targets, targeted=True, method="ead", steps=p.polish_steps, step_size=p.step_size,
-                   confidence=p.confidence, regularization=p.regularization, decision_rule=p.decision_rule,
-                   abort_early=False, patience=1, min_improvement=0.0)
-        run.at_constants(torch.arange(len(x)), out.const)
-        cold[start] = run.best_norm
-    assert (runs["clean"].norm <= cold["clean"]).all()
-    assert (runs["best"].norm > cold["best"]).any()
+                  polish_patience=p.polish_patience, polish_min_improvement=p.polish_min_improvement)
+    out = const_search(model, x, targets, polish_steps=p.polish_steps, polish_start=p.polish_start, **common)
+    assert torch.isfinite(out.const).all()
+    assert starts[-2:] == [False, True] and not any(starts[:-2])  # the search's constants start clean too
+    starts.clear()
+    const_search(model, x, targets, polish_steps=5, polish_start="best", **common)
+    assert starts[-2:] == [True, True]
+    run = _Run(model, x, targets, targeted=True, method="ead", steps=p.polish_steps, step_size=p.step_size,
+               confidence=p.confidence, regularization=p.regularization, decision_rule=p.decision_rule,
+               abort_early=False, patience=1, min_improvement=0.0)
+    at_constants(run, torch.arange(len(x)), out.const)
+    assert (out.norm <= run.best_norm).all()
 
 
 @pytest.mark.parametrize("name", ["cw", "ead"])
