@@ -126,7 +126,7 @@ def test_ead_polish_runs_the_whole_decaying_schedule(setup):
 def test_ead_polish_starts_from_the_clean_clip_as_eads_own_constants_do(setup, monkeypatch):
     """EAD's polish runs its clip's smallest fooling constant from the clean clip, whole (the long run's own
     run at that constant, FISTA's shrinkage building a sparse perturbation from zero): no clip ends above
-    that cold run, computed here on its own; the second run, and both of cw's, start from the best point."""
+    that cold run, computed here on its own; its second run, and both with cw's "best", start from the best point."""
     model, x, _, targets = setup
     p = EADParams()
     assert p.polish_start == "clean" and CarliniWagnerParams().polish_start == "best"
