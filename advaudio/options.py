@@ -292,7 +292,8 @@ THREADS = Option(
     help="CPU threads of this process [default: OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, else the CPUs this "
          "process may use (affinity mask, cgroup quota) less those busy with other processes, divided among "
          "torchrun's ranks].")
-PROGRESS = Option("progress", kind="flag", default=True, help="Progress bar on stderr.")
+PROGRESS = Option("progress", kind="flag", default=True,
+                  help="Progress on stderr: a bar, or status lines every 30 s in a batch log.")
 
 
 def _at_least_one(n: int, what: str) -> int:

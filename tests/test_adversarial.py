@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from advaudio import progress
 from advaudio import store as st
 from advaudio.attacks import perturbation_norms
 from advaudio.cli import cli, main
@@ -178,6 +180,21 @@ def test_attack_parameters_are_refused_before_any_work(tmp_path, capsys, param, 
     config = AttackStageConfig(attacks=("pgd", "cw"), seed=4, attack_params={"cw": {"steps": 3, "seed": 5}})
     assert config.attack_config("pgd").seed == 4 and config.attack_config("pgd").params.steps == 40
     assert config.attack_config("cw").seed == 5 and config.attack_config("cw").params.steps == 3
+
+
+def test_the_stage_shows_the_attacks_progress_lines_only_with_progress(trained, tmp_path, capsys, monkeypatch):
+    """Long attacks say how far they are (chunks of clips attacked; cw/ead: constants) on standard
+    error while the stage runs with progress; without it, and after it, nothing."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)  # every line due: no 30 s wait in a test
+    store_dir, ckpt = trained
+    cfg = AttackStageConfig(attacks=("deepfool",), threshold=0.5, round=6, batch_size=1, checks=False)
+    doc = attack_stage(cfg, checkpoint=ckpt, out_dir=tmp_path / "a", progress=True)
+    n = doc["attacks"][0]["n_samples"] - doc["attacks"][0]["n_excluded"]  # the attacked clips
+    lines = [line.split(" (")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("deepfool: ")]
+    assert n >= 2 and lines == [f"deepfool: {k} of {n} clips attacked" for k in range(1, n + 1)]  # a chunk each
+    attack_stage(cfg, checkpoint=ckpt, out_dir=tmp_path / "b", progress=False)
+    assert "clips attacked" not in capsys.readouterr().err
+    assert not logging.getLogger("advaudio.attacks").handlers
 
 
 def test_a_shard_described_by_another_results_file_is_not_replaced(trained, tmp_path):

@@ -6,6 +6,7 @@ Tiny model (tests/tiny_cnn.py), one thread: each test takes a few seconds at mos
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from tiny_cnn import NUM_CLASSES, trained_model
 from torch import nn
 
+from advaudio import progress
 from advaudio.attacks import AttackConfig, run_attack, tune_budget
 from advaudio.attacks._foolbox import foolbox
 from advaudio.attacks._model import attack_mode
@@ -176,6 +178,33 @@ def test_pilot_learns_the_bracket_for_the_other_clips(setup):
     pilot_consts = out.const[torch.as_tensor(out.pilot)]
     assert out.start_const == pytest.approx(float(torch.exp(torch.log(pilot_consts).median())))
     assert torch.isfinite(out.const).all() and torch.isfinite(out.norm).all()
+
+
+def test_a_long_search_says_how_far_it_is_after_each_constant_and_polish_run(setup, caplog, monkeypatch):
+    """Progress lines (one per constant and polish run when due; here every time) whose counts are
+    the search's own: the clips fooled and the gradient steps per clip so far."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    model, x, y, targets = setup
+    model = Unreachable(model, never=3)  # clips aiming at class 3 are never fooled: the counts differ
+    x, targets = x[y != 3], targets[y != 3]
+    caplog.set_level(logging.INFO, logger="advaudio.attacks")
+    out = const_search(model, x, targets, targeted=True, method="cw", steps=60, step_size=1e-2,
+                       binary_search_steps=3, initial_const=1e-2, pilot=4, pilot_extra=2, polish_steps=40)
+    lines = [r.getMessage() for r in caplog.records if r.name == "advaudio.attacks.constsearch"]
+    assert [m.split(" done")[0] for m in lines] == (
+        [f"cw: pilot constant {k} of 5" for k in range(1, 6)] + [f"cw: constant {k} of 3" for k in range(1, 4)]
+        + ["cw: polish run 1 of 2", "cw: polish run 2 of 2"])
+    fooled = torch.isfinite(out.const)
+    assert 0 < int(fooled.sum()) < len(x)
+    rest = torch.as_tensor(np.setdiff1d(np.arange(len(x)), out.pilot))
+    assert f"on {len(rest)} clips of the batch: {int(torch.isfinite(out.norm[rest]).sum())} fooled," in lines[7]
+    assert f"on {int(fooled.sum())} clips of the batch: {int(fooled.sum())} fooled, " \
+           f"{float(out.steps[fooled].double().mean()):.0f} gradient steps per clip, " in lines[-1]
+    caplog.clear()
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 3600.0)  # short work says nothing
+    const_search(model, x[:4], targets[:4], targeted=True, method="cw", steps=20, step_size=1e-2,
+                 binary_search_steps=2, initial_const=1e-2)
+    assert not [r for r in caplog.records if r.name.startswith("advaudio.attacks")]
 
 
 def test_a_given_start_constant_makes_each_clips_search_its_own(setup):

@@ -39,6 +39,7 @@ search is then its own).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ from torch import nn
 
 from advaudio.attacks._model import BOUNDS
 from advaudio.attacks.stepping import margins
+from advaudio.progress import Throttle
 
 __all__ = ["METHODS", "SearchOutcome", "const_search", "pilot_rows"]
 
@@ -59,6 +61,9 @@ LEARNED_GROWTH = (2.0, 10.0)
 #: Foolbox's tanh-space margin: inputs are scaled by this before arctanh.
 _TANH_SHRINK = 0.999999
 _ADAM = (0.9, 0.999, 1e-8)
+#: Progress lines (INFO, at most one per :class:`~advaudio.progress.Throttle` interval): a search on a
+#: batch of real clips runs for minutes, EAD's for half an hour.
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class _Run:
         self.best_norm = torch.full((n,), math.inf, device=x0.device)
         self.steps_run = torch.zeros(n, dtype=torch.long, device=x0.device)
         self.lower_const = torch.zeros(n, dtype=torch.float64, device=x0.device)  # largest that failed
+        self.throttle = Throttle()
         if method == "cw":
             self.w0 = _to_attack_space(x0)
             self.recon = _to_model_space(self.w0)
@@ -161,6 +167,14 @@ class _Run:
             self.best[r] = xk[better]
             self.best_norm[r] = norm[better]
         return adv, norm
+
+    def status(self, what: str, rows: torch.Tensor) -> None:
+        """A progress line on clips ``rows`` after ``what``, when one is due."""
+        if not _log.isEnabledFor(logging.INFO) or not self.throttle.due():
+            return
+        _log.info("%s: %s done on %d clips of the batch: %d fooled, %.0f gradient steps per clip, %s into the batch",
+                  self.method, what, len(rows), int(torch.isfinite(self.best_norm[rows]).sum()),
+                  float(self.steps_run[rows].double().mean()), self.throttle.elapsed())
 
     def at_constants(self, rows: torch.Tensor, consts: torch.Tensor) -> torch.Tensor:
         """Optimise clips ``rows`` at their constants; returns whether each fooled at its constant."""
@@ -273,12 +287,13 @@ class _Run:
         return found
 
     def binary_search(self, rows: torch.Tensor, consts: torch.Tensor, searches: int, growth: float, *,
-                      geometric: bool = False) -> torch.Tensor:
+                      geometric: bool = False, label: str = "") -> torch.Tensor:
         """Per-clip search over the constant for clips ``rows`` from ``consts``; returns the smallest
         constant that fooled each (+inf where none did).  C&W's (``geometric=False``): ×``growth``
         while no constant fooled, else the mean of the bounds (0 below the first).  From a learned
         start (``geometric=True``): ×/÷ ``growth`` until bracketed, then the geometric mean — the
-        constants of one batch spread over decades, so a bracket is halved on the log scale."""
+        constants of one batch spread over decades, so a bracket is halved on the log scale.
+        ``label`` names the search in its progress lines."""
         c = consts.clone()
         lower = torch.zeros_like(c)
         upper = torch.full_like(c, math.inf)
@@ -286,6 +301,7 @@ class _Run:
             if s == searches - 1 and searches >= 10:  # Foolbox: the last step repeats the best constant
                 c = torch.clamp(upper, max=1e10)
             found = self.at_constants(rows, c)
+            self.status(f"{label}constant {s + 1} of {searches}", rows)
             upper = torch.where(found, c, upper)
             lower = torch.where(found, lower, c)
             if geometric:
@@ -320,8 +336,10 @@ def polish(run: _Run, const: torch.Tensor, *, steps: int, patience: int, min_imp
     try:
         run.warm_start = start == "best"
         run.at_constants(rows, upper)
+        run.status("polish run 1 of 2", rows)
         run.warm_start = True
         run.at_constants(rows, torch.where(lower > 0, lower, upper / 2))
+        run.status("polish run 2 of 2", rows)
     finally:
         run.steps, run.patience, run.loss_patience, run.min_improvement, run.warm_start = saved
 
@@ -391,7 +409,7 @@ def const_search(
     c0 = torch.full((n,), float(initial_const), dtype=torch.float64, device=dev)  # numpy's, as Foolbox
     if len(first):
         sel = torch.as_tensor(first, device=dev)
-        const[sel] = run.binary_search(sel, c0[sel], binary_search_steps + pilot_extra, GROWTH)
+        const[sel] = run.binary_search(sel, c0[sel], binary_search_steps + pilot_extra, GROWTH, label="pilot ")
         learned = const[sel][torch.isfinite(const[sel])]
         if len(learned):
             logs = torch.log(learned.double())

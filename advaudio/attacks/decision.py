@@ -123,7 +123,7 @@ class DecisionAttack(MinimisationAttack):
                       "exhausted": counters["exhausted"], "attacked": counters["attacked"]}
             notes.append(Note(
                 "query-budget",
-                f"{self.name}: at most {counts['max_queries']} queries per clip (its starting point's check, "
+                f"at most {counts['max_queries']} queries per clip (its starting point's check, "
                 f"Foolbox's checks, estimates and binary searches); {counts['exhausted']} of "
                 f"{counts['attacked']} clip(s) stopped at the budget, the most used {counts['most_used']}; "
                 "each clip's result is the smallest adversarial it queried",
@@ -142,7 +142,7 @@ class DecisionAttack(MinimisationAttack):
         if counts["none"]:
             notes.append(Note(
                 "no-starting-point",
-                f"{self.name}: {counts['none']} sample(s) had no starting point and were "
+                f"{counts['none']} sample(s) had no starting point and were "
                 "not attacked (counted as failures)",
                 {"count": counts["none"]},
             ))

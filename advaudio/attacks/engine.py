@@ -46,6 +46,7 @@ Foolbox's PGD to the cost of a hand-written torch loop (``benchmarks/bench_attac
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ from advaudio.attacks.registry import spec_of
 from advaudio.attacks.results import AttackResult, Note, excluded_note, perturbation_norms
 from advaudio.attacks.targets import targets_from
 from advaudio.errors import ParameterError
+from advaudio.progress import Throttle
+
+#: Progress lines (INFO): chunks done, at most one line per 30 s of one run.
+_log = logging.getLogger(__name__)
 
 __all__ = ["Prepared", "auto_batch_size", "execute", "prepare", "run_attack"]
 
@@ -242,6 +247,7 @@ def execute(prep: Prepared, epsilon: float | None, starting_pool_given: bool) ->
                 counter.queries += len(x)
                 run.pool_pred = prep.clean_pred
         idx = prep.attacked.nonzero().flatten()
+        throttle = Throttle()  # a line at most every 30 s: runs of minutes say how far they are
         for chunk, s in enumerate(range(0, len(idx), prep.batch_size)):
             sel = idx[s : s + prep.batch_size]
             t = prep.targets[sel] if prep.targets is not None else None
@@ -249,6 +255,9 @@ def execute(prep: Prepared, epsilon: float | None, starting_pool_given: bool) ->
                 out = spec.execute(run, x[sel], y[sel], t, config=cfg, epsilon=epsilon,
                                    counters=counters)
             adv[sel] = out.detach().to(torch.float32).clamp(*BOUNDS)
+            if _log.isEnabledFor(logging.INFO) and throttle.due():
+                _log.info("%s: %d of %d clips attacked (%s)", spec.name, s + len(sel), len(idx),
+                          throttle.elapsed())
         pred = batched_logits(model, adv, prep.batch_size).argmax(1)
     if prep.targets is not None:
         success = (pred == prep.targets) & prep.attacked

@@ -115,7 +115,7 @@ class ConstSearchAttack(AttackSpec):
                       "growth": counters["growth"]}
             notes.append(Note(
                 "const-bracket",
-                f"{self.name}: {counts['pilot']} pilot clip(s) searched the constant from initial_const="
+                f"{counts['pilot']} pilot clip(s) searched the constant from initial_const="
                 f"{params.initial_const:g}; the others started at {counts['start_const']:.4g} (their median "
                 f"smallest fooling constant) growing ×{counts['growth']:.3g}",
                 counts,
@@ -127,7 +127,7 @@ class ConstSearchAttack(AttackSpec):
                   "failed": counters.get("failed", 0)}
         notes.append(Note(
             "const-retries",
-            f"{self.name}: {counts['retried']} sample(s) missed after the first constant "
+            f"{counts['retried']} sample(s) missed after the first constant "
             f"search (initial_const={params.initial_const:g}); retried up to "
             f"{params.const_retries} time(s), last with initial_const="
             f"{counts['last_const']:g}, steps={counts['last_steps']}; "

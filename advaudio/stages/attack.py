@@ -38,6 +38,7 @@ from advaudio.attacks.engine import auto_batch_size
 from advaudio.errors import ParameterError, StoreError
 from advaudio.options import CommandResult, Values
 from advaudio.plugins import format_records, merge_records, used
+from advaudio.progress import progress_log
 from advaudio.stages.attack_config import ATTACK, AttackStageConfig, parse_slice
 from advaudio.store.results import read_attack_results, write_attack_results
 from advaudio.threads import configure_threads
@@ -165,6 +166,21 @@ def attack_stage(
     (``audio_root``: the dataset's root when it moved since featurize) and attacks
     their samples through the view's front end (:mod:`advaudio.attacks.domain`).
     """
+    with progress_log("advaudio.attacks", enabled=progress):  # the attacks' status lines on long runs
+        return _attack_stage(config, checkpoint=checkpoint, store=store, out_dir=out_dir, device=device,
+                             progress=progress, audio_root=audio_root)
+
+
+def _attack_stage(
+    config: AttackStageConfig,
+    *,
+    checkpoint: str | Path,
+    store: str | Path | None,
+    out_dir: str | Path | None,
+    device: str,
+    progress: bool,
+    audio_root: str | Path | None,
+) -> dict[str, Any]:
     t_stage = time.perf_counter()
     checkpoint = Path(checkpoint)
     dev = resolve_device(device)
