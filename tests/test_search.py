@@ -6,6 +6,7 @@ class), trained for about a second; 16 held-out clips.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from tiny_cnn import NUM_CLASSES, trained_model
 from torch import nn
 
+from advaudio import progress
 from advaudio.attacks import AttackConfig, run_attack, tune_budget
 from advaudio.attacks._model import attack_mode
 from advaudio.attacks.checks import evaluation_checks, robust_accuracy
@@ -144,6 +146,22 @@ def test_quantile_precision_grows_unfooled_clips_to_eps_high(setup):
         r = gradient_attack(model, x[never], torch.as_tensor(res.targets[never]), torch.full((int(never.sum()),), 0.12),
                             targeted=True, steps=5, rel_stepsize=0.2)
     assert not r.success.any()
+
+
+def test_the_search_says_how_far_it_is_after_each_probe_round(setup, caplog, monkeypatch):
+    """Progress lines (one per probe round when due; here every time) whose counts are the search's."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    model, x, y = setup
+    caplog.set_level(logging.INFO, logger="advaudio.attacks")
+    tune = tune_budget(model, x, y, config=AttackConfig.create("bim", steps=5), fooling_rate=0.2, eps_high=0.12)
+    lines = [r.getMessage() for r in caplog.records if r.name == "advaudio.attacks.search"]
+    res = tune.result
+    attacked, fooled = int(res.attacked.sum()), int(np.isfinite(res.minimal_budget).sum())
+    assert 0 < fooled < attacked and len(lines) >= 2
+    assert [m.split(" done")[0] for m in lines] == [f"bim: ε search round {k}" for k in range(1, len(lines) + 1)]
+    counts = [int(m.split(": ")[2].split(" of ")[0]) for m in lines]
+    assert counts == sorted(counts) and counts[-1] == fooled  # found clips stay found
+    assert all(f" of {attacked} fooled at some ε so far (" in m for m in lines)
 
 
 def test_precision_is_checked(setup):

@@ -38,6 +38,7 @@ resnet18): 0.12–0.17× the bisection's gradient steps.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -52,8 +53,12 @@ from advaudio.attacks.params import PRECISIONS
 from advaudio.attacks.results import AttackResult, Note, perturbation_norms
 from advaudio.attacks.stepping import StepResult, margins, unit_noise
 from advaudio.errors import ParameterError
+from advaudio.progress import Throttle
 
 __all__ = ["GROWTH", "PRECISIONS", "START_DIVISOR", "per_clip_search", "step_settings"]
+
+#: Progress lines (INFO): probe rounds, at most one line per 30 s of one search.
+_log = logging.getLogger(__name__)
 
 #: Bracket growth / shrink factor per probe before a clip is bracketed.
 GROWTH = 4.0
@@ -274,6 +279,8 @@ class _Probes:
         # steps before the first successful iterate at hi (early stopping), a hint of how far below hi
         # the clip's minimal ε lies
         self.steps_at_hi = np.zeros(n, dtype=int)
+        self.n_attacked = int(prep.attacked.sum())
+        self.throttle = Throttle()
 
     def probe(self, idx: np.ndarray, eps: np.ndarray, *, full_margin: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -292,6 +299,10 @@ class _Probes:
         self.steps_at_hi[won] = steps_t.cpu().numpy()[ok]
         self.lo[idx[~ok]] = eps[~ok]
         self.probes[idx] += 1
+        if _log.isEnabledFor(logging.INFO) and self.throttle.due():
+            _log.info("%s: ε search round %d done on %d clips: %d of %d fooled at some ε so far (%s)",
+                      prep.spec.name, self.rounds, len(idx), int(np.isfinite(self.hi).sum()), self.n_attacked,
+                      self.throttle.elapsed())
         return ok, margin_t.cpu().numpy().astype(np.float64)
 
 
